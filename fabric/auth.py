@@ -1,0 +1,721 @@
+"""Access tokens (JWT), connection strings and group permissions.
+
+Rules this module keeps:
+- Sans-IO: pure functions over strings and numbers; never imports trio, never reads the clock
+  except through ``now=None`` (the caller may pass ``now`` for determinism).
+- Tokens are HS256 only. The HMAC key is the UTF-8 bytes of the access key *string* (not
+  base64-decoded), as every Microsoft SDK does. ``alg: none`` and every other algorithm are
+  rejected before any key is tried. Every configured key is tried (primary, secondary, ...).
+- Every failure on a hostile token is a :class:`TokenError` (HTTP 401) with a specific ``code``
+  and a human message; nothing else escapes from the ``verify_*`` functions for any ``str``
+  input. Values from a token that appear in a message are truncated.
+- ``exp`` is required (all SDKs set it; a token without expiry would be valid forever) and is
+  checked with ``leeway`` seconds of clock skew; ``nbf`` is honoured when present; ``iat`` is
+  ignored. ``aud`` is required and only its *path* is compared (percent-decoded, trailing ``/``
+  stripped, ASCII case-insensitive): clients and reverse proxies legitimately reach the server
+  through another scheme, host or port than the token was minted for.
+- :func:`role_grants` runs on every ``sendToGroup``/``joinGroup``: role sets and wildcard
+  patterns are compiled once and cached (bounded LRU caches). Wildcard matching never
+  backtracks exponentially: patterns with two or more stars run on a bit-parallel NFA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import math
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import jwt
+from jwt.algorithms import HMACAlgorithm
+
+__all__ = [
+    "CLIENT_PATHS",
+    "STANDARD_CLAIMS",
+    "ClientIdentity",
+    "RoleSet",
+    "TokenError",
+    "client_url",
+    "compile_group_pattern",
+    "compile_roles",
+    "connection_string",
+    "endpoint_for",
+    "generate_access_key",
+    "is_valid_group_name",
+    "is_valid_hub_name",
+    "mint_client_token",
+    "mint_rest_token",
+    "parse_connection_string",
+    "role_grants",
+    "verify_client_token",
+    "verify_rest_token",
+]
+
+#: Path prefix of the client WebSocket endpoint per client type (as the SDKs build them).
+CLIENT_PATHS: Mapping[str, str] = {
+    "default": "/client/hubs/",
+    "mqtt": "/clients/mqtt/hubs/",
+    "socketio": "/clients/socketio/hubs/",
+}
+
+#: Claims with a meaning of their own; every other claim is a custom claim.
+STANDARD_CLAIMS: frozenset[str] = frozenset(
+    {"aud", "exp", "iat", "nbf", "sub", "role", "webpubsub.group", "jti", "iss"}
+)
+
+#: Longest token accepted (characters). Bounds the work an unauthenticated peer can cause.
+MAX_TOKEN_CHARS = 65536
+
+_HUB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
+_TOKEN_SHAPE_RE = re.compile(r"[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*")
+# Largest magnitude accepted for exp/nbf: a NumericDate beyond 2**53 seconds is nonsense and
+# would overflow float conversion.
+_MAX_NUMERIC_DATE = 2**53
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and results
+
+
+class TokenError(Exception):
+    """A token was missing or unacceptable. ``str()`` is a message fit for the client.
+
+    ``code`` is one of ``MissingToken``, ``InvalidToken`` (malformed, or a claim of the wrong
+    type), ``InvalidAlgorithm``, ``InvalidSignature``, ``TokenExpired``, ``TokenNotYetValid``,
+    ``InvalidAudience``. ``status`` is the HTTP status to answer with (always 401).
+    """
+
+    status: int = 401
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"TokenError({self.code!r}, {self.message!r})"
+
+
+@attrs.frozen
+class ClientIdentity:
+    """Who a verified client token says the connection is, and what it may do."""
+
+    user_id: str | None
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    #: Every custom (non-standard) claim, each value as a list of strings, as the upstream
+    #: ``connect`` event carries them.
+    claims: dict[str, list[str]] = attrs.field(eq=True, hash=False)
+    #: ``exp`` as epoch seconds (always set by :func:`verify_client_token`, which requires it).
+    expires_at: float | None
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+
+def is_valid_hub_name(name: object) -> bool:
+    """True for a hub name the SDKs accept: ``^[A-Za-z][A-Za-z0-9_`,.[\\]]{0,127}$``."""
+    return isinstance(name, str) and _HUB_NAME_RE.fullmatch(name) is not None
+
+
+def is_valid_group_name(name: object) -> bool:
+    """True for 1–1024 characters, not whitespace-only, without a line feed (REST spec rule)."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 1024
+        and "\n" not in name
+        and not name.isspace()
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The JWS engine: HS256 only, key = UTF-8 bytes of the access key, no key-shape heuristics.
+
+
+class _AccessKeyHMAC(HMACAlgorithm):
+    """HS256 whose key is exactly the UTF-8 bytes of the access key string.
+
+    PyJWT's own ``prepare_key`` runs PEM/DER/JWK detection on every call (slow, and wrong for
+    an access key) and warns about keys shorter than 32 bytes on every verification; an access
+    key is the operator's choice, so we do neither.
+    """
+
+    def prepare_key(self, key: str | bytes) -> bytes:  # type: ignore[override]
+        key_bytes = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        if not key_bytes:
+            raise jwt.InvalidKeyError("an access key must not be empty")
+        return key_bytes
+
+    def check_key_length(self, key: bytes) -> str | None:  # PyJWT >= 2.10
+        return None
+
+
+_JWS = jwt.PyJWS(algorithms=["HS256"])
+_JWS.unregister_algorithm("HS256")
+_JWS.register_algorithm("HS256", _AccessKeyHMAC(HMACAlgorithm.SHA256))
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """repr() of a token-supplied value, truncated so hostile input cannot bloat messages."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a token")
+
+
+def _decode_verified(token: str, keys: Sequence[str]) -> dict[str, Any]:
+    """Check shape, algorithm and signature; return the payload object. Raises TokenError."""
+    if not keys:
+        raise ValueError("no access keys configured: cannot verify any token")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError(
+            "InvalidToken", f"token is {len(token)} characters long; at most {MAX_TOKEN_CHARS} are accepted"
+        )
+    if _TOKEN_SHAPE_RE.fullmatch(token) is None:
+        raise TokenError(
+            "InvalidToken",
+            "malformed token: expected a JWT (three base64url segments separated by '.')",
+        )
+    try:
+        header = _JWS.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenError("InvalidToken", f"malformed token: {exc}") from None
+    alg = header.get("alg")
+    if alg != "HS256":
+        raise TokenError(
+            "InvalidAlgorithm",
+            f"token algorithm {_short(alg)} is not accepted; tokens must be signed with HS256",
+        )
+    payload: bytes | None = None
+    for key in keys:
+        try:
+            payload = _JWS.decode_complete(token, key=key, algorithms=["HS256"])["payload"]
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise TokenError("InvalidToken", f"malformed token: {exc}") from None
+        break
+    if payload is None:
+        raise TokenError("InvalidSignature", "token signature does not match any configured access key")
+    try:
+        claims = json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise TokenError("InvalidToken", f"malformed token: payload is not valid JSON ({_short(str(exc), 80)})") from None
+    if not isinstance(claims, dict):
+        raise TokenError("InvalidToken", "malformed token: payload is not a JSON object")
+    return claims
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TokenError("InvalidToken", f"claim {name!r} must be a number of seconds since the epoch, got {_short(value)}")
+    if abs(value) > _MAX_NUMERIC_DATE:
+        raise TokenError("InvalidToken", f"claim {name!r} is out of range: {_short(value)}")
+    return float(value)
+
+
+def _format_time(epoch: float) -> str:
+    try:
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch:.0f} (epoch seconds)"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_times(claims: Mapping[str, Any], now: float | None, leeway: float) -> float:
+    """Require ``exp``; check it and ``nbf`` against ``now`` with ``leeway``. Return exp."""
+    current = time.time() if now is None else now
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
+        raise TokenError("InvalidToken", "token has no 'exp' claim; an expiry time is required")
+    if exp + leeway <= current:
+        raise TokenError(
+            "TokenExpired",
+            f"token expired at {_format_time(exp)} (now {_format_time(current)}, "
+            f"clock-skew allowance {leeway:g}s)",
+        )
+    nbf = _numeric_date(claims, "nbf")
+    if nbf is not None and nbf - leeway > current:
+        raise TokenError(
+            "TokenNotYetValid",
+            f"token is not valid before {_format_time(nbf)} (now {_format_time(current)}, "
+            f"clock-skew allowance {leeway:g}s)",
+        )
+    return exp
+
+
+def _normalise_path(path: str) -> str:
+    return urllib.parse.unquote(path).rstrip("/").lower()
+
+
+def _audience_path(aud: str) -> str | None:
+    """The normalised path of an ``aud`` URL (scheme/host/port/query ignored), or None."""
+    if "://" in aud:
+        try:
+            path = urllib.parse.urlsplit(aud).path
+        except ValueError:
+            return None
+    elif aud.startswith("/"):
+        path = aud.split("?", 1)[0].split("#", 1)[0]
+    else:
+        return None
+    return _normalise_path(path)
+
+
+def _audiences(claims: Mapping[str, Any], expected_text: str) -> list[str]:
+    if "aud" not in claims:
+        raise TokenError("InvalidAudience", f"token has no 'aud' claim; expected a URL whose path is {expected_text}")
+    aud = claims["aud"]
+    if isinstance(aud, str):
+        return [aud]
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        return aud
+    raise TokenError("InvalidAudience", f"claim 'aud' must be a URL string, got {_short(aud)}")
+
+
+def _string_list(claims: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = claims.get(name)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise TokenError("InvalidToken", f"claim {name!r} must be a string or a list of strings, got {_short(value)}")
+    return tuple(dict.fromkeys(v for v in items if v))  # drop empties and duplicates, keep order
+
+
+def _claim_strings(value: Any) -> list[str]:
+    """One custom claim as the list of strings the upstream ``connect`` event carries."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, bool):
+            out.append("true" if item else "false")
+        else:  # numbers, nested objects and arrays: compact JSON text
+            out.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify_client_token(
+    token: str | None,
+    *,
+    keys: Sequence[str],
+    hub: str,
+    now: float | None = None,
+    leeway: float = 30.0,
+    client_path_prefixes: Sequence[str] = ("/client/hubs/",),
+) -> ClientIdentity:
+    """Verify a client access token for ``hub`` and return the identity it carries.
+
+    ``token`` is the ``access_token`` query value or the Bearer value of an Authorization
+    header (None or empty: ``MissingToken``). ``aud`` must have a path equal to one of
+    ``prefix + hub`` (e.g. ``/client/hubs/chat``; pass ``("/clients/socketio/hubs/",)`` for
+    Socket.IO). Raises :class:`TokenError`; ValueError only when ``keys`` is empty.
+    """
+    if token is None or not token.strip():
+        raise TokenError(
+            "MissingToken",
+            "no access token: pass ?access_token=<JWT> or an 'Authorization: Bearer <JWT>' header",
+        )
+    claims = _decode_verified(token.strip(), keys)
+    expires_at = _check_times(claims, now, leeway)
+
+    expected = ["/" + (p.strip("/") + "/" + hub).lstrip("/") for p in client_path_prefixes]
+    expected_text = " or ".join(expected)
+    wanted = {_normalise_path(e) for e in expected}
+    audiences = _audiences(claims, expected_text)
+    if not any(_audience_path(a) in wanted for a in audiences):
+        raise TokenError("InvalidAudience", f"audience {_short(audiences[0])} does not match {expected_text}")
+
+    sub = claims.get("sub")
+    if sub is not None and not isinstance(sub, str):
+        raise TokenError("InvalidToken", f"claim 'sub' (the user id) must be a single string, got {_short(sub)}")
+    groups = _string_list(claims, "webpubsub.group")
+    for group in groups:
+        if not is_valid_group_name(group):
+            raise TokenError(
+                "InvalidToken",
+                f"claim 'webpubsub.group' has an invalid group name {_short(group)} "
+                "(1-1024 characters, not whitespace-only)",
+            )
+    return ClientIdentity(
+        user_id=sub or None,
+        roles=_string_list(claims, "role"),
+        groups=groups,
+        claims={k: _claim_strings(v) for k, v in claims.items() if k not in STANDARD_CLAIMS},
+        expires_at=expires_at,
+    )
+
+
+def verify_rest_token(
+    authorization: str | None,
+    *,
+    keys: Sequence[str],
+    request_path: str,
+    now: float | None = None,
+    leeway: float = 30.0,
+) -> dict[str, Any]:
+    """Verify the ``Authorization: Bearer <JWT>`` header of a REST request; return the claims.
+
+    ``aud`` is the full request URL the SDK signed; only its path is compared with
+    ``request_path`` (the request target as received; a query part is ignored). Raises
+    :class:`TokenError`; ValueError only when ``keys`` is empty.
+    """
+    if authorization is None or not authorization.strip():
+        raise TokenError("MissingToken", "missing Authorization header; expected 'Authorization: Bearer <JWT>'")
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise TokenError("InvalidToken", f"unsupported Authorization scheme {_short(scheme, 40)}; expected Bearer")
+    if not credentials.strip():
+        raise TokenError("MissingToken", "the Authorization header has no token after 'Bearer'")
+    claims = _decode_verified(credentials.strip(), keys)
+    _check_times(claims, now, leeway)
+    path = request_path.split("?", 1)[0]
+    audiences = _audiences(claims, path)
+    wanted = _normalise_path(path)
+    if not any(_audience_path(a) == wanted for a in audiences):
+        raise TokenError(
+            "InvalidAudience", f"audience {_short(audiences[0])} does not match the request path {_short(path)}"
+        )
+    return claims
+
+
+# --------------------------------------------------------------------------------------------
+# Minting, URLs and connection strings
+
+
+def _check_endpoint(endpoint: str) -> str:
+    lowered = endpoint.lower()
+    if not (lowered.startswith("http://") or lowered.startswith("https://")):
+        raise ValueError(f"endpoint {endpoint!r} must start with http:// or https://")
+    return endpoint.rstrip("/")
+
+
+def _client_path(client_type: str) -> str:
+    try:
+        return CLIENT_PATHS[client_type.lower()]
+    except KeyError:
+        raise ValueError(f"unknown client_type {client_type!r}; expected one of {', '.join(CLIENT_PATHS)}") from None
+
+
+def _strings(name: str, values: Sequence[str]) -> list[str]:
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a sequence of strings, not a single string")
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must contain only strings")
+    return out
+
+
+def _encode(claims: Mapping[str, Any], key: str) -> str:
+    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JWS.encode(payload, key, algorithm="HS256", headers={"typ": "JWT"})
+
+
+def mint_client_token(
+    *,
+    key: str,
+    endpoint: str,
+    hub: str,
+    user_id: str | None = None,
+    roles: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    ttl_seconds: int = 3600,
+    client_type: str = "default",
+    now: float | None = None,
+) -> str:
+    """A client access token exactly as the Python SDK's ``get_client_access_token`` mints it.
+
+    ``aud`` is ``endpoint.lower().rstrip("/") + "/client/hubs/" + hub`` (the path depends on
+    ``client_type``: ``default``, ``mqtt`` or ``socketio``). Raises ValueError/TypeError on
+    bad arguments.
+    """
+    base = _check_endpoint(endpoint).lower()
+    if not is_valid_hub_name(hub):
+        raise ValueError(f"invalid hub name {hub!r}")
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be a positive integer, got {ttl_seconds!r}")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "aud": base + _client_path(client_type) + hub,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    if user_id:
+        claims["sub"] = user_id
+    role_list = _strings("roles", roles)
+    if role_list:
+        claims["role"] = role_list
+    group_list = _strings("groups", groups)
+    if group_list:
+        claims["webpubsub.group"] = group_list
+    return _encode(claims, key)
+
+
+def mint_rest_token(*, key: str, url: str, ttl_seconds: int = 60, now: float | None = None) -> str:
+    """A REST bearer token as the service SDKs mint it: ``aud`` = the full request URL."""
+    issued = int(time.time() if now is None else now)
+    return _encode({"aud": url, "iat": issued, "exp": issued + ttl_seconds}, key)
+
+
+def client_url(endpoint: str, hub: str, token: str, *, client_type: str = "default") -> str:
+    """``ws(s)://host:port/client/hubs/{hub}?access_token=...`` for an http(s) endpoint."""
+    base = _check_endpoint(endpoint)
+    ws_base = "ws" + base[4:] if base[:5].lower() == "http:" else "wss" + base[5:]
+    hub_part = urllib.parse.quote(hub, safe=",")
+    return f"{ws_base}{_client_path(client_type)}{hub_part}?access_token={urllib.parse.quote(token, safe='')}"
+
+
+def connection_string(endpoint: str, key: str) -> str:
+    """``Endpoint=http://HOST:PORT;AccessKey=KEY;Version=1.0;`` (never a ``Port=`` part)."""
+    base = _check_endpoint(endpoint)
+    if ";" in base or not key or ";" in key:
+        raise ValueError("neither the endpoint nor the access key may contain ';' (and the key must not be empty)")
+    return f"Endpoint={base};AccessKey={key};Version=1.0;"
+
+
+def parse_connection_string(value: str) -> tuple[str, str]:
+    """``(endpoint, access_key)`` from a connection string, with the SDKs' rules (keys
+    case-insensitive, each segment split at its first ``=``, ``Port=`` appended to the
+    endpoint's authority). Raises ValueError."""
+    parts: dict[str, str] = {}
+    for segment in value.split(";"):
+        if not segment.strip():
+            continue
+        name, sep, item = segment.partition("=")
+        if not sep:
+            raise ValueError(f"malformed connection string segment {segment!r}: expected key=value")
+        parts.setdefault(name.strip().lower(), item.strip())
+    if "endpoint" not in parts or "accesskey" not in parts:
+        raise ValueError("a connection string needs both Endpoint= and AccessKey=")
+    endpoint = _check_endpoint(parts["endpoint"])
+    if "port" in parts:
+        split = urllib.parse.urlsplit(endpoint)
+        host = split.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        endpoint = urllib.parse.urlunsplit((split.scheme, f"{host}:{int(parts['port'])}", split.path, "", ""))
+    return endpoint, parts["accesskey"]
+
+
+def endpoint_for(host: str, port: int, *, scheme: str = "http") -> str:
+    """The endpoint URL clients should use for a listener on ``host:port``.
+
+    Wildcard listen addresses map to loopback (``0.0.0.0``/empty -> ``127.0.0.1``,
+    ``::`` -> ``[::1]``); IPv6 literals get brackets.
+    """
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def generate_access_key() -> str:
+    """A fresh random access key (256 bits, URL- and shell-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+# --------------------------------------------------------------------------------------------
+# Permissions: literal roles and wildcard group patterns
+
+_ACTIONS = {"joinLeaveGroup": "webpubsub.joinLeaveGroups.", "sendToGroup": "webpubsub.sendToGroups."}
+MAX_PATTERN_CHARS = 1024
+MAX_PATTERN_STARS = 5
+
+_LIT, _ONE, _STAR, _DSTAR = range(4)
+
+
+def _tokenize_pattern(pattern: str) -> list[tuple[int, str]]:
+    if not pattern:
+        raise ValueError("a group pattern must not be empty")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"a group pattern is at most {MAX_PATTERN_CHARS} characters")
+    tokens: list[tuple[int, str]] = []
+    stars = 0
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError("a group pattern must not end with a lone backslash")
+            escaped = pattern[i + 1]
+            if escaped not in "\\*?":
+                raise ValueError(f"invalid escape '\\{escaped}' (only \\\\, \\* and \\? are allowed)")
+            tokens.append((_LIT, escaped))
+            i += 2
+        elif c == "*":
+            if i + 1 < n and pattern[i + 1] == "*":
+                tokens.append((_DSTAR, ""))
+                stars += 2
+                i += 2
+            else:
+                tokens.append((_STAR, ""))
+                stars += 1
+                i += 1
+        elif c == "?":
+            tokens.append((_ONE, ""))
+            i += 1
+        else:
+            tokens.append((_LIT, c))
+            i += 1
+    if stars > MAX_PATTERN_STARS:
+        raise ValueError(f"a group pattern has at most {MAX_PATTERN_STARS} '*' characters ('**' counts two)")
+    return tokens
+
+
+def _regex_matcher(tokens: list[tuple[int, str]]) -> Callable[[str], bool]:
+    parts = []
+    for kind, char in tokens:
+        if kind == _LIT:
+            parts.append(re.escape(char))
+        elif kind == _ONE:
+            parts.append("[^.]")
+        elif kind == _STAR:
+            parts.append("[^.]*")
+        else:
+            parts.append(".*")
+    compiled = re.compile("".join(parts), re.DOTALL)
+    fullmatch = compiled.fullmatch
+    return lambda group: fullmatch(group) is not None
+
+
+def _nfa_matcher(tokens: list[tuple[int, str]]) -> Callable[[str], bool]:
+    """Bit-parallel NFA: bit i set = "the first i tokens are matched". Linear in the group."""
+    lit: dict[str, int] = {}
+    one = star = dstar = 0
+    for i, (kind, char) in enumerate(tokens):
+        bit = 1 << i
+        if kind == _LIT:
+            lit[char] = lit.get(char, 0) | bit
+        elif kind == _ONE:
+            one |= bit
+        elif kind == _STAR:
+            star |= bit
+        else:
+            dstar |= bit
+    anystar = star | dstar
+    accept = 1 << len(tokens)
+    dot_mask = lit.get(".", 0)
+
+    def closure(state: int) -> int:
+        while True:  # a star may match nothing; at most five stars, so at most five rounds
+            grown = state | ((state & anystar) << 1)
+            if grown == state:
+                return state
+            state = grown
+
+    start = closure(1)
+
+    def match(group: str) -> bool:
+        state = start
+        for c in group:
+            if c == ".":
+                state = closure(((state & dot_mask) << 1) | (state & dstar))
+            else:
+                state = closure(((state & (lit.get(c, 0) | one)) << 1) | (state & anystar))
+            if not state:
+                return False
+        return bool(state & accept)
+
+    return match
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_group_pattern(pattern: str) -> Callable[[str], bool]:
+    """Compile a wildcard group pattern to a predicate. Raises ValueError when invalid.
+
+    ``?`` one character except ``.``; ``*`` zero or more characters except ``.``; ``**`` zero
+    or more of any character; ``\\`` escapes ``\\``, ``*`` and ``?``; at most five ``*``;
+    case-sensitive. Cached.
+    """
+    tokens = _tokenize_pattern(pattern)
+    if all(kind == _LIT for kind, _ in tokens):
+        literal = "".join(char for _, char in tokens)
+        return lambda group: group == literal
+    if sum(kind in (_STAR, _DSTAR) for kind, _ in tokens) <= 1:
+        return _regex_matcher(tokens)  # at most one star: re cannot backtrack badly
+    return _nfa_matcher(tokens)
+
+
+@attrs.frozen(eq=False)
+class RoleSet:
+    """A precompiled set of roles; ``grants(action, group)`` is a set lookup plus patterns.
+
+    Invalid pattern roles are kept in ``invalid`` (with the reason) and grant nothing.
+    """
+
+    roles: tuple[str, ...]
+    _literal: frozenset[str] = attrs.field(alias="literal")
+    _patterns: Mapping[str, tuple[Callable[[str], bool], ...]] = attrs.field(alias="patterns")
+    invalid: tuple[tuple[str, str], ...] = ()
+
+    def grants(self, action: str, group: str) -> bool:
+        if action not in _ACTIONS:
+            raise ValueError(f"unknown permission {action!r}; expected joinLeaveGroup or sendToGroup")
+        literal = self._literal
+        prefix = "webpubsub." + action
+        if prefix in literal or f"{prefix}.{group}" in literal:
+            return True
+        for matches in self._patterns[action]:
+            if matches(group):
+                return True
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_roles(roles: tuple[str, ...]) -> RoleSet:
+    """Precompile a role tuple (cached: connections with the same roles share one RoleSet)."""
+    patterns: dict[str, list[Callable[[str], bool]]] = {action: [] for action in _ACTIONS}
+    invalid: list[tuple[str, str]] = []
+    for role in roles:
+        for action, prefix in _ACTIONS.items():
+            if role.startswith(prefix):
+                try:
+                    patterns[action].append(compile_group_pattern(role[len(prefix):]))
+                except ValueError as exc:
+                    invalid.append((role, str(exc)))
+    return RoleSet(
+        roles=roles,
+        literal=frozenset(roles),
+        patterns={action: tuple(found) for action, found in patterns.items()},
+        invalid=tuple(invalid),
+    )
+
+
+def role_grants(roles: Iterable[str] | RoleSet, action: str, group: str) -> bool:
+    """True if ``roles`` allow ``action`` (``joinLeaveGroup`` or ``sendToGroup``) on ``group``.
+
+    Granted by ``webpubsub.<action>`` (any group), ``webpubsub.<action>.<group>`` (that group)
+    or a pattern role ``webpubsub.joinLeaveGroups.<pattern>`` /
+    ``webpubsub.sendToGroups.<pattern>`` matching the group. Pass a :class:`RoleSet` (from
+    :func:`compile_roles`) to skip even the cache lookup.
+    """
+    role_set = roles if isinstance(roles, RoleSet) else compile_roles(tuple(roles))
+    return role_set.grants(action, group)
