@@ -1,0 +1,307 @@
+"""The fabric: hubs under one supervisor, the HTTP/WebSocket router, and the listener.
+
+This is the composition root. ``open_fabric`` gives the embedded API; ``fabric serve``
+is ``open_fabric`` plus ``serve`` plus signal handling.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Mapping
+
+import trio
+
+from actors import ChildSpec, Restart, Supervisor
+from transport.http import HttpLimits, Request, Response, WebSocketAccept, serve_tcp
+from transport.websocket import WebSocket
+
+from . import auth
+from .broker_memory import MemoryBus
+from .config import FabricConfig, load_config
+from .connection import ClientConnection, WireProtocol
+from .handlers import ConnectRejected, ConnectRequest, EventHandler
+from .hub import Hub, new_connection_id
+from .hub_api import HubHandle
+
+log = logging.getLogger("fabric")
+
+PUBSUB_PROTOCOLS = {p.value: p for p in WireProtocol if p.is_pubsub}
+NOT_YET_SUPPORTED = {"protobuf.webpubsub.azure.v1", "protobuf.reliable.webpubsub.azure.v1"}
+
+
+class Fabric:
+    """A running fabric. Create with ``open_fabric``; use ``hub(name)`` for the API."""
+
+    def __init__(self, config: FabricConfig, handlers: Mapping[str, EventHandler] | None = None,
+                 bus: MemoryBus | None = None) -> None:
+        self.config = config
+        self._handlers = dict(handlers or {})
+        self._bus = bus or MemoryBus()
+        self._hubs: dict[str, Hub] = {}
+        self._hub_starting: dict[str, trio.Event] = {}
+        self.supervisor = Supervisor("fabric", max_restarts=10, within=10.0)
+        self.access_keys: tuple[str, ...] = config.server.access_keys
+        self._limits = HttpLimits(
+            max_body_bytes=config.server.max_request_body_bytes,
+            handshake_timeout=config.server.handshake_timeout,
+            keepalive_timeout=config.server.idle_timeout,
+        )
+        self.endpoint: str | None = None
+
+    # ---- hubs ------------------------------------------------------------------------
+
+    def hub(self, name: str) -> HubHandle:
+        """The embedded API for one hub (any valid hub name; no configuration needed)."""
+        if not auth.is_valid_hub_name(name):
+            raise ValueError(f"invalid hub name {name!r}")
+        return HubHandle(self, name)
+
+    def set_handler(self, hub: str, handler: EventHandler | None) -> None:
+        self._handlers[hub] = handler
+        if hub in self._hubs:
+            self._hubs[hub].handler = handler
+
+    async def get_hub(self, name: str) -> Hub:
+        """The running hub, started on first use. Checkpoint."""
+        hub = self._hubs.get(name)
+        if hub is not None:
+            await hub._started.wait()
+            return hub
+        starting = self._hub_starting.get(name)
+        if starting is not None:
+            await starting.wait()
+            return await self.get_hub(name)
+        self._hub_starting[name] = event = trio.Event()
+        try:
+            hub = Hub(name, self.config.hub(name), self.config.server, self._bus.attach,
+                      handler=self._handlers.get(name))
+            await self.supervisor.start_child(ChildSpec(f"hub:{name}", hub.run, restart=Restart.TRANSIENT))
+            self._hubs[name] = hub
+        finally:
+            del self._hub_starting[name]
+            event.set()
+        return hub
+
+    def running_hubs(self) -> dict[str, Hub]:
+        return dict(self._hubs)
+
+    # ---- serving ---------------------------------------------------------------------
+
+    async def serve(self, host: str | None = None, port: int | None = None, *,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for clients and REST on one port until cancelled. ``started(port)``."""
+        host = host if host is not None else self.config.server.host
+        port = port if port is not None else self.config.server.port
+
+        async def _serve(task_status=trio.TASK_STATUS_IGNORED):
+            await serve_tcp(self, host, port, limits=self._limits, task_status=task_status)
+
+        bound = await self._nursery.start(_serve)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        if ":" in shown:
+            shown = f"[{shown}]"
+        self.endpoint = f"http://{shown}:{bound}"
+        task_status.started(bound)
+
+    def connection_string(self, endpoint: str | None = None) -> str:
+        endpoint = endpoint or self.endpoint or f"http://{self.config.server.host}:{self.config.server.port}"
+        return auth.connection_string(endpoint, self.access_keys[0])
+
+    # ---- HTTP routing (transport.http.Application) -----------------------------------
+
+    async def handle_http(self, request: Request) -> Response:
+        path = request.path
+        if path.rstrip("/") == "/api/health":
+            if request.method in ("GET", "HEAD"):
+                return Response.json(200, {"status": "healthy"})
+            return Response.error(405, "MethodNotAllowed", f"{request.method} is not allowed on /api/health")
+        if _client_hub(request) is not None:
+            return Response.error(400, "BadRequest", "this endpoint expects a WebSocket upgrade")
+        return Response.error(404, "NotFound", f"no such resource: {request.method} {request.raw_path}")
+
+    async def handle_websocket(self, request: Request) -> Response | WebSocketAccept:
+        hub_name = _client_hub(request)
+        if hub_name is None:
+            return Response.error(404, "NotFound", f"no WebSocket endpoint at {request.raw_path}")
+        if not auth.is_valid_hub_name(hub_name):
+            return Response.error(400, "InvalidHubName", f"invalid hub name {hub_name!r}")
+        hub_config = self.config.hub(hub_name)
+
+        token = request.query_one("access_token")
+        authorization = request.header("authorization")
+        if token is None and authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        if token is None and hub_config.anonymous_connect:
+            identity = auth.ClientIdentity(user_id=None, roles=(), groups=(), claims={}, expires_at=None)
+        else:
+            try:
+                identity = auth.verify_client_token(token, keys=self.access_keys, hub=hub_name)
+            except auth.TokenError as exc:
+                return Response.error(exc.status, exc.code, str(exc))
+
+        offered = _offered_subprotocols(request)
+        protocol, echoed = _choose_protocol(offered)
+        if protocol is None:
+            return Response.error(400, "UnsupportedSubprotocol",
+                                  f"subprotocols {', '.join(offered)} are not supported by this server yet")
+
+        simple_mode = request.query_one("webpubsub_mode") or "sendEvent"
+        simple_group = request.query_one("group")
+        if protocol is WireProtocol.SIMPLE:
+            if simple_mode not in ("sendEvent", "sendToGroup"):
+                return Response.error(400, "BadRequest", f"unknown webpubsub_mode {simple_mode!r}")
+            if simple_mode == "sendToGroup" and not simple_group:
+                return Response.error(400, "BadRequest", "webpubsub_mode=sendToGroup needs a group parameter")
+
+        hub = await self.get_hub(hub_name)
+        connection_id = new_connection_id()
+        user_id, roles, groups = identity.user_id, identity.roles, identity.groups
+        state = None
+        handler = hub.handler
+        if handler is not None and type(handler).on_connect is not EventHandler.on_connect:
+            req = ConnectRequest(
+                hub=hub_name, connection_id=connection_id, user_id=user_id, claims=identity.claims,
+                query={k: v for k, v in request.query.items() if k != "access_token"},
+                headers=_header_map(request), subprotocols=tuple(offered), roles=roles, groups=groups,
+            )
+            try:
+                answer = await handler.on_connect(req)
+            except ConnectRejected as exc:
+                return Response.error(exc.status, "ConnectRejected", exc.message)
+            except Exception:
+                log.exception("connect handler failed in hub %r", hub_name)
+                return Response.error(500, "ConnectHandlerFailed", "the connect event handler failed")
+            if answer is not None:
+                if answer.user_id is not None:
+                    user_id = answer.user_id
+                roles = tuple(dict.fromkeys((*roles, *answer.roles)))
+                groups = tuple(dict.fromkeys((*groups, *answer.groups)))
+                state = answer.connection_state
+                if answer.subprotocol is not None:
+                    if answer.subprotocol not in offered:
+                        return Response.error(500, "ConnectHandlerFailed",
+                                              f"connect handler chose subprotocol {answer.subprotocol!r} the client did not offer")
+                    protocol = PUBSUB_PROTOCOLS.get(answer.subprotocol, WireProtocol.SIMPLE)
+                    echoed = answer.subprotocol
+
+        server = self.config.server
+
+        async def run(ws: WebSocket) -> None:
+            connection = ClientConnection(
+                hub, connection_id, ws, protocol, user_id=user_id, roles=roles,
+                connection_state=state, simple_mode=simple_mode, simple_group=simple_group,
+            )
+
+            async def connection_task(*, task_status=trio.TASK_STATUS_IGNORED):
+                task_status.started()
+                await hub.run_connection(connection, groups)
+
+            try:
+                await hub.supervisor.start_child(ChildSpec(
+                    f"conn:{connection_id}", connection_task, restart=Restart.TEMPORARY,
+                    shutdown_timeout=server.shutdown_timeout))
+            except Exception:
+                log.exception("could not start connection %s", connection_id)
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(ws._stream)
+
+        return WebSocketAccept(
+            subprotocol=echoed, run=run, max_message_bytes=server.max_message_bytes,
+            outbox_max_items=server.outbox_max_messages, outbox_max_bytes=server.outbox_max_bytes,
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def _run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.supervisor.run)
+            task_status.started()
+
+    async def aclose(self) -> None:
+        """Graceful shutdown: every hub closes its connections (1001), then stops."""
+        for hub in list(self._hubs.values()):
+            try:
+                await hub.aclose()
+            except Exception:
+                log.exception("hub %r failed to shut down cleanly", hub.name)
+        await self.supervisor.aclose()
+
+    def statistics(self) -> dict:
+        return {
+            "hubs": {name: hub.statistics() for name, hub in self._hubs.items()},
+            "supervisor": self.supervisor.statistics(),
+        }
+
+
+@asynccontextmanager
+async def open_fabric(
+    config: FabricConfig | None = None,
+    *,
+    handlers: Mapping[str, EventHandler] | None = None,
+    access_key: str | None = None,
+) -> AsyncIterator[Fabric]:
+    """Run a fabric for the duration of the block.
+
+    ``config`` defaults to ``load_config()`` with no file and no environment. If it names
+    no access key, ``access_key`` or a random one is used (``fab.access_keys``).
+    """
+    if config is None:
+        config = load_config(None, env={})
+    if not config.server.access_keys:
+        import attrs
+        import secrets
+
+        key = access_key or secrets.token_urlsafe(32)
+        config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(key,)))
+    fabric = Fabric(config, handlers)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fabric._run)
+        try:
+            yield fabric
+        finally:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(config.server.shutdown_timeout + 1):
+                    await fabric.aclose()
+            nursery.cancel_scope.cancel()
+
+
+def _client_hub(request: Request) -> str | None:
+    """The hub of a client endpoint path, or None if the path is not a client endpoint."""
+    path = request.path
+    if path.startswith("/client/hubs/"):
+        name = path[len("/client/hubs/"):].rstrip("/")
+        return name if "/" not in name else None
+    if path.rstrip("/") == "/client":
+        return request.query_one("hub") or ""
+    return None
+
+
+def _offered_subprotocols(request: Request) -> list[str]:
+    raw = request.header("sec-websocket-protocol")
+    if not raw:
+        return []
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _choose_protocol(offered: list[str]) -> tuple[WireProtocol | None, str | None]:
+    for name in offered:
+        if name in PUBSUB_PROTOCOLS:
+            return PUBSUB_PROTOCOLS[name], name
+    unsupported = [p for p in offered if p in NOT_YET_SUPPORTED]
+    if unsupported and len(unsupported) == len(offered):
+        return None, None
+    others = [p for p in offered if p not in NOT_YET_SUPPORTED]
+    # A simple client: echo its first subprotocol so strict clients accept the upgrade.
+    return WireProtocol.SIMPLE, (others[0] if others else None)
+
+
+def _header_map(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.headers:
+        if k in ("authorization", "sec-websocket-key"):
+            continue
+        out.setdefault(k, []).append(v)
+    return out

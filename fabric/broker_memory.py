@@ -1,0 +1,60 @@
+"""The in-memory broker: one process, any number of nodes on a shared ``MemoryBus``.
+
+A single ``fabric serve`` uses one bus with one node. Tests attach several nodes to one
+bus to check that routing never assumes every subscriber lives on the publishing node.
+Delivery is a direct await of each subscribed node's callback, in subscription order, so
+per-publisher order is trivially kept and a slow callback pushes back on the publisher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .broker import OnPublication
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, dict[int, "MemoryBroker"]] = {}
+        self.published = 0
+
+    def attach(self, on_publication: OnPublication) -> "MemoryBroker":
+        return MemoryBroker(self, on_publication)
+
+
+class MemoryBroker:
+    def __init__(self, bus: MemoryBus, on_publication: OnPublication) -> None:
+        self._bus = bus
+        self._on_publication = on_publication
+        self._topics: set[str] = set()
+        self.delivered = 0
+
+    async def subscribe(self, topic: str) -> None:
+        """Idempotent. Checkpoint: no (memory only)."""
+        self._topics.add(topic)
+        self._bus._subscribers.setdefault(topic, {})[id(self)] = self
+
+    async def unsubscribe(self, topic: str) -> None:
+        self._topics.discard(topic)
+        nodes = self._bus._subscribers.get(topic)
+        if nodes is not None:
+            nodes.pop(id(self), None)
+            if not nodes:
+                del self._bus._subscribers[topic]
+
+    async def publish(self, topic: str, message: Any) -> None:
+        """Deliver to every subscribed node. Checkpoint: only if a callback checkpoints."""
+        self._bus.published += 1
+        nodes = self._bus._subscribers.get(topic)
+        if not nodes:
+            return
+        for node in list(nodes.values()):
+            node.delivered += 1
+            await node._on_publication(topic, message)
+
+    async def aclose(self) -> None:
+        for topic in list(self._topics):
+            await self.unsubscribe(topic)
+
+    def statistics(self) -> dict:
+        return {"kind": "memory", "topics": len(self._topics), "delivered": self.delivered}

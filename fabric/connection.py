@@ -1,0 +1,295 @@
+"""One client connection: its identity, its permissions, and its subprotocol's rules.
+
+Rules this module keeps:
+- ``deliver_nowait`` is the fan-out path: it never awaits, never encodes more than the
+  per-connection part (the reliable ``sequenceId``), and applies the slow-consumer policy
+  when the outbox is past its bounds: close (default, code ``SLOW_CONSUMER``) or drop and
+  count ``lagged``.
+- ``on_message`` is the inbound path: called by the transport's reader and awaited, so a
+  client that sends faster than the fabric routes is slowed by TCP.
+- Every request with an ``ackId`` gets exactly one ack; a repeated ackId gets
+  ``Duplicate`` (remembered for the last ``ACK_MEMORY`` ackIds).
+- A malformed frame closes the connection (the reference: the service "declines the
+  client"); an invalid-but-parseable request is answered with an ack error; no error of a
+  client's making escapes this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from specs import errors as spec_errors
+from transport.frames import encode_frame
+from transport.websocket import WebSocket
+
+from . import codec_json, codec_simple
+from .auth import role_grants
+from .handlers import ConnectionContext, UserEventError
+from .messages import Payload
+from .publication import Publication
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("fabric.connection")
+
+ACK_MEMORY = 1024
+
+ErrorName = spec_errors.AckError
+
+
+class WireProtocol(enum.Enum):
+    JSON = "json.webpubsub.azure.v1"
+    JSON_RELIABLE = "json.reliable.webpubsub.azure.v1"
+    SIMPLE = ""
+
+    @property
+    def is_pubsub(self) -> bool:
+        return self is not WireProtocol.SIMPLE
+
+
+class ClientConnection:
+    __slots__ = (
+        "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
+        "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
+        "_sequence_id", "lagged", "received", "delivered", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        hub: "Hub",
+        connection_id: str,
+        ws: WebSocket,
+        protocol: WireProtocol,
+        *,
+        user_id: str | None,
+        roles: tuple[str, ...] = (),
+        connection_state: str | None = None,
+        simple_mode: str = "sendEvent",
+        simple_group: str | None = None,
+    ) -> None:
+        self.hub = hub
+        self.connection_id = connection_id
+        self.ws = ws
+        self.protocol = protocol
+        self.user_id = user_id
+        self.roles: set[str] = set(roles)
+        self.groups: set[str] = set()
+        self.connection_state = connection_state
+        self.simple_mode = simple_mode
+        self.simple_group = simple_group
+        self._acked: deque[int] = deque()
+        self._acked_set: set[int] = set()
+        self._sequence_id = 0
+        self.lagged = 0
+        self.received = 0
+        self.delivered = 0
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.hub.name}/{self.connection_id} user={self.user_id!r} {self.protocol.name}>"
+
+    @property
+    def context(self) -> ConnectionContext:
+        return ConnectionContext(
+            hub=self.hub.name, connection_id=self.connection_id, user_id=self.user_id,
+            subprotocol=self.protocol.value or None, connection_state=self.connection_state,
+        )
+
+    # ---- outbound ------------------------------------------------------------------
+
+    def deliver_nowait(self, publication: Publication) -> None:
+        """Queue one publication for this client. Never blocks."""
+        protocol = self.protocol
+        if protocol is WireProtocol.JSON:
+            frame = publication.json_frame()
+        elif protocol is WireProtocol.JSON_RELIABLE:
+            self._sequence_id += 1
+            frame = publication.json_frame_with_sequence(self._sequence_id)
+        else:
+            frame = publication.simple_frame()
+        if self.ws.send_nowait(frame):
+            self.delivered += 1
+        else:
+            self._overflow()
+
+    def send_json_nowait(self, body: bytes) -> None:
+        """Queue a protocol message (ack, system, pong) for a PubSub client."""
+        if not self.ws.send_nowait(encode_frame(body, text=True)):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if self.ws.closing:
+            return
+        if self.hub.server_config.slow_consumer == "drop":
+            if self.lagged == 0 or self.lagged % 1000 == 0:
+                log.warning("%r is lagging: dropped %d messages so far", self, self.lagged + 1)
+            self.lagged += 1
+            self.hub.counters["lagged"] += 1
+            return
+        self.hub.counters["slow_consumer_closed"] += 1
+        log.warning("%r closed as a slow consumer (outbox over its bounds)", self)
+        self.close(spec_errors.CloseCode.SLOW_CONSUMER, "SlowClient", discard=True)
+
+    def close(self, code: int, reason: str, *, discard: bool = False, notify: bool = True) -> None:
+        """Close (no checkpoint). PubSub clients get a ``disconnected`` message first."""
+        if self.ws.closing:
+            return
+        if notify and self.protocol.is_pubsub and not discard:
+            self.ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True))
+        self.ws.close(code, reason, discard=discard)
+
+    # ---- inbound -------------------------------------------------------------------
+
+    async def on_message(self, data: str | bytes) -> None:
+        """Handle one complete client message. Checkpoint: maybe (awaits routing)."""
+        self.received += 1
+        if self.protocol is WireProtocol.SIMPLE:
+            await self._on_simple(data)
+            return
+        if isinstance(data, bytes):
+            self.close(spec_errors.CloseCode.INVALID_MESSAGE, "binary frames are not valid on the JSON subprotocol")
+            return
+        try:
+            message = codec_json.decode_client(data)
+        except codec_json.InvalidMessage as exc:
+            self.hub.counters["invalid_messages"] += 1
+            if exc.ack_id is not None:
+                self._ack_error(exc.ack_id, ErrorName.BAD_REQUEST, str(exc.message))
+            return
+        except codec_json.ProtocolError as exc:
+            self.hub.counters["malformed_frames"] += 1
+            self.close(spec_errors.CloseCode.INVALID_MESSAGE, f"InvalidMessage: {exc}")
+            return
+        handler = _DISPATCH.get(type(message))
+        if handler is None:
+            ack_id = getattr(message, "ack_id", None)
+            if ack_id is not None:
+                self._ack_error(ack_id, ErrorName.BAD_REQUEST, f"message type {getattr(message, 'type', '?')!r} is not supported")
+            return
+        await handler(self, message)
+
+    def _seen(self, ack_id: int | None) -> bool:
+        """Record an ackId; True (and a Duplicate ack sent) if it was processed already."""
+        if ack_id is None:
+            return False
+        if ack_id in self._acked_set:
+            self.send_json_nowait(codec_json.encode_ack(
+                ack_id, False, ErrorName.DUPLICATE, f"Message with ack-id: {ack_id} has been processed"))
+            return True
+        self._acked.append(ack_id)
+        self._acked_set.add(ack_id)
+        if len(self._acked) > ACK_MEMORY:
+            self._acked_set.discard(self._acked.popleft())
+        return False
+
+    def _ack_ok(self, ack_id: int | None) -> None:
+        if ack_id is not None:
+            self.send_json_nowait(codec_json.encode_ack(ack_id, True))
+
+    def _ack_error(self, ack_id: int | None, name: str, message: str) -> None:
+        if ack_id is not None:
+            self.send_json_nowait(codec_json.encode_ack(ack_id, False, name, message))
+
+    async def _join(self, msg: codec_json.JoinGroup) -> None:
+        if self._seen(msg.ack_id):
+            return
+        if not role_grants(self.roles, "joinLeaveGroup", msg.group):
+            self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to join group '{msg.group}'")
+            return
+        await self.hub.join_group(self, msg.group)
+        self._ack_ok(msg.ack_id)
+
+    async def _leave(self, msg: codec_json.LeaveGroup) -> None:
+        if self._seen(msg.ack_id):
+            return
+        if not role_grants(self.roles, "joinLeaveGroup", msg.group):
+            self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to leave group '{msg.group}'")
+            return
+        await self.hub.leave_group(self, msg.group)
+        self._ack_ok(msg.ack_id)
+
+    async def _send_to_group(self, msg: codec_json.SendToGroup) -> None:
+        if self._seen(msg.ack_id):
+            return
+        if not role_grants(self.roles, "sendToGroup", msg.group):
+            self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to send to group '{msg.group}'")
+            return
+        await self.hub.publish(Publication(
+            "group", msg.payload, group=msg.group, from_user_id=self.user_id,
+            sender_id=self.connection_id, no_echo=msg.no_echo,
+        ))
+        self._ack_ok(msg.ack_id)
+
+    async def _event(self, msg: codec_json.Event) -> None:
+        if self._seen(msg.ack_id):
+            return
+        handler = self.hub.handler
+        if handler is None or not handler.handles_user_event(msg.event):
+            self.hub.counters["unhandled_events"] += 1
+            self._ack_error(msg.ack_id, ErrorName.NOT_FOUND,
+                            f"no event handler for event '{msg.event}' in hub '{self.hub.name}'")
+            return
+        try:
+            reply = await handler.on_user_event(self.context, msg.event, msg.payload)
+        except UserEventError as exc:
+            self._ack_error(msg.ack_id, exc.name, exc.message)
+            return
+        except Exception:
+            log.exception("event handler failed for %r event %r", self, msg.event)
+            self._ack_error(msg.ack_id, ErrorName.INTERNAL_SERVER_ERROR, f"event handler for '{msg.event}' failed")
+            return
+        if reply is not None:
+            self.deliver_nowait(Publication("server", reply))
+        self._ack_ok(msg.ack_id)
+
+    async def _ping(self, msg: codec_json.Ping) -> None:
+        self.send_json_nowait(codec_json.encode_pong())
+
+    async def _sequence_ack(self, msg: codec_json.SequenceAck) -> None:
+        return None  # the reliable session (replay buffer) consumes these; nothing to do without it
+
+    async def _on_simple(self, data: str | bytes) -> None:
+        payload = codec_simple.payload_from_frame(data)
+        if self.simple_mode == "sendToGroup":
+            group = self.simple_group
+            if group is None or not role_grants(self.roles, "sendToGroup", group):
+                self.close(spec_errors.CloseCode.FORBIDDEN, f"no permission to send to group '{group}'")
+                return
+            await self.hub.publish(Publication(
+                "group", payload, group=group, from_user_id=self.user_id, sender_id=self.connection_id))
+            return
+        handler = self.hub.handler
+        if handler is None or not handler.handles_user_event("message"):
+            # Azure drops a simple client whose frames nobody handles (close 1000, no reason).
+            self.hub.counters["unhandled_events"] += 1
+            self.close(spec_errors.CloseCode.NORMAL, "")
+            return
+        try:
+            reply = await handler.on_user_event(self.context, "message", payload)
+        except Exception:
+            log.exception("event handler failed for %r simple message", self)
+            self.close(spec_errors.CloseCode.INTERNAL_ERROR, "event handler failed")
+            return
+        if reply is not None:
+            self.deliver_nowait(Publication("server", reply))
+
+    def statistics(self) -> dict:
+        return {
+            "connection_id": self.connection_id, "user_id": self.user_id,
+            "protocol": self.protocol.name, "groups": len(self.groups),
+            "received": self.received, "delivered": self.delivered, "lagged": self.lagged,
+            "transport": self.ws.statistics(),
+        }
+
+
+_DISPATCH = {
+    codec_json.JoinGroup: ClientConnection._join,
+    codec_json.LeaveGroup: ClientConnection._leave,
+    codec_json.SendToGroup: ClientConnection._send_to_group,
+    codec_json.Event: ClientConnection._event,
+    codec_json.Ping: ClientConnection._ping,
+    codec_json.SequenceAck: ClientConnection._sequence_ack,
+}

@@ -1,0 +1,84 @@
+"""A message on its way to many connections, encoded at most once per wire format.
+
+Rules:
+- A ``Publication`` is immutable once published; the frame cache is filled lazily, the
+  first time a recipient of each wire format needs it, and then shared by every other
+  recipient of that format (the bytes of an unmasked server frame are the same for all).
+- Per-connection variations (the reliable ``sequenceId``) are derived from the cached
+  JSON body, not by re-encoding the message.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transport.frames import encode_frame
+
+from . import codec_json, codec_simple
+from .messages import Payload
+
+Origin = Literal["group", "server"]
+
+
+class Publication:
+    __slots__ = (
+        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded",
+        "_json", "_json_frame", "_simple_frame",
+    )
+
+    def __init__(
+        self,
+        origin: Origin,
+        payload: Payload,
+        *,
+        group: str | None = None,
+        from_user_id: str | None = None,
+        sender_id: str | None = None,
+        no_echo: bool = False,
+        excluded: frozenset[str] = frozenset(),
+    ) -> None:
+        self.origin = origin
+        self.payload = payload
+        self.group = group
+        self.from_user_id = from_user_id
+        self.sender_id = sender_id
+        self.no_echo = no_echo
+        self.excluded = excluded
+        self._json: bytes | None = None
+        self._json_frame: bytes | None = None
+        self._simple_frame: bytes | None = None
+
+    def skips(self, connection_id: str) -> bool:
+        """True if this publication must not reach that connection."""
+        if self.no_echo and connection_id == self.sender_id:
+            return True
+        return connection_id in self.excluded
+
+    def json_body(self) -> bytes:
+        body = self._json
+        if body is None:
+            if self.origin == "group":
+                body = codec_json.encode_group_message(self.group, self.payload, self.from_user_id)
+            else:
+                body = codec_json.encode_server_message(self.payload)
+            self._json = body
+        return body
+
+    def json_frame(self) -> bytes:
+        frame = self._json_frame
+        if frame is None:
+            frame = self._json_frame = encode_frame(self.json_body(), text=True)
+        return frame
+
+    def json_frame_with_sequence(self, sequence_id: int) -> bytes:
+        return encode_frame(codec_json.with_sequence_id(self.json_body(), sequence_id), text=True)
+
+    def simple_frame(self) -> bytes:
+        frame = self._simple_frame
+        if frame is None:
+            is_text, data = codec_simple.frame_for(self.payload)
+            frame = self._simple_frame = encode_frame(data, text=is_text)
+        return frame
+
+    def __repr__(self) -> str:
+        return f"<Publication {self.origin} group={self.group!r} {self.payload.data_type.value} {len(self.payload.body)}B>"

@@ -1,0 +1,338 @@
+"""The HTTP/1.1 front (h11) on one listening port: plain requests and WebSocket upgrades.
+
+Rules this module keeps:
+- Every TCP connection is read by h11 with bounded head size, a bounded body
+  (``max_body_bytes``, 413 beyond), a deadline for the first request head and an idle
+  deadline between keep-alive requests. A slow or oversize request ties up only its own
+  task.
+- A request is either answered with a ``Response`` (keep-alive honoured) or, for a valid
+  WebSocket upgrade the application accepts, switched to a ``WebSocket`` whose opening
+  handshake we complete here (101, echoed ``Sec-WebSocket-Protocol``). We never negotiate
+  extensions.
+- The application never sees a malformed request: those get 400 (or 426 for a wrong
+  WebSocket version) with a JSON body. An exception in the application becomes a 500 with
+  a JSON body and a log line; it never kills the listener.
+- We own the accept loop (not ``trio.serve_listeners``) so that a connection's stream can
+  outlive the task that accepted it when the application hands it to a supervisor.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import urllib.parse
+from typing import Awaitable, Callable, Protocol
+
+import attrs
+import h11
+import msgspec
+import trio
+
+from .frames import accept_key, valid_client_key
+from .websocket import WebSocket
+
+log = logging.getLogger("transport.http")
+
+MAX_HEAD_BYTES = 16 * 1024
+RECEIVE_SIZE = 65536
+
+
+@attrs.frozen
+class Request:
+    method: str
+    target: str  # raw request target, as sent
+    path: str  # percent-decoded path
+    raw_path: str  # path as sent (still percent-encoded)
+    query: dict[str, list[str]]
+    headers: tuple[tuple[str, str], ...]  # lower-cased names, latin-1 decoded values
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        values = [v for k, v in self.headers if k == name]
+        return ", ".join(values) if values else None
+
+    def query_one(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    @property
+    def host(self) -> str:
+        return self.header("host") or "localhost"
+
+
+@attrs.frozen
+class Response:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, status: int, obj: object, headers: tuple[tuple[str, str], ...] = ()) -> "Response":
+        return cls(status, msgspec.json.encode(obj), (("content-type", "application/json; charset=utf-8"), *headers))
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> "Response":
+        """The Azure ``ErrorDetail`` body with an ``x-ms-error-code`` header."""
+        return cls.json(status, {"code": code, "message": message}, (("x-ms-error-code", code), *headers))
+
+
+@attrs.frozen
+class WebSocketAccept:
+    """The application's yes to an upgrade: the subprotocol to echo and who runs the socket."""
+
+    subprotocol: str | None
+    run: Callable[[WebSocket], Awaitable[None]]
+    max_message_bytes: int = 1 << 20
+    outbox_max_items: int = 1024
+    outbox_max_bytes: int = 4 << 20
+
+
+class Application(Protocol):
+    async def handle_http(self, request: Request) -> Response: ...
+
+    async def handle_websocket(self, request: Request) -> Response | WebSocketAccept: ...
+
+
+@attrs.define
+class HttpLimits:
+    max_body_bytes: int = 1 << 20
+    handshake_timeout: float = 10.0
+    keepalive_timeout: float = 60.0
+
+
+def _parse_target(target: str) -> tuple[str, str, dict[str, list[str]]]:
+    raw_path, _, qs = target.partition("?")
+    query = urllib.parse.parse_qs(qs, keep_blank_values=True) if qs else {}
+    return urllib.parse.unquote(raw_path), raw_path, query
+
+
+def _is_upgrade(headers: tuple[tuple[str, str], ...]) -> bool:
+    upgrade = connection = False
+    for k, v in headers:
+        if k == "upgrade" and v.strip().lower() == "websocket":
+            upgrade = True
+        elif k == "connection" and "upgrade" in [t.strip().lower() for t in v.split(",")]:
+            connection = True
+    return upgrade and connection
+
+
+async def serve_connection(
+    stream: trio.abc.Stream, app: Application, limits: HttpLimits
+) -> None:
+    """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    first = True
+    handed_off = False
+    try:
+        while True:
+            timeout = limits.handshake_timeout if first else limits.keepalive_timeout
+            first = False
+            with trio.move_on_after(timeout) as scope:
+                event = await _next_event(stream, conn)
+            if scope.cancelled_caught:
+                if conn.our_state is h11.IDLE and conn.their_state is h11.SEND_BODY:
+                    await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body too slow"))
+                return
+            if event is None or isinstance(event, h11.ConnectionClosed):
+                return
+            if isinstance(event, _BadRequest):
+                await _send_simple(stream, conn, Response.error(event.status, "BadRequest", event.message))
+                return
+            assert isinstance(event, h11.Request)
+            headers = tuple(
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers
+            )
+            target = event.target.decode("latin-1")
+            path, raw_path, query = _parse_target(target)
+            method = event.method.decode("ascii", "replace")
+
+            if _is_upgrade(headers):
+                handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits)
+                return
+
+            # Plain request: read its body, bounded.
+            body = bytearray()
+            too_big = False
+            with trio.move_on_after(limits.handshake_timeout) as scope:
+                while True:
+                    ev = await _next_event(stream, conn)
+                    if ev is None or isinstance(ev, (h11.ConnectionClosed, _BadRequest)):
+                        if isinstance(ev, _BadRequest):
+                            await _send_simple(stream, conn, Response.error(ev.status, "BadRequest", ev.message))
+                        return
+                    if isinstance(ev, h11.Data):
+                        if len(body) + len(ev.data) > limits.max_body_bytes:
+                            too_big = True
+                            break
+                        body += ev.data
+                    elif isinstance(ev, h11.EndOfMessage):
+                        break
+            if scope.cancelled_caught:
+                await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body not received in time"))
+                return
+            if too_big:
+                await _send_simple(stream, conn, Response.error(
+                    413, "PayloadTooLarge", f"request body exceeds {limits.max_body_bytes} bytes"))
+                return
+            request = Request(method, target, path, raw_path, query, headers, bytes(body))
+            try:
+                response = await app.handle_http(request)
+            except Exception:
+                log.exception("HTTP handler failed for %s %s", method, raw_path)
+                response = Response.error(500, "InternalServerError", "internal error")
+            if not await _send_response(stream, conn, response, head=(method == "HEAD")):
+                return
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    finally:
+        if not handed_off:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+
+@attrs.frozen
+class _BadRequest:
+    status: int
+    message: str
+
+
+async def _next_event(stream: trio.abc.Stream, conn: h11.Connection):
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            return _BadRequest(exc.error_status_hint, f"malformed HTTP request: {exc}")
+        if event is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                pass
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            conn.receive_data(data)
+            continue
+        if event is h11.PAUSED:
+            return None
+        return event
+
+
+async def _send_response(stream, conn: h11.Connection, response: Response, *, head: bool = False) -> bool:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    if not any(k.lower() == b"content-length" for k, _ in headers):
+        headers.append((b"content-length", str(len(response.body)).encode()))
+    headers.append((b"server", b"fabric"))
+    try:
+        data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        if response.body and not head:
+            data += conn.send(h11.Data(data=response.body))
+        data += conn.send(h11.EndOfMessage())
+    except h11.LocalProtocolError:
+        return False
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
+async def _send_simple(stream, conn: h11.Connection, response: Response) -> None:
+    """Answer and close (for errors where the request stream is not trustworthy)."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    response = attrs.evolve(response, headers=(*response.headers, ("connection", "close")))
+    await _send_response(stream, conn, response)
+
+
+async def _upgrade(stream, conn: h11.Connection, app: Application, request: Request, limits: HttpLimits) -> bool:
+    """Complete or refuse a WebSocket upgrade. True if the stream now belongs to a WebSocket."""
+    key = request.header("sec-websocket-key")
+    if request.method != "GET":
+        await _send_simple(stream, conn, Response.error(400, "BadRequest", "WebSocket upgrade must use GET"))
+        return False
+    if request.header("sec-websocket-version") != "13":
+        await _send_simple(stream, conn, Response.error(
+            426, "UpgradeRequired", "only WebSocket version 13 is supported",
+            (("sec-websocket-version", "13"),)))
+        return False
+    if key is None or not valid_client_key(key.encode("latin-1")):
+        await _send_simple(stream, conn, Response.error(400, "BadRequest", "missing or invalid Sec-WebSocket-Key"))
+        return False
+    try:
+        decision = await app.handle_websocket(request)
+    except Exception:
+        log.exception("WebSocket handler failed for %s", request.raw_path)
+        decision = Response.error(500, "InternalServerError", "internal error")
+    if isinstance(decision, Response):
+        await _send_simple(stream, conn, decision)
+        return False
+    # An upgrade request has no body; whatever followed the head belongs to the WebSocket.
+    trailing, _closed = conn.trailing_data
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii"),
+    ]
+    if decision.subprotocol:
+        lines.append(b"Sec-WebSocket-Protocol: " + decision.subprotocol.encode("latin-1"))
+    lines.append(b"Server: fabric")
+    try:
+        await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    ws = WebSocket(
+        stream,
+        subprotocol=decision.subprotocol,
+        trailing_data=bytes(trailing),
+        max_message_bytes=decision.max_message_bytes,
+        outbox_max_items=decision.outbox_max_items,
+        outbox_max_bytes=decision.outbox_max_bytes,
+    )
+    await decision.run(ws)
+    return True
+
+
+async def serve_tcp(
+    app: Application,
+    host: str,
+    port: int,
+    *,
+    limits: HttpLimits | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on host:port and serve every connection. ``task_status.started(port)``.
+
+    Runs until cancelled. Accept errors from resource exhaustion (EMFILE...) are logged
+    and retried after a short pause rather than killing the listener.
+    """
+    limits = limits or HttpLimits()
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    bound_port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, listener, app, limits, nursery)
+        task_status.started(bound_port)
+
+
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+async def _accept_loop(listener: trio.SocketListener, app: Application, limits: HttpLimits, nursery) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY:
+                    log.error("accept failed (%s); pausing 100 ms", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(serve_connection, stream, app, limits)

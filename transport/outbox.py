@@ -1,0 +1,122 @@
+"""A connection's bounded queue of encoded frames, drained by its writer task.
+
+Rules:
+- Bounded in count *and* bytes. ``put_nowait`` never blocks and never grows past the
+  bounds: it returns False instead and the caller applies its slow-consumer policy. A
+  fan-out sender therefore never waits for a slow reader.
+- Control frames (pong, ping, close) have their own small lane that the writer always
+  drains first, so a full data lane cannot delay a pong or a close.
+- After ``close_data()`` no data frame is accepted; control frames still are, so the
+  close frame can follow the last data frame.
+- The writer takes *everything* queued in one ``get_batch`` so it can send it with one
+  ``send_all``: the cost of a wake-up and a syscall is shared by the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+import trio
+
+CONTROL_LANE_SIZE = 8
+
+
+@attrs.frozen
+class OutboxStatistics:
+    queued: int
+    queued_bytes: int
+    max_items: int
+    max_bytes: int
+    peak_bytes: int
+    frames_sent: int
+    rejected: int
+
+
+class Outbox:
+    __slots__ = (
+        "_data", "_control", "_bytes", "_lot", "max_items", "max_bytes",
+        "_peak_bytes", "_sent", "_rejected", "_data_closed",
+    )
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("outbox bounds must be positive")
+        self._data: deque[bytes] = deque()
+        self._control: deque[bytes] = deque()
+        self._bytes = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._peak_bytes = 0
+        self._sent = 0
+        self._rejected = 0
+        self._data_closed = False
+
+    def __len__(self) -> int:
+        return len(self._data) + len(self._control)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put_nowait(self, frame: bytes) -> bool:
+        """Queue a data frame. False when that would pass a bound (nothing is queued)."""
+        if self._data_closed:
+            return False
+        n = self._bytes + len(frame)
+        if n > self.max_bytes or len(self._data) >= self.max_items:
+            self._rejected += 1
+            return False
+        self._data.append(frame)
+        self._bytes = n
+        if n > self._peak_bytes:
+            self._peak_bytes = n
+        if self._lot:
+            self._lot.unpark()
+        return True
+
+    def put_control(self, frame: bytes) -> bool:
+        """Queue a control frame ahead of data. False if the control lane is full."""
+        if len(self._control) >= CONTROL_LANE_SIZE:
+            return False
+        self._control.append(frame)
+        if self._lot:
+            self._lot.unpark()
+        return True
+
+    def close_data(self) -> None:
+        """Accept no more data frames (what is queued is still sent)."""
+        self._data_closed = True
+
+    def discard_data(self) -> int:
+        """Drop every queued data frame; returns how many were dropped."""
+        n = len(self._data)
+        self._data.clear()
+        self._bytes = 0
+        return n
+
+    async def get_batch(self) -> list[bytes]:
+        """Wait until something is queued, then take all of it (control frames first).
+
+        Checkpoint: yes (parks when empty; otherwise does not yield).
+        """
+        while not self._data and not self._control:
+            await self._lot.park()
+        batch: list[bytes] = []
+        if self._control:
+            batch.extend(self._control)
+            self._control.clear()
+        if self._data:
+            batch.extend(self._data)
+            self._data.clear()
+            self._bytes = 0
+        self._sent += len(batch)
+        return batch
+
+    def statistics(self) -> OutboxStatistics:
+        return OutboxStatistics(
+            queued=len(self), queued_bytes=self._bytes, max_items=self.max_items,
+            max_bytes=self.max_bytes, peak_bytes=self._peak_bytes,
+            frames_sent=self._sent, rejected=self._rejected,
+        )

@@ -1,0 +1,260 @@
+"""One server-side WebSocket: a reader task, a writer task, a bounded outbox.
+
+Rules this module keeps:
+- The writer task alone writes the socket. Everything else queues encoded frames in the
+  ``Outbox`` (``send_nowait``) and never waits for the peer.
+- The reader awaits the message handler, so a publisher that outpaces the fabric is slowed
+  by TCP (point-to-point backpressure); fan-out to this socket never awaits anything.
+- Control frames (pong, ping) skip ahead of queued data; the close frame goes *after*
+  queued data (so a ``disconnected`` message is delivered before the close) unless the
+  close discards data (slow consumer).
+- The close code is recorded once, by whoever closes first: the peer's close frame, our
+  close, or the transport failing (1006). ``run`` returns when the socket is finished and
+  the stream is closed; it never raises for a peer's misbehaviour.
+- Inbound messages are bounded by ``max_message_bytes`` across fragments (1009 beyond).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from .frames import encode_frame
+from .outbox import Outbox
+
+log = logging.getLogger("transport.websocket")
+
+MessageHandler = Callable[[str | bytes], Awaitable[None]]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_ABNORMAL = 1006
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+RECEIVE_SIZE = 65536
+
+
+class WebSocket:
+    """A WebSocket whose opening handshake is already done (see ``transport.http``).
+
+    Create it, then ``await run(handler)`` in the task that owns the connection.
+    """
+
+    __slots__ = (
+        "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "close_timeout",
+        "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
+        "_cancel_scope", "messages_received", "bytes_received",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        subprotocol: str | None,
+        trailing_data: bytes = b"",
+        max_message_bytes: int = 1 << 20,
+        outbox_max_items: int = 1024,
+        outbox_max_bytes: int = 4 << 20,
+        close_timeout: float = 2.0,
+    ) -> None:
+        self._stream = stream
+        self._ws = Connection(ConnectionType.SERVER)
+        self.outbox = Outbox(outbox_max_items, outbox_max_bytes)
+        self.subprotocol = subprotocol
+        self.max_message_bytes = max_message_bytes
+        self.close_timeout = close_timeout
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self.last_received = trio.current_time()
+        self._final_queued = False
+        self._peer_closed = trio.Event()
+        self._cancel_scope: trio.CancelScope | None = None
+        self.messages_received = 0
+        self.bytes_received = 0
+        if trailing_data:
+            self._ws.receive_data(trailing_data)
+
+    # ---- sending (no checkpoints; safe from any task) -------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Queue a frame built by ``encode_frame``. False if over the outbox bounds."""
+        return self.outbox.put_nowait(frame)
+
+    def send_message_nowait(self, data: str | bytes) -> bool:
+        """Encode and queue one message: ``str`` as a text frame, bytes as binary."""
+        if isinstance(data, str):
+            return self.outbox.put_nowait(encode_frame(data.encode("utf-8"), text=True))
+        return self.outbox.put_nowait(encode_frame(data, text=False))
+
+    def ping_nowait(self, payload: bytes = b"") -> None:
+        if not self.closing and self._ws.state is ConnectionState.OPEN:
+            self.outbox.put_control(self._ws.send(Ping(payload)))
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "", *, discard: bool = False) -> None:
+        """Start the closing handshake (no checkpoint). The first close wins.
+
+        With ``discard`` the queued data frames are dropped first (a slow consumer gets its
+        close frame at once instead of after megabytes it is not reading).
+        """
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        if discard:
+            self.outbox.discard_data()
+        self._queue_final(CloseConnection(code=code, reason=_truncate_reason(reason)))
+
+    def _queue_final(self, event: CloseConnection) -> None:
+        self.outbox.close_data()
+        if self._final_queued:
+            return
+        try:
+            frame = self._ws.send(event)
+        except LocalProtocolError:
+            self._abort()
+            return
+        self._final_queued = True
+        # Bypasses the bounds on purpose: the close frame always fits.
+        self.outbox._data.append(frame)
+        if self.outbox._lot:
+            self.outbox._lot.unpark()
+
+    def _abort(self) -> None:
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    # ---- the connection's tasks -------------------------------------------------------
+
+    async def run(self, handler: MessageHandler) -> None:
+        """Run reader and writer until the socket is done, then close the stream.
+
+        Checkpoint: yes. Returns normally however the peer behaves; ``close_code`` tells how
+        it ended. Cancelling it closes the stream without a handshake.
+        """
+        try:
+            with trio.CancelScope() as self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, handler)
+                    await self._writer()
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self.close_code is None:
+                self.close_code = CLOSE_ABNORMAL
+            self.outbox.close_data()
+            self.outbox.discard_data()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+
+    async def _writer(self) -> None:
+        stream = self._stream
+        outbox = self.outbox
+        try:
+            while True:
+                batch = await outbox.get_batch()
+                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                if self._final_queued and not outbox._data:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.close_code is None:
+                self.close_code = CLOSE_ABNORMAL
+            return
+        # Our close frame is out: give the peer a bounded time to answer with its own.
+        with trio.move_on_after(self.close_timeout):
+            await self._peer_closed.wait()
+
+    async def _reader(self, handler: MessageHandler) -> None:
+        ws = self._ws
+        stream = self._stream
+        parts: list[str | bytes] = []
+        size = 0
+        try:
+            while True:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    if self.close_code is None:
+                        self.close_code = CLOSE_ABNORMAL
+                    self._abort()
+                    return
+                self.last_received = trio.current_time()
+                self.bytes_received += len(data)
+                try:
+                    ws.receive_data(data)
+                except LocalProtocolError:  # data after the close handshake
+                    self._peer_closed.set()
+                    return
+                for event in ws.events():
+                    if isinstance(event, (TextMessage, BytesMessage)):
+                        if self._final_queued:
+                            continue  # closing: nothing more reaches the fabric
+                        chunk = event.data
+                        size += len(chunk)
+                        if size > self.max_message_bytes:
+                            self.close(CLOSE_TOO_BIG, f"message over {self.max_message_bytes} bytes")
+                            parts.clear()
+                            size = 0
+                            continue
+                        if event.message_finished and not parts:
+                            message = chunk
+                        else:
+                            parts.append(chunk)
+                            if not event.message_finished:
+                                continue
+                            message = ("" if isinstance(chunk, str) else b"").join(parts)
+                            parts.clear()
+                        size = 0
+                        self.messages_received += 1
+                        try:
+                            await handler(message)
+                        except trio.Cancelled:
+                            raise
+                        except Exception:
+                            log.exception("message handler failed; closing the socket")
+                            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+                    elif isinstance(event, Ping):
+                        if ws.state is ConnectionState.OPEN:
+                            self.outbox.put_control(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        if ws.state is ConnectionState.REMOTE_CLOSING:
+                            # The peer started closing: answer, then we are done.
+                            if self.close_code is None:
+                                self.close_code = event.code
+                                self.close_reason = event.reason or ""
+                            self._queue_final(event.response())
+                        elif ws.state is ConnectionState.OPEN:
+                            # wsproto found a protocol violation (bad opcode, bad UTF-8...).
+                            self.close(event.code, event.reason or "protocol error")
+                        self._peer_closed.set()
+                        return
+                    elif isinstance(event, Pong):
+                        pass
+        finally:
+            self._peer_closed.set()
+
+    def statistics(self) -> dict:
+        s = self.outbox.statistics()
+        return {
+            "subprotocol": self.subprotocol, "outbox": s, "close_code": self.close_code,
+            "messages_received": self.messages_received, "bytes_received": self.bytes_received,
+        }
+
+
+def _truncate_reason(reason: str) -> str:
+    """A close reason must fit in 123 UTF-8 bytes (RFC 6455 §5.5)."""
+    raw = reason.encode("utf-8")
+    if len(raw) <= 123:
+        return reason
+    return raw[:123].decode("utf-8", "ignore")
