@@ -192,7 +192,9 @@ def run_one(server: Server, scen_name: str, rep: int, a: argparse.Namespace, por
             if record.get("errors") or record.get("_no_result"):
                 record["_server_output"] = running.output(3000)
     except ServerFailed as e:
-        record = {"label": label, "errors": [f"server did not start: {e}"], "_no_result": True, "_server_output": e.log_tail}
+        last = [ln for ln in e.log_tail.splitlines() if ln.strip()][-1:]
+        why = f"server did not start: {e}" + (f"; its last output line: {last[0].strip()}" if last else "")
+        record = {"label": label, "errors": [why], "_no_result": True, "_server_output": e.log_tail}
     bench["wall_s"] = round(time.monotonic() - t0, 1)
     record["_bench"] = bench
     record["_metrics"] = scen.metrics(record)

@@ -187,7 +187,7 @@ class Idle(Scenario):
     The rate is connections opened per second; p50/p99 are per-connection setup times."""
 
     def describe(self, deliveries: int) -> str:
-        return f"idle N={self.subs} (RSS per connection; rate = connections opened/s, latency = setup)"
+        return f"idle N={self.subs} (rate: connections opened/s; latency: setup)"
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         args = ["--scenario", "fanout", "--subs", str(self.subs), "--messages", "1", "--warmup", "0", "--pace", "ack"]
