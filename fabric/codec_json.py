@@ -1,0 +1,665 @@
+"""Sans-IO codec for the Web PubSub JSON subprotocols (``json[.reliable].webpubsub.azure.v1``).
+
+Rules this module keeps:
+- Never imports trio; pure functions from frames to message objects and back to bytes.
+- Decoding is two-path. The fast path is one typed msgspec decode into a tagged union of
+  Structs (``data`` kept as ``msgspec.Raw``). Anything it rejects (numeric-string ids, unknown
+  types, wrong types, garbage) goes to the slow path, which decodes every property as Raw and
+  applies the lenient rules one by one. Both paths finish in the same ``_build_*`` functions,
+  so they cannot disagree about the result (a property test checks that).
+- ``decode_client`` raises only ``ProtocolError`` subclasses: ``MalformedFrame`` when the frame
+  cannot be read as a JSON object with a string ``type`` (the server closes), and
+  ``InvalidMessage`` when a readable message has a bad field (the server acks an error when
+  ``ack_id`` is set).
+- JSON ``data`` stays the exact raw bytes the client sent; it is never re-encoded.
+- Encoders return compact UTF-8 JSON with the exact key orders of
+  ``specs.webpubsub_json.SERVER_MESSAGES``; they never write ``"error": null`` and never raise
+  on data (bad UTF-8 and lone surrogates are replaced/escaped).
+- Names, ranges and defaults come from ``specs.webpubsub_json``; decisions are recorded there.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json as _stdlib_json
+import re
+from typing import Annotated, Union
+
+import msgspec
+
+from fabric.messages import DataType, Payload
+from specs import errors as _errors
+from specs import webpubsub_json as _spec
+
+__all__ = [
+    "ClientMessage",
+    "Event",
+    "InvalidMessage",
+    "JoinGroup",
+    "LeaveGroup",
+    "MalformedFrame",
+    "Ping",
+    "ProtocolError",
+    "SendToGroup",
+    "SequenceAck",
+    "Unsupported",
+    "decode_client",
+    "encode_ack",
+    "encode_connected",
+    "encode_disconnected",
+    "encode_group_message",
+    "encode_invoke_response_error",
+    "encode_pong",
+    "encode_server_message",
+    "encode_stream_closed",
+    "with_sequence_id",
+]
+
+# =========================================================================== errors
+
+
+class ProtocolError(Exception):
+    """Base class of everything ``decode_client`` raises. ``message`` says what is wrong."""
+
+    message: str
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedFrame(ProtocolError):
+    """The frame is not a JSON object with a string ``type``: the server closes the connection
+    (``specs.errors.CLOSE_RULES["malformed_frame"]``)."""
+
+
+class InvalidMessage(ProtocolError):
+    """A readable message with a missing or invalid field.
+
+    Attributes:
+        ack_id: the message's ``ackId`` when one could be read (answer with an ack error
+            named ``BadRequest``), else None.
+        message: what is wrong, suitable for the ack error's ``message``.
+    """
+
+    ack_id: int | None
+
+    def __init__(self, ack_id: int | None, message: str) -> None:
+        super().__init__(message)
+        self.ack_id = ack_id
+
+    def __repr__(self) -> str:
+        return f"InvalidMessage(ack_id={self.ack_id!r}, message={self.message!r})"
+
+
+# =========================================================================== client messages
+
+
+class JoinGroup(msgspec.Struct, frozen=True, gc=False):
+    group: str
+    ack_id: int | None = None
+
+
+class LeaveGroup(msgspec.Struct, frozen=True, gc=False):
+    group: str
+    ack_id: int | None = None
+
+
+class SendToGroup(msgspec.Struct, frozen=True, gc=False):
+    group: str
+    payload: Payload
+    ack_id: int | None = None
+    no_echo: bool = False
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    event: str
+    payload: Payload
+    ack_id: int | None = None
+
+
+class SequenceAck(msgspec.Struct, frozen=True, gc=False):
+    sequence_id: int
+
+
+class Ping(msgspec.Struct, frozen=True, gc=False):
+    pass
+
+
+class Unsupported(msgspec.Struct, frozen=True, gc=False):
+    """A well-formed message we do not implement (forward compatibility).
+
+    Attributes:
+        type: the message's ``type`` (``invoke``, ``streamData``, ``sendToGroup`` for a stream
+            start, or anything unknown).
+        ack_id: its ``ackId`` when present and valid, else None.
+        feature: for a known type used with an unimplemented feature: ``"stream"`` (stream
+            start) or ``"metadata"`` (metadata-only message); else None.
+        invocation_id: ``invocationId`` of ``invoke``/``cancelInvocation`` when a string.
+        stream_id: ``streamId`` of stream messages / ``stream.streamId`` of a stream start.
+    """
+
+    type: str
+    ack_id: int | None = None
+    feature: str | None = None
+    invocation_id: str | None = None
+    stream_id: str | None = None
+
+
+ClientMessage = Union[JoinGroup, LeaveGroup, SendToGroup, Event, SequenceAck, Ping, Unsupported]
+
+_PING = Ping()
+
+# =========================================================================== fast path
+
+# msgspec bounds must fit an int64; ids in 2**63..2**64-1 take the slow path (still accepted).
+_U64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_RAW_ABSENT = msgspec.Raw()
+_RAW_NULL = msgspec.Raw(b"null")
+
+
+class _FJoinGroup(msgspec.Struct, tag_field="type", tag="joinGroup", rename="camel"):
+    group: str
+    ack_id: _U64 | None = None
+
+
+class _FLeaveGroup(msgspec.Struct, tag_field="type", tag="leaveGroup", rename="camel"):
+    group: str
+    ack_id: _U64 | None = None
+
+
+class _FSendToGroup(msgspec.Struct, tag_field="type", tag="sendToGroup", rename="camel"):
+    group: str
+    ack_id: _U64 | None = None
+    no_echo: bool | None = None
+    data_type: str | None = None
+    data: msgspec.Raw = _RAW_ABSENT
+    stream: msgspec.Raw = _RAW_ABSENT
+    metadata: msgspec.Raw = _RAW_ABSENT
+
+
+class _FEvent(msgspec.Struct, tag_field="type", tag="event", rename="camel"):
+    event: str
+    ack_id: _U64 | None = None
+    data_type: str | None = None
+    data: msgspec.Raw = _RAW_ABSENT
+    stream: msgspec.Raw = _RAW_ABSENT
+    metadata: msgspec.Raw = _RAW_ABSENT
+
+
+class _FSequenceAck(msgspec.Struct, tag_field="type", tag="sequenceAck", rename="camel"):
+    sequence_id: _U64
+
+
+class _FPing(msgspec.Struct, tag_field="type", tag="ping"):
+    pass
+
+
+_fast_decoder = msgspec.json.Decoder(
+    Union[_FJoinGroup, _FLeaveGroup, _FSendToGroup, _FEvent, _FSequenceAck, _FPing]
+)
+
+# =========================================================================== slow path
+
+
+class _Loose(msgspec.Struct, rename="camel"):
+    """Every property we may look at, undecoded; anything else is skipped."""
+
+    type: msgspec.Raw = _RAW_ABSENT
+    ack_id: msgspec.Raw = _RAW_ABSENT
+    group: msgspec.Raw = _RAW_ABSENT
+    no_echo: msgspec.Raw = _RAW_ABSENT
+    data_type: msgspec.Raw = _RAW_ABSENT
+    data: msgspec.Raw = _RAW_ABSENT
+    event: msgspec.Raw = _RAW_ABSENT
+    sequence_id: msgspec.Raw = _RAW_ABSENT
+    stream: msgspec.Raw = _RAW_ABSENT
+    metadata: msgspec.Raw = _RAW_ABSENT
+    invocation_id: msgspec.Raw = _RAW_ABSENT
+    stream_id: msgspec.Raw = _RAW_ABSENT
+
+
+class _StreamStart(msgspec.Struct, rename="camel"):
+    stream_id: msgspec.Raw = _RAW_ABSENT
+
+
+_loose_decoder = msgspec.json.Decoder(_Loose)
+_stream_start_decoder = msgspec.json.Decoder(_StreamStart)
+_any_decoder = msgspec.json.Decoder()
+_str_decoder = msgspec.json.Decoder(str)
+_opt_str_decoder = msgspec.json.Decoder(Union[str, None])
+_opt_bool_decoder = msgspec.json.Decoder(Union[bool, None])
+_bytes_decoder = msgspec.json.Decoder(bytes)
+_NUMERIC_STRING_RE = re.compile(_spec.NUMERIC_STRING_PATTERN)
+
+# Errors a decode of untrusted input may raise: msgspec's own, UnicodeDecodeError (bytes that
+# are not UTF-8), UnicodeEncodeError (a str frame with a lone surrogate), RecursionError
+# (nesting deeper than the interpreter allows).
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeError, RecursionError)
+
+
+def _absent(raw: msgspec.Raw) -> bool:
+    """True for a property that was not sent or was sent as null."""
+    return len(raw) == 0 or raw == _RAW_NULL
+
+
+def _lenient_u64(raw: msgspec.Raw) -> int | None:
+    """An unsigned 64-bit integer from a JSON integer or numeric string; None if invalid."""
+    try:
+        value = _any_decoder.decode(raw)
+    except _DECODE_ERRORS:
+        return None
+    if type(value) is int:
+        return value if 0 <= value <= _spec.UINT64_MAX else None
+    if type(value) is str and _NUMERIC_STRING_RE.fullmatch(value):
+        n = int(value)
+        return n if n <= _spec.UINT64_MAX else None
+    return None
+
+
+def _strict_ack_id(raw: msgspec.Raw) -> int | None:
+    if _absent(raw):
+        return None
+    ack_id = _lenient_u64(raw)
+    if ack_id is None:
+        raise InvalidMessage(
+            None, "'ackId' must be an integer from 0 to 2**64-1 (or a string of its digits)"
+        )
+    return ack_id
+
+
+def _best_effort_ack_id(raw: msgspec.Raw) -> int | None:
+    return None if _absent(raw) else _lenient_u64(raw)
+
+
+def _best_effort_str(raw: msgspec.Raw) -> str | None:
+    if _absent(raw):
+        return None
+    try:
+        return _str_decoder.decode(raw)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _required_str(raw: msgspec.Raw, name: str, ack_id: int | None) -> str:
+    if _absent(raw):
+        raise InvalidMessage(ack_id, f"'{name}' is required")
+    try:
+        return _str_decoder.decode(raw)
+    except _DECODE_ERRORS:
+        raise InvalidMessage(ack_id, f"'{name}' must be a string") from None
+
+
+def _decode_slow(frame: str | bytes) -> ClientMessage:
+    """The lenient path: every rule of the reference, one property at a time."""
+    try:
+        loose = _loose_decoder.decode(frame)
+    except msgspec.ValidationError:
+        raise MalformedFrame("the frame is not a JSON object") from None
+    except _DECODE_ERRORS:
+        raise MalformedFrame("the frame is not valid JSON text") from None
+    type_ = _best_effort_str(loose.type)
+    if type_ is None:
+        raise MalformedFrame("the frame has no string 'type'")
+
+    if type_ == "joinGroup" or type_ == "leaveGroup":
+        ack_id = _strict_ack_id(loose.ack_id)
+        group = _required_str(loose.group, "group", ack_id)
+        return _build_group_op(type_, group, ack_id)
+
+    if type_ == "sendToGroup":
+        ack_id = _strict_ack_id(loose.ack_id)
+        if not _absent(loose.stream):
+            return _stream_start("sendToGroup", ack_id, loose.stream)
+        group = _required_str(loose.group, "group", ack_id)
+        try:
+            no_echo = _opt_bool_decoder.decode(loose.no_echo) if len(loose.no_echo) else None
+        except _DECODE_ERRORS:
+            raise InvalidMessage(ack_id, "'noEcho' must be a boolean") from None
+        data_type = _lenient_data_type(loose.data_type, ack_id)
+        return _build_send_to_group(
+            group, ack_id, no_echo, data_type, loose.data, _RAW_ABSENT, loose.metadata
+        )
+
+    if type_ == "event":
+        ack_id = _strict_ack_id(loose.ack_id)
+        if not _absent(loose.stream):
+            return _stream_start("event", ack_id, loose.stream)
+        event = _required_str(loose.event, "event", ack_id)
+        data_type = _lenient_data_type(loose.data_type, ack_id)
+        return _build_event(event, ack_id, data_type, loose.data, _RAW_ABSENT, loose.metadata)
+
+    if type_ == "sequenceAck":
+        if _absent(loose.sequence_id):
+            raise InvalidMessage(None, "'sequenceId' is required")
+        sequence_id = _lenient_u64(loose.sequence_id)
+        if sequence_id is None:
+            raise InvalidMessage(
+                None,
+                "'sequenceId' must be an integer from 0 to 2**64-1 (or a string of its digits)",
+            )
+        return SequenceAck(sequence_id)
+
+    if type_ == "ping":
+        return _PING
+
+    return Unsupported(
+        type_,
+        _best_effort_ack_id(loose.ack_id),
+        None,
+        _best_effort_str(loose.invocation_id),
+        _best_effort_str(loose.stream_id),
+    )
+
+
+def _lenient_data_type(raw: msgspec.Raw, ack_id: int | None) -> str | None:
+    if not len(raw):
+        return None
+    try:
+        return _opt_str_decoder.decode(raw)
+    except _DECODE_ERRORS:
+        raise InvalidMessage(ack_id, "'dataType' must be a string") from None
+
+
+def _stream_start(type_: str, ack_id: int | None, stream: msgspec.Raw) -> Unsupported:
+    stream_id = None
+    try:
+        start = _stream_start_decoder.decode(stream)
+    except _DECODE_ERRORS:
+        pass
+    else:
+        stream_id = _best_effort_str(start.stream_id)
+    return Unsupported(type_, ack_id, "stream", None, stream_id)
+
+
+# =========================================================================== shared builders
+
+_DATA_TYPES_TEXT = ", ".join(d.value for d in DataType)
+
+
+def _payload(
+    ack_id: int | None, data_type: str | None, data: msgspec.Raw, metadata: msgspec.Raw
+) -> Payload | None:
+    """The payload of a sendToGroup/event; None for a metadata-only message."""
+    if data_type is None:
+        dt = _spec.DEFAULT_DATA_TYPE
+    else:
+        try:
+            dt = DataType.parse(data_type)
+        except ValueError:
+            raise InvalidMessage(
+                ack_id, f"'dataType' must be one of {_DATA_TYPES_TEXT}, not {data_type!r}"
+            ) from None
+    if not len(data):
+        if not _absent(metadata):
+            return None
+        raise InvalidMessage(ack_id, "'data' is required")
+    if dt is DataType.JSON:
+        if data == _RAW_NULL:
+            raise InvalidMessage(ack_id, "'data' must not be null for dataType json")
+        return Payload(DataType.JSON, bytes(data))
+    if dt is DataType.TEXT:
+        try:
+            text = _str_decoder.decode(data)
+        except _DECODE_ERRORS:
+            raise InvalidMessage(ack_id, "'data' must be a string for dataType text") from None
+        return Payload(DataType.TEXT, text.encode("utf-8"))
+    try:
+        body = _bytes_decoder.decode(data)
+    except _DECODE_ERRORS:
+        raise InvalidMessage(
+            ack_id, f"'data' must be a base64 string for dataType {dt.value}"
+        ) from None
+    return Payload(dt, body)
+
+
+def _build_group_op(type_: str, group: str, ack_id: int | None) -> JoinGroup | LeaveGroup:
+    problem = _spec.group_name_problem(group)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    return JoinGroup(group, ack_id) if type_ == "joinGroup" else LeaveGroup(group, ack_id)
+
+
+def _build_send_to_group(
+    group: str,
+    ack_id: int | None,
+    no_echo: bool | None,
+    data_type: str | None,
+    data: msgspec.Raw,
+    stream: msgspec.Raw,
+    metadata: msgspec.Raw,
+) -> SendToGroup | Unsupported:
+    if not _absent(stream):
+        return _stream_start("sendToGroup", ack_id, stream)
+    problem = _spec.group_name_problem(group)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    payload = _payload(ack_id, data_type, data, metadata)
+    if payload is None:
+        return Unsupported("sendToGroup", ack_id, "metadata")
+    return SendToGroup(group, payload, ack_id, bool(no_echo))
+
+
+def _build_event(
+    event: str,
+    ack_id: int | None,
+    data_type: str | None,
+    data: msgspec.Raw,
+    stream: msgspec.Raw,
+    metadata: msgspec.Raw,
+) -> Event | Unsupported:
+    if not _absent(stream):
+        return _stream_start("event", ack_id, stream)
+    problem = _spec.event_name_problem(event)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    payload = _payload(ack_id, data_type, data, metadata)
+    if payload is None:
+        return Unsupported("event", ack_id, "metadata")
+    return Event(event, payload, ack_id)
+
+
+# =========================================================================== decode
+
+
+def decode_client(frame: str | bytes) -> ClientMessage:
+    """Decode one client text frame (a ``str`` or its UTF-8 bytes).
+
+    Returns one of ``JoinGroup``, ``LeaveGroup``, ``SendToGroup``, ``Event``, ``SequenceAck``,
+    ``Ping``, ``Unsupported``.
+
+    Raises:
+        MalformedFrame: not UTF-8/JSON, not an object, or no string ``type``.
+        InvalidMessage: a known message type with a missing or invalid field.
+    """
+    try:
+        m = _fast_decoder.decode(frame)
+    except _DECODE_ERRORS:
+        return _decode_slow(frame)
+    cls = type(m)
+    if cls is _FSendToGroup:
+        return _build_send_to_group(
+            m.group, m.ack_id, m.no_echo, m.data_type, m.data, m.stream, m.metadata
+        )
+    if cls is _FEvent:
+        return _build_event(m.event, m.ack_id, m.data_type, m.data, m.stream, m.metadata)
+    if cls is _FJoinGroup:
+        return _build_group_op("joinGroup", m.group, m.ack_id)
+    if cls is _FLeaveGroup:
+        return _build_group_op("leaveGroup", m.group, m.ack_id)
+    if cls is _FSequenceAck:
+        return SequenceAck(m.sequence_id)
+    return _PING
+
+
+# =========================================================================== encode
+
+_encode = msgspec.json.encode
+
+
+def _s(value: str) -> bytes:
+    """A JSON string. Never raises: a lone surrogate becomes a \\u escape."""
+    try:
+        return _encode(value)
+    except UnicodeEncodeError:
+        return _stdlib_json.dumps(value).encode("ascii")
+
+
+_DATA_TYPE_JSON: dict[DataType, bytes] = {d: b'"' + d.value.encode() + b'"' for d in DataType}
+
+
+def _data(payload: Payload) -> bytes:
+    dt = payload.data_type
+    if dt is DataType.JSON:
+        return payload.body
+    if dt is DataType.TEXT:
+        return _encode(payload.body.decode("utf-8", "replace"))
+    return b'"' + binascii.b2a_base64(payload.body, newline=False) + b'"'
+
+
+def _error_object(name: str, message: str) -> bytes:
+    return b'{"name":' + _s(name) + b',"message":' + _s(message) + b"}"
+
+
+def encode_ack(
+    ack_id: int,
+    success: bool,
+    error_name: str | None = None,
+    error_message: str | None = None,
+) -> bytes:
+    """``{"type":"ack","ackId":N,"success":true}`` or with ``"success":false,"error":{...}``.
+
+    A failed ack always carries ``error`` with both ``name`` and ``message``: the name
+    defaults to ``InternalServerError`` and the message to the taxonomy's text for the name
+    (``specs.errors.default_ack_message``). A successful ack never carries ``error``.
+
+    Raises:
+        ValueError: success is true and an error was given, or ack_id is not a uint64.
+    """
+    if not 0 <= ack_id <= _spec.UINT64_MAX:
+        raise ValueError(f"ack_id out of range: {ack_id}")
+    if success:
+        if error_name is not None or error_message is not None:
+            raise ValueError("a successful ack carries no error")
+        return b'{"type":"ack","ackId":%d,"success":true}' % ack_id
+    name = error_name if error_name is not None else _errors.AckErrorName.INTERNAL_SERVER_ERROR.value
+    message = error_message if error_message is not None else _errors.default_ack_message(name)
+    return (
+        b'{"type":"ack","ackId":%d,"success":false,"error":' % ack_id
+        + _error_object(name, message)
+        + b"}"
+    )
+
+
+def encode_connected(
+    connection_id: str, user_id: str | None, reconnection_token: str | None = None
+) -> bytes:
+    """``{"type":"system","event":"connected","userId":...,"connectionId":...}``.
+
+    ``userId`` is null for anonymous connections; ``reconnectionToken`` is written only when
+    not None (reliable subprotocols).
+    """
+    out = (
+        b'{"type":"system","event":"connected","userId":'
+        + (b"null" if user_id is None else _s(user_id))
+        + b',"connectionId":'
+        + _s(connection_id)
+    )
+    if reconnection_token is not None:
+        out += b',"reconnectionToken":' + _s(reconnection_token)
+    return out + b"}"
+
+
+def encode_disconnected(message: str) -> bytes:
+    """``{"type":"system","event":"disconnected","message":"..."}``."""
+    return b'{"type":"system","event":"disconnected","message":' + _s(message) + b"}"
+
+
+_PONG = b'{"type":"pong"}'
+
+
+def encode_pong() -> bytes:
+    """``{"type":"pong"}``; send it only in reply to ``ping`` (.NET rejects unknown types)."""
+    return _PONG
+
+
+def encode_group_message(
+    group: str,
+    payload: Payload,
+    from_user_id: str | None,
+    *,
+    sequence_id: int | None = None,
+) -> bytes:
+    """``{"type":"message","from":"group","group":..,"dataType":..,"data":..,"fromUserId":..}``.
+
+    ``fromUserId`` is omitted when None. ``sequence_id`` (reliable) is normally added per
+    connection with ``with_sequence_id``; the keyword exists for the one-shot case.
+    """
+    out = (
+        b'{"type":"message","from":"group","group":'
+        + _s(group)
+        + b',"dataType":'
+        + _DATA_TYPE_JSON[payload.data_type]
+        + b',"data":'
+        + _data(payload)
+    )
+    if from_user_id is not None:
+        out += b',"fromUserId":' + _s(from_user_id)
+    if sequence_id is not None:
+        return with_sequence_id(out + b"}", sequence_id)
+    return out + b"}"
+
+
+def encode_server_message(payload: Payload, *, sequence_id: int | None = None) -> bytes:
+    """``{"type":"message","from":"server","dataType":..,"data":..}`` (byte-exact per Microsoft's
+    integration test for ``Payload.text("Hello")``)."""
+    out = (
+        b'{"type":"message","from":"server","dataType":'
+        + _DATA_TYPE_JSON[payload.data_type]
+        + b',"data":'
+        + _data(payload)
+        + b"}"
+    )
+    if sequence_id is not None:
+        return with_sequence_id(out, sequence_id)
+    return out
+
+
+def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
+    """Insert ``,"sequenceId":N`` before the final ``}`` of an encoded ``message`` frame.
+
+    O(len) slicing, no re-encode: the group actor encodes once, each reliable connection
+    stamps its own id.
+
+    Raises:
+        ValueError: the input does not end with ``}`` or the id is not in 1..2**64-1.
+    """
+    if not 1 <= sequence_id <= _spec.UINT64_MAX:
+        raise ValueError(f"sequence_id out of range: {sequence_id}")
+    if encoded_message[-1:] != b"}":
+        raise ValueError("not an encoded JSON object")
+    return encoded_message[:-1] + b',"sequenceId":%d}' % sequence_id
+
+
+def encode_invoke_response_error(invocation_id: str, error_name: str, error_message: str) -> bytes:
+    """``{"type":"invokeResponse","invocationId":..,"success":false,"error":{name,message}}``:
+    the answer to an ``Unsupported`` invoke (JS 1.0.4+/.NET clients wait for it)."""
+    return (
+        b'{"type":"invokeResponse","invocationId":'
+        + _s(invocation_id)
+        + b',"success":false,"error":'
+        + _error_object(error_name, error_message)
+        + b"}"
+    )
+
+
+def encode_stream_closed(
+    stream_id: str, error_name: str | None = None, error_message: str | None = None
+) -> bytes:
+    """``{"type":"streamClosed","streamId":..,"error":{name,message}}`` (error omitted when
+    ``error_name`` is None): the answer to an ``Unsupported`` stream start or stream data."""
+    out = b'{"type":"streamClosed","streamId":' + _s(stream_id)
+    if error_name is not None:
+        message = error_message if error_message is not None else _errors.default_ack_message(error_name)
+        out += b',"error":' + _error_object(error_name, message)
+    return out + b"}"

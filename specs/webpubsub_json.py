@@ -1,0 +1,679 @@
+"""The Azure Web PubSub JSON subprotocol as data: the single source of truth.
+
+``fabric.codec_json`` validates names and ranges through the functions here, the server
+negotiates subprotocols from ``SUBPROTOCOLS``, and the tests check the encoder's output
+against ``SERVER_MESSAGES`` (exact key orders). Conformance tooling can read the same tables
+to drive any endpoint.
+
+Rules this module keeps:
+- Pure data plus tiny pure functions; imports nothing from ``fabric`` except the shared
+  ``DataType`` enum, so codecs may import it without cycles.
+- Every choice where Microsoft's sources are open is a ``Decision`` in ``DECISIONS``
+  (reference: shared/reference/webpubsub-protocol.md §2.4, §2.6, §3, §5, §10 and
+  newer-features.md §2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from fabric.messages import DataType
+from specs._decisions import Decision
+
+# --------------------------------------------------------------------------- numbers
+
+#: ``ackId`` and ``sequenceId`` are uint64 on the wire (client spec, .proto ``uint64``).
+UINT64_MAX = 2**64 - 1
+
+#: A numeric-string ``ackId``/``sequenceId`` is 1 to 20 ASCII digits (20 = len(str(UINT64_MAX))).
+NUMERIC_STRING_PATTERN = r"[0-9]{1,20}"
+
+# --------------------------------------------------------------------------- subprotocols
+
+
+@attrs.frozen(slots=True)
+class Subprotocol:
+    """One predefined WebSocket subprotocol (webpubsub-protocol.md §2.4).
+
+    Attributes:
+        name: the ``Sec-WebSocket-Protocol`` token, echoed verbatim on accept.
+        reliable: messages carry ``sequenceId``; sessions can be recovered (§5).
+        binary: frames are protobuf (binary frames) rather than JSON (text frames).
+    """
+
+    name: str
+    reliable: bool
+    binary: bool
+
+    @property
+    def frame_kind(self) -> str:
+        """``"binary"`` or ``"text"``: the only WebSocket frame kind this subprotocol uses."""
+        return "binary" if self.binary else "text"
+
+
+JSON_V1 = Subprotocol("json.webpubsub.azure.v1", reliable=False, binary=False)
+JSON_RELIABLE_V1 = Subprotocol("json.reliable.webpubsub.azure.v1", reliable=True, binary=False)
+PROTOBUF_V1 = Subprotocol("protobuf.webpubsub.azure.v1", reliable=False, binary=True)
+PROTOBUF_RELIABLE_V1 = Subprotocol(
+    "protobuf.reliable.webpubsub.azure.v1", reliable=True, binary=True
+)
+
+#: Predefined subprotocols by exact name. Any other offered name, or none, makes the
+#: connection a *simple WebSocket client* (§2.6).
+SUBPROTOCOLS: Mapping[str, Subprotocol] = MappingProxyType(
+    {p.name: p for p in (JSON_V1, JSON_RELIABLE_V1, PROTOBUF_V1, PROTOBUF_RELIABLE_V1)}
+)
+
+
+def subprotocol_for(name: str | None) -> Subprotocol | None:
+    """The predefined subprotocol called exactly ``name``, or None (simple client)."""
+    if name is None:
+        return None
+    return SUBPROTOCOLS.get(name)
+
+
+def choose_subprotocol(offered: list[str] | tuple[str, ...]) -> Subprotocol | None:
+    """The first predefined subprotocol the client offered, in the client's order.
+
+    Microsoft's clients always offer exactly one (§2.4). With several offers and no
+    ``connect`` handler the spec leaves the choice open; see decision ``subprotocol.pick``.
+    """
+    for name in offered:
+        p = SUBPROTOCOLS.get(name)
+        if p is not None:
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------- names
+
+#: Hub names as the SDKs enforce them client-side (§1).
+HUB_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$"
+_HUB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
+
+#: Group names as published (REST spec): 1-1024 characters, not whitespace-only.
+GROUP_NAME_PATTERN = r"^(?!\s+$).+$"
+GROUP_NAME_MIN_CHARS = 1
+GROUP_NAME_MAX_CHARS = 1024
+
+#: Event names (our rule, decision ``json.event-name``).
+EVENT_NAME_MAX_CHARS = 1024
+_EVENT_NAME_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_valid_hub_name(name: str) -> bool:
+    """True when ``name`` matches ``HUB_NAME_PATTERN`` (a full match, ASCII only)."""
+    return isinstance(name, str) and _HUB_NAME_RE.fullmatch(name) is not None
+
+
+def _has_lone_surrogate(s: str) -> bool:
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def group_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid group name, or None when it is.
+
+    The published pattern ``^(?!\\s+$).+$`` read as a *full* match in Python semantics
+    (``.`` excludes only ``\\n``) plus the 1-1024 length, counted in code points
+    (decision ``json.group-name``).
+    """
+    n = len(name)
+    if n < GROUP_NAME_MIN_CHARS:
+        return "'group' must not be empty"
+    if n > GROUP_NAME_MAX_CHARS:
+        return f"'group' must be at most {GROUP_NAME_MAX_CHARS} characters"
+    if name.isspace():
+        return "'group' must not be only whitespace"
+    if "\n" in name:
+        return "'group' must not contain a line feed"
+    if _has_lone_surrogate(name):
+        return "'group' must be valid Unicode"
+    return None
+
+
+def is_valid_group_name(name: str) -> bool:
+    """True when ``group_name_problem(name)`` is None."""
+    return isinstance(name, str) and group_name_problem(name) is None
+
+
+def event_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid user event name, or None when it is (``json.event-name``)."""
+    n = len(name)
+    if n == 0:
+        return "'event' must not be empty"
+    if n > EVENT_NAME_MAX_CHARS:
+        return f"'event' must be at most {EVENT_NAME_MAX_CHARS} characters"
+    if _EVENT_NAME_FORBIDDEN_RE.search(name) is not None:
+        return "'event' must not contain control characters"
+    if _has_lone_surrogate(name):
+        return "'event' must be valid Unicode"
+    return None
+
+
+def is_valid_event_name(name: str) -> bool:
+    """True when ``event_name_problem(name)`` is None."""
+    return isinstance(name, str) and event_name_problem(name) is None
+
+
+# --------------------------------------------------------------------------- data types
+
+#: ``dataType`` when a ``sendToGroup``/``event`` omits it (or sends null) [DOC].
+DEFAULT_DATA_TYPE = DataType.JSON
+
+
+@attrs.frozen(slots=True)
+class DataEncoding:
+    """How one ``dataType`` travels.
+
+    Attributes:
+        data_type: the enum member (its ``.value`` is the JSON spelling we emit).
+        json_data: what ``data`` holds in the JSON subprotocol.
+        simple_frame: the frame kind a simple WebSocket client receives (§2.6).
+        protobuf_field: the ``MessageData`` oneof field used by the protobuf subprotocol.
+    """
+
+    data_type: DataType
+    json_data: str
+    simple_frame: str
+    protobuf_field: str
+
+
+DATA_ENCODINGS: Mapping[DataType, DataEncoding] = MappingProxyType(
+    {
+        DataType.TEXT: DataEncoding(DataType.TEXT, "JSON string", "text", "text_data"),
+        DataType.JSON: DataEncoding(
+            DataType.JSON, "the JSON value itself (not null)", "text", "json_data"
+        ),
+        DataType.BINARY: DataEncoding(
+            DataType.BINARY, "base64 string (RFC 4648, padded)", "binary", "binary_data"
+        ),
+        DataType.PROTOBUF: DataEncoding(
+            DataType.PROTOBUF,
+            "base64 string of a serialized google.protobuf.Any",
+            "binary",
+            "protobuf_data",
+        ),
+    }
+)
+
+# --------------------------------------------------------------------------- client messages
+
+
+@attrs.frozen(slots=True)
+class Field:
+    """One property of a client message.
+
+    Attributes:
+        name: the JSON property name (camelCase, exact).
+        json_type: ``string``, ``uint64``, ``boolean``, ``object``, ``any``.
+        required: absent (or null) is an error when True.
+        default: the value used when absent (None = no value).
+        constraints: human-readable rule, enforced by the codec.
+        lenient: what we accept beyond the strict type (empty = nothing).
+    """
+
+    name: str
+    json_type: str
+    required: bool
+    default: object = None
+    constraints: str = ""
+    lenient: str = ""
+
+
+@attrs.frozen(slots=True)
+class ClientMessageSpec:
+    """A client -> service message type.
+
+    Attributes:
+        type: the ``type`` value (matched case-sensitively, decision ``json.type-case``).
+        fields: the known properties; any other property is ignored.
+        supported: False = decoded as ``Unsupported`` (forward compatibility).
+        reliable_only: only meaningful on the reliable subprotocols.
+        notes: provenance and behaviour.
+    """
+
+    type: str
+    fields: tuple[Field, ...]
+    supported: bool = True
+    reliable_only: bool = False
+    notes: str = ""
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+_ACK_ID = Field(
+    "ackId",
+    "uint64",
+    required=False,
+    constraints="0 <= ackId <= 2**64-1",
+    lenient="numeric string of 1-20 ASCII digits; null = absent",
+)
+_GROUP = Field(
+    "group",
+    "string",
+    required=True,
+    constraints="1-1024 code points, not whitespace-only, no line feed (group_name_problem)",
+)
+_DATA_TYPE = Field(
+    "dataType",
+    "string",
+    required=False,
+    default="json",
+    constraints="one of text, json, binary, protobuf",
+    lenient="case-insensitive (.NET writes 'Text'); null = absent",
+)
+_DATA = Field(
+    "data",
+    "any",
+    required=True,
+    constraints=(
+        "json: any JSON value except null, kept as raw bytes; text: a string; "
+        "binary/protobuf: a padded standard base64 string"
+    ),
+)
+_STREAM = Field(
+    "stream",
+    "object",
+    required=False,
+    constraints="{streamId, idleTimeoutMs?}: a stream start; decoded as Unsupported(feature='stream')",
+)
+_METADATA = Field(
+    "metadata",
+    "object",
+    required=False,
+    constraints="ignored for now; a metadata-only message (no data) is Unsupported(feature='metadata')",
+)
+
+CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
+    {
+        m.type: m
+        for m in (
+            ClientMessageSpec(
+                "joinGroup", (_GROUP, _ACK_ID), notes="needs webpubsub.joinLeaveGroup[.<group>]"
+            ),
+            ClientMessageSpec("leaveGroup", (_GROUP, _ACK_ID)),
+            ClientMessageSpec(
+                "sendToGroup",
+                (
+                    _GROUP,
+                    _ACK_ID,
+                    Field(
+                        "noEcho",
+                        "boolean",
+                        required=False,
+                        default=False,
+                        lenient="null = absent",
+                    ),
+                    _DATA_TYPE,
+                    _DATA,
+                    _STREAM,
+                    _METADATA,
+                    Field("ttlSeconds", "uint32", required=False, constraints="ignored for now"),
+                ),
+                notes="needs webpubsub.sendToGroup[.<group>]",
+            ),
+            ClientMessageSpec(
+                "event",
+                (
+                    Field(
+                        "event",
+                        "string",
+                        required=True,
+                        constraints="1-1024 code points, no C0 control or DEL (event_name_problem)",
+                    ),
+                    _ACK_ID,
+                    _DATA_TYPE,
+                    _DATA,
+                    _STREAM,
+                    _METADATA,
+                ),
+                notes="routed to upstream user event <event>",
+            ),
+            ClientMessageSpec(
+                "sequenceAck",
+                (
+                    Field(
+                        "sequenceId",
+                        "uint64",
+                        required=True,
+                        constraints="0 <= sequenceId <= 2**64-1; cumulative",
+                        lenient="numeric string of 1-20 ASCII digits",
+                    ),
+                ),
+                reliable_only=True,
+            ),
+            ClientMessageSpec("ping", (), notes="answered with pong"),
+            # ---- known, not implemented: decoded as Unsupported (newer-features.md §2e, §2f)
+            ClientMessageSpec(
+                "streamData",
+                (
+                    Field("streamId", "string", required=True),
+                    Field("streamSequenceId", "uint64", required=False),
+                    _DATA_TYPE,
+                    Field("data", "any", required=False),
+                ),
+                supported=False,
+                notes="2026 streaming; only streamId = keepalive",
+            ),
+            ClientMessageSpec(
+                "streamEnd",
+                (
+                    Field("streamId", "string", required=True),
+                    Field("error", "object", required=False, constraints="{message?, userErrorCode?}"),
+                ),
+                supported=False,
+            ),
+            ClientMessageSpec(
+                "invoke",
+                (
+                    Field("invocationId", "string", required=True),
+                    Field("target", "string", required=True, constraints='"event"'),
+                    Field("event", "string", required=True),
+                    _DATA_TYPE,
+                    Field("data", "any", required=False),
+                ),
+                supported=False,
+                notes="JS client 1.0.4+, .NET client",
+            ),
+            ClientMessageSpec(
+                "cancelInvocation",
+                (Field("invocationId", "string", required=True),),
+                supported=False,
+            ),
+            ClientMessageSpec(
+                "setGroupState",
+                (_GROUP, _ACK_ID, Field("state", "object", required=False)),
+                supported=False,
+                notes="JS client 1.1.0 message types only",
+            ),
+            ClientMessageSpec("subscribeGroupState", (_GROUP, _ACK_ID), supported=False),
+            ClientMessageSpec("unsubscribeGroupState", (_GROUP, _ACK_ID), supported=False),
+        )
+    }
+)
+
+SUPPORTED_CLIENT_TYPES = frozenset(t for t, m in CLIENT_MESSAGES.items() if m.supported)
+KNOWN_UNSUPPORTED_CLIENT_TYPES = frozenset(
+    t for t, m in CLIENT_MESSAGES.items() if not m.supported
+)
+
+# --------------------------------------------------------------------------- server messages
+
+
+@attrs.frozen(slots=True)
+class ServerMessageSpec:
+    """A service -> client message shape, with its exact key order.
+
+    Attributes:
+        name: catalogue key (``message.group``); ``type`` is the JSON ``type`` value.
+        keys: every key that may appear, in the exact order it is written.
+        optional: the keys of ``keys`` that are sometimes omitted (never written as null
+            unless ``nullable``).
+        nullable: keys written as JSON null when they have no value.
+        constants: keys whose value is fixed for this shape.
+        nested: key order of nested objects (``error`` -> ``("name", "message")``).
+        notes: provenance and client constraints.
+    """
+
+    name: str
+    type: str
+    keys: tuple[str, ...]
+    optional: frozenset[str] = frozenset()
+    nullable: frozenset[str] = frozenset()
+    constants: Mapping[str, object] = attrs.field(factory=dict)
+    nested: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    notes: str = ""
+
+    @property
+    def required_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in self.keys if k not in self.optional)
+
+
+_ERROR_KEYS = ("name", "message")
+
+SERVER_MESSAGES: Mapping[str, ServerMessageSpec] = MappingProxyType(
+    {
+        m.name: m
+        for m in (
+            ServerMessageSpec(
+                "ack",
+                "ack",
+                ("type", "ackId", "success", "error"),
+                optional=frozenset({"error"}),
+                constants={"type": "ack"},
+                nested={"error": _ERROR_KEYS},
+                notes=(
+                    "error present iff success is false, and then carries both name and message "
+                    "(Python client requires both; .NET rejects \"error\": null) [SDK]"
+                ),
+            ),
+            ServerMessageSpec(
+                "message.group",
+                "message",
+                ("type", "from", "group", "dataType", "data", "fromUserId", "sequenceId"),
+                optional=frozenset({"fromUserId", "sequenceId"}),
+                constants={"type": "message", "from": "group"},
+                notes="fromUserId omitted for REST sends and anonymous publishers; sequenceId on reliable",
+            ),
+            ServerMessageSpec(
+                "message.server",
+                "message",
+                ("type", "from", "dataType", "data", "sequenceId"),
+                optional=frozenset({"sequenceId"}),
+                constants={"type": "message", "from": "server"},
+                notes=(
+                    'byte-exact: {"type":"message","from":"server","dataType":"text","data":"Hello"} '
+                    "(Microsoft integration test)"
+                ),
+            ),
+            ServerMessageSpec(
+                "system.connected",
+                "system",
+                ("type", "event", "userId", "connectionId", "reconnectionToken"),
+                optional=frozenset({"reconnectionToken"}),
+                nullable=frozenset({"userId"}),
+                constants={"type": "system", "event": "connected"},
+                notes="always the first frame to a subprotocol client; reconnectionToken on reliable",
+            ),
+            ServerMessageSpec(
+                "system.disconnected",
+                "system",
+                ("type", "event", "message"),
+                constants={"type": "system", "event": "disconnected"},
+                notes="sent before the service closes the socket",
+            ),
+            ServerMessageSpec(
+                "pong",
+                "pong",
+                ("type",),
+                constants={"type": "pong"},
+                notes="only in reply to ping: the .NET client throws on an unknown type",
+            ),
+            ServerMessageSpec(
+                "invokeResponse.error",
+                "invokeResponse",
+                ("type", "invocationId", "success", "error"),
+                constants={"type": "invokeResponse", "success": False},
+                nested={"error": _ERROR_KEYS},
+                notes="answers an Unsupported invoke so the JS client does not wait for its timeout",
+            ),
+            ServerMessageSpec(
+                "streamClosed",
+                "streamClosed",
+                ("type", "streamId", "error"),
+                optional=frozenset({"error"}),
+                constants={"type": "streamClosed"},
+                nested={"error": _ERROR_KEYS},
+                notes="answers an Unsupported stream start/data so the publisher stops",
+            ),
+        )
+    }
+)
+
+# --------------------------------------------------------------------------- decisions
+
+DECISIONS: tuple[Decision, ...] = (
+    Decision(
+        "json.unknown-type",
+        "A well-formed object whose string type we do not implement (stream*, invoke, "
+        "cancelInvocation, group state, anything new).",
+        "Decode as Unsupported(type, ack_id, ...) and keep the connection: the server answers "
+        "an ack BadRequest when an ackId is readable (invokeResponse/streamClosed for invoke "
+        "and stream messages), otherwise ignores it.",
+        "Forward compatibility: newer JS/.NET clients send these; closing would kill their "
+        "connections for a feature they may not even use. Only a frame we cannot read at all "
+        "is malformed.",
+    ),
+    Decision(
+        "json.type-case",
+        "Is the type value compared case-insensitively like dataType?",
+        "No: exact match; 'JoinGroup' is an unknown (Unsupported) type.",
+        "The reference grants leniency only for dataType (the .NET enum spelling); every "
+        "client writes type values in camelCase.",
+    ),
+    Decision(
+        "json.missing-data",
+        "sendToGroup/event without data.",
+        "InvalidMessage ('data' is required) for every dataType, except a metadata-only "
+        "message (metadata present, no data) which is Unsupported(feature='metadata').",
+        "The reference lists data as a field of both messages; delivering an invented empty "
+        "value would hide a client bug. The emulator's metadata-only form is a newer feature.",
+    ),
+    Decision(
+        "json.null-json-data",
+        "data: null with dataType json.",
+        "InvalidMessage.",
+        "The .NET client throws on receiving data: null for json [SDK §3.3]; forwarding it "
+        "would break .NET subscribers of the group.",
+    ),
+    Decision(
+        "json.null-fields",
+        "Optional fields sent as JSON null.",
+        "null means absent for ackId, noEcho, dataType, stream, metadata; for required fields "
+        "(group, event, data, sequenceId) null is 'missing'.",
+        "Serializers that write nulls for unset properties stay compatible.",
+    ),
+    Decision(
+        "json.numeric-strings",
+        "What counts as a numeric string for ackId/sequenceId?",
+        "JSON integers 0..2**64-1, or strings of 1-20 ASCII digits within that range. Floats "
+        "(even 1.0), signs, whitespace, hex, exponents: InvalidMessage.",
+        "The reference asks for numeric strings; nothing suggests any client sends the rest.",
+    ),
+    Decision(
+        "json.invalid-ackid",
+        "An invalid ackId (negative, non-integer, too big).",
+        "InvalidMessage with ack_id None: there is no ackId to answer, so the server treats it "
+        "like any invalid message without ackId (see errors.INVALID_MESSAGE_POLICY).",
+        "An ack for an id the client never validly sent could be matched to a wrong request.",
+    ),
+    Decision(
+        "json.group-name",
+        "How exactly the group name rule applies.",
+        "group_name_problem(): 1-1024 code points, not whitespace-only (Python str.isspace, "
+        "i.e. regex \\s), no line feed, no lone surrogate. Used by the JSON codec and meant for "
+        "REST paths too.",
+        "It is the published ^(?!\\s+$).+$ read as a full match ('.' excludes \\n), without "
+        "the trailing-newline quirk of '$'. JSON-schema maxLength counts code points.",
+    ),
+    Decision(
+        "json.event-name",
+        "Which user event names are acceptable?",
+        "1-1024 code points, no C0 control characters or DEL, no lone surrogate.",
+        "Event names become upstream HTTP header values (ce-type, ce-eventName) and a URL "
+        "segment: control characters would allow header injection. Length bounded like groups "
+        "(bounded everything); Azure's own limit is not documented.",
+    ),
+    Decision(
+        "json.base64",
+        "How lenient is base64 for binary/protobuf data?",
+        "Standard alphabet, padding required, no whitespace; otherwise InvalidMessage.",
+        "Every Microsoft client writes padded standard base64 (btoa/Buffer, "
+        "Convert.ToBase64String, base64.b64encode).",
+    ),
+    Decision(
+        "json.raw-json",
+        "Is json data normalized?",
+        "No: the exact bytes of the value as sent (inner whitespace included) are the "
+        "Payload body and are written back verbatim; never re-encoded.",
+        "Encode once, no float/int round-trip surprises, and it is faster.",
+    ),
+    Decision(
+        "json.stream-start",
+        "sendToGroup/event carrying a stream object (2026 streaming start).",
+        "Unsupported(type, ack_id, feature='stream', stream_id=...) for any non-null stream.",
+        "Streaming is not implemented; treating it as a data message without data would be "
+        "wrong. The server may answer streamClosed{error BadRequest}.",
+    ),
+    Decision(
+        "json.metadata-ttl",
+        "metadata and ttlSeconds on sendToGroup/event (newer features, emulator-only evidence).",
+        "Ignored: neither validated nor forwarded, until the metadata/TTL issue lands.",
+        "No Microsoft client writes them today (JS 1.1.0 does not); unknown properties must be "
+        "ignored anyway.",
+    ),
+    Decision(
+        "json.duplicate-keys",
+        "An object with a repeated key.",
+        "The last occurrence wins (msgspec's behaviour on both decode paths).",
+        "Same as JavaScript's JSON.parse.",
+    ),
+    Decision(
+        "json.malformed",
+        "What is a malformed frame (the service 'declines the client')?",
+        "Not valid UTF-8, not JSON, not an object, no string type, or nested deeper than the "
+        "decoder's limit: MalformedFrame; the server closes (errors.CLOSE_RULES 'malformed_frame').",
+        "Nothing can be answered when the type cannot be read.",
+    ),
+    Decision(
+        "json.no-echo",
+        "Values accepted for noEcho.",
+        "true/false, null or absent = false; anything else InvalidMessage.",
+        "The reference gives no leniency for it.",
+    ),
+    Decision(
+        "json.ack-on-ackless-types",
+        "An ackId on sequenceAck or ping.",
+        "Ignored; errors in a sequenceAck are InvalidMessage with ack_id None.",
+        "Neither message is acknowledged by the service [DOC].",
+    ),
+    Decision(
+        "json.encode-bad-text",
+        "A TEXT payload whose body is not valid UTF-8 (possible from a REST text/plain body).",
+        "The encoder replaces invalid sequences with U+FFFD; it never raises. The REST layer "
+        "should reject such bodies with 400.",
+        "One bad body must not crash the group actor that encodes it for every member.",
+    ),
+    Decision(
+        "json.encode-lone-surrogate",
+        "A str with a lone surrogate reaching an encoder (e.g. a JWT sub decoded by PyJWT).",
+        "Written as a \\uXXXX escape (valid JSON text) instead of raising.",
+        "Encoders never raise on data; JS and .NET parsers accept the escape.",
+    ),
+    Decision(
+        "json.user-id-null",
+        "userId in system/connected for an anonymous connection.",
+        "Written as null (the key is always present).",
+        "A real-service capture shows \"userId\":null [§3.2].",
+    ),
+    Decision(
+        "subprotocol.pick",
+        "A client offers several subprotocols and there is no connect handler.",
+        "Pick the first predefined one in the client's order; none predefined = simple client.",
+        "Undefined in the client spec; Microsoft clients offer exactly one.",
+    ),
+)
