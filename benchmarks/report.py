@@ -227,7 +227,7 @@ def markdown(
         "Ratios are fabric / peer of the medians: above 1 is better for rate, below 1 for the rest. "
         "`!`: see problems.",
         "",
-        f"**Targets ({OURS}):**",
+        f"**Targets ({meta.get('labels', {}).get(OURS, OURS)}):**",
         "",
     ]
     verdicts = []
