@@ -113,6 +113,12 @@ class Scenario:
             n = _q(raw, "fanout", key)
             if n:
                 out.append(f"{key}={n}")
+        lost, expected = _q(raw, "fanout", "lost"), _q(raw, "fanout", "expected")
+        if lost:
+            out.append(f"lost {lost} of {expected} deliveries (not received within the drain time)")
+        echo_errors = _q(raw, "echo", "errors")
+        if echo_errors:
+            out.append(f"{echo_errors} echo round trips failed")
         return out
 
 
