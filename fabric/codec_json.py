@@ -375,6 +375,12 @@ def _stream_start(type_: str, ack_id: int | None, stream: msgspec.Raw) -> Unsupp
 # =========================================================================== shared builders
 
 _DATA_TYPES_TEXT = ", ".join(d.value for d in DataType)
+# The exact spellings clients write (JS/Python lower case, .NET capitalised); any other case
+# goes through DataType.parse.
+_DATA_TYPE_EXACT: dict[str, DataType] = {
+    **{d.value: d for d in DataType},
+    **{d.value.capitalize(): d for d in DataType},
+}
 
 
 def _payload(
@@ -384,14 +390,16 @@ def _payload(
     if data_type is None:
         dt = _spec.DEFAULT_DATA_TYPE
     else:
-        try:
-            dt = DataType.parse(data_type)
-        except ValueError:
-            raise InvalidMessage(
-                ack_id, f"'dataType' must be one of {_DATA_TYPES_TEXT}, not {data_type!r}"
-            ) from None
+        dt = _DATA_TYPE_EXACT.get(data_type)
+        if dt is None:
+            try:
+                dt = DataType.parse(data_type)
+            except ValueError:
+                raise InvalidMessage(
+                    ack_id, f"'dataType' must be one of {_DATA_TYPES_TEXT}, not {data_type!r}"
+                ) from None
     if not len(data):
-        if not _absent(metadata):
+        if len(metadata) and metadata != _RAW_NULL:
             return None
         raise InvalidMessage(ack_id, "'data' is required")
     if dt is DataType.JSON:
@@ -429,7 +437,7 @@ def _build_send_to_group(
     stream: msgspec.Raw,
     metadata: msgspec.Raw,
 ) -> SendToGroup | Unsupported:
-    if not _absent(stream):
+    if len(stream) and stream != _RAW_NULL:
         return _stream_start("sendToGroup", ack_id, stream)
     problem = _spec.group_name_problem(group)
     if problem is not None:
@@ -448,7 +456,7 @@ def _build_event(
     stream: msgspec.Raw,
     metadata: msgspec.Raw,
 ) -> Event | Unsupported:
-    if not _absent(stream):
+    if len(stream) and stream != _RAW_NULL:
         return _stream_start("event", ack_id, stream)
     problem = _spec.event_name_problem(event)
     if problem is not None:
@@ -478,10 +486,16 @@ def decode_client(frame: str | bytes) -> ClientMessage:
         return _decode_slow(frame)
     cls = type(m)
     if cls is _FSendToGroup:
+        payload = _common_payload(m.data_type, m.data, m.stream)
+        if payload is not None and _group_name_problem(m.group) is None:
+            return SendToGroup(m.group, payload, m.ack_id, m.no_echo is True)
         return _build_send_to_group(
             m.group, m.ack_id, m.no_echo, m.data_type, m.data, m.stream, m.metadata
         )
     if cls is _FEvent:
+        payload = _common_payload(m.data_type, m.data, m.stream)
+        if payload is not None and _event_name_problem(m.event) is None:
+            return Event(m.event, payload, m.ack_id)
         return _build_event(m.event, m.ack_id, m.data_type, m.data, m.stream, m.metadata)
     if cls is _FJoinGroup:
         return _build_group_op("joinGroup", m.group, m.ack_id)
@@ -490,6 +504,31 @@ def decode_client(frame: str | bytes) -> ClientMessage:
     if cls is _FSequenceAck:
         return SequenceAck(m.sequence_id)
     return _PING
+
+
+_group_name_problem = _spec.group_name_problem
+_event_name_problem = _spec.event_name_problem
+_TEXT = DataType.TEXT
+_JSON = DataType.JSON
+_DEFAULT_DATA_TYPE = _spec.DEFAULT_DATA_TYPE
+
+
+def _common_payload(
+    data_type: str | None, data: msgspec.Raw, stream: msgspec.Raw
+) -> Payload | None:
+    """The payload of the common case (text or json data, no stream), or None to let the
+    general builder decide (which also produces every error)."""
+    if len(stream) or not len(data):
+        return None
+    dt = _DEFAULT_DATA_TYPE if data_type is None else _DATA_TYPE_EXACT.get(data_type)
+    if dt is _TEXT:
+        try:
+            return Payload(_TEXT, _str_decoder.decode(data).encode("utf-8"))
+        except _DECODE_ERRORS:
+            return None
+    if dt is _JSON and data != _RAW_NULL:
+        return Payload(_JSON, bytes(data))
+    return None
 
 
 # =========================================================================== encode
@@ -510,9 +549,9 @@ _DATA_TYPE_JSON: dict[DataType, bytes] = {d: b'"' + d.value.encode() + b'"' for 
 
 def _data(payload: Payload) -> bytes:
     dt = payload.data_type
-    if dt is DataType.JSON:
+    if dt is _JSON:
         return payload.body
-    if dt is DataType.TEXT:
+    if dt is _TEXT:
         return _encode(payload.body.decode("utf-8", "replace"))
     return b'"' + binascii.b2a_base64(payload.body, newline=False) + b'"'
 

@@ -91,10 +91,10 @@ ACK_ERRORS: Mapping[AckErrorName, AckErrorRule] = MappingProxyType(
             ),
             AckErrorRule(
                 AckErrorName.NOT_FOUND,
-                "Reserved (2021 JSON schema); not emitted today.",
-                "Not found.",
-                "[SPEC] 2021 json.webpubsub.azure.v1 schema",
-                emitted=False,
+                "An `event` with ackId that no event handler or listener takes.",
+                "No event handler is interested in the event.",
+                "[SPEC] 2021 json.webpubsub.azure.v1 schema; the use is ours (open question 2)",
+                ours=True,
             ),
             AckErrorRule(
                 AckErrorName.TIMEOUT,
@@ -121,6 +121,9 @@ ACK_ERRORS: Mapping[AckErrorName, AckErrorRule] = MappingProxyType(
         )
     }
 )
+
+#: Short alias used by the server.
+AckError = AckErrorName
 
 #: Most processed ackIds remembered per logical connection for Duplicate detection (FIFO
 #: eviction), as the Microsoft emulator does; the service's own size is undocumented.
@@ -163,8 +166,18 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
 
+    # ---- aliases naming the situation (same values; IntEnum aliases compare equal)
     #: Web PubSub's meaning of 1008: the session is gone, clients must not recover.
     SESSION_GONE = 1008
+    CLOSED_BY_APP_SERVER = 1008
+    SLOW_CONSUMER = 1008
+    RECOVERY_FAILED = 1008
+    #: A simple sendToGroup-mode client without permission for its group.
+    FORBIDDEN = 1008
+    #: Malformed frame, or an invalid message without ackId.
+    INVALID_MESSAGE = 1007
+    #: A binary frame on a JSON subprotocol (a text frame on protobuf).
+    WRONG_FRAME_TYPE = 1003
 
 
 class CloseReason(str, enum.Enum):
@@ -182,6 +195,7 @@ class CloseReason(str, enum.Enum):
     PROTOCOL_ERROR = "ProtocolError"
     SESSION_NOT_RECOVERABLE = "SessionNotRecoverable"
     EVENT_HANDLER_FAILED = "EventHandlerFailed"
+    FORBIDDEN = "Forbidden"
     INTERNAL_ERROR = "InternalError"
 
 
@@ -214,6 +228,7 @@ class CloseSituation(str, enum.Enum):
     INVALID_UTF8 = "invalid_utf8"
     NO_EVENT_HANDLER = "no_event_handler"
     EVENT_HANDLER_FAILED = "event_handler_failed"
+    SIMPLE_CLIENT_FORBIDDEN = "simple_client_forbidden"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -448,6 +463,19 @@ CLOSE_RULES: Mapping[CloseSituation, CloseRule] = MappingProxyType(
                 "the emulator",
             ),
             CloseRule(
+                CloseSituation.SIMPLE_CLIENT_FORBIDDEN,
+                CloseCode.POLICY_VIOLATION,
+                CloseReason.FORBIDDEN,
+                "The connection does not have permission to send to the group.",
+                send_disconnected=False,
+                session_kept=False,
+                clients="simple clients only (no recovery)",
+                when="a simple client in webpubsub_mode=sendToGroup without "
+                "webpubsub.sendToGroup[.<group>] sent a frame",
+                why="a simple client has no ack channel; 1008 'policy violation' is RFC 6455's "
+                "code for a message that violates the server's policy",
+            ),
+            CloseRule(
                 CloseSituation.INTERNAL_ERROR,
                 CloseCode.INTERNAL_ERROR,
                 CloseReason.INTERNAL_ERROR,
@@ -621,6 +649,14 @@ DECISIONS: tuple[Decision, ...] = (
         "BadRequest (ours; the emulator's enum has it).",
         "Documented names (Forbidden, InternalServerError, Duplicate) mean something else; "
         "clients tolerate new names.",
+    ),
+    Decision(
+        "ack.event-no-handler",
+        "An `event` with ackId that no handler takes (open question 2).",
+        "ack NotFound; the connection stays open.",
+        "The client asked for confirmation and nothing processed the event; NotFound is in "
+        "the 2021 schema and clients treat unknown failures as failures. Simple clients in "
+        "the same situation are closed 1000, as observed on Azure.",
     ),
     Decision(
         "ack.duplicate-cache",

@@ -128,6 +128,13 @@ def group_name_problem(name: str) -> str | None:
     (decision ``json.group-name``).
     """
     n = len(name)
+    if (
+        GROUP_NAME_MIN_CHARS <= n <= GROUP_NAME_MAX_CHARS
+        and "\n" not in name
+        and not name.isspace()
+        and (name.isascii() or not _has_lone_surrogate(name))
+    ):
+        return None  # the common case, in one expression
     if n < GROUP_NAME_MIN_CHARS:
         return "'group' must not be empty"
     if n > GROUP_NAME_MAX_CHARS:
@@ -149,6 +156,8 @@ def is_valid_group_name(name: str) -> bool:
 def event_name_problem(name: str) -> str | None:
     """Why ``name`` is not a valid user event name, or None when it is (``json.event-name``)."""
     n = len(name)
+    if 0 < n <= EVENT_NAME_MAX_CHARS and name.isascii() and name.isprintable():
+        return None  # the common case: printable ASCII has no control character
     if n == 0:
         return "'event' must not be empty"
     if n > EVENT_NAME_MAX_CHARS:
