@@ -113,6 +113,8 @@ class FabricServer:
 
     # -- addresses and tokens --
 
+    ECHO_HUB = "echo"  # embedded_echo_server.py: the hub with the echo/broadcast/fail handler
+
     @property
     def host(self) -> str:
         return "127.0.0.1"
@@ -178,10 +180,17 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _server_command(key: str) -> tuple[list[str], int | None]:
-    """The command line, and the port when this harness chose it (stand-in mode)."""
+def _server_command(key: str, kind: str) -> tuple[list[str], int | None]:
+    """The command line, and the port when this harness chose it (stand-in mode).
+
+    `kind`: "serve" is `python -m fabric serve`; "echo" is `embedded_echo_server.py` (the
+    embedded API with an in-process event handler, for server-originated messages).
+    """
     template = os.environ.get(SERVER_CMD_ENV)
     if not template:
+        if kind == "echo":
+            script = str(Path(__file__).resolve().parent / "embedded_echo_server.py")
+            return [sys.executable, script, "--host", "127.0.0.1", "--port", "0", "--access-key", key], None
         return [sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", "0", "--access-key", key], None
     port = _free_port() if "{port}" in template else None
     return shlex.split(template.format(port=port, key=key)), port
@@ -196,10 +205,10 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def start_server() -> FabricServer:
+def start_server(kind: str = "serve") -> FabricServer:
     """Start the server and wait (bounded) until it listens. The caller must `stop_server`."""
     key = secrets.token_urlsafe(32)  # >= 32 bytes: PyJWT warns about shorter HMAC keys
-    cmd, chosen_port = _server_command(key)
+    cmd, chosen_port = _server_command(key, kind)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -750,3 +759,194 @@ def upgrade_headers(subprotocol: str | None = JSON_SUBPROTOCOL) -> list[tuple[st
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     return headers
+
+
+# --------------------------------------------------------------------------------------------
+# The JavaScript client SDK, driven through tests/js/client.mjs
+
+NODE_DEADLINE_MS = 60_000  # a driver process never outlives this, whatever the test does
+
+
+def require_node_modules() -> str:
+    """The `node` executable, after checking tests/js has its npm packages installed."""
+    node = require_tool("node")
+    if not (JS_DIR / "node_modules" / "@azure" / "web-pubsub-client").is_dir():
+        pytest.fail(
+            f"{JS_DIR / 'node_modules'} is missing or incomplete: run ./dev test "
+            "(it runs `npm ci` in tests/js before pytest)",
+            pytrace=False,
+        )
+    return node
+
+
+class NodeClient:
+    """One `WebPubSubClient` (npm @azure/web-pubsub-client) in a `node client.mjs` process.
+
+    Commands go to its stdin as JSON lines; results and events come back on stdout (see the
+    header of tests/js/client.mjs). Node delivers events in arrival order, so `events` is in
+    arrival order too. Every wait is bounded; `close()` ends the process (bounded).
+    """
+
+    def __init__(
+        self,
+        server: FabricServer,
+        *,
+        url: str | None = None,
+        hub: str | None = None,
+        user_id: str | None = None,
+        roles: tuple[str, ...] | list[str] = (),
+        groups: tuple[str, ...] | list[str] = (),
+        protocol: str = "reliable",
+        label: str = "node",
+    ) -> None:
+        node = require_node_modules()
+        self.server = server
+        self.label = label
+        cmd = [node, str(JS_DIR / "client.mjs"), "--protocol", protocol, "--deadline-ms", str(NODE_DEADLINE_MS),
+               "--op-timeout-ms", str(int(WAIT_TIMEOUT * 1000))]
+        if url is not None:
+            cmd += ["--url", url]
+        else:  # the JavaScript service SDK mints the token
+            assert hub is not None
+            cmd += ["--connection-string", server.connection_string, "--hub", hub]
+            if user_id is not None:
+                cmd += ["--user", user_id]
+            for role in roles:
+                cmd += ["--role", role]
+            for group in groups:
+                cmd += ["--group", group]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(
+            cmd, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.stdout = _OutputTail(self.proc.stdout, f"{label}-stdout")
+        self.stderr = _OutputTail(self.proc.stderr, f"{label}-stderr")
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self._ids = itertools.count(1)
+        self.connected: dict[str, Any] | None = None
+        self.ready = self._next_line(lambda m: m.get("type") == "ready", "the ready line")
+
+    # -- plumbing --
+
+    def describe(self) -> str:
+        state = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
+        return (
+            f"node driver {self.label} ({state})\n--- its stdout ---\n{self.stdout.text()}\n"
+            f"--- its stderr ---\n{self.stderr.text()}\n{self.server.describe()}"
+        )
+
+    def _fail(self, what: str) -> None:
+        pytest.fail(f"[{self.label}] {what}\n{self.describe()}", pytrace=False)
+
+    def _next_line(self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
+        """Read lines until one matches; events seen meanwhile are kept in `events`."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._fail(f"no {what} within {timeout} s")
+            try:
+                line = self.stdout.new_lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.proc.wait(5)
+                self._fail(f"the node driver ended while waiting for {what}")
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                self._fail(f"the node driver printed a non-JSON line {line!r}")
+            if msg.get("type") == "fatal":
+                self._fail(f"the node driver failed: {msg.get('error')}")
+            if predicate(msg):
+                return msg
+            if msg.get("type") == "event":
+                self.events.append(msg)
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Run one command; return its result line (`ok` true or false)."""
+        import json
+
+        cmd_id = next(self._ids)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps({"id": cmd_id, "op": op, **fields}) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._fail(f"the node driver is gone (sending {op})")
+        return self._next_line(
+            lambda m: m.get("type") == "result" and m.get("id") == cmd_id, f"result of {op}", timeout=WAIT_TIMEOUT + 2
+        )
+
+    def ok(self, op: str, **fields: Any) -> dict[str, Any]:
+        result = self.call(op, **fields)
+        if not result.get("ok"):
+            self._fail(f"{op} {fields} failed: {result.get('error')}")
+        return result
+
+    # -- operations --
+
+    def start(self) -> "NodeClient":
+        self.ok("start")
+        self.connected = self.next_event("connected")
+        return self
+
+    def join(self, group: str) -> dict[str, Any]:
+        return self.ok("join", group=group)
+
+    def leave(self, group: str) -> dict[str, Any]:
+        return self.ok("leave", group=group)
+
+    def send(self, group: str, data: Any, data_type: str = "text", *, no_echo: bool = False) -> dict[str, Any]:
+        import base64
+
+        if data_type in ("binary", "protobuf"):
+            data = base64.b64encode(data).decode()
+        return self.ok("send", group=group, data=data, dataType=data_type, noEcho=no_echo)
+
+    def next_event(self, kind: str, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
+        """The next event of this kind, in arrival order (earlier other events are dropped)."""
+        while self.events:
+            msg = self.events.popleft()
+            if msg.get("event") == kind:
+                return msg
+        return self._next_line(lambda m: m.get("type") == "event" and m.get("event") == kind, f"a {kind} event", timeout)
+
+    def collect_until(self, kind: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT_TIMEOUT) -> list[dict[str, Any]]:
+        """All `kind` events up to and including the first matching one, in arrival order."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            msg = self.next_event(kind, max(0.01, deadline - time.monotonic()))
+            seen.append(msg)
+            if predicate(msg):
+                return seen
+
+    def close(self) -> int:
+        """End the driver: stdin EOF makes it stop the client and exit 0. Returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.proc.wait(WAIT_TIMEOUT + 2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stdout.join(2)
+        self.stderr.join(2)
+        return self.proc.returncode
+
+
+def node_data(msg: dict[str, Any]) -> Any:
+    """A driver-reported payload in Python form (binary arrives as {"base64": ...})."""
+    import base64
+
+    data = msg.get("data")
+    if msg.get("dataType") in ("binary", "protobuf") and isinstance(data, dict):
+        return base64.b64decode(data["base64"])
+    return data
