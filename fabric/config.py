@@ -524,7 +524,7 @@ class FabricConfig:
             raise ConfigError(f"expected a mapping of hub name to HubConfig, got {_describe(self.hubs)}", key="hubs")
         by_lower: dict[str, str] = {}
         for name, hub in self.hubs.items():
-            key = f"hubs.{_key_part(name) if isinstance(name, str) else name!r}"
+            key = "hubs." + (_key_part(name) if isinstance(name, str) else repr(name))
             if not is_valid_hub_name(name):
                 problems.append(Problem(None, key, (
                     "invalid hub name: it must start with a letter and contain only letters, digits "
