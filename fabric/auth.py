@@ -177,6 +177,8 @@ def _reject_constant(name: str) -> Any:
 
 def _decode_verified(token: str, keys: Sequence[str]) -> dict[str, Any]:
     """Check shape, algorithm and signature; return the payload object. Raises TokenError."""
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of access keys, not a single string")
     if not keys:
         raise ValueError("no access keys configured: cannot verify any token")
     if len(token) > MAX_TOKEN_CHARS:

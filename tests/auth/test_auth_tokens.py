@@ -421,6 +421,8 @@ def test_oversized_token():
 def test_no_keys_is_a_programming_error():
     with pytest.raises(ValueError):
         verify(claims_token(good_claims()), keys=[])
+    with pytest.raises(TypeError):
+        verify(claims_token(good_claims()), keys=KEY)
 
 
 @settings(max_examples=300, deadline=None)
