@@ -1,0 +1,280 @@
+"""decode_client: round trips, leniency, recorded decisions, and garbage in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from codec_strategies import client_cases, json_values, near_miss_frames, near_miss_objects
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fabric import codec_json as cj
+from fabric.codec_json import (
+    Event,
+    InvalidMessage,
+    JoinGroup,
+    LeaveGroup,
+    MalformedFrame,
+    Ping,
+    ProtocolError,
+    SendToGroup,
+    SequenceAck,
+    Unsupported,
+    decode_client,
+)
+from fabric.messages import DataType, Payload
+from specs import webpubsub_json as spec
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def outcome(fn, frame):
+    """A comparable summary of decoding: the message, or the error's class/ack_id/text."""
+    try:
+        return ("ok", fn(frame))
+    except InvalidMessage as e:
+        return ("invalid", e.ack_id, e.message)
+    except MalformedFrame as e:
+        return ("malformed", e.message)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@FAST
+@given(client_cases)
+def test_round_trip_every_client_message_type(case):
+    expected, frame = case
+    assert decode_client(frame) == expected
+
+
+@FAST
+@given(client_cases)
+def test_fast_and_slow_paths_agree_on_valid_messages(case):
+    _, frame = case
+    assert outcome(decode_client, frame) == outcome(cj._decode_slow, frame)
+
+
+@FAST
+@given(near_miss_frames())
+def test_fast_and_slow_paths_agree_on_near_misses(frame):
+    assert outcome(decode_client, frame) == outcome(cj._decode_slow, frame)
+
+
+def test_frames_sent_by_the_python_client_as_observed():
+    # webpubsub-protocol.md §3.1 [OBS]
+    assert decode_client('{"type": "joinGroup", "group": "g1", "ackId": 1}') == JoinGroup("g1", 1)
+    assert decode_client(
+        '{"type": "sendToGroup", "group": "g1", "ackId": 2, "dataType": "text", "data": "hi", '
+        '"noEcho": true}'
+    ) == SendToGroup("g1", Payload.text("hi"), 2, True)
+    assert decode_client(
+        '{"type": "event", "event": "ev1", "ackId": 3, "dataType": "json", "data": {"a": 1}}'
+    ) == Event("ev1", Payload.json(b'{"a": 1}'), 3)
+    assert decode_client('{"type": "sequenceAck", "sequenceId": 2}') == SequenceAck(2)
+
+
+def test_dotnet_capitalised_data_types_and_numeric_strings():
+    frame = b'{"type":"sendToGroup","group":"g","ackId":"42","dataType":"Binary","data":"AAEC"}'
+    assert decode_client(frame) == SendToGroup("g", Payload.binary(b"\x00\x01\x02"), 42)
+    frame = b'{"type":"event","event":"e","dataType":"PROTOBUF","data":"AAEC"}'
+    assert decode_client(frame) == Event("e", Payload(DataType.PROTOBUF, b"\x00\x01\x02"))
+
+
+def test_json_data_is_kept_byte_for_byte():
+    frame = b'{"type":"sendToGroup","group":"g","data":  {"b" : [1.50, 2e3, "\\u00e9"]}  }'
+    msg = decode_client(frame)
+    assert msg.payload == Payload.json(b'{"b" : [1.50, 2e3, "\\u00e9"]}')
+
+
+def test_absent_and_null_data_type_mean_json():
+    assert decode_client(b'{"type":"event","event":"e","data":1}').payload == Payload.json(b"1")
+    assert decode_client(b'{"type":"event","event":"e","dataType":null,"data":"s"}').payload == (
+        Payload.json(b'"s"')
+    )
+
+
+def test_uint64_bounds_on_both_paths():
+    top = spec.UINT64_MAX
+    assert decode_client(b'{"type":"joinGroup","group":"g","ackId":%d}' % top).ack_id == top
+    assert decode_client(b'{"type":"joinGroup","group":"g","ackId":"%d"}' % top).ack_id == top
+    assert decode_client(b'{"type":"sequenceAck","sequenceId":%d}' % top) == SequenceAck(top)
+    with pytest.raises(InvalidMessage):
+        decode_client(b'{"type":"joinGroup","group":"g","ackId":%d}' % (top + 1))
+
+
+# --------------------------------------------------------------------------- recorded decisions
+
+
+@pytest.mark.parametrize(
+    ("frame", "ack_id", "fragment"),
+    [
+        (b'{"type":"joinGroup"}', None, "'group' is required"),
+        (b'{"type":"joinGroup","group":null,"ackId":1}', 1, "'group' is required"),
+        (b'{"type":"joinGroup","group":"","ackId":1}', 1, "empty"),
+        (b'{"type":"leaveGroup","group":" \\t ","ackId":"2"}', 2, "whitespace"),
+        (b'{"type":"joinGroup","group":"a\\nb","ackId":3}', 3, "line feed"),
+        (b'{"type":"joinGroup","group":"' + b"x" * 1025 + b'","ackId":4}', 4, "1024"),
+        (b'{"type":"joinGroup","group":5,"ackId":5}', 5, "must be a string"),
+        (b'{"type":"joinGroup","group":"g","ackId":-1}', None, "'ackId'"),
+        (b'{"type":"joinGroup","group":"g","ackId":1.0}', None, "'ackId'"),
+        (b'{"type":"joinGroup","group":"g","ackId":"+1"}', None, "'ackId'"),
+        (b'{"type":"joinGroup","group":"g","ackId":" 1"}', None, "'ackId'"),
+        (b'{"type":"joinGroup","group":"g","ackId":true}', None, "'ackId'"),
+        (b'{"type":"sendToGroup","group":"g","ackId":6}', 6, "'data' is required"),
+        (b'{"type":"sendToGroup","group":"g","ackId":7,"data":null}', 7, "null"),
+        (b'{"type":"sendToGroup","group":"g","ackId":8,"dataType":"text","data":1}', 8, "string"),
+        (b'{"type":"sendToGroup","group":"g","ackId":8,"dataType":"text","data":null}', 8, "string"),
+        (b'{"type":"sendToGroup","group":"g","ackId":9,"dataType":"binary","data":"a b"}', 9, "base64"),
+        (b'{"type":"sendToGroup","group":"g","ackId":9,"dataType":"binary","data":"aGk"}', 9, "base64"),
+        (b'{"type":"sendToGroup","group":"g","ackId":9,"dataType":"protobuf","data":[1]}', 9, "base64"),
+        (b'{"type":"sendToGroup","group":"g","ackId":10,"dataType":"xml","data":"x"}', 10, "dataType"),
+        (b'{"type":"sendToGroup","group":"g","ackId":10,"dataType":1,"data":"x"}', 10, "dataType"),
+        (b'{"type":"sendToGroup","group":"g","ackId":11,"noEcho":"yes","data":1}', 11, "noEcho"),
+        (b'{"type":"event","ackId":12,"data":1}', 12, "'event' is required"),
+        (b'{"type":"event","event":"","ackId":13,"data":1}', 13, "empty"),
+        (b'{"type":"event","event":"a\\r\\nb","ackId":14,"data":1}', 14, "control"),
+        (b'{"type":"sequenceAck"}', None, "'sequenceId' is required"),
+        (b'{"type":"sequenceAck","sequenceId":-5,"ackId":3}', None, "'sequenceId'"),
+    ],
+)
+def test_invalid_messages(frame, ack_id, fragment):
+    with pytest.raises(InvalidMessage) as info:
+        decode_client(frame)
+    assert info.value.ack_id == ack_id
+    assert fragment in info.value.message
+    assert isinstance(info.value, ProtocolError)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"   ",
+        b"{",
+        b"[]",
+        b'"joinGroup"',
+        b"null",
+        b"{}",
+        b'{"type":null}',
+        b'{"type":1}',
+        b'{"type":{"a":1}}',
+        b"\xff\xfe",
+        b'\xef\xbb\xbf{"type":"ping"}',  # a UTF-8 BOM is not JSON
+        b'{"type":"ping"} {"type":"ping"}',
+        b'{"type":"sendToGroup","group":"g","data":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        '{"type":"ping","x":"\ud800"}',  # a str frame with a lone surrogate
+        b'{"type":"joinGroup","group":"\\ud800"}',  # an escaped lone surrogate
+    ],
+)
+def test_malformed_frames(frame):
+    with pytest.raises(MalformedFrame):
+        decode_client(frame)
+
+
+def test_unknown_and_unimplemented_types_are_unsupported_not_errors():
+    assert decode_client(b'{"type":"whatever","ackId":"5"}') == Unsupported("whatever", 5)
+    assert decode_client(b'{"type":"JoinGroup","group":"g"}') == Unsupported("JoinGroup")
+    assert decode_client(b'{"type":"","ackId":-1}') == Unsupported("")
+    invoke = decode_client(
+        b'{"type":"invoke","invocationId":"inv-1","target":"event","event":"e","dataType":"text",'
+        b'"data":"x"}'
+    )
+    assert invoke == Unsupported("invoke", None, None, "inv-1", None)
+    assert decode_client(b'{"type":"streamData","streamId":"s1","streamSequenceId":1}') == (
+        Unsupported("streamData", stream_id="s1")
+    )
+
+
+def test_stream_start_and_metadata_only_are_unsupported_features():
+    assert decode_client(
+        b'{"type":"sendToGroup","group":"g","ackId":1,"stream":{"streamId":"s","idleTimeoutMs":5}}'
+    ) == Unsupported("sendToGroup", 1, "stream", None, "s")
+    assert decode_client(b'{"type":"event","event":"e","stream":{}}') == (
+        Unsupported("event", None, "stream")
+    )
+    assert decode_client(b'{"type":"sendToGroup","group":"g","metadata":{"k":"v"}}') == (
+        Unsupported("sendToGroup", None, "metadata")
+    )
+    # null stream/metadata are absent; metadata beside data is ignored
+    assert decode_client(
+        b'{"type":"sendToGroup","group":"g","stream":null,"metadata":{"k":"v"},"data":1}'
+    ) == SendToGroup("g", Payload.json(b"1"))
+
+
+def test_ping_and_sequence_ack_ignore_ack_ids_and_extras():
+    assert decode_client(b'{"type":"ping","ackId":"x","foo":[1]}') == Ping()
+    assert decode_client(b'{"ackId":3,"sequenceId":"17","type":"sequenceAck"}') == SequenceAck(17)
+
+
+def test_duplicate_keys_last_wins():
+    assert decode_client(b'{"type":"joinGroup","group":"a","group":"b"}') == JoinGroup("b")
+    assert decode_client(b'{"type":"leaveGroup","ackId":"x","group":"a","ackId":2}') == (
+        LeaveGroup("a", 2)
+    )
+
+
+def test_messages_are_frozen_and_hashable():
+    msg = decode_client(b'{"type":"sendToGroup","group":"g","data":"x","dataType":"text"}')
+    with pytest.raises(AttributeError):
+        msg.group = "h"
+    assert hash(msg) == hash(SendToGroup("g", Payload.text("x")))
+
+
+# --------------------------------------------------------------------------- garbage in
+
+
+def _only_protocol_errors(frame) -> None:
+    try:
+        result = decode_client(frame)
+    except ProtocolError as exc:
+        assert isinstance(exc, (InvalidMessage, MalformedFrame))
+        assert isinstance(exc.message, str) and exc.message
+    else:
+        assert isinstance(
+            result, (JoinGroup, LeaveGroup, SendToGroup, Event, SequenceAck, Ping, Unsupported)
+        )
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_protocol_errors(frame):
+    _only_protocol_errors(frame)
+
+
+@FAST
+@given(st.text(max_size=200))
+def test_random_text_raises_only_protocol_errors(frame):
+    _only_protocol_errors(frame)
+    _only_protocol_errors(frame.encode("utf-8", "surrogatepass"))
+
+
+@FAST
+@given(json_values)
+def test_random_json_values_raise_only_protocol_errors(value):
+    _only_protocol_errors(json.dumps(value))
+
+
+@FAST
+@given(near_miss_objects())
+def test_near_misses_raise_only_protocol_errors_with_the_right_ack_id(obj):
+    frame = json.dumps(obj)
+    try:
+        decode_client(frame)
+    except InvalidMessage as exc:
+        ack = obj.get("ackId")
+        acked_types = {"joinGroup", "leaveGroup", "sendToGroup", "event"}
+        if exc.ack_id is not None:
+            assert obj["type"] in acked_types
+            assert exc.ack_id == int(ack)
+    except MalformedFrame:
+        pytest.fail(f"{frame!r} has a string type, so it is not malformed")
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=60), st.integers(0, 59))
+def test_truncated_and_corrupted_valid_frames(junk, cut):
+    frame = b'{"type":"sendToGroup","group":"g","ackId":1,"dataType":"text","data":"hello"}'
+    _only_protocol_errors(frame[:cut])
+    _only_protocol_errors(frame[:cut] + junk + frame[cut:])
