@@ -116,14 +116,19 @@ class ClientConnection:
             self._overflow()
 
     def send_json_nowait(self, body: bytes) -> None:
-        """Queue a protocol message (ack, system, pong) for a PubSub client."""
-        if not self.ws.send_nowait(encode_frame(body, text=True)):
-            self._overflow()
+        """Queue a protocol message (ack, system, pong) for a PubSub client.
 
-    def _overflow(self) -> None:
+        These answer the client's own requests, so they use the outbox's reply allowance
+        and are never dropped by the ``drop`` policy: past the allowance the client is
+        closed as a slow consumer whatever the policy.
+        """
+        if not self.ws.send_nowait(encode_frame(body, text=True), reply=True):
+            self._overflow(force_close=True)
+
+    def _overflow(self, force_close: bool = False) -> None:
         if self.ws.closing:
             return
-        if self.hub.server_config.slow_consumer == "drop":
+        if self.hub.server_config.slow_consumer == "drop" and not force_close:
             if self.lagged == 0 or self.lagged % 1000 == 0:
                 log.warning("%r is lagging: dropped %d messages so far", self, self.lagged + 1)
             self.lagged += 1

@@ -60,12 +60,19 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def put_nowait(self, frame: bytes) -> bool:
-        """Queue a data frame. False when that would pass a bound (nothing is queued)."""
+    def put_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
+        """Queue a data frame. False when that would pass a bound (nothing is queued).
+
+        ``reply`` frames (acks, pongs: answers to the client's own requests) may use a
+        second allowance of the same size beyond the bounds, so a fan-out that filled the
+        outbox cannot make a client miss its acks; a client that requests faster than it
+        reads still hits the (doubled) bound.
+        """
         if self._data_closed:
             return False
         n = self._bytes + len(frame)
-        if n > self.max_bytes or len(self._data) >= self.max_items:
+        factor = 2 if reply else 1
+        if n > self.max_bytes * factor or len(self._data) >= self.max_items * factor:
             self._rejected += 1
             return False
         self._data.append(frame)
