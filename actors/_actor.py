@@ -20,7 +20,11 @@ RULES this module keeps (read these before changing anything below):
    ``__cause__``) or ``MailboxFull`` (evicted by ``DROP_OLDEST``). Nobody waits forever.
 6. ``on_stop()`` always runs, in ``finally``, shielded, bounded by ``on_stop_timeout``.
 7. ``trio.Cancelled`` is never a crash: a cancelled actor ends in state ``"stopped"``.
-8. Counters are plain integer increments on the ref (no locks: one trio thread).
+8. Counters are plain integer increments on the ref (no locks: one trio thread). ``handled``
+   is added once per batch, so it can lag by up to ``mailbox_size`` while a batch runs.
+9. Memory: an idle actor is one parked frame plus its channel. The run loop parks with
+   ``wait_task_rescheduled`` (not inside ``receive()``), and producers wake it when they
+   find ``ref._idle`` set; the long-lived ``run_actor`` frame keeps few locals.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ _DROP_NEWEST = Overflow.DROP_NEWEST
 _WouldBlock = trio.WouldBlock
 _EndOfChannel = trio.EndOfChannel
 _SEND_GONE = (trio.ClosedResourceError, trio.BrokenResourceError)
+_checkpoint = trio.lowlevel.checkpoint
+_park = trio.lowlevel.wait_task_rescheduled
 
 
 class Actor:
@@ -79,6 +85,10 @@ class Actor:
 
     ``ref`` is set by :func:`run_actor` before :meth:`on_start` runs.
     """
+
+    # `ref` lives in a slot so a minimal actor needs no instance dict; subclasses still get
+    # a __dict__ for their own attributes.
+    __slots__ = ("ref", "__dict__", "__weakref__")
 
     mailbox_size: int = 64
     overflow: Overflow = Overflow.BLOCK
@@ -188,7 +198,6 @@ class ActorRef:
 
     __slots__ = (
         "_name",
-        "_kind",
         "_send",
         "_recv",
         "_overflow",
@@ -200,20 +209,19 @@ class ActorRef:
         "_handled",
         "_discarded",
         "_stopped_event",
+        "_idle",
         "__weakref__",
     )
 
     def __init__(
         self,
-        name: str | None,
-        kind: type,
+        name: str | type,
         send: trio.MemorySendChannel[Any],
         recv: trio.MemoryReceiveChannel[Any],
         overflow: Overflow,
         size: int,
     ) -> None:
-        self._name = name
-        self._kind = kind
+        self._name = name  # the given name, or the actor's class (name computed on demand)
         self._send = send
         self._recv = recv
         self._overflow = overflow
@@ -225,13 +233,16 @@ class ActorRef:
         self._handled = 0
         self._discarded = 0
         self._stopped_event: trio.Event | None = None
+        self._idle: trio.lowlevel.Task | None = None  # the actor's task while parked idle
 
     @property
     def name(self) -> str:
         """The name given to :func:`run_actor`, else ``"<ClassName>-<hex id>"``."""
         # Computed, not stored, so an unnamed idle actor costs no string.
         name = self._name
-        return name if name is not None else f"{self._kind.__name__}-{id(self):x}"
+        if name.__class__ is str:
+            return name  # type: ignore[return-value]
+        return f"{name.__name__}-{id(self):x}"  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name!r} {self._state}>"
@@ -253,6 +264,8 @@ class ActorRef:
         except _SEND_GONE:
             raise self._stopped("tell to") from None
         self._told += 1
+        if self._idle is not None:
+            self._wake()
 
     async def tell(self, message: Any) -> None:
         """Put ``message`` in the mailbox. Always a checkpoint.
@@ -262,11 +275,23 @@ class ActorRef:
         :exc:`ActorStopped` if the actor is stopping or stopped, also while waiting.
         """
         if self._overflow is _BLOCK:
+            await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                await self._send.send(message)
+                self._send.send_nowait(message)
+            except _WouldBlock:
+                # Full, so the actor is busy, not idle: no wake-up needed afterwards.
+                try:
+                    await self._send.send(message)
+                except _SEND_GONE:
+                    raise self._stopped("tell to") from None
+                self._told += 1
+                return
             except _SEND_GONE:
                 raise self._stopped("tell to") from None
             self._told += 1
+            if self._idle is not None:
+                self._wake()
+            await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await trio.lowlevel.checkpoint()
             self.tell_nowait(message)
@@ -302,12 +327,23 @@ class ActorRef:
                     self._overflow_nowait(envelope, True)
             except _SEND_GONE:
                 raise self._stopped("ask to") from None
+            if self._idle is not None:
+                self._wake()
             answer = envelope._outcome
             if answer is None:
                 envelope._task = trio.lowlevel.current_task()
                 return await trio.lowlevel.wait_task_rescheduled(envelope._abort)
             return answer.unwrap()
         raise AskTimeout(f"no reply from actor {self.name!r} within {timeout} s")
+
+    def _wake(self) -> None:
+        task = self._idle
+        self._idle = None
+        trio.lowlevel.reschedule(task)
+
+    def _abort_idle(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._idle = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _overflow_nowait(self, message: Any, is_ask: bool) -> None:
         policy = self._overflow
@@ -350,6 +386,8 @@ class ActorRef:
             self._state = STOPPING
             self._send.close()
             self._discard_queued(None)
+            if self._idle is not None:
+                self._wake()  # the loop then sees EndOfChannel
 
     @property
     def stopped(self) -> bool:
@@ -404,6 +442,7 @@ class ActorRef:
         self._send.close()
         self._discard_queued(error if isinstance(error, Exception) else None)
         self._recv.close()
+        self._idle = None
 
     def _finish(self, crashed: bool) -> None:
         self._state = CRASHED if crashed else STOPPED
@@ -411,7 +450,8 @@ class ActorRef:
             self._stopped_event.set()
 
 
-def _check_actor(actor: Actor) -> tuple[int, Overflow]:
+def _open_mailbox(actor: Actor, name: str | None) -> ActorRef:
+    """Validate ``actor``, create its mailbox and ref, and set ``actor.ref``."""
     if not isinstance(actor, Actor):
         raise InvalidSpec(f"run_actor() needs an Actor instance, got {actor!r}")
     size = actor.mailbox_size
@@ -426,7 +466,10 @@ def _check_actor(actor: Actor) -> tuple[int, Overflow]:
     previous = getattr(actor, "ref", None)
     if isinstance(previous, ActorRef) and not previous.stopped:
         raise ActorError(f"actor {previous.name!r} is already running")
-    return size, overflow
+    send, recv = trio.open_memory_channel(size)
+    ref = ActorRef(type(actor) if name is None else name, send, recv, overflow, size)
+    actor.ref = ref
+    return ref
 
 
 async def run_actor(
@@ -442,68 +485,78 @@ async def run_actor(
     Returns normally after a stop; re-raises whatever ``handle()`` raised (the actor crashed)
     and ``Cancelled``. ``on_stop()`` runs in every case.
     """
-    size, overflow = _check_actor(actor)
-    send, recv = trio.open_memory_channel(size)
-    ref = ActorRef(name, type(actor), send, recv, overflow, size)
-    actor.ref = ref
+    # This frame lives as long as the actor: it keeps few locals (RULE 9; the prologue and
+    # the ending are helpers).
+    ref = _open_mailbox(actor, name)
     error: BaseException | None = None
     current: _Ask | None = None  # the ask being handled, if any
+    i = 0  # messages finished in the current batch, not yet added to ref._handled
     try:
         await actor.on_start()
         if ref._state is STARTING:
             ref._state = RUNNING
         task_status.started(ref)
 
-        # The hot loop. Locals only; see RULES 2 and 3.
-        handle = actor.handle
-        receive_nowait = recv.receive_nowait
-        receive = recv.receive
-        checkpoint = trio.lowlevel.checkpoint
-        n = 0
+        # The hot loop; see RULES 2 and 3. `handled` is added to the ref once per batch
+        # (i = messages finished in this batch) instead of once per message.
+        recv = ref._recv
+        size = ref._size
         while True:
-            if n >= size:
-                n = 0
-                await checkpoint()
-            try:
-                message = receive_nowait()
-                n += 1
-            except _WouldBlock:
+            for i in range(size):
                 try:
-                    message = await receive()
-                except _EndOfChannel:
-                    break
-                n = 1
-            except _EndOfChannel:
-                break
-            if message.__class__ is _Ask:
-                current = message
-                result = await handle(message.message)
-                current = None
-                message._answer(outcome.Value(result))
+                    message = recv.receive_nowait()
+                except _WouldBlock:
+                    break  # leaves the except block first: never await inside it
+                except _EndOfChannel:  # stop() closed the mailbox and it is drained
+                    ref._handled += i
+                    return
+                if message.__class__ is _Ask:
+                    current = message
+                    result = await actor.handle(message.message)
+                    current = None
+                    message._answer(outcome.Value(result))
+                else:
+                    await actor.handle(message)
             else:
-                await handle(message)
-            ref._handled += 1
+                # A whole mailbox's worth without pausing: let the other tasks run.
+                ref._handled += size
+                i = 0
+                await _checkpoint()
+                continue
+            # Empty: park until a producer (or stop()) reschedules us.
+            ref._handled += i
+            i = 0
+            ref._idle = trio.lowlevel.current_task()
+            await _park(ref._abort_idle)
     except BaseException as exc:
         error = exc
+        ref._handled += i  # the messages this batch finished before the failure
         if current is not None:
-            what = "was cancelled" if isinstance(exc, trio.Cancelled) else "crashed"
-            current._answer(
-                outcome.Error(
-                    _stopped_error(f"actor {ref.name!r} {what} while handling this ask", exc)
-                )
-            )
+            _fail_ask(ref, current, exc)
         raise
     finally:
         current = None
-        ref._close(error)
-        crashed = isinstance(error, Exception)
-        try:
-            await _run_on_stop(actor, ref, error)
-        except BaseException:
-            crashed = True
-            raise
-        finally:
-            ref._finish(crashed)
+        await _end(actor, ref, error)
+
+
+def _fail_ask(ref: ActorRef, ask: _Ask, exc: BaseException) -> None:
+    what = "was cancelled" if isinstance(exc, trio.Cancelled) else "crashed"
+    ask._answer(
+        outcome.Error(_stopped_error(f"actor {ref.name!r} {what} while handling this ask", exc))
+    )
+
+
+async def _end(actor: Actor, ref: ActorRef, error: BaseException | None) -> None:
+    """Close the mailbox, answer queued asks, run on_stop, mark the ref finished."""
+    ref._close(error)
+    crashed = isinstance(error, Exception)
+    try:
+        await _run_on_stop(actor, ref, error)
+    except BaseException:
+        crashed = True
+        raise
+    finally:
+        ref._finish(crashed)
 
 
 async def _run_on_stop(actor: Actor, ref: ActorRef, error: BaseException | None) -> None:
