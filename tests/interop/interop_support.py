@@ -16,6 +16,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -31,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -538,161 +539,171 @@ def _join_callback_threads(until_serial: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Plain WebSocket clients (the `websockets` sync client) and raw HTTP (h11 over a socket)
+# Plain WebSocket clients (trio-websocket) and raw HTTP (h11 over a socket)
+
+RAW_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what our raw clients accept (the server's limit is 1 MiB inbound)
+JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
+JSON_RELIABLE = "json.reliable.webpubsub.azure.v1"
 
 
 class Closed(Exception):
-    """The peer closed: `code` is None when no close frame arrived (1006 on the wire)."""
+    """The peer closed the WebSocket: `code` 1006 means no close frame arrived."""
 
-    def __init__(self, code: int | None, reason: str) -> None:
+    def __init__(self, code: int | None, reason: str | None) -> None:
         super().__init__(code, reason)
         self.code = code
-        self.reason = reason
+        self.reason = reason or ""
 
 
 class RawClient:
-    """A plain WebSocket client. With no subprotocol it is a Web PubSub "simple client".
+    """A plain WebSocket client on trio-websocket. With no subprotocol it is a Web PubSub
+    "simple client". Open with `open_raw_client` / `open_json_client` (async context managers)."""
 
-    No compression (frame sizes are what the test says), no proxy, no client pings.
-    """
-
-    def __init__(self, url: str, *, subprotocol: str | None = None, label: str = "raw", server: FabricServer | None = None) -> None:
-        from websockets.sync.client import connect
-
+    def __init__(self, ws: Any, label: str, server: FabricServer | None) -> None:
+        self.ws = ws
         self.label = label
         self.server = server
-        self.ws = connect(
-            url,
-            subprotocols=[subprotocol] if subprotocol else None,
-            compression=None,
-            proxy=None,
-            open_timeout=WAIT_TIMEOUT,
-            close_timeout=2,
-            ping_interval=None,
-            max_size=None,
-            user_agent_header="fabric-interop-tests",
-        )
-        if subprotocol is not None:
-            assert self.ws.subprotocol == subprotocol, (
-                f"the server must echo Sec-WebSocket-Protocol {subprotocol!r}, got {self.ws.subprotocol!r}"
-            )
 
     def _fail(self, what: str) -> None:
         extra = ("\n" + self.server.describe()) if self.server is not None else ""
         pytest.fail(f"[{self.label}] {what}{extra}", pytrace=False)
 
-    def send(self, data: str | bytes) -> None:
-        self.ws.send(data)
-
-    def recv(self, timeout: float = WAIT_TIMEOUT) -> str | bytes:
-        """The next frame; fails the test on timeout; raises `Closed` if the peer closed."""
-        from websockets.exceptions import ConnectionClosed
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (one frame). Raises `Closed` if the connection is already closed."""
+        import trio_websocket
 
         try:
-            return self.ws.recv(timeout=timeout)
-        except TimeoutError:
-            self._fail(f"no frame within {timeout} s")
-            raise  # unreachable
-        except ConnectionClosed as exc:
-            raise Closed(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
+            await self.ws.send_message(data)
+        except trio_websocket.ConnectionClosed as exc:
+            raise Closed(exc.reason.code, exc.reason.reason) from None
 
-    def expect_close(self, timeout: float = WAIT_TIMEOUT) -> Closed:
-        """Read (and discard) frames until the server closes; return how it closed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._fail(f"the server did not close the connection within {timeout} s")
+    async def recv(self, timeout: float = WAIT_TIMEOUT) -> str | bytes:
+        """The next message; fails the test on timeout; raises `Closed` once the peer closed."""
+        import trio
+        import trio_websocket
+
+        with trio.move_on_after(timeout):
             try:
-                self.recv(remaining)
-            except Closed as closed:
-                return closed
+                return await self.ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise Closed(exc.reason.code, exc.reason.reason) from None
+        self._fail(f"no frame within {timeout} s")
+        raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        self.ws.close()
+    async def try_recv(self, timeout: float) -> str | bytes | None:
+        """Like `recv`, but None on timeout (for probes)."""
+        import trio
+
+        with trio.move_on_after(timeout):
+            return await self.recv(timeout + 1)
+        return None
+
+    async def expect_close(self, timeout: float = WAIT_TIMEOUT) -> tuple[list[str | bytes], Closed]:
+        """Read frames until the server closes; return them and how it closed."""
+        import trio
+
+        frames: list[str | bytes] = []
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    frames.append(await self.recv(timeout + 1))
+                except Closed as closed:
+                    return frames, closed
+        self._fail(f"the server did not close the connection within {timeout} s (frames {frames!r:.500})")
+        raise AssertionError("unreachable")
 
 
 class JsonClient(RawClient):
-    """Hand-written frames on a JSON subprotocol; checks `system/connected` comes first."""
+    """Hand-written frames on a JSON subprotocol; `connected` holds the first frame."""
 
-    def __init__(self, url: str, *, reliable: bool = False, label: str = "json", server: FabricServer | None = None) -> None:
-        super().__init__(url, subprotocol=JSON_RELIABLE if reliable else JSON_SUBPROTOCOL, label=label, server=server)
+    def __init__(self, ws: Any, label: str, server: FabricServer | None) -> None:
+        super().__init__(ws, label, server)
         self._ack_ids = itertools.count(1)
         self.pending: collections.deque[dict[str, Any]] = collections.deque()
-        first = self.recv_json()
+        self.connected: dict[str, Any] = {}
+
+    async def _read_connected(self) -> None:
+        first = await self.recv_json()
         assert first.get("type") == "system" and first.get("event") == "connected", f"first frame must be connected: {first}"
         assert isinstance(first.get("connectionId"), str) and first["connectionId"], first
         self.connected = first
 
-    def send_json(self, obj: dict[str, Any]) -> None:
+    async def send_json(self, obj: Any) -> None:
         import json
 
-        self.send(json.dumps(obj, separators=(",", ":")))
+        await self.send(json.dumps(obj, separators=(",", ":")))
 
-    def recv_json(self, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
+    async def recv_json(self, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
         import json
 
-        frame = self.recv(timeout)
+        frame = await self.recv(timeout)
         assert isinstance(frame, str), f"JSON subprotocols use text frames only, got {frame!r:.200}"
         return json.loads(frame)
 
-    def request(self, obj: dict[str, Any], timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
+    async def request(self, obj: dict[str, Any], timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
         """Send with a fresh ackId; return the ack (other frames are kept in `pending`)."""
-        ack_id = next(self._ack_ids)
-        self.send_json({**obj, "ackId": ack_id})
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._fail(f"no ack for {obj.get('type')} ackId={ack_id} within {timeout} s")
-            msg = self.recv_json(remaining)
-            if msg.get("type") == "ack" and msg.get("ackId") == ack_id:
-                return msg
-            self.pending.append(msg)
+        import trio
 
-    def join(self, group: str) -> None:
-        ack = self.request({"type": "joinGroup", "group": group})
+        ack_id = next(self._ack_ids)
+        await self.send_json({**obj, "ackId": ack_id})
+        with trio.move_on_after(timeout):
+            while True:
+                msg = await self.recv_json(timeout + 1)
+                if msg.get("type") == "ack" and msg.get("ackId") == ack_id:
+                    return msg
+                self.pending.append(msg)
+        self._fail(f"no ack for {obj.get('type')} ackId={ack_id} within {timeout} s")
+        raise AssertionError("unreachable")
+
+    async def join(self, group: str) -> None:
+        ack = await self.request({"type": "joinGroup", "group": group})
         assert ack.get("success") is True, f"joinGroup {group!r} failed: {ack}"
 
-    def publish(self, group: str, data: Any, data_type: str = "text", *, no_echo: bool = False) -> None:
-        ack = self.request({"type": "sendToGroup", "group": group, "dataType": data_type, "data": data, "noEcho": no_echo})
+    async def publish(self, group: str, data: Any, data_type: str = "text", *, no_echo: bool = False) -> None:
+        ack = await self.request({"type": "sendToGroup", "group": group, "dataType": data_type, "data": data, "noEcho": no_echo})
         assert ack.get("success") is True, f"sendToGroup {group!r} failed: {ack}"
 
-    def next_message(self, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
+    async def next_message(self, timeout: float = WAIT_TIMEOUT) -> dict[str, Any]:
         """The next `type: message` frame (acks and other frames in between are skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.pending:
-                msg = self.pending.popleft()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._fail(f"no message within {timeout} s")
-                msg = self.recv_json(remaining)
-            if msg.get("type") == "message":
-                return msg
+        import trio
+
+        with trio.move_on_after(timeout):
+            while True:
+                msg = self.pending.popleft() if self.pending else await self.recv_json(timeout + 1)
+                if msg.get("type") == "message":
+                    return msg
+        self._fail(f"no message within {timeout} s")
+        raise AssertionError("unreachable")
 
 
-JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
-JSON_RELIABLE = "json.reliable.webpubsub.azure.v1"
+@contextlib.asynccontextmanager
+async def open_raw_client(
+    url: str, *, subprotocol: str | None = None, label: str = "raw", server: FabricServer | None = None, cls: type = RawClient
+) -> AsyncIterator[Any]:
+    """Connect (bounded); with a subprotocol, check the server echoed it."""
+    import trio_websocket
+
+    async with trio_websocket.open_websocket_url(
+        url,
+        subprotocols=[subprotocol] if subprotocol else None,
+        max_message_size=RAW_MAX_MESSAGE_BYTES,
+        message_queue_size=64,
+        connect_timeout=WAIT_TIMEOUT,
+        disconnect_timeout=2,
+    ) as ws:
+        if subprotocol is not None:
+            assert ws.subprotocol == subprotocol, (
+                f"the server must echo Sec-WebSocket-Protocol {subprotocol!r}, got {ws.subprotocol!r}"
+            )
+        client = cls(ws, label, server)
+        if isinstance(client, JsonClient):
+            await client._read_connected()
+        yield client
 
 
-def assert_server_healthy(server: FabricServer) -> None:
-    """After a bad-input test: two fresh clients on the same server still join, send, receive."""
-    server.check_alive()
-    hub = unique("health")
-    group = unique("g")
-    roles = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
-    a = JsonClient(server.client_url(hub, user_id="health_a", roles=roles), label="health_a", server=server)
-    b = JsonClient(server.client_url(hub, user_id="health_b", roles=roles), label="health_b", server=server)
-    try:
-        b.join(group)
-        a.publish(group, "still alive?", "text")
-        msg = b.next_message()
-        assert (msg.get("group"), msg.get("dataType"), msg.get("data")) == (group, "text", "still alive?"), msg
-    finally:
-        a.close()
-        b.close()
+def open_json_client(url: str, *, reliable: bool = False, label: str = "json", server: FabricServer | None = None) -> Any:
+    """`async with open_json_client(url) as c:` a JsonClient, `system/connected` already read."""
+    return open_raw_client(url, subprotocol=JSON_RELIABLE if reliable else JSON_SUBPROTOCOL, label=label, server=server, cls=JsonClient)
 
 
 class HttpResponse:
@@ -744,6 +755,15 @@ def http_request(
                 body += event.data
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return HttpResponse(status, resp_headers, bytes(body))
+
+
+async def ahttp_request(*args: Any, **kwargs: Any) -> HttpResponse:
+    """`http_request` from trio code (in a worker thread)."""
+    import functools
+
+    import trio
+
+    return await trio.to_thread.run_sync(functools.partial(http_request, *args, **kwargs))
 
 
 def upgrade_headers(subprotocol: str | None = JSON_SUBPROTOCOL) -> list[tuple[str, str]]:
