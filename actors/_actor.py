@@ -484,6 +484,10 @@ async def run_actor(
     ``ref = await nursery.start(run_actor, MyActor())`` returns a ref to a started actor.
     Returns normally after a stop; re-raises whatever ``handle()`` raised (the actor crashed)
     and ``Cancelled``. ``on_stop()`` runs in every case.
+
+    To name the actor through ``nursery.start``, bind the name first:
+    ``nursery.start(functools.partial(run_actor, name="x"), actor)``. (A ``name=`` keyword
+    given to ``nursery.start`` itself is trio's task name and never reaches ``run_actor``.)
     """
     # This frame lives as long as the actor: it keeps few locals (RULE 9; the prologue and
     # the ending are helpers).
