@@ -680,15 +680,23 @@ async def open_supervisor(
 ) -> AsyncIterator[Supervisor]:
     """Run a :class:`Supervisor` in a nursery for the duration of the ``async with`` block.
 
-    Entering starts the initial children (all started before the body runs). Leaving shuts
-    down gracefully (:meth:`Supervisor.aclose`). If the supervisor escalates while the body
-    runs, the body is cancelled and the error leaves the block inside an ExceptionGroup (as
-    from any trio nursery): catch it with ``except* RestartIntensityExceeded``.
+    Entering starts the initial children (all started before the body runs); if one fails
+    to start, entering raises its :exc:`ChildCrashed` (naked: the body never ran). Leaving
+    shuts down gracefully (:meth:`Supervisor.aclose`). If the supervisor escalates while the
+    body runs, the body is cancelled and the error leaves the block inside an ExceptionGroup
+    (as from any trio nursery): catch it with ``except* RestartIntensityExceeded``.
     """
     supervisor = Supervisor(name, children, **kwargs)
+    start_failure: ChildCrashed | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.run)
         try:
-            yield supervisor
-        finally:
-            await supervisor.aclose()
+            await nursery.start(supervisor.run)
+        except ChildCrashed as exc:
+            start_failure = exc  # run() has already stopped what it had started
+        else:
+            try:
+                yield supervisor
+            finally:
+                await supervisor.aclose()
+    if start_failure is not None:
+        raise start_failure
