@@ -147,6 +147,12 @@ class Fabric:
             return Response.error(400, "UnsupportedSubprotocol",
                                   f"subprotocols {', '.join(offered)} are not supported by this server yet")
 
+        if request.query_one("awps_connection_id") is not None:
+            # A reliable client asks to recover a dropped session. Sessions are not kept
+            # after a drop yet, so the answer is the documented "not recoverable": accept
+            # the upgrade, then close with 1008; the client then opens a new connection.
+            return self._refuse_recovery(echoed)
+
         simple_mode = request.query_one("webpubsub_mode") or "sendEvent"
         simple_group = request.query_one("group")
         if protocol is WireProtocol.SIMPLE:
@@ -212,6 +218,17 @@ class Fabric:
             outbox_max_items=server.outbox_max_messages, outbox_max_bytes=server.outbox_max_bytes,
         )
 
+    def _refuse_recovery(self, subprotocol: str | None) -> WebSocketAccept:
+        from specs.errors import CLOSE_RULES, CloseSituation
+
+        rule = CLOSE_RULES[CloseSituation.RECOVERY_FAILED]
+
+        async def run(ws: WebSocket) -> None:
+            ws.close(rule.code, rule.message)
+            await ws.run(_ignore_messages)
+
+        return WebSocketAccept(subprotocol=subprotocol, run=run)
+
     # ---- lifecycle -------------------------------------------------------------------
 
     async def _run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -266,6 +283,10 @@ async def open_fabric(
                 with trio.move_on_after(config.server.shutdown_timeout + 1):
                     await fabric.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def _ignore_messages(message) -> None:
+    return None
 
 
 def _client_hub(request: Request) -> str | None:

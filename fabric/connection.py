@@ -39,6 +39,12 @@ log = logging.getLogger("fabric.connection")
 ACK_MEMORY = 1024
 
 ErrorName = spec_errors.AckError
+Situation = spec_errors.CloseSituation
+
+_TRANSPORT_MESSAGES = {
+    spec_errors.CloseCode.MESSAGE_TOO_BIG: spec_errors.CLOSE_RULES[Situation.MESSAGE_TOO_BIG].message,
+    spec_errors.CloseCode.INTERNAL_ERROR: spec_errors.CLOSE_RULES[Situation.INTERNAL_ERROR].message,
+}
 
 
 class WireProtocol(enum.Enum):
@@ -87,6 +93,8 @@ class ClientConnection:
         self.lagged = 0
         self.received = 0
         self.delivered = 0
+        if protocol.is_pubsub:
+            ws.farewell = self._farewell
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.hub.name}/{self.connection_id} user={self.user_id!r} {self.protocol.name}>"
@@ -136,15 +144,35 @@ class ClientConnection:
             return
         self.hub.counters["slow_consumer_closed"] += 1
         log.warning("%r closed as a slow consumer (outbox over its bounds)", self)
-        self.close(spec_errors.CloseCode.SLOW_CONSUMER, "SlowClient", discard=True)
+        self.close_for(Situation.SLOW_CLIENT, discard=True)
+
+    def close_for(self, situation: "Situation", message: str | None = None, *, discard: bool = False) -> None:
+        """Close as ``specs.errors.CLOSE_RULES`` says for this situation (no checkpoint).
+
+        PubSub clients get ``system/disconnected`` first when the rule says so; with
+        ``discard`` the data queued for the client is dropped first, so the disconnected
+        message and the close frame go out at once.
+        """
+        rule = spec_errors.CLOSE_RULES[situation]
+        self.close(rule.code, message if message is not None else rule.message,
+                   discard=discard, notify=rule.send_disconnected)
 
     def close(self, code: int, reason: str, *, discard: bool = False, notify: bool = True) -> None:
-        """Close (no checkpoint). PubSub clients get a ``disconnected`` message first."""
-        if self.ws.closing:
+        """Close with an explicit code (no checkpoint). PubSub clients get ``disconnected``
+        first (unless ``notify`` is false)."""
+        ws = self.ws
+        if ws.closing:
             return
-        if notify and self.protocol.is_pubsub and not discard:
-            self.ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True))
-        self.ws.close(code, reason, discard=discard)
+        if discard:
+            ws.outbox.discard_data()
+        if notify and self.protocol.is_pubsub:
+            ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True), reply=True)
+        ws.close(code, spec_errors.close_frame_reason(reason))
+
+    def _farewell(self, code: int, reason: str) -> None:
+        """The transport is closing by itself (e.g. 1009): tell a PubSub client why."""
+        self.ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(
+            _TRANSPORT_MESSAGES.get(code, reason)), text=True), reply=True)
 
     # ---- inbound -------------------------------------------------------------------
 
@@ -155,26 +183,39 @@ class ClientConnection:
             await self._on_simple(data)
             return
         if isinstance(data, bytes):
-            self.close(spec_errors.CloseCode.INVALID_MESSAGE, "binary frames are not valid on the JSON subprotocol")
+            self.hub.counters["malformed_frames"] += 1
+            self.close_for(Situation.WRONG_FRAME_TYPE)
             return
         try:
             message = codec_json.decode_client(data)
         except codec_json.InvalidMessage as exc:
             self.hub.counters["invalid_messages"] += 1
             if exc.ack_id is not None:
-                self._ack_error(exc.ack_id, ErrorName.BAD_REQUEST, str(exc.message))
+                self._ack_error(exc.ack_id, ErrorName.BAD_REQUEST, exc.message)
+            else:
+                self.close_for(Situation.INVALID_MESSAGE, exc.message)
             return
         except codec_json.ProtocolError as exc:
             self.hub.counters["malformed_frames"] += 1
-            self.close(spec_errors.CloseCode.INVALID_MESSAGE, f"InvalidMessage: {exc}")
+            self.close_for(Situation.MALFORMED_FRAME, f"{spec_errors.CLOSE_RULES[Situation.MALFORMED_FRAME].message} {exc.message}")
             return
         handler = _DISPATCH.get(type(message))
         if handler is None:
-            ack_id = getattr(message, "ack_id", None)
-            if ack_id is not None:
-                self._ack_error(ack_id, ErrorName.BAD_REQUEST, f"message type {getattr(message, 'type', '?')!r} is not supported")
+            self._unsupported(message)
             return
         await handler(self, message)
+
+    def _unsupported(self, message) -> None:
+        """Answer what we do not implement so the client fails fast instead of timing out."""
+        self.hub.counters["unsupported_messages"] += 1
+        text = spec_errors.unsupported_message(message.type, message.feature)
+        if message.ack_id is not None:
+            self._ack_error(message.ack_id, ErrorName.BAD_REQUEST, text)
+        elif getattr(message, "invocation_id", None) is not None:
+            self.send_json_nowait(codec_json.encode_invoke_response_error(
+                message.invocation_id, ErrorName.BAD_REQUEST, text))
+        elif getattr(message, "stream_id", None) is not None:
+            self.send_json_nowait(codec_json.encode_stream_closed(message.stream_id, ErrorName.BAD_REQUEST, text))
 
     def _seen(self, ack_id: int | None) -> bool:
         """Record an ackId; True (and a Duplicate ack sent) if it was processed already."""
@@ -261,7 +302,7 @@ class ClientConnection:
         if self.simple_mode == "sendToGroup":
             group = self.simple_group
             if group is None or not role_grants(self.roles, "sendToGroup", group):
-                self.close(spec_errors.CloseCode.FORBIDDEN, f"no permission to send to group '{group}'")
+                self.close_for(Situation.SIMPLE_CLIENT_FORBIDDEN, f"no permission to send to group '{group}'")
                 return
             await self.hub.publish(Publication(
                 "group", payload, group=group, from_user_id=self.user_id, sender_id=self.connection_id))
@@ -270,13 +311,13 @@ class ClientConnection:
         if handler is None or not handler.handles_user_event("message"):
             # Azure drops a simple client whose frames nobody handles (close 1000, no reason).
             self.hub.counters["unhandled_events"] += 1
-            self.close(spec_errors.CloseCode.NORMAL, "")
+            self.close_for(Situation.NO_EVENT_HANDLER)
             return
         try:
             reply = await handler.on_user_event(self.context, "message", payload)
         except Exception:
             log.exception("event handler failed for %r simple message", self)
-            self.close(spec_errors.CloseCode.INTERNAL_ERROR, "event handler failed")
+            self.close_for(Situation.EVENT_HANDLER_FAILED)
             return
         if reply is not None:
             self.deliver_nowait(Publication("server", reply))

@@ -21,7 +21,10 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import base64
 import collections
+import hashlib
+import hmac
 import itertools
 import logging
 import secrets
@@ -35,7 +38,7 @@ from specs import errors as spec_errors
 from . import broker as topics
 from . import codec_json
 from .config import HubConfig, ServerConfig
-from .connection import ClientConnection
+from .connection import ClientConnection, WireProtocol
 from .handlers import EventHandler
 from .publication import Publication
 
@@ -47,6 +50,12 @@ log = logging.getLogger("fabric.hub")
 
 def new_connection_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+def reconnection_token(key: str, hub: str, connection_id: str) -> str:
+    """An unforgeable token binding a reliable session to its connection id (HMAC-SHA256)."""
+    mac = hmac.new(key.encode("utf-8"), f"{hub}\x00{connection_id}".encode("utf-8"), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
 class GroupActor(Actor):
@@ -144,10 +153,10 @@ class Hub:
             self._started.set()
             task_status.started(self)
 
-    async def aclose(self, reason: str = "ServiceReload") -> None:
+    async def aclose(self) -> None:
         """Close every connection with 1001 (bounded wait), then stop the supervisor."""
         for connection in list(self.connections.values()):
-            connection.close(spec_errors.CloseCode.GOING_AWAY, reason)
+            connection.close_for(spec_errors.CloseSituation.SERVER_SHUTDOWN)
         with trio.move_on_after(self.server_config.shutdown_timeout):
             while self.connections:
                 await trio.sleep(0.01)
@@ -164,7 +173,7 @@ class Hub:
                 ws = connection.ws
                 if now - ws.last_received > idle_timeout:
                     self.counters["ping_timeouts"] += 1
-                    connection.close(spec_errors.CloseCode.GOING_AWAY, "PingTimeout", discard=True)
+                    connection.close_for(spec_errors.CloseSituation.PING_TIMEOUT, discard=True)
                 else:
                     ws.ping_nowait()
 
@@ -181,8 +190,11 @@ class Hub:
         self.counters["connections_opened"] += 1
         try:
             if connection.protocol.is_pubsub:
+                token = None
+                if connection.protocol is WireProtocol.JSON_RELIABLE:
+                    token = reconnection_token(self.server_config.access_keys[0], self.name, connection.connection_id)
                 connection.send_json_nowait(codec_json.encode_connected(
-                    connection.connection_id, connection.user_id, None))
+                    connection.connection_id, connection.user_id, token))
             for group in initial_groups:
                 await self.join_group(connection, group)
             self._notify("connected", connection, "")

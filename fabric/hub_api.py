@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 PERMISSIONS = ("joinLeaveGroup", "sendToGroup")
+_BY_APP = spec_errors.CloseSituation.CLOSED_BY_APP_SERVER
 
 
 def to_payload(data: Any) -> Payload:
@@ -118,14 +119,14 @@ class HubHandle:
         hub = await self._hub()
         connection = hub.connections.get(connection_id)
         if connection is not None:
-            connection.close(spec_errors.CloseCode.CLOSED_BY_APP_SERVER, reason)
+            connection.close_for(_BY_APP, reason)
 
     async def close_all_connections(self, *, excluded: Iterable[str] = (), reason: str = "ClosedByAppServer") -> None:
         hub = await self._hub()
         skip = set(excluded)
         for connection in list(hub.connections.values()):
             if connection.connection_id not in skip:
-                connection.close(spec_errors.CloseCode.CLOSED_BY_APP_SERVER, reason)
+                connection.close_for(_BY_APP, reason)
 
     async def close_group_connections(self, group: str, *, excluded: Iterable[str] = (),
                                       reason: str = "ClosedByAppServer") -> None:
@@ -134,7 +135,7 @@ class HubHandle:
         skip = set(excluded)
         for connection in list(local.members.values()) if local else ():
             if connection.connection_id not in skip:
-                connection.close(spec_errors.CloseCode.CLOSED_BY_APP_SERVER, reason)
+                connection.close_for(_BY_APP, reason)
 
     async def close_user_connections(self, user_id: str, *, excluded: Iterable[str] = (),
                                      reason: str = "ClosedByAppServer") -> None:
@@ -142,7 +143,7 @@ class HubHandle:
         skip = set(excluded)
         for connection in list(hub.users.get(user_id, {}).values()):
             if connection.connection_id not in skip:
-                connection.close(spec_errors.CloseCode.CLOSED_BY_APP_SERVER, reason)
+                connection.close_for(_BY_APP, reason)
 
     # ---- queries -----------------------------------------------------------------
 

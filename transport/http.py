@@ -19,6 +19,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import errno
+import http
 import logging
 import urllib.parse
 from typing import Awaitable, Callable, Protocol
@@ -229,7 +230,7 @@ async def _send_response(stream, conn: h11.Connection, response: Response, *, he
         headers.append((b"content-length", str(len(response.body)).encode()))
     headers.append((b"server", b"fabric"))
     try:
-        data = conn.send(h11.Response(status_code=response.status, headers=headers))
+        data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         if response.body and not head:
             data += conn.send(h11.Data(data=response.body))
         data += conn.send(h11.EndOfMessage())
@@ -240,6 +241,13 @@ async def _send_response(stream, conn: h11.Connection, response: Response, *, he
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return False
     return True
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 async def _send_simple(stream, conn: h11.Connection, response: Response) -> None:

@@ -50,7 +50,7 @@ class WebSocket:
     __slots__ = (
         "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "close_timeout",
         "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
-        "_cancel_scope", "messages_received", "bytes_received",
+        "_cancel_scope", "messages_received", "bytes_received", "farewell",
     )
 
     def __init__(
@@ -78,6 +78,9 @@ class WebSocket:
         self._cancel_scope: trio.CancelScope | None = None
         self.messages_received = 0
         self.bytes_received = 0
+        # Called when the transport itself closes (message too big, protocol error, handler
+        # bug) so the application can queue a last message (e.g. system/disconnected).
+        self.farewell: Callable[[int, str], None] | None = None
         if trailing_data:
             self._ws.receive_data(trailing_data)
 
@@ -114,6 +117,14 @@ class WebSocket:
         if discard:
             self.outbox.discard_data()
         self._queue_final(CloseConnection(code=code, reason=_truncate_reason(reason)))
+
+    def _close_from_transport(self, code: int, reason: str) -> None:
+        if self.close_code is None and self.farewell is not None:
+            try:
+                self.farewell(code, reason)
+            except Exception:
+                log.exception("farewell hook failed")
+        self.close(code, reason)
 
     def _queue_final(self, event: CloseConnection) -> None:
         self.outbox.close_data()
@@ -203,7 +214,7 @@ class WebSocket:
                         chunk = event.data
                         size += len(chunk)
                         if size > self.max_message_bytes:
-                            self.close(CLOSE_TOO_BIG, f"message over {self.max_message_bytes} bytes")
+                            self._close_from_transport(CLOSE_TOO_BIG, f"message over {self.max_message_bytes} bytes")
                             parts.clear()
                             size = 0
                             continue
@@ -223,7 +234,7 @@ class WebSocket:
                             raise
                         except Exception:
                             log.exception("message handler failed; closing the socket")
-                            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+                            self._close_from_transport(CLOSE_INTERNAL_ERROR, "internal error")
                     elif isinstance(event, Ping):
                         if ws.state is ConnectionState.OPEN:
                             self.outbox.put_control(ws.send(event.response()))
