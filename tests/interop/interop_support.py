@@ -678,18 +678,29 @@ class JsonClient(RawClient):
 
 @contextlib.asynccontextmanager
 async def open_raw_client(
-    url: str, *, subprotocol: str | None = None, label: str = "raw", server: FabricServer | None = None, cls: type = RawClient
+    url: str,
+    *,
+    subprotocol: str | None = None,
+    label: str = "raw",
+    server: FabricServer | None = None,
+    cls: type = RawClient,
+    queue_size: int = 64,
 ) -> AsyncIterator[Any]:
-    """Connect (bounded); with a subprotocol, check the server echoed it."""
+    """Connect (bounded); with a subprotocol, check the server echoed it.
+
+    `queue_size`: messages trio-websocket buffers before it stops reading the socket (so a
+    client that never calls `recv` pushes back on the server after that many).
+    """
     import trio_websocket
 
     async with trio_websocket.open_websocket_url(
         url,
         subprotocols=[subprotocol] if subprotocol else None,
         max_message_size=RAW_MAX_MESSAGE_BYTES,
-        message_queue_size=64,
+        message_queue_size=queue_size,
         connect_timeout=WAIT_TIMEOUT,
         disconnect_timeout=2,
+        receive_buffer_size=256 * 1024,
     ) as ws:
         if subprotocol is not None:
             assert ws.subprotocol == subprotocol, (
@@ -701,9 +712,14 @@ async def open_raw_client(
         yield client
 
 
-def open_json_client(url: str, *, reliable: bool = False, label: str = "json", server: FabricServer | None = None) -> Any:
+def open_json_client(
+    url: str, *, reliable: bool = False, label: str = "json", server: FabricServer | None = None, queue_size: int = 64
+) -> Any:
     """`async with open_json_client(url) as c:` a JsonClient, `system/connected` already read."""
-    return open_raw_client(url, subprotocol=JSON_RELIABLE if reliable else JSON_SUBPROTOCOL, label=label, server=server, cls=JsonClient)
+    return open_raw_client(
+        url, subprotocol=JSON_RELIABLE if reliable else JSON_SUBPROTOCOL, label=label, server=server, cls=JsonClient,
+        queue_size=queue_size,
+    )
 
 
 class HttpResponse:

@@ -393,3 +393,57 @@ async def test_connected_frame_shapes(fabric_server):
         assert reliable.connected["userId"] == "shape_u", reliable.connected
         assert isinstance(reliable.connected.get("reconnectionToken"), str) and reliable.connected["reconnectionToken"]
         assert plain.connected["connectionId"] != reliable.connected["connectionId"]
+
+
+async def test_slow_consumer_is_closed_1008_and_the_group_carries_on(fabric_server, record_property):
+    """design.md: fan-out never waits for a slow member; past its outbox bound the default
+    policy closes it (specs/errors.py SLOW_CLIENT: 1008 after system/disconnected). A member
+    that reads keeps getting every message, in order (the publisher stays within 16 messages
+    of it, since publisher and reader share this process's CPU).
+
+    The slow member's client stops reading its socket after one buffered message; 600
+    messages of 64 KiB (37.5 MiB) exceed what loopback TCP buffers, the client's buffers and
+    the default outbox (4 MiB / 1024 messages) can hold together.
+    """
+    hub, group = unique("hub"), unique("g")
+    count, size = 600, 64 * 1024
+    chunk = "x" * size
+    async with (
+        open_json_client(fabric_server.client_url(hub, roles=BOTH_ROLES), label="publisher", server=fabric_server) as pub,
+        open_json_client(fabric_server.client_url(hub, roles=BOTH_ROLES), label="fast", server=fabric_server) as fast,
+        open_json_client(fabric_server.client_url(hub, roles=BOTH_ROLES), label="slow", server=fabric_server,
+                         queue_size=1) as slow,
+    ):
+        await fast.join(group)
+        await slow.join(group)
+        received: list[int] = []
+        progress = trio.Condition()
+        window = 16  # the reading member is never more than 1 MiB behind: well inside its outbox bound
+
+        async def read_fast() -> None:
+            while len(received) < count:
+                try:
+                    msg = await fast.next_message()
+                except Closed as closed:
+                    pytest.fail(f"the reading member was closed ({closed.code} {closed.reason!r}) after "
+                                f"{len(received)} messages", pytrace=False)
+                received.append(int(msg["data"].split(":", 1)[0]))
+                async with progress:
+                    progress.notify_all()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_fast)
+                for i in range(count):
+                    async with progress:
+                        while len(received) < i - window:
+                            await progress.wait()
+                    await pub.publish(group, f"{i}:{chunk}", "text")
+        assert received == list(range(count)), "the reading member lost or reordered messages"
+
+        frames, closed = await slow.expect_close(timeout=WAIT_TIMEOUT)
+    data_frames = [f for f in frames if isinstance(f, str) and '"type":"message"' in f]
+    record_property("slow_consumer_close", (closed.code, closed.reason, len(data_frames)))
+    print(f"slow consumer: closed {closed.code} {closed.reason!r} after {len(data_frames)} of {count} messages")
+    assert len(data_frames) < count
+    assert_closed_with([f for f in frames if f not in data_frames], closed, 1008, record_property, disconnected=True)
