@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 
@@ -73,12 +73,17 @@ def unique(prefix: str) -> str:
 
 
 class _OutputTail:
-    """Drains one pipe in a daemon thread; keeps the last lines; lets a caller await a line."""
+    """Drains one pipe in a daemon thread and keeps its last lines.
 
-    def __init__(self, stream: Any, name: str, maxlen: int = 400) -> None:
+    While `queueing` is true, every line is also put on `new_lines` for a reader to await
+    (None marks EOF); turn it off once nobody reads them, so the queue stays bounded.
+    """
+
+    def __init__(self, stream: Any, name: str, maxlen: int = 400, *, queueing: bool = True) -> None:
         self.name = name
         self.lines: collections.deque[str] = collections.deque(maxlen=maxlen)
-        self.new_lines: queue.Queue[str | None] = queue.Queue()  # None = EOF
+        self.new_lines: queue.Queue[str | None] = queue.Queue()
+        self.queueing = queueing
         self._thread = threading.Thread(target=self._run, args=(stream,), name=f"drain-{name}", daemon=True)
         self._thread.start()
 
@@ -87,12 +92,14 @@ class _OutputTail:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 self.lines.append(line)
-                self.new_lines.put(line)
+                if self.queueing:
+                    self.new_lines.put(line)
         finally:
             self.new_lines.put(None)
 
-    def text(self) -> str:
-        return "\n".join(self.lines) or "(nothing)"
+    def text(self, last: int = 80) -> str:
+        lines = list(self.lines)[-last:]
+        return "\n".join(lines) or "(nothing)"
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -219,12 +226,13 @@ def start_server(kind: str = "serve") -> FabricServer:
         stderr=subprocess.PIPE,
         start_new_session=True,  # our SIGINT only; a terminal ^C reaches pytest, which stops us
     )
-    server = FabricServer(proc, cmd, _OutputTail(proc.stdout, "stdout"), _OutputTail(proc.stderr, "stderr"))
+    server = FabricServer(proc, cmd, _OutputTail(proc.stdout, "stdout"), _OutputTail(proc.stderr, "stderr", queueing=False))
     try:
         _await_listening(server, key, chosen_port)
     except BaseException:
         stop_server(server, check=False)
         raise
+    server.stdout.queueing = False  # from here on only the tail is kept
     return server
 
 
@@ -855,8 +863,8 @@ class NodeClient:
         self.proc = subprocess.Popen(
             cmd, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        self.stdout = _OutputTail(self.proc.stdout, f"{label}-stdout")
-        self.stderr = _OutputTail(self.proc.stderr, f"{label}-stderr")
+        self.stdout = _OutputTail(self.proc.stdout, f"{label}-stdout")  # read by _next_line
+        self.stderr = _OutputTail(self.proc.stderr, f"{label}-stderr", queueing=False)
         self.events: collections.deque[dict[str, Any]] = collections.deque()
         self._ids = itertools.count(1)
         self.connected: dict[str, Any] | None = None

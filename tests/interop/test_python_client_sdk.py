@@ -17,7 +17,6 @@ from interop_support import unique
 
 JSON = WebPubSubProtocolType.JSON
 RELIABLE = WebPubSubProtocolType.JSON_RELIABLE
-BOTH_ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
 
 PAYLOADS = [
     (WebPubSubDataType.TEXT, "héllo wörld ✓"),
