@@ -198,8 +198,8 @@ def _server_command(key: str, kind: str) -> tuple[list[str], int | None]:
     if not template:
         if kind == "echo":
             script = str(Path(__file__).resolve().parent / "embedded_echo_server.py")
-            return [sys.executable, script, "--host", "127.0.0.1", "--port", "0", "--access-key", key], None
-        return [sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", "0", "--access-key", key], None
+            return [sys.executable, script, "--host", "127.0.0.1", "--port", "0", f"--access-key={key}"], None
+        return [sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", "0", f"--access-key={key}"], None
     port = _free_port() if "{port}" in template else None
     return shlex.split(template.format(port=port, key=key)), port
 
@@ -215,7 +215,9 @@ def _child_env() -> dict[str, str]:
 
 def start_server(kind: str = "serve") -> FabricServer:
     """Start the server and wait (bounded) until it listens. The caller must `stop_server`."""
-    key = secrets.token_urlsafe(32)  # >= 32 bytes: PyJWT warns about shorter HMAC keys
+    # >= 32 bytes (PyJWT warns about shorter HMAC keys); never starting with "-", which
+    # argparse would take for an option in `--access-key KEY` (a stand-in template may use that form).
+    key = "k" + secrets.token_urlsafe(32)
     cmd, chosen_port = _server_command(key, kind)
     proc = subprocess.Popen(
         cmd,

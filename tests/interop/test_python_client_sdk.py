@@ -179,3 +179,32 @@ def test_group_scoped_roles(sdk_clients, protocol):
         with pytest.raises(SendMessageError) as excinfo:
             action()
         assert excinfo.value.error_detail.name == "Forbidden"
+
+
+def test_send_event_with_a_handler_gets_server_messages(sdk_clients, echo_server, protocol):
+    """The embedded echo server's handler: `echo` replies to the sender (a `from: server`
+    message), `broadcast` sends to the hub, `fail` makes the ack an InternalServerError."""
+    hub = echo_server.ECHO_HUB
+    client = sdk_clients(hub, protocol=protocol, server=echo_server)
+    other = sdk_clients(hub, protocol=protocol, server=echo_server)
+
+    for data_type, value in PAYLOADS:
+        client.send_event("echo", _content(data_type, value), data_type)  # acked with success
+    fence = {"fence": unique("f")}
+    client.send_event("echo", fence, WebPubSubDataType.JSON)
+    got = client.collect_until(lambda m: m.data == fence)
+    assert [(m.kind, m.data_type, m.data) for m in got] == [
+        *[("server", dt.value, v) for dt, v in PAYLOADS], ("server", "json", fence)]
+    if protocol == RELIABLE:
+        assert [m.sequence_id for m in got] == list(range(1, len(got) + 1))
+
+    client.send_event("broadcast", "to everyone", WebPubSubDataType.TEXT)
+    for member in (client, other):
+        assert [(m.kind, m.data) for m in member.collect_until(lambda m: m.data == "to everyone")] == [
+            ("server", "to everyone")]
+
+    with pytest.raises(SendMessageError) as excinfo:
+        client.send_event("fail", "x", WebPubSubDataType.TEXT)
+    assert excinfo.value.error_detail.name == "InternalServerError"
+    client.send_event("echo", "after the failure", WebPubSubDataType.TEXT)
+    assert [m.data for m in client.collect_until(lambda m: m.data == "after the failure")] == ["after the failure"]
