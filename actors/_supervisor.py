@@ -329,7 +329,9 @@ class Supervisor:
 
     # -- public API -----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Start the initial children in order, call ``task_status.started(self)``, then
         supervise until :meth:`stop` / :meth:`aclose` or escalation.
 
@@ -477,7 +479,7 @@ class Supervisor:
                 try:
                     try:
                         await self._run_child(handle, status)
-                    except Exception as exc:  # the exact object: a plain error, or a group of errors
+                    except Exception as exc:  # the exact object: an error, or a group of errors
                         crash = exc
                 except* Exception as errors:  # a group mixing errors with Cancelled (RULE 2)
                     crash = errors

@@ -116,6 +116,28 @@ async def test_fairness_yields_every_mailbox_size_messages(nursery):
     assert max(runs) <= 2 * size  # at most one batch on each side of a scheduler pass
 
 
+async def test_a_burst_is_drained_in_one_wake_up(nursery):
+    """Queued messages are handled back to back, without a scheduler pass between them."""
+    log: list[str] = []
+
+    class Quiet(Actor):
+        async def handle(self, message):
+            log.append("m")
+
+    async def ticker():
+        for _ in range(50):
+            log.append("t")
+            await trio.lowlevel.checkpoint()
+
+    ref = await nursery.start(run_actor, Quiet())
+    nursery.start_soon(ticker)
+    for i in range(40):  # fewer than mailbox_size (64): one batch
+        ref.tell_nowait(i)
+    await trio.testing.wait_all_tasks_blocked()
+    runs = [len(run) for run in "".join(log).split("t") if run]
+    assert runs == [40]
+
+
 # -- overflow policies --------------------------------------------------------------------------
 
 
