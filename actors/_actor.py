@@ -7,8 +7,8 @@ RULES this module keeps (read these before changing anything below):
    the ref's send end is the only way producers learn the actor is gone.
 2. Only the actor's own task calls ``handle()``. Messages are handled one at a time, in the
    order they entered the mailbox (FIFO).
-3. The run loop drains with ``receive_nowait()`` and only ``await receive()`` when the
-   mailbox is empty, so a burst costs no scheduler round trip per message. It calls
+3. The run loop drains with ``receive_nowait()`` and parks only when the mailbox is empty,
+   so a burst costs no scheduler round trip per message. It calls
    ``trio.lowlevel.checkpoint()`` after every ``mailbox_size`` consecutive messages, so a
    busy actor cannot starve its neighbours.
 4. ``stop()`` is synchronous and takes effect at once: it closes the send end (tasks blocked
@@ -147,7 +147,8 @@ class ActorStatistics:
     failed_tells: int
     """Sends refused with MailboxFull (BLOCK's tell_nowait, FAIL, an ask under DROP_NEWEST)."""
     handled: int
-    """Messages whose handle() returned."""
+    """Messages whose handle() returned. Added once per batch: while a batch runs it can lag
+    by up to ``mailbox_size``; exact whenever the actor is idle or has ended."""
     state: str
     """One of "starting", "running", "stopping", "stopped", "crashed"."""
     discarded: int = 0

@@ -483,6 +483,12 @@ class Supervisor:
                         crash = exc
                 except* Exception as errors:  # a group mixing errors with Cancelled (RULE 2)
                     crash = errors
+        except BaseException:
+            # Cancelled from outside this child's scope (the supervisor itself is going away):
+            # not a crash of this child, but an error mixed into it is still reported.
+            if crash is not None:
+                self._report_crash(handle, crash)
+            raise
         finally:
             handle._running = False
             if handle._exit_event is not None:
@@ -524,14 +530,7 @@ class Supervisor:
     def _child_exited(self, handle: ChildHandle, crash: BaseException | None) -> None:
         """Classify an ended incarnation (runs in the child's wrapper task; RULE 4)."""
         if crash is not None:
-            self._crashes += 1
-            logger.error(
-                "supervisor %r: child %r crashed: %r",
-                self.name,
-                handle.name,
-                crash,
-                exc_info=crash,
-            )
+            self._report_crash(handle, crash)
         mode = handle._stop_mode
         if mode is _RESTART:
             return  # the supervisor's task is waiting for this exit and will restart it
@@ -549,6 +548,12 @@ class Supervisor:
             self._wakeup.unpark_all()
         else:
             self._forget(handle)
+
+    def _report_crash(self, handle: ChildHandle, crash: BaseException) -> None:
+        self._crashes += 1
+        logger.error(
+            "supervisor %r: child %r crashed: %r", self.name, handle.name, crash, exc_info=crash
+        )
 
     def _forget(self, handle: ChildHandle) -> None:
         if handle._removed:

@@ -627,3 +627,27 @@ async def test_ten_thousand_temporary_task_children_start_and_stop():
         assert len(sup.children()) == n
     assert sup.statistics().children == 0 and running == 0
     assert sup.statistics().restarts == 0 and sup.statistics().crashes == 0
+
+
+async def test_crash_mixed_into_the_supervisors_own_cancellation_is_still_reported(caplog):
+    async def messy(*, task_status=trio.TASK_STATUS_IGNORED):
+        async def sub():
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise Crash("raised while the whole tree is cancelled")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sub)
+            task_status.started()
+            await trio.sleep_forever()
+
+    sup = Supervisor("s", [ChildSpec("messy", messy)])
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            scope.cancel()
+    assert scope.cancelled_caught  # the Cancelled went where it belonged ...
+    assert sup.statistics().crashes == 1  # ... and the error riding with it was logged
+    assert "child 'messy' crashed" in caplog.text
+    assert "raised while the whole tree is cancelled" in caplog.text
