@@ -199,15 +199,10 @@ class Fabric:
                 hub, connection_id, ws, protocol, user_id=user_id, roles=roles,
                 connection_state=state, simple_mode=simple_mode, simple_group=simple_group,
             )
-
-            async def connection_task(*, task_status=trio.TASK_STATUS_IGNORED):
-                task_status.started()
-                await hub.run_connection(connection, groups)
-
             try:
                 await hub.supervisor.start_child(ChildSpec(
-                    f"conn:{connection_id}", connection_task, restart=Restart.TEMPORARY,
-                    shutdown_timeout=server.shutdown_timeout))
+                    f"conn:{connection_id}", functools.partial(hub.connection_task, connection, groups),
+                    restart=Restart.TEMPORARY, shutdown_timeout=server.shutdown_timeout))
             except Exception:
                 log.exception("could not start connection %s", connection_id)
                 with trio.CancelScope(shield=True):

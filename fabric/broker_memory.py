@@ -15,7 +15,9 @@ from .broker import OnPublication
 
 class MemoryBus:
     def __init__(self) -> None:
-        self._subscribers: dict[str, dict[int, "MemoryBroker"]] = {}
+        # topic -> subscribed nodes; a list (not a dict) because most topics have one node
+        # and one list per connection topic is the cheaper shape.
+        self._subscribers: dict[str, list["MemoryBroker"]] = {}
         self.published = 0
 
     def attach(self, on_publication: OnPublication) -> "MemoryBroker":
@@ -31,14 +33,22 @@ class MemoryBroker:
 
     async def subscribe(self, topic: str) -> None:
         """Idempotent. Checkpoint: no (memory only)."""
+        if topic in self._topics:
+            return
         self._topics.add(topic)
-        self._bus._subscribers.setdefault(topic, {})[id(self)] = self
+        nodes = self._bus._subscribers.get(topic)
+        if nodes is None:
+            self._bus._subscribers[topic] = [self]
+        else:
+            nodes.append(self)
 
     async def unsubscribe(self, topic: str) -> None:
+        if topic not in self._topics:
+            return
         self._topics.discard(topic)
         nodes = self._bus._subscribers.get(topic)
         if nodes is not None:
-            nodes.pop(id(self), None)
+            nodes.remove(self)
             if not nodes:
                 del self._bus._subscribers[topic]
 
@@ -48,7 +58,7 @@ class MemoryBroker:
         nodes = self._bus._subscribers.get(topic)
         if not nodes:
             return
-        for node in list(nodes.values()):
+        for node in nodes if len(nodes) == 1 else list(nodes):
             node.delivered += 1
             await node._on_publication(topic, message)
 

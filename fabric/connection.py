@@ -87,8 +87,8 @@ class ClientConnection:
         self.connection_state = connection_state
         self.simple_mode = simple_mode
         self.simple_group = simple_group
-        self._acked: deque[int] = deque()
-        self._acked_set: set[int] = set()
+        self._acked: deque[int] | None = None  # created on the first ackId (memory)
+        self._acked_set: set[int] | None = None
         self._sequence_id = 0
         self.lagged = 0
         self.received = 0
@@ -221,6 +221,8 @@ class ClientConnection:
         """Record an ackId; True (and a Duplicate ack sent) if it was processed already."""
         if ack_id is None:
             return False
+        if self._acked is None:
+            self._acked, self._acked_set = deque(), set()
         if ack_id in self._acked_set:
             self.send_json_nowait(codec_json.encode_ack(
                 ack_id, False, ErrorName.DUPLICATE, f"Message with ack-id: {ack_id} has been processed"))

@@ -179,8 +179,13 @@ class Hub:
 
     # ---- connections -------------------------------------------------------------------
 
-    async def run_connection(self, connection: ClientConnection, initial_groups=()) -> None:
-        """Own one connection for its whole life. Checkpoint. Never raises for client faults."""
+    async def connection_task(self, connection: ClientConnection, initial_groups=(), *,
+                              task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Own one connection for its whole life (a TEMPORARY child of the hub's supervisor).
+
+        Checkpoint. Never raises for client faults.
+        """
+        task_status.started()
         await self._started.wait()
         self.connections[connection.connection_id] = connection
         if connection.user_id is not None:

@@ -10,16 +10,17 @@ Rules:
   close frame can follow the last data frame.
 - The writer takes *everything* queued in one ``get_batch`` so it can send it with one
   ``send_all``: the cost of a wake-up and a syscall is shared by the whole batch.
+- Memory matters (one per connection): plain lists (swapped, never popped from the left)
+  and a single parked-task slot instead of deques and a ParkingLot.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import attrs
 import trio
 
 CONTROL_LANE_SIZE = 8
+_EMPTY: list = []
 
 
 @attrs.frozen
@@ -35,17 +36,17 @@ class OutboxStatistics:
 
 class Outbox:
     __slots__ = (
-        "_data", "_control", "_bytes", "_lot", "max_items", "max_bytes",
+        "_data", "_control", "_bytes", "_waiter", "max_items", "max_bytes",
         "_peak_bytes", "_sent", "_rejected", "_data_closed",
     )
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("outbox bounds must be positive")
-        self._data: deque[bytes] = deque()
-        self._control: deque[bytes] = deque()
+        self._data: list[bytes] = []
+        self._control: list[bytes] | None = None
         self._bytes = 0
-        self._lot = trio.lowlevel.ParkingLot()
+        self._waiter: trio.lowlevel.Task | None = None
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._peak_bytes = 0
@@ -54,11 +55,17 @@ class Outbox:
         self._data_closed = False
 
     def __len__(self) -> int:
-        return len(self._data) + len(self._control)
+        return len(self._data) + (len(self._control) if self._control else 0)
 
     @property
     def queued_bytes(self) -> int:
         return self._bytes
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
 
     def put_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
         """Queue a data frame. False when that would pass a bound (nothing is queued).
@@ -71,25 +78,35 @@ class Outbox:
         if self._data_closed:
             return False
         n = self._bytes + len(frame)
-        factor = 2 if reply else 1
-        if n > self.max_bytes * factor or len(self._data) >= self.max_items * factor:
+        if reply:
+            if n > 2 * self.max_bytes or len(self._data) >= 2 * self.max_items:
+                self._rejected += 1
+                return False
+        elif n > self.max_bytes or len(self._data) >= self.max_items:
             self._rejected += 1
             return False
         self._data.append(frame)
         self._bytes = n
         if n > self._peak_bytes:
             self._peak_bytes = n
-        if self._lot:
-            self._lot.unpark()
+        if self._waiter is not None:
+            self._wake()
         return True
+
+    def put_final(self, frame: bytes) -> None:
+        """Queue the last frame (the close frame): after all data, whatever the bounds."""
+        self._data_closed = True
+        self._data.append(frame)
+        self._wake()
 
     def put_control(self, frame: bytes) -> bool:
         """Queue a control frame ahead of data. False if the control lane is full."""
-        if len(self._control) >= CONTROL_LANE_SIZE:
+        if self._control is None:
+            self._control = []
+        elif len(self._control) >= CONTROL_LANE_SIZE:
             return False
         self._control.append(frame)
-        if self._lot:
-            self._lot.unpark()
+        self._wake()
         return True
 
     def close_data(self) -> None:
@@ -99,25 +116,40 @@ class Outbox:
     def discard_data(self) -> int:
         """Drop every queued data frame; returns how many were dropped."""
         n = len(self._data)
-        self._data.clear()
+        self._data = []
         self._bytes = 0
         return n
 
     async def get_batch(self) -> list[bytes]:
         """Wait until something is queued, then take all of it (control frames first).
 
-        Checkpoint: yes (parks when empty; otherwise does not yield).
+        Checkpoint: yes. Only one task may wait at a time (the connection's writer).
         """
-        while not self._data and not self._control:
-            await self._lot.park()
-        batch: list[bytes] = []
-        if self._control:
-            batch.extend(self._control)
-            self._control.clear()
-        if self._data:
-            batch.extend(self._data)
-            self._data.clear()
-            self._bytes = 0
+        if not self._data and not self._control:
+            while not self._data and not self._control:
+                if self._waiter is not None:
+                    raise RuntimeError("another task is already waiting on this outbox")
+                self._waiter = trio.lowlevel.current_task()
+
+                def abort(_raise_cancel):
+                    self._waiter = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            # Woken by the first frame: let the tasks that became runnable with it (a group
+            # actor, the reader answering the same request) queue theirs before we take the
+            # batch, so one wake-up and one send_all carry them all.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await trio.lowlevel.checkpoint()
+        control = self._control
+        if control:
+            batch = control + self._data
+            self._control = None
+        else:
+            batch = self._data
+        self._data = []
+        self._bytes = 0
         self._sent += len(batch)
         return batch
 

@@ -74,7 +74,7 @@ class WebSocket:
         self.close_reason: str = ""
         self.last_received = trio.current_time()
         self._final_queued = False
-        self._peer_closed = trio.Event()
+        self._peer_closed: trio.Event | None = None  # created when someone waits for it
         self._cancel_scope: trio.CancelScope | None = None
         self.messages_received = 0
         self.bytes_received = 0
@@ -136,10 +136,12 @@ class WebSocket:
             self._abort()
             return
         self._final_queued = True
-        # Bypasses the bounds on purpose: the close frame always fits.
-        self.outbox._data.append(frame)
-        if self.outbox._lot:
-            self.outbox._lot.unpark()
+        self.outbox.put_final(frame)  # bypasses the bounds: the close frame always fits
+
+    def _set_peer_closed(self) -> None:
+        if self._peer_closed is None:
+            self._peer_closed = trio.Event()
+        self._peer_closed.set()
 
     def _abort(self) -> None:
         if self._cancel_scope is not None:
@@ -154,11 +156,11 @@ class WebSocket:
         it ended. Cancelling it closes the stream without a handshake.
         """
         try:
-            with trio.CancelScope() as self._cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, handler)
-                    await self._writer()
-                    nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._reader, handler)
+                await self._writer()
+                nursery.cancel_scope.cancel()
         finally:
             if self.close_code is None:
                 self.close_code = CLOSE_ABNORMAL
@@ -174,13 +176,15 @@ class WebSocket:
             while True:
                 batch = await outbox.get_batch()
                 await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-                if self._final_queued and not outbox._data:
+                if self._final_queued and not len(outbox):
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self.close_code is None:
                 self.close_code = CLOSE_ABNORMAL
             return
         # Our close frame is out: give the peer a bounded time to answer with its own.
+        if self._peer_closed is None:
+            self._peer_closed = trio.Event()
         with trio.move_on_after(self.close_timeout):
             await self._peer_closed.wait()
 
@@ -205,7 +209,7 @@ class WebSocket:
                 try:
                     ws.receive_data(data)
                 except LocalProtocolError:  # data after the close handshake
-                    self._peer_closed.set()
+                    self._set_peer_closed()
                     return
                 for event in ws.events():
                     if isinstance(event, (TextMessage, BytesMessage)):
@@ -248,12 +252,12 @@ class WebSocket:
                         elif ws.state is ConnectionState.OPEN:
                             # wsproto found a protocol violation (bad opcode, bad UTF-8...).
                             self.close(event.code, event.reason or "protocol error")
-                        self._peer_closed.set()
+                        self._set_peer_closed()
                         return
                     elif isinstance(event, Pong):
                         pass
         finally:
-            self._peer_closed.set()
+            self._set_peer_closed()
 
     def statistics(self) -> dict:
         s = self.outbox.statistics()
