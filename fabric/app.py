@@ -20,7 +20,9 @@ from transport.websocket import WebSocket
 from . import auth
 from .broker_memory import MemoryBus
 from .config import FabricConfig, load_config
-from .connection import ClientConnection, WireProtocol
+from specs.lifecycle import LifecycleEvent
+
+from .connection import ClientConnection, WireProtocol, new_lifecycle
 from .handlers import ConnectRejected, ConnectRequest, EventHandler
 from .hub import Hub, new_connection_id
 from .hub_api import HubHandle
@@ -193,11 +195,14 @@ class Fabric:
                     echoed = answer.subprotocol
 
         server = self.config.server
+        lifecycle = new_lifecycle(protocol)
+        lifecycle.handle(LifecycleEvent.AUTHENTICATED)
 
         async def run(ws: WebSocket) -> None:
             connection = ClientConnection(
                 hub, connection_id, ws, protocol, user_id=user_id, roles=roles,
                 connection_state=state, simple_mode=simple_mode, simple_group=simple_group,
+                lifecycle=lifecycle,
             )
             try:
                 await hub.supervisor.start_child(ChildSpec(

@@ -22,6 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from specs import errors as spec_errors
+from specs.lifecycle import Effect, Lifecycle, LifecycleEvent
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
 
@@ -57,11 +58,16 @@ class WireProtocol(enum.Enum):
         return self is not WireProtocol.SIMPLE
 
 
+def new_lifecycle(protocol: "WireProtocol") -> Lifecycle:
+    """The specs' connection state machine for one connection (no history kept)."""
+    return Lifecycle(subprotocol=protocol.is_pubsub, reliable=False, keep_history=False)
+
+
 class ClientConnection:
     __slots__ = (
         "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
-        "_sequence_id", "lagged", "received", "delivered", "__weakref__",
+        "_sequence_id", "lagged", "received", "delivered", "lifecycle", "__weakref__",
     )
 
     def __init__(
@@ -76,7 +82,12 @@ class ClientConnection:
         connection_state: str | None = None,
         simple_mode: str = "sendEvent",
         simple_group: str | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
+        if lifecycle is None:
+            lifecycle = new_lifecycle(protocol)
+            lifecycle.handle(LifecycleEvent.AUTHENTICATED)
+        self.lifecycle = lifecycle
         self.hub = hub
         self.connection_id = connection_id
         self.ws = ws
@@ -161,13 +172,16 @@ class ClientConnection:
         """Close with an explicit code (no checkpoint). PubSub clients get ``disconnected``
         first (unless ``notify`` is false)."""
         ws = self.ws
-        if ws.closing:
+        if ws.closing or not self.lifecycle.can_handle(LifecycleEvent.SERVER_CLOSE):
             return
+        self.lifecycle.handle(LifecycleEvent.SERVER_CLOSE)
         if discard:
             ws.outbox.discard_data()
-        if notify and self.protocol.is_pubsub:
-            ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True), reply=True)
-        ws.close(code, spec_errors.close_frame_reason(reason))
+        for effect in self.lifecycle.effects:  # the table: SEND_DISCONNECTED (PubSub only), SEND_CLOSE
+            if effect is Effect.SEND_DISCONNECTED and notify:
+                ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True), reply=True)
+            elif effect is Effect.SEND_CLOSE:
+                ws.close(code, spec_errors.close_frame_reason(reason))
 
     def _farewell(self, code: int, reason: str) -> None:
         """The transport is closing by itself (e.g. 1009): tell a PubSub client why."""

@@ -34,6 +34,7 @@ import trio
 
 from actors import Actor, ChildSpec, Overflow, Restart, Supervisor
 from specs import errors as spec_errors
+from specs.lifecycle import Effect, LifecycleEvent
 
 from . import broker as topics
 from . import codec_json
@@ -193,22 +194,32 @@ class Hub:
             await self.broker.subscribe(topics.user_topic(self.name, connection.user_id))
         await self.broker.subscribe(topics.connection_topic(self.name, connection.connection_id))
         self.counters["connections_opened"] += 1
+        life = connection.lifecycle
         try:
-            if connection.protocol.is_pubsub:
-                token = None
-                if connection.protocol is WireProtocol.JSON_RELIABLE:
-                    token = reconnection_token(self.server_config.access_keys[0], self.name, connection.connection_id)
-                connection.send_json_nowait(codec_json.encode_connected(
-                    connection.connection_id, connection.user_id, token))
-            for group in initial_groups:
-                await self.join_group(connection, group)
-            self._notify("connected", connection, "")
+            life.handle(LifecycleEvent.CONNECT_ACCEPTED)
+            for effect in life.effects:  # in the table's order: connected precedes every frame
+                if effect is Effect.SEND_CONNECTED:
+                    token = None
+                    if connection.protocol is WireProtocol.JSON_RELIABLE:
+                        token = reconnection_token(self.server_config.access_keys[0], self.name,
+                                                   connection.connection_id)
+                    connection.send_json_nowait(codec_json.encode_connected(
+                        connection.connection_id, connection.user_id, token))
+                elif effect is Effect.JOIN_INITIAL_GROUPS:
+                    for group in initial_groups:
+                        await self.join_group(connection, group)
+                elif effect is Effect.FIRE_CONNECTED:
+                    self._notify("connected", connection, "")
             await connection.ws.run(connection.on_message)
         finally:
+            ws = connection.ws
+            if not life.closed:
+                life.handle(LifecycleEvent.CLIENT_CLOSE if ws.peer_closed else LifecycleEvent.TRANSPORT_LOST)
+            fire = Effect.FIRE_DISCONNECTED in life.effects
             with trio.CancelScope(shield=True):
-                await self._unregister(connection)
+                await self._unregister(connection, fire_disconnected=fire)
 
-    async def _unregister(self, connection: ClientConnection) -> None:
+    async def _unregister(self, connection: ClientConnection, *, fire_disconnected: bool = True) -> None:
         cid = connection.connection_id
         for group in list(connection.groups):
             await self.leave_group(connection, group)
@@ -223,7 +234,8 @@ class Hub:
                     await self.broker.unsubscribe(topics.user_topic(self.name, connection.user_id))
         self.counters["connections_closed"] += 1
         ws = connection.ws
-        self._notify("disconnected", connection, ws.close_reason or _close_reason(ws.close_code))
+        if fire_disconnected:
+            self._notify("disconnected", connection, ws.close_reason or _close_reason(ws.close_code))
 
     def _notify(self, kind: str, connection: ClientConnection, reason: str) -> None:
         if self.handler is None or self._notifier_ref is None:

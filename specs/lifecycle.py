@@ -265,14 +265,15 @@ class Lifecycle:
 
     __slots__ = ("state", "subprotocol", "reliable", "effects", "history")
 
-    def __init__(self, *, subprotocol: bool, reliable: bool = False) -> None:
+    def __init__(self, *, subprotocol: bool, reliable: bool = False, keep_history: bool = True) -> None:
         if reliable and not subprotocol:
             raise ValueError("a reliable connection always has a subprotocol")
         self.state = INITIAL_STATE
         self.subprotocol = subprotocol
         self.reliable = reliable
         self.effects: tuple[Effect, ...] = ()
-        self.history: list[tuple[State, LifecycleEvent, State]] = []
+        # The server keeps none (memory per connection); tests and conformance runs do.
+        self.history: list[tuple[State, LifecycleEvent, State]] | None = [] if keep_history else None
 
     def can_handle(self, event: LifecycleEvent) -> bool:
         return (self.state, event, self.reliable) in _TABLE
@@ -290,7 +291,7 @@ class Lifecycle:
             self.effects = t.effects
         else:
             self.effects = tuple(e for e in t.effects if e not in SUBPROTOCOL_ONLY_EFFECTS)
-        if len(self.history) < 64:  # bounded: enough to debug, never a leak
+        if self.history is not None and len(self.history) < 64:  # bounded: never a leak
             self.history.append((self.state, event, t.target))
         self.state = t.target
         return t.target

@@ -50,7 +50,7 @@ class WebSocket:
     __slots__ = (
         "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "close_timeout",
         "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
-        "_cancel_scope", "messages_received", "bytes_received", "farewell",
+        "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed",
     )
 
     def __init__(
@@ -81,6 +81,8 @@ class WebSocket:
         # Called when the transport itself closes (message too big, protocol error, handler
         # bug) so the application can queue a last message (e.g. system/disconnected).
         self.farewell: Callable[[int, str], None] | None = None
+        # True once a close frame came from the peer (it started the close, or answered ours).
+        self.peer_closed = False
         if trailing_data:
             self._ws.receive_data(trailing_data)
 
@@ -243,6 +245,8 @@ class WebSocket:
                         if ws.state is ConnectionState.OPEN:
                             self.outbox.put_control(ws.send(event.response()))
                     elif isinstance(event, CloseConnection):
+                        if ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
+                            self.peer_closed = True
                         if ws.state is ConnectionState.REMOTE_CLOSING:
                             # The peer started closing: answer, then we are done.
                             if self.close_code is None:
