@@ -83,12 +83,15 @@ def _serve(args) -> int:
     config = _load(args, overrides)
     if not config.server.access_keys:
         config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(secrets.token_urlsafe(32),)))
+    failed = []
     try:
         trio.run(_serve_async, config)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"fabric: cannot listen on {config.server.host}:{config.server.port}: {exc}", file=sys.stderr)
+    except* OSError as group:
+        failed.extend(group.exceptions)
+    if failed:
+        print(f"fabric: cannot listen on {config.server.host}:{config.server.port}: {failed[0]}", file=sys.stderr)
         return 1
     return 0
 
