@@ -307,8 +307,8 @@ async def test_supervisor_state_matches_the_model(mock_clock):
                 run_state_machine_as_test,
                 SupervisorMachine,
                 settings=settings(
-                    max_examples=120,
-                    stateful_step_count=30,
+                    max_examples=200,
+                    stateful_step_count=40,
                     deadline=None,
                     suppress_health_check=list(HealthCheck),
                 ),
