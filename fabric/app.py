@@ -269,9 +269,8 @@ async def open_fabric(
         config = load_config(None, env={})
     if not config.server.access_keys:
         import attrs
-        import secrets
 
-        key = access_key or secrets.token_urlsafe(32)
+        key = access_key or auth.generate_access_key()
         config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(key,)))
     fabric = Fabric(config, handlers)
     async with trio.open_nursery() as nursery:

@@ -540,8 +540,14 @@ def endpoint_for(host: str, port: int, *, scheme: str = "http") -> str:
 
 
 def generate_access_key() -> str:
-    """A fresh random access key (256 bits, URL- and shell-safe characters)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random access key (256 bits, URL- and shell-safe characters).
+
+    Never starts with ``-``, so it can follow ``--access-key`` on a command line.
+    """
+    while True:
+        key = secrets.token_urlsafe(32)
+        if not key.startswith("-"):
+            return key
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
 import sys
 
@@ -82,7 +81,9 @@ def _serve(args) -> int:
             return 2
     config = _load(args, overrides)
     if not config.server.access_keys:
-        config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(secrets.token_urlsafe(32),)))
+        from .auth import generate_access_key
+
+        config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(generate_access_key(),)))
     failed = []
     try:
         trio.run(_serve_async, config)

@@ -143,7 +143,17 @@ class Hub:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Run the hub's supervisor. Started by the fabric's supervisor."""
+        """Run the hub's supervisor. Started (and restarted) by the fabric's supervisor.
+
+        A restart begins from an empty registry: the previous incarnation's connections
+        and group actors were its supervisor's children and ended with it.
+        """
+        if self._started.is_set() or self.supervisor.statistics().state != "new":
+            self.supervisor = Supervisor(f"hub:{self.name}", strategy=_one_for_one(), max_restarts=10, within=10.0)
+            self.connections.clear()
+            self.users.clear()
+            self.groups.clear()
+            self._started = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.supervisor.run)
             notifier = await self.supervisor.start_child(

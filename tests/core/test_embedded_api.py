@@ -115,3 +115,28 @@ async def test_simple_client_send_to_group_mode(fab):
     await simple.send("from simple")
     msg = await listener.receive_json()
     assert msg["data"] == "from simple" and msg["group"] == "g"
+
+
+async def test_a_crashed_hub_restarts_with_an_empty_registry(fab):
+    from actors import ChildSpec, Restart
+
+    hub = fab.hub("crashy")
+    c = await connect(fab, "crashy", user_id="u", roles=ROLES)
+    running = fab.running_hubs()["crashy"]
+    old_supervisor = running.supervisor
+
+    async def bomb(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        raise RuntimeError("boom")
+
+    # A child that always crashes exhausts the hub supervisor's restart intensity: the hub
+    # fails, and the fabric's supervisor restarts it (TRANSIENT) from a clean registry.
+    await running.supervisor.start_child(ChildSpec("bomb", bomb, restart=Restart.PERMANENT))
+    with trio.fail_after(5):
+        while running.supervisor is old_supervisor or not running._started.is_set():
+            await trio.sleep(0.01)
+    assert await c.wait_closed() in (1006, 1001, 1011)
+    assert not await hub.connection_exists(c.connection_id)
+    c2 = await connect(fab, "crashy", user_id="u2", roles=ROLES)
+    assert await hub.connection_exists(c2.connection_id)
+    assert fab.statistics()["supervisor"].restarts >= 1
