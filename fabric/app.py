@@ -131,6 +131,12 @@ class Fabric:
             return Response.error(400, "InvalidHubName", f"invalid hub name {hub_name!r}")
         hub_config = self.config.hub(hub_name)
 
+        recovering = request.query_one("awps_connection_id")
+        if recovering is not None:
+            # Recovery is authorised by the reconnection token alone: the original access
+            # token may have expired meanwhile (reference §5.2).
+            return await self._recover(hub_name, recovering, request)
+
         token = request.query_one("access_token")
         authorization = request.header("authorization")
         if token is None and authorization and authorization[:7].lower() == "bearer ":
@@ -149,11 +155,6 @@ class Fabric:
             return Response.error(400, "UnsupportedSubprotocol",
                                   f"subprotocols {', '.join(offered)} are not supported by this server yet")
 
-        if request.query_one("awps_connection_id") is not None:
-            # A reliable client asks to recover a dropped session. Sessions are not kept
-            # after a drop yet, so the answer is the documented "not recoverable": accept
-            # the upgrade, then close with 1008; the client then opens a new connection.
-            return self._refuse_recovery(echoed)
 
         simple_mode = request.query_one("webpubsub_mode") or "sendEvent"
         simple_group = request.query_one("group")
@@ -215,13 +216,36 @@ class Fabric:
 
         return WebSocketAccept(
             subprotocol=echoed, run=run, max_message_bytes=server.max_message_bytes,
-            outbox_max_items=server.outbox_max_messages, outbox_max_bytes=server.outbox_max_bytes,
+            **_outbox_bounds(server, protocol),
+        )
+
+    async def _recover(self, hub_name: str, connection_id: str, request: Request) -> WebSocketAccept:
+        """Resume a reliable session on a new socket, or accept-then-close 1008 (as the SDKs expect)."""
+        offered = _offered_subprotocols(request)
+        protocol, echoed = _choose_protocol(offered)
+        hub = self._hubs.get(hub_name)
+        token = request.query_one("awps_reconnection_token") or ""
+        connection = hub.recover(connection_id, token, echoed) if hub is not None else None
+        if connection is None:
+            if hub is not None:
+                hub.counters["recoveries_refused"] += 1
+            return self._refuse_recovery(echoed)
+        server = self.config.server
+
+        async def run(ws: WebSocket) -> None:
+            # Hand the socket to the session's own task, which runs it from now on.
+            if not connection.offer_transport(ws):
+                rule = _recovery_failed_rule()
+                ws.close(rule.code, rule.message)
+                await ws.run(_ignore_messages)
+
+        return WebSocketAccept(
+            subprotocol=echoed, run=run, max_message_bytes=server.max_message_bytes,
+            **_outbox_bounds(server, protocol),
         )
 
     def _refuse_recovery(self, subprotocol: str | None) -> WebSocketAccept:
-        from specs.errors import CLOSE_RULES, CloseSituation
-
-        rule = CLOSE_RULES[CloseSituation.RECOVERY_FAILED]
+        rule = _recovery_failed_rule()
 
         async def run(ws: WebSocket) -> None:
             ws.close(rule.code, rule.message)
@@ -286,6 +310,21 @@ async def open_fabric(
 
 async def _ignore_messages(message) -> None:
     return None
+
+
+def _recovery_failed_rule():
+    from specs.errors import CLOSE_RULES, CloseSituation
+
+    return CLOSE_RULES[CloseSituation.RECOVERY_FAILED]
+
+
+def _outbox_bounds(server, protocol: WireProtocol) -> dict:
+    """A reliable connection's outbox must hold a full replay on top of live traffic."""
+    items, size = server.outbox_max_messages, server.outbox_max_bytes
+    if protocol is not None and protocol.is_reliable:
+        items += server.reliable_buffer_messages
+        size += server.reliable_buffer_bytes
+    return {"outbox_max_items": items, "outbox_max_bytes": size}
 
 
 def _client_hub(request: Request) -> str | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import enum
 import logging
+
+import trio
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,7 @@ from .auth import role_grants
 from .handlers import ConnectionContext, UserEventError
 from .messages import Payload
 from .publication import Publication
+from .reliable import ReplayBuffer
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -57,17 +60,49 @@ class WireProtocol(enum.Enum):
     def is_pubsub(self) -> bool:
         return self is not WireProtocol.SIMPLE
 
+    @property
+    def is_reliable(self) -> bool:
+        return self is WireProtocol.JSON_RELIABLE
+
 
 def new_lifecycle(protocol: "WireProtocol") -> Lifecycle:
     """The specs' connection state machine for one connection (no history kept)."""
-    return Lifecycle(subprotocol=protocol.is_pubsub, reliable=False, keep_history=False)
+    return Lifecycle(subprotocol=protocol.is_pubsub, reliable=protocol.is_reliable, keep_history=False)
+
+
+class DetachedTransport:
+    """Stands in for the socket while a reliable session waits for its client to recover.
+
+    Data keeps flowing into the session's replay buffer (``send_nowait`` accepts and drops
+    the frame: the replay buffer has it); replies (acks, pongs) to a client that is not
+    there are dropped, as on a dead socket.
+    """
+
+    __slots__ = ("last_received",)
+    closing = False
+    close_code = None
+    close_reason = ""
+    peer_closed = False
+
+    def __init__(self, since: float) -> None:
+        self.last_received = since
+
+    def send_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
+        return True
+
+    def ping_nowait(self, payload: bytes = b"") -> None:
+        return None
+
+    def statistics(self) -> dict:
+        return {"detached": True}
 
 
 class ClientConnection:
     __slots__ = (
         "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
-        "_sequence_id", "lagged", "received", "delivered", "lifecycle", "__weakref__",
+        "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
+        "__weakref__",
     )
 
     def __init__(
@@ -100,7 +135,11 @@ class ClientConnection:
         self.simple_group = simple_group
         self._acked: deque[int] | None = None  # created on the first ackId (memory)
         self._acked_set: set[int] | None = None
-        self._sequence_id = 0
+        config = hub.server_config
+        self.replay = ReplayBuffer(config.reliable_buffer_messages, config.reliable_buffer_bytes) \
+            if protocol.is_reliable else None
+        self.pending_ws: WebSocket | None = None  # a recovering client's new socket
+        self._wakeup: trio.Event | None = None  # set when a detached session must act
         self.lagged = 0
         self.received = 0
         self.delivered = 0
@@ -125,8 +164,13 @@ class ClientConnection:
         if protocol is WireProtocol.JSON:
             frame = publication.json_frame()
         elif protocol is WireProtocol.JSON_RELIABLE:
-            self._sequence_id += 1
-            frame = publication.json_frame_with_sequence(self._sequence_id)
+            replay = self.replay
+            sequence_id = replay.last_sent + 1
+            frame = publication.json_frame_with_sequence(sequence_id)
+            if not replay.add(sequence_id, frame):
+                self.hub.counters["reliable_buffer_full"] += 1
+                self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
+                return
         else:
             frame = publication.simple_frame()
         if self.ws.send_nowait(frame):
@@ -175,6 +219,9 @@ class ClientConnection:
         if ws.closing or not self.lifecycle.can_handle(LifecycleEvent.SERVER_CLOSE):
             return
         self.lifecycle.handle(LifecycleEvent.SERVER_CLOSE)
+        if isinstance(ws, DetachedTransport):  # a detached session is simply discarded
+            self._wake()
+            return
         if discard:
             ws.outbox.discard_data()
         for effect in self.lifecycle.effects:  # the table: SEND_DISCONNECTED (PubSub only), SEND_CLOSE
@@ -182,6 +229,67 @@ class ClientConnection:
                 ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True), reply=True)
             elif effect is Effect.SEND_CLOSE:
                 ws.close(code, spec_errors.close_frame_reason(reason))
+
+    def ping_timeout(self) -> None:
+        """The client stopped answering keep-alives: the table decides (a reliable session
+        is kept for recovery; others end)."""
+        life = self.lifecycle
+        if not life.can_handle(LifecycleEvent.PING_TIMEOUT) or isinstance(self.ws, DetachedTransport):
+            return
+        life.handle(LifecycleEvent.PING_TIMEOUT)
+        rule = spec_errors.CLOSE_RULES[Situation.PING_TIMEOUT]
+        ws = self.ws
+        ws.outbox.discard_data()
+        for effect in life.effects:
+            if effect is Effect.SEND_DISCONNECTED:
+                ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(rule.message), text=True), reply=True)
+            elif effect is Effect.SEND_CLOSE:
+                ws.close(rule.code, rule.message)
+            elif effect is Effect.ABORT_TRANSPORT:
+                ws.abort_soon(grace=0.5)
+
+    # ---- reliable sessions: detach, wait, recover -----------------------------------
+
+    def detach(self) -> trio.Event:
+        """The transport is gone but the session lives on (reliable only)."""
+        self.ws = DetachedTransport(trio.current_time())
+        self._wakeup = trio.Event()
+        return self._wakeup
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def offer_transport(self, ws: WebSocket) -> bool:
+        """A recovering client's new socket (no checkpoint). False if the session can't take it."""
+        life = self.lifecycle
+        if not life.reliable or not life.can_handle(LifecycleEvent.RECOVERED):
+            return False
+        old = self.ws
+        life.handle(LifecycleEvent.RECOVERED)
+        if self.pending_ws is not None:  # a second recovery before the first was taken
+            self.pending_ws.abort_soon(grace=0)
+        self.pending_ws = ws
+        if Effect.ABORT_TRANSPORT in life.effects and isinstance(old, WebSocket):
+            old.abort_soon(grace=0)  # half-open: the new socket replaces it now
+        self._wake()
+        return True
+
+    def attach(self, ws: WebSocket) -> None:
+        """Switch to the recovered socket: ``connected`` again, then replay the unacked."""
+        self.pending_ws = None
+        self._wakeup = None
+        self.ws = ws
+        ws.farewell = self._farewell
+        for effect in self.lifecycle.effects:
+            if effect is Effect.SEND_CONNECTED:
+                self.send_json_nowait(codec_json.encode_connected(
+                    self.connection_id, self.user_id, self.hub.reconnection_token(self.connection_id)))
+            elif effect is Effect.REPLAY_UNACKED:
+                for frame in self.replay.unacked():
+                    if not ws.send_nowait(frame):
+                        self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
+                        return
 
     def _farewell(self, code: int, reason: str) -> None:
         """The transport is closing by itself (e.g. 1009): tell a PubSub client why."""
@@ -311,7 +419,8 @@ class ClientConnection:
         self.send_json_nowait(codec_json.encode_pong())
 
     async def _sequence_ack(self, msg: codec_json.SequenceAck) -> None:
-        return None  # the reliable session (replay buffer) consumes these; nothing to do without it
+        if self.replay is not None:
+            self.replay.ack(msg.sequence_id)
 
     async def _on_simple(self, data: str | bytes) -> None:
         payload = codec_simple.payload_from_frame(data)

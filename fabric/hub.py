@@ -21,10 +21,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import base64
 import collections
-import hashlib
-import hmac
 import itertools
 import logging
 import secrets
@@ -34,14 +31,15 @@ import trio
 
 from actors import Actor, ChildSpec, Overflow, Restart, Supervisor
 from specs import errors as spec_errors
-from specs.lifecycle import Effect, LifecycleEvent
+from specs.lifecycle import Effect, LifecycleEvent, State
 
 from . import broker as topics
 from . import codec_json
 from .config import HubConfig, ServerConfig
-from .connection import ClientConnection, WireProtocol
+from .connection import ClientConnection, DetachedTransport, WireProtocol
 from .handlers import EventHandler
 from .publication import Publication
+from .reliable import reconnection_token, valid_reconnection_token
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -51,12 +49,6 @@ log = logging.getLogger("fabric.hub")
 
 def new_connection_id() -> str:
     return secrets.token_urlsafe(16)
-
-
-def reconnection_token(key: str, hub: str, connection_id: str) -> str:
-    """An unforgeable token binding a reliable session to its connection id (HMAC-SHA256)."""
-    mac = hmac.new(key.encode("utf-8"), f"{hub}\x00{connection_id}".encode("utf-8"), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
 class GroupActor(Actor):
@@ -183,8 +175,9 @@ class Hub:
             for connection in list(self.connections.values()):
                 ws = connection.ws
                 if now - ws.last_received > idle_timeout:
-                    self.counters["ping_timeouts"] += 1
-                    connection.close_for(spec_errors.CloseSituation.PING_TIMEOUT, discard=True)
+                    if not isinstance(ws, DetachedTransport):
+                        self.counters["ping_timeouts"] += 1
+                        connection.ping_timeout()
                 else:
                     ws.ping_nowait()
 
@@ -205,14 +198,12 @@ class Hub:
         await self.broker.subscribe(topics.connection_topic(self.name, connection.connection_id))
         self.counters["connections_opened"] += 1
         life = connection.lifecycle
+        ws = connection.ws
         try:
             life.handle(LifecycleEvent.CONNECT_ACCEPTED)
             for effect in life.effects:  # in the table's order: connected precedes every frame
                 if effect is Effect.SEND_CONNECTED:
-                    token = None
-                    if connection.protocol is WireProtocol.JSON_RELIABLE:
-                        token = reconnection_token(self.server_config.access_keys[0], self.name,
-                                                   connection.connection_id)
+                    token = self.reconnection_token(connection.connection_id) if life.reliable else None
                     connection.send_json_nowait(codec_json.encode_connected(
                         connection.connection_id, connection.user_id, token))
                 elif effect is Effect.JOIN_INITIAL_GROUPS:
@@ -220,14 +211,53 @@ class Hub:
                         await self.join_group(connection, group)
                 elif effect is Effect.FIRE_CONNECTED:
                     self._notify("connected", connection, "")
-            await connection.ws.run(connection.on_message)
+            while True:
+                await ws.run(connection.on_message)
+                nxt = connection.pending_ws
+                if nxt is None and not life.closed:
+                    if life.state is not State.DETACHED:
+                        life.handle(LifecycleEvent.CLIENT_CLOSE if ws.peer_closed else LifecycleEvent.TRANSPORT_LOST)
+                    if life.state is State.DETACHED:
+                        nxt = await self._await_recovery(connection)
+                if nxt is None:
+                    break
+                ws = nxt
+                connection.attach(ws)
+                self.counters["sessions_recovered"] += 1
         finally:
-            ws = connection.ws
-            if not life.closed:
-                life.handle(LifecycleEvent.CLIENT_CLOSE if ws.peer_closed else LifecycleEvent.TRANSPORT_LOST)
             fire = Effect.FIRE_DISCONNECTED in life.effects
+            if connection.pending_ws is not None:  # recovered at the very end: refuse it
+                connection.pending_ws.abort_soon()
             with trio.CancelScope(shield=True):
                 await self._unregister(connection, fire_disconnected=fire)
+
+    async def _await_recovery(self, connection: ClientConnection):
+        """Keep a dropped reliable session for ``reconnect_window``. The new socket, or None."""
+        self.counters["sessions_detached"] += 1
+        wakeup = connection.detach()
+        with trio.move_on_after(self.server_config.reconnect_window):
+            await wakeup.wait()
+        life = connection.lifecycle
+        if life.state is State.DETACHED:  # nobody came back in time
+            life.handle(LifecycleEvent.TIMEOUT)
+            self.counters["sessions_expired"] += 1
+        return connection.pending_ws
+
+    def reconnection_token(self, connection_id: str) -> str:
+        return reconnection_token(self.server_config.access_keys[0], self.name, connection_id)
+
+    def recover(self, connection_id: str, token: str, protocol_name: str | None):
+        """The session a recovery request may resume, or None (unknown, bad token, not reliable)."""
+        connection = self.connections.get(connection_id)
+        if connection is None or not connection.lifecycle.reliable:
+            return None
+        if connection.protocol.value != protocol_name:
+            return None
+        if not valid_reconnection_token(token, self.server_config.access_keys, self.name, connection_id):
+            return None
+        if not connection.lifecycle.can_handle(LifecycleEvent.RECOVERED):
+            return None
+        return connection
 
     async def _unregister(self, connection: ClientConnection, *, fire_disconnected: bool = True) -> None:
         cid = connection.connection_id

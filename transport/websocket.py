@@ -50,7 +50,7 @@ class WebSocket:
     __slots__ = (
         "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "close_timeout",
         "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
-        "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed",
+        "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed", "_aborted",
     )
 
     def __init__(
@@ -83,6 +83,7 @@ class WebSocket:
         self.farewell: Callable[[int, str], None] | None = None
         # True once a close frame came from the peer (it started the close, or answered ours).
         self.peer_closed = False
+        self._aborted = False
         if trailing_data:
             self._ws.receive_data(trailing_data)
 
@@ -149,6 +150,19 @@ class WebSocket:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    def abort_soon(self, grace: float = 0.0) -> None:
+        """Drop the connection without waiting for the peer: now, or after ``grace``
+        seconds (enough to flush a close frame to a live peer). No checkpoint."""
+        if self.close_code is None:
+            self.close_code = CLOSE_ABNORMAL
+        scope = self._cancel_scope
+        if scope is None:
+            self._aborted = True  # not running yet: run() will close the stream at once
+        elif grace <= 0:
+            scope.cancel()
+        else:
+            scope.deadline = min(scope.deadline, trio.current_time() + grace)
+
     # ---- the connection's tasks -------------------------------------------------------
 
     async def run(self, handler: MessageHandler) -> None:
@@ -158,6 +172,8 @@ class WebSocket:
         it ended. Cancelling it closes the stream without a handshake.
         """
         try:
+            if self._aborted:
+                return
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._reader, handler)
