@@ -1,0 +1,908 @@
+"""Sans-IO codec for the Web PubSub protobuf subprotocols (``protobuf[.reliable].webpubsub.azure.v1``).
+
+Rules this module keeps:
+- Never imports trio, and needs no protobuf runtime: the proto3 wire format is read and written
+  by hand from the schema in ``specs.webpubsub_protobuf`` (tags are derived from it).
+- ``decode_client`` returns the message classes of ``fabric.codec_json`` (one dispatch in the
+  server for every subprotocol) and raises only its ``ProtocolError`` subclasses:
+  ``MalformedFrame`` when the bytes are not a well-formed ``UpstreamMessage`` (what a protobuf
+  parser would reject, plus groups and a frame with no message), ``InvalidMessage`` for a
+  well-formed message with a bad field (same rules and texts as the JSON codec).
+- Decoding is two-path, like the JSON codec. The fast path scans each level once into a
+  ``{tag: value}`` dict and handles the messages real clients send; anything unusual (a field
+  or oneof member repeated, metadata, streams, unimplemented kinds, unknown top-level fields)
+  goes to the slow path: a schema-driven decoder with protobuf's full semantics (last scalar
+  wins, repeated message fields merge, a later oneof member replaces an earlier one, every
+  occurrence validated). Both finish in the same ``_build_*`` functions. Both read a whole
+  frame before any semantic check, so a malformed frame is always ``MalformedFrame``.
+- Payload bodies stay the bytes the client sent (the serialized ``google.protobuf.Any`` for
+  PROTOBUF, the JSON text for JSON); nothing is re-encoded.
+- Encoders write canonical proto3 (fields in number order, implicit-presence defaults
+  omitted): the same bytes protobuf's own serializer produces. They never raise on data.
+- Everything is linear in the frame size; per-byte Python loops only inside varints.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from fabric.codec_json import (
+    ClientMessage,
+    Event,
+    InvalidMessage,
+    JoinGroup,
+    LeaveGroup,
+    MalformedFrame,
+    Ping,
+    ProtocolError,
+    SendToGroup,
+    SequenceAck,
+    Unsupported,
+)
+from fabric.messages import DataType, Payload
+from specs import errors as _errors
+from specs import webpubsub_json as _json_spec
+from specs import webpubsub_protobuf as _spec
+
+__all__ = [
+    "ClientMessage",
+    "Event",
+    "InvalidMessage",
+    "JoinGroup",
+    "LeaveGroup",
+    "MalformedFrame",
+    "Ping",
+    "ProtocolError",
+    "SendToGroup",
+    "SequenceAck",
+    "Unsupported",
+    "decode_client",
+    "encode_ack",
+    "encode_connected",
+    "encode_disconnected",
+    "encode_group_message",
+    "encode_invoke_response_error",
+    "encode_pong",
+    "encode_server_message",
+    "encode_stream_closed",
+    "is_valid_any",
+    "with_sequence_id",
+]
+
+_MASK64 = _spec.UINT64_MASK
+_MAX_VARINT = _spec.MAX_VARINT_BYTES
+_UINT64_MAX = _json_spec.UINT64_MAX
+
+
+class _SlowPath(Exception):
+    """Raised inside the fast path when the frame needs the schema-driven decoder."""
+
+
+_SLOW = _SlowPath()
+
+
+def _truncated() -> MalformedFrame:
+    return MalformedFrame("the frame is not a valid UpstreamMessage: truncated")
+
+
+def _bad_utf8() -> MalformedFrame:
+    return MalformedFrame("the frame is not a valid UpstreamMessage: a string is not UTF-8")
+
+
+# =========================================================================== wire reading
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (at most 10 bytes, 64-bit result)."""
+    if pos + 1 < end:  # the common 1- to 3-byte cases, unrolled
+        b0 = buf[pos]
+        if b0 < 0x80:
+            return b0, pos + 1
+        b1 = buf[pos + 1]
+        if b1 < 0x80:
+            return (b0 & 0x7F) | b1 << 7, pos + 2
+        if pos + 2 < end:
+            b2 = buf[pos + 2]
+            if b2 < 0x80:
+                return (b0 & 0x7F) | (b1 & 0x7F) << 7 | b2 << 14, pos + 3
+    result = 0
+    shift = 0
+    limit = pos + _MAX_VARINT
+    while pos < end:
+        if pos == limit:
+            raise MalformedFrame("the frame is not a valid UpstreamMessage: varint too long")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result & _MASK64, pos
+        shift += 7
+    raise _truncated()
+
+
+# =========================================================================== schema tables
+
+# Kinds of the schema-driven decoder.
+_K_STRING, _K_BYTES, _K_BOOL, _K_UINT64, _K_UINT32, _K_INT64 = range(6)
+_K_MESSAGE, _K_ANY, _K_COUNT = 6, 7, 8
+
+_SCALAR_KINDS = {
+    "string": _K_STRING,
+    "bytes": _K_BYTES,
+    "bool": _K_BOOL,
+    "uint64": _K_UINT64,
+    "uint32": _K_UINT32,
+    "int64": _K_INT64,
+}
+
+_MAP_ENTRY = _spec.ProtoMessage(
+    "<map<string,string> entry>",
+    (_spec.ProtoField(1, "key", "string"), _spec.ProtoField(2, "value", "string")),
+)
+
+# message name -> {tag: (field name, kind, sub-table or None, oneof name or None)}
+_TABLES: dict[str, dict[int, tuple]] = {}
+
+
+def _table(message: _spec.ProtoMessage) -> dict[int, tuple]:
+    table = _TABLES.get(message.name)
+    if table is not None:
+        return table
+    table = _TABLES[message.name] = {}
+    for f in message.fields:
+        if f.type == _spec.MAP_STRING_STRING:
+            entry = (f.name, _K_COUNT, _table(_MAP_ENTRY), None)
+        elif f.type == "google.protobuf.Any":
+            entry = (f.name, _K_ANY, _table(_spec.MESSAGES[f.type]), f.oneof)
+        elif f.is_message:
+            kind = _K_COUNT if f.label == "repeated" else _K_MESSAGE
+            entry = (f.name, kind, _table(_spec.MESSAGES[f.type]), f.oneof)
+        else:
+            entry = (f.name, _SCALAR_KINDS[f.type], None, f.oneof)
+        table[f.tag] = entry
+    return table
+
+
+for _m in _spec.MESSAGES.values():
+    _table(_m)
+del _m
+
+_UPSTREAM_TABLE = _TABLES["UpstreamMessage"]
+_ANY_TABLE = _TABLES["google.protobuf.Any"]
+
+
+def _t(message: str, field: str) -> int:
+    return _spec.tag(message, field)
+
+
+_U = "UpstreamMessage"
+_STG = "UpstreamMessage.SendToGroupMessage"
+_EV = "UpstreamMessage.EventMessage"
+_JG = "UpstreamMessage.JoinGroupMessage"
+_LG = "UpstreamMessage.LeaveGroupMessage"
+
+_T_SEND_TO_GROUP = _t(_U, "send_to_group_message")
+_T_EVENT = _t(_U, "event_message")
+_T_JOIN = _t(_U, "join_group_message")
+_T_LEAVE = _t(_U, "leave_group_message")
+_T_SEQ_ACK = _t(_U, "sequence_ack_message")
+_T_PING = _t(_U, "ping_message")
+
+# The fast path spells the one-byte field tags of these messages inline; they must be these.
+assert [_t(_STG, f) for f in ("group", "ack_id", "data", "no_echo")] == [0x0A, 0x10, 0x1A, 0x20]
+assert [_t(_JG, f) for f in ("group", "ack_id")] == [0x0A, 0x10]
+assert [_t(_LG, f) for f in ("group", "ack_id")] == [0x0A, 0x10]
+assert [_t(_EV, f) for f in ("event", "data", "ack_id")] == [0x0A, 0x12, 0x18]
+assert _t("UpstreamMessage.SequenceAckMessage", "sequence_id") == 0x08
+assert max(_T_SEND_TO_GROUP, _T_EVENT, _T_JOIN, _T_LEAVE, _T_SEQ_ACK, _T_PING) < 0x80
+_T_ANY_TYPE_URL = _t("google.protobuf.Any", "type_url")
+_T_ANY_VALUE = _t("google.protobuf.Any", "value")
+
+# MessageData member tag -> data type
+_DATA_TAGS: dict[int, DataType] = {
+    _t("MessageData", name): dt for name, dt in _spec.DATA_TYPE_OF_FIELD.items()
+}
+_T_TEXT = _t("MessageData", "text_data")
+_T_BINARY = _t("MessageData", "binary_data")
+_T_PROTOBUF = _t("MessageData", "protobuf_data")
+_T_JSON = _t("MessageData", "json_data")
+_DATA_FIELD_TYPES = {name: dt for name, dt in _spec.DATA_TYPE_OF_FIELD.items()}
+
+_KINDS_BY_FIELD = _spec.UPSTREAM_KINDS
+
+# =========================================================================== slow path
+
+
+def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> dict:
+    """Decode one message with protobuf's semantics into ``{field name: value}``.
+
+    Strings are ``str``, bytes ``bytes``, messages nested dicts, ``google.protobuf.Any`` its
+    serialized bytes, repeated/map fields the number of entries (the server never reads
+    them; each entry is validated). A oneof's member name is stored under ``"oneof <name>"``.
+    Absent fields are absent.
+    """
+    out: dict = {}
+    firsts: dict | None = None  # message field name -> (start, end) of its first occurrence
+    merged: dict | None = None  # message field name -> [bytearray of occurrences, kind, sub]
+    cases: dict | None = None  # oneof name -> member name
+    while pos < end:
+        tag = buf[pos]
+        pos += 1
+        if tag >= 0x80:
+            tag, pos = _varint(buf, pos - 1, end)
+            if tag > 0xFFFFFFFF:
+                raise MalformedFrame("the frame is not a valid UpstreamMessage: bad tag")
+        if tag < 8:
+            raise MalformedFrame("the frame is not a valid UpstreamMessage: field number 0")
+        wt = tag & 7
+        if wt == 2:
+            if pos >= end:
+                raise _truncated()
+            n = buf[pos]
+            pos += 1
+            if n >= 0x80:
+                n, pos = _varint(buf, pos - 1, end)
+            s, e = pos, pos + n
+            if e > end:
+                raise _truncated()
+            pos = e
+            value = 0
+        elif wt == 0:
+            if pos >= end:
+                raise _truncated()
+            value = buf[pos]
+            pos += 1
+            if value >= 0x80:
+                value, pos = _varint(buf, pos - 1, end)
+        elif wt == 1 or wt == 5:
+            pos += 8 if wt == 1 else 4
+            if pos > end:
+                raise _truncated()
+            continue
+        else:
+            raise MalformedFrame(
+                f"the frame is not a valid UpstreamMessage: unsupported wire type {wt}"
+            )
+        entry = table.get(tag)
+        if entry is None:
+            continue  # unknown field, or a known one with another wire type
+        name, kind, sub, oneof = entry
+        if oneof is not None:
+            if cases is None:
+                cases = {}
+            previous = cases.get(oneof)
+            if previous != name:
+                if previous is not None:
+                    # A different member of the oneof replaces the earlier one.
+                    out.pop(previous, None)
+                    if merged is not None:
+                        merged.pop(previous, None)
+                cases[oneof] = name
+        if kind == _K_STRING:
+            try:
+                out[name] = buf[s:e].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _bad_utf8() from None
+        elif kind == _K_UINT64:
+            out[name] = value
+        elif kind == _K_BOOL:
+            out[name] = value != 0
+        elif kind == _K_BYTES:
+            out[name] = buf[s:e]
+        elif kind == _K_MESSAGE or kind == _K_ANY:
+            this = _decode_generic(buf, s, e, sub)  # every occurrence must be well formed
+            if name not in out:
+                out[name] = this if kind == _K_MESSAGE else buf[s:e]
+                if firsts is None:
+                    firsts = {}
+                firsts[name] = (s, e)
+            else:
+                # A repeated message field merges: protobuf parses each occurrence into the
+                # same object, which equals parsing their concatenation (done once, below).
+                if merged is None:
+                    merged = {}
+                m = merged.get(name)
+                if m is None:
+                    fs, fe = firsts[name]  # type: ignore[index]
+                    m = merged[name] = [bytearray(buf[fs:fe]), kind, sub]
+                m[0] += buf[s:e]
+        elif kind == _K_COUNT:
+            _decode_generic(buf, s, e, sub)
+            out[name] = out.get(name, 0) + 1
+        elif kind == _K_UINT32:
+            out[name] = value & 0xFFFFFFFF
+        else:  # _K_INT64
+            out[name] = value - (1 << 64) if value >> 63 else value
+    if merged:
+        for name, (acc, kind, sub) in merged.items():
+            whole = bytes(acc)
+            out[name] = _decode_generic(whole, 0, len(whole), sub) if kind == _K_MESSAGE else whole
+    if cases:
+        for oneof, member in cases.items():
+            out["oneof " + oneof] = member
+    return out
+
+
+def _decode_slow(frame: bytes) -> ClientMessage:
+    """The schema-driven path: protobuf's full semantics, then the shared builders."""
+    top = _decode_generic(frame, 0, len(frame), _UPSTREAM_TABLE)
+    case = top.get("oneof message")
+    if case is None:
+        return _no_message(frame)
+    m = top[case]
+    kind = _KINDS_BY_FIELD[case]
+    if case == "send_to_group_message":
+        return _build_send_to_group(
+            m.get("group", ""),
+            m.get("ack_id"),
+            m.get("no_echo", False),
+            _generic_data(m.get("data")),
+            _generic_stream(m.get("stream")),
+            m.get("metadata", 0) > 0,
+        )
+    if case == "event_message":
+        return _build_event(
+            m.get("event", ""),
+            m.get("ack_id"),
+            _generic_data(m.get("data")),
+            _generic_stream(m.get("stream")),
+            m.get("metadata", 0) > 0,
+        )
+    if case == "join_group_message" or case == "leave_group_message":
+        return _build_group_op(kind.json_type, m.get("group", ""), m.get("ack_id"))
+    if case == "sequence_ack_message":
+        return SequenceAck(m.get("sequence_id", 0))
+    if case == "ping_message":
+        return _PING
+    return Unsupported(
+        kind.json_type,
+        m.get("ack_id"),
+        None,
+        m.get("invocation_id") or None,
+        m.get("stream_id") or None,
+    )
+
+
+def _generic_data(data: dict | None) -> tuple[DataType, bytes] | None:
+    if data is None:
+        return None
+    case = data.get("oneof data")
+    if case is None:
+        return None
+    value = data[case]
+    if type(value) is str:
+        value = value.encode("utf-8")
+    return _DATA_FIELD_TYPES[case], value
+
+
+def _generic_stream(stream: dict | None) -> str | None:
+    return None if stream is None else stream.get("stream_id", "")
+
+
+def _no_message(frame: bytes) -> Unsupported:
+    """An UpstreamMessage without a known member (decision ``protobuf.no-message``)."""
+    pos, end, last = 0, len(frame), None
+    while pos < end:  # the frame is known to be well formed here
+        tag, pos = _varint(frame, pos, end)
+        wt = tag & 7
+        if wt == 2:
+            n, pos = _varint(frame, pos, end)
+            pos += n
+            last = tag >> 3
+        elif wt == 0:
+            _, pos = _varint(frame, pos, end)
+        else:
+            pos += 8 if wt == 1 else 4
+    if last is None:
+        raise MalformedFrame("the frame is not an UpstreamMessage: it carries no message")
+    return Unsupported(_spec.unknown_upstream_type(last))
+
+
+# =========================================================================== fast path
+#
+# Real clients (protobufjs, Google.Protobuf, protoc-generated code) write fields in number
+# order, each once. The fast path reads exactly that shape, straight through with no
+# intermediate dicts; any deviation (another order, a repeat, an unknown or ignored field,
+# metadata, a stream, anything malformed) raises _SLOW or an IndexError and the frame is
+# decoded again by the slow path, which also produces every MalformedFrame.
+
+
+def _len(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """At the length of a length-delimited field: (value start, value end) within limit."""
+    n = buf[pos]
+    pos += 1
+    if n >= 0x80:
+        n, pos = _varint(buf, pos - 1, limit)
+    end = pos + n
+    if end > limit:
+        raise _SLOW
+    return pos, end
+
+
+def _fast_data(buf: bytes, pos: int, end: int) -> tuple[DataType, bytes] | None:
+    """A MessageData holding exactly one member (or nothing)."""
+    if pos == end:
+        return None
+    tag = buf[pos]
+    s, e = _len(buf, pos + 1, end)
+    if e != end:
+        raise _SLOW
+    body = buf[s:e]
+    if tag == _T_TEXT or tag == _T_JSON:
+        if not body.isascii():
+            body.decode("utf-8")  # UnicodeDecodeError: the slow path reports it
+        return (_TEXT_DT if tag == _T_TEXT else _JSON_DT), body
+    if tag == _T_BINARY:
+        return _BINARY_DT, body
+    if tag == _T_PROTOBUF:
+        # google.protobuf.Any: type_url (1, string), value (2, bytes), in that order.
+        if s < e and buf[s] == _T_ANY_TYPE_URL:
+            us, s = _len(buf, s + 1, e)
+            buf[us:s].decode("utf-8")
+        if s < e and buf[s] == _T_ANY_VALUE:
+            s = _len(buf, s + 1, e)[1]
+        if s != e:
+            raise _SLOW
+        return _PROTOBUF_DT, body
+    raise _SLOW
+
+
+def _decode_fast(buf: bytes) -> ClientMessage:
+    end = len(buf)
+    kind = buf[0]
+    pos, e = _len(buf, 1, end)
+    if e != end:
+        raise _SLOW
+    ack_id = None
+    if kind == _T_SEND_TO_GROUP or kind == _T_JOIN or kind == _T_LEAVE:
+        group = ""
+        if pos < end and buf[pos] == 0x0A:  # group = 1
+            s, pos = _len(buf, pos + 1, end)
+            group = buf[s:pos].decode("utf-8")
+        if pos < end and buf[pos] == 0x10:  # ack_id = 2
+            ack_id = buf[pos + 1]
+            pos += 2
+            if ack_id >= 0x80:
+                ack_id, pos = _varint(buf, pos - 1, end)
+        if kind != _T_SEND_TO_GROUP:
+            if pos != end:
+                raise _SLOW
+            return _build_group_op("joinGroup" if kind == _T_JOIN else "leaveGroup", group, ack_id)
+        data = None
+        if pos < end and buf[pos] == 0x1A:  # data = 3
+            s, pos = _len(buf, pos + 1, end)
+            data = _fast_data(buf, s, pos)
+        no_echo = False
+        if pos < end and buf[pos] == 0x20:  # no_echo = 4
+            v = buf[pos + 1]
+            pos += 2
+            if v >= 0x80:
+                v, pos = _varint(buf, pos - 1, end)
+            no_echo = v != 0
+        if pos != end:
+            raise _SLOW
+        return _build_send_to_group(group, ack_id, no_echo, data, None, False)
+    if kind == _T_EVENT:
+        event = ""
+        if pos < end and buf[pos] == 0x0A:  # event = 1
+            s, pos = _len(buf, pos + 1, end)
+            event = buf[s:pos].decode("utf-8")
+        data = None
+        if pos < end and buf[pos] == 0x12:  # data = 2
+            s, pos = _len(buf, pos + 1, end)
+            data = _fast_data(buf, s, pos)
+        if pos < end and buf[pos] == 0x18:  # ack_id = 3
+            ack_id = buf[pos + 1]
+            pos += 2
+            if ack_id >= 0x80:
+                ack_id, pos = _varint(buf, pos - 1, end)
+        if pos != end:
+            raise _SLOW
+        return _build_event(event, ack_id, data, None, False)
+    if kind == _T_SEQ_ACK:
+        sequence_id = 0
+        if pos < end and buf[pos] == 0x08:  # sequence_id = 1
+            sequence_id = buf[pos + 1]
+            pos += 2
+            if sequence_id >= 0x80:
+                sequence_id, pos = _varint(buf, pos - 1, end)
+        if pos != end:
+            raise _SLOW
+        return SequenceAck(sequence_id)
+    if kind == _T_PING and pos == end:
+        return _PING
+    raise _SLOW
+
+
+_TEXT_DT = DataType.TEXT
+_JSON_DT = DataType.JSON
+_BINARY_DT = DataType.BINARY
+_PROTOBUF_DT = DataType.PROTOBUF
+_FAST_ERRORS = (_SlowPath, IndexError, UnicodeDecodeError, MalformedFrame)
+
+
+def decode_client(frame: bytes) -> ClientMessage:
+    """Decode one client binary frame (a serialized ``UpstreamMessage``).
+
+    Returns one of ``JoinGroup``, ``LeaveGroup``, ``SendToGroup``, ``Event``, ``SequenceAck``,
+    ``Ping``, ``Unsupported`` (the classes of ``fabric.codec_json``).
+
+    Raises:
+        MalformedFrame: not a well-formed ``UpstreamMessage`` (truncated, bad wire type or
+            varint, a string that is not UTF-8, a group, an unparseable Any) or no message.
+        InvalidMessage: a well-formed message with an invalid field (``ack_id`` set when
+            the message carried one).
+    """
+    if type(frame) is not bytes:
+        if isinstance(frame, str):
+            raise MalformedFrame("protobuf frames are binary")
+        frame = bytes(frame)
+    try:
+        return _decode_fast(frame)
+    except _FAST_ERRORS:
+        return _decode_slow(frame)
+
+
+# =========================================================================== shared builders
+
+_PING = Ping()
+_group_name_problem = _json_spec.group_name_problem
+_event_name_problem = _json_spec.event_name_problem
+_raw_json = msgspec.json.Decoder(msgspec.Raw)
+_JSON_NULL = msgspec.Raw(b"null")
+
+
+def _payload(
+    ack_id: int | None, data: tuple[DataType, bytes] | None, has_metadata: bool
+) -> Payload | None:
+    """The payload of a send_to_group/event; None for a metadata-only message."""
+    if data is None:
+        if has_metadata:
+            return None
+        raise InvalidMessage(ack_id, "'data' is required")
+    dt, body = data
+    if dt is _JSON_DT:
+        try:
+            raw = _raw_json.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise InvalidMessage(ack_id, "'json_data' must be one JSON value") from None
+        if raw == _JSON_NULL:
+            raise InvalidMessage(ack_id, "'json_data' must not be null")
+        if len(raw) != len(body):
+            body = bytes(raw)  # surrounding whitespace dropped, as the JSON codec does
+    return Payload(dt, body)
+
+
+def _build_group_op(type_: str, group: str, ack_id: int | None) -> JoinGroup | LeaveGroup:
+    problem = _group_name_problem(group)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    return JoinGroup(group, ack_id) if type_ == "joinGroup" else LeaveGroup(group, ack_id)
+
+
+def _build_send_to_group(
+    group: str,
+    ack_id: int | None,
+    no_echo: bool,
+    data: tuple[DataType, bytes] | None,
+    stream_id: str | None,
+    has_metadata: bool,
+) -> SendToGroup | Unsupported:
+    if stream_id is not None:
+        return Unsupported("sendToGroup", ack_id, "stream", None, stream_id or None)
+    problem = _group_name_problem(group)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    payload = _payload(ack_id, data, has_metadata)
+    if payload is None:
+        return Unsupported("sendToGroup", ack_id, "metadata")
+    return SendToGroup(group, payload, ack_id, no_echo)
+
+
+def _build_event(
+    event: str,
+    ack_id: int | None,
+    data: tuple[DataType, bytes] | None,
+    stream_id: str | None,
+    has_metadata: bool,
+) -> Event | Unsupported:
+    if stream_id is not None:
+        return Unsupported("event", ack_id, "stream", None, stream_id or None)
+    problem = _event_name_problem(event)
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem)
+    payload = _payload(ack_id, data, has_metadata)
+    if payload is None:
+        return Unsupported("event", ack_id, "metadata")
+    return Event(event, payload, ack_id)
+
+
+def is_valid_any(body: bytes) -> bool:
+    """True when ``body`` parses as a serialized ``google.protobuf.Any`` (what a PROTOBUF
+    payload must be for protobuf subscribers to read it)."""
+    try:
+        _decode_generic(body, 0, len(body), _ANY_TABLE)
+    except MalformedFrame:
+        return False
+    return True
+
+
+# =========================================================================== encode
+
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(128))
+
+
+def _vi(n: int) -> bytes:
+    """A varint (n >= 0)."""
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _u(s: str) -> bytes:
+    """UTF-8 of a str; lone surrogates become U+FFFD (never raises)."""
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _clean_utf8(body: bytes) -> bytes:
+    """A TEXT/JSON body as a valid proto3 string (invalid sequences become U+FFFD)."""
+    if body.isascii():
+        return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "replace").encode("utf-8")
+    return body
+
+
+def _ld(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + _vi(len(body)) + body
+
+
+def _opt_ld(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited implicit-presence field: omitted when empty."""
+    return tag + _vi(len(body)) + body if body else b""
+
+
+def _td(field: str) -> bytes:
+    return _vi(_spec.tag("DownstreamMessage", field))
+
+
+_D = "DownstreamMessage."
+_TB_ACK = _td("ack_message")
+_TB_DATA = _td("data_message")
+_TB_SYSTEM = _td("system_message")
+_TB_PONG = _td("pong_message")
+_TB_INVOKE_RESPONSE = _td("invoke_response_message")
+_TB_STREAM_CLOSED = _td("stream_closed_message")
+
+
+def _tf(message: str, field: str) -> bytes:
+    return _vi(_spec.tag(message, field))
+
+
+_TB_ACK_ID = _tf(_D + "AckMessage", "ack_id")
+_TB_ACK_SUCCESS = _tf(_D + "AckMessage", "success")
+_TB_ACK_ERROR = _tf(_D + "AckMessage", "error")
+_TB_ERR_NAME = _tf(_D + "AckMessage.ErrorMessage", "name")
+_TB_ERR_MESSAGE = _tf(_D + "AckMessage.ErrorMessage", "message")
+_TB_DM_FROM = _tf(_D + "DataMessage", "from")
+_TB_DM_GROUP = _tf(_D + "DataMessage", "group")
+_TB_DM_DATA = _tf(_D + "DataMessage", "data")
+_TB_DM_SEQ = _tf(_D + "DataMessage", "sequence_id")
+_TB_SYS_CONNECTED = _tf(_D + "SystemMessage", "connected_message")
+_TB_SYS_DISCONNECTED = _tf(_D + "SystemMessage", "disconnected_message")
+_TB_CONN_ID = _tf(_D + "SystemMessage.ConnectedMessage", "connection_id")
+_TB_CONN_USER = _tf(_D + "SystemMessage.ConnectedMessage", "user_id")
+_TB_CONN_TOKEN = _tf(_D + "SystemMessage.ConnectedMessage", "reconnection_token")
+_TB_DISC_REASON = _tf(_D + "SystemMessage.DisconnectedMessage", "reason")
+_TB_IR_ID = _tf(_D + "InvokeResponseMessage", "invocation_id")
+_TB_IR_ERROR = _tf(_D + "InvokeResponseMessage", "error")
+_TB_IR_ERR_NAME = _tf(_D + "InvokeResponseMessage.ErrorMessage", "name")
+_TB_IR_ERR_MESSAGE = _tf(_D + "InvokeResponseMessage.ErrorMessage", "message")
+_TB_SC_ID = _tf(_D + "StreamClosedMessage", "stream_id")
+_TB_SC_ERROR = _tf(_D + "StreamClosedMessage", "error")
+_TB_SC_ERR_NAME = _tf(_D + "StreamClosedMessage.StreamClosedError", "name")
+_TB_SC_ERR_MESSAGE = _tf(_D + "StreamClosedMessage.StreamClosedError", "message")
+
+# The MessageData tag of each data type (decision protobuf.json-data).
+_DATA_TAG_BYTES: dict[DataType, bytes] = {
+    dt: _tf("MessageData", field) for dt, field in _spec.DATA_FIELDS.items()
+}
+_FROM_GROUP = _ld(_TB_DM_FROM, _spec.FROM_GROUP.encode())
+_FROM_SERVER = _ld(_TB_DM_FROM, _spec.FROM_SERVER.encode())
+
+# These tags are one byte each, which the fast encoders and with_sequence_id rely on.
+assert _TB_DATA == b"\x12" and _TB_DM_SEQ == b"\x20"
+_DATA_TAG_INT = _TB_DATA[0]
+
+
+def _message_data(payload: Payload) -> tuple[bytes, bytes]:
+    """(MessageData field header, body): the body is joined in once, never copied twice."""
+    dt = payload.data_type
+    body = payload.body
+    if dt is _TEXT_DT or dt is _JSON_DT:
+        body = _clean_utf8(body)
+    head = _DATA_TAG_BYTES[dt] + _vi(len(body))
+    return _TB_DM_DATA + _vi(len(head) + len(body)) + head, body
+
+
+def _data_message(prefix: bytes, payload: Payload, sequence_id: int | None) -> bytes:
+    data_head, body = _message_data(payload)
+    if sequence_id is None:
+        tail = b""
+    else:
+        if not 1 <= sequence_id <= _UINT64_MAX:
+            raise ValueError(f"sequence_id out of range: {sequence_id}")
+        tail = _TB_DM_SEQ + _vi(sequence_id)
+    inner_len = len(prefix) + len(data_head) + len(body) + len(tail)
+    return b"".join((_TB_DATA, _vi(inner_len), prefix, data_head, body, tail))
+
+
+def encode_group_message(
+    group: str,
+    payload: Payload,
+    from_user_id: str | None,
+    *,
+    sequence_id: int | None = None,
+) -> bytes:
+    """``DownstreamMessage{data_message{from "group", group, data, sequence_id?}}``.
+
+    ``from_user_id`` is accepted for symmetry with the JSON codec and ignored: DataMessage has
+    no such field. ``sequence_id`` (reliable) is normally added per connection with
+    ``with_sequence_id``; the keyword exists for the one-shot case.
+
+    Raises:
+        ValueError: sequence_id is not in 1..2**64-1.
+    """
+    return _data_message(_FROM_GROUP + _ld(_TB_DM_GROUP, _u(group)), payload, sequence_id)
+
+
+def encode_server_message(payload: Payload, *, sequence_id: int | None = None) -> bytes:
+    """``DownstreamMessage{data_message{from "server", data, sequence_id?}}``.
+
+    Raises:
+        ValueError: sequence_id is not in 1..2**64-1.
+    """
+    return _data_message(_FROM_SERVER, payload, sequence_id)
+
+
+def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
+    """The reliable variant of a message from ``encode_group_message``/``encode_server_message``
+    (encoded without a sequence id): append ``sequence_id`` (field 4, the last field of the
+    DataMessage) and re-frame the outer length. O(len) bytes work, payload not re-encoded;
+    equal to a full encode with ``sequence_id``.
+
+    Raises:
+        ValueError: the input is not one encoded data message, or the id is not in
+            1..2**64-1.
+    """
+    if not 1 <= sequence_id <= _UINT64_MAX:
+        raise ValueError(f"sequence_id out of range: {sequence_id}")
+    total = len(encoded_message)
+    if total < 2 or encoded_message[0] != _DATA_TAG_INT:
+        raise ValueError("not an encoded data message")
+    inner_len = encoded_message[1]
+    pos = 2
+    if inner_len >= 0x80:
+        try:
+            inner_len, pos = _varint(encoded_message, 1, total)
+        except MalformedFrame:
+            raise ValueError("not an encoded data message") from None
+    if pos + inner_len != total:
+        raise ValueError("not an encoded data message")
+    seq = _SEQ_TAG_SMALL[sequence_id] if sequence_id < 0x80 else _TB_DM_SEQ + _vi(sequence_id)
+    new_len = inner_len + len(seq)
+    if total < 4096:  # small: concatenation beats building a memoryview
+        head = _DATA_HEADS[new_len] if new_len < 0x80 else _TB_DATA + _vi(new_len)
+        return head + encoded_message[pos:] + seq
+    return b"".join((_TB_DATA, _vi(new_len), memoryview(encoded_message)[pos:], seq))
+
+
+_SEQ_TAG_SMALL = tuple(_TB_DM_SEQ + _vi(i) for i in range(0x80))
+_DATA_HEADS = tuple(_TB_DATA + _vi(i) for i in range(0x80))
+
+
+def encode_ack(
+    ack_id: int,
+    success: bool,
+    error_name: str | None = None,
+    error_message: str | None = None,
+) -> bytes:
+    """``DownstreamMessage{ack_message{ack_id, success, error?{name, message}}}``.
+
+    A failed ack always carries ``error`` with a name (default ``InternalServerError``) and a
+    message (default ``specs.errors.default_ack_message(name)``); a successful one never does.
+
+    Raises:
+        ValueError: success is true and an error was given, or ack_id is not a uint64.
+    """
+    if not 0 <= ack_id <= _UINT64_MAX:
+        raise ValueError(f"ack_id out of range: {ack_id}")
+    head = _TB_ACK_ID + _vi(ack_id) if ack_id else b""
+    if success:
+        if error_name is not None or error_message is not None:
+            raise ValueError("a successful ack carries no error")
+        inner = head + _TB_ACK_SUCCESS + b"\x01"
+    else:
+        name = (
+            error_name
+            if error_name is not None
+            else _errors.AckErrorName.INTERNAL_SERVER_ERROR.value
+        )
+        message = (
+            error_message if error_message is not None else _errors.default_ack_message(name)
+        )
+        error = _opt_ld(_TB_ERR_NAME, _u(name)) + _opt_ld(_TB_ERR_MESSAGE, _u(message))
+        inner = head + _ld(_TB_ACK_ERROR, error)
+    return _ld(_TB_ACK, inner)
+
+
+def encode_connected(
+    connection_id: str, user_id: str | None, reconnection_token: str | None = None
+) -> bytes:
+    """``DownstreamMessage{system_message{connected_message{connection_id, user_id,
+    reconnection_token?}}}``.
+
+    ``user_id`` None (anonymous) is written as absent, which parsers read as ``""``;
+    ``reconnection_token`` is written only when not None (reliable subprotocols).
+    """
+    inner = _opt_ld(_TB_CONN_ID, _u(connection_id))
+    if user_id is not None:
+        inner += _opt_ld(_TB_CONN_USER, _u(user_id))
+    if reconnection_token is not None:
+        inner += _ld(_TB_CONN_TOKEN, _u(reconnection_token))
+    return _ld(_TB_SYSTEM, _ld(_TB_SYS_CONNECTED, inner))
+
+
+def encode_disconnected(message: str) -> bytes:
+    """``DownstreamMessage{system_message{disconnected_message{reason}}}`` (reason is field 2)."""
+    return _ld(_TB_SYSTEM, _ld(_TB_SYS_DISCONNECTED, _opt_ld(_TB_DISC_REASON, _u(message))))
+
+
+_PONG = _ld(_TB_PONG, b"")
+
+
+def encode_pong() -> bytes:
+    """``DownstreamMessage{pong_message{}}``; only in reply to ``ping_message``."""
+    return _PONG
+
+
+def encode_invoke_response_error(invocation_id: str, error_name: str, error_message: str) -> bytes:
+    """``DownstreamMessage{invoke_response_message{invocation_id, success false, error}}``:
+    the answer to an ``Unsupported`` invoke."""
+    error = _opt_ld(_TB_IR_ERR_NAME, _u(error_name)) + _opt_ld(
+        _TB_IR_ERR_MESSAGE, _u(error_message)
+    )
+    inner = _opt_ld(_TB_IR_ID, _u(invocation_id)) + _ld(_TB_IR_ERROR, error)
+    return _ld(_TB_INVOKE_RESPONSE, inner)
+
+
+def encode_stream_closed(
+    stream_id: str, error_name: str | None = None, error_message: str | None = None
+) -> bytes:
+    """``DownstreamMessage{stream_closed_message{stream_id, error?{name, message}}}`` (error
+    omitted when ``error_name`` is None): the answer to an ``Unsupported`` stream message."""
+    inner = _opt_ld(_TB_SC_ID, _u(stream_id))
+    if error_name is not None:
+        message = (
+            error_message
+            if error_message is not None
+            else _errors.default_ack_message(error_name)
+        )
+        error = _opt_ld(_TB_SC_ERR_NAME, _u(error_name)) + _opt_ld(
+            _TB_SC_ERR_MESSAGE, _u(message)
+        )
+        inner += _ld(_TB_SC_ERROR, error)
+    return _ld(_TB_STREAM_CLOSED, inner)
