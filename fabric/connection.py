@@ -102,7 +102,7 @@ class ClientConnection:
         "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "__weakref__",
+        "denied", "__weakref__",
     )
 
     def __init__(
@@ -129,6 +129,8 @@ class ClientConnection:
         self.protocol = protocol
         self.user_id = user_id
         self.roles: set[str] = set(roles)
+        #: (action, group) pairs revoked through the REST/embedded API (see ``may``).
+        self.denied: set[tuple[str, str]] | None = None
         self.groups: set[str] = set()
         self.connection_state = connection_state
         self.simple_mode = simple_mode
@@ -155,6 +157,18 @@ class ClientConnection:
             hub=self.hub.name, connection_id=self.connection_id, user_id=self.user_id,
             subprotocol=self.protocol.value or None, connection_state=self.connection_state,
         )
+
+    def may(self, action: str, group: str) -> bool:
+        """Whether this connection may ``joinLeaveGroup``/``sendToGroup`` on ``group`` now.
+
+        Its roles grant (token, connect handler, REST grants), unless the REST/embedded API
+        revoked that group (``denied``, kept by ``fabric.hub_api``). Read on every request,
+        so grants and revocations apply to the next one.
+        """
+        denied = self.denied
+        if denied and (action, group) in denied:
+            return False
+        return role_grants(self.roles, action, group)
 
     # ---- outbound ------------------------------------------------------------------
 
@@ -366,7 +380,7 @@ class ClientConnection:
     async def _join(self, msg: codec_json.JoinGroup) -> None:
         if self._seen(msg.ack_id):
             return
-        if not role_grants(self.roles, "joinLeaveGroup", msg.group):
+        if not self.may("joinLeaveGroup", msg.group):
             self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to join group '{msg.group}'")
             return
         await self.hub.join_group(self, msg.group)
@@ -375,7 +389,7 @@ class ClientConnection:
     async def _leave(self, msg: codec_json.LeaveGroup) -> None:
         if self._seen(msg.ack_id):
             return
-        if not role_grants(self.roles, "joinLeaveGroup", msg.group):
+        if not self.may("joinLeaveGroup", msg.group):
             self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to leave group '{msg.group}'")
             return
         await self.hub.leave_group(self, msg.group)
@@ -384,7 +398,7 @@ class ClientConnection:
     async def _send_to_group(self, msg: codec_json.SendToGroup) -> None:
         if self._seen(msg.ack_id):
             return
-        if not role_grants(self.roles, "sendToGroup", msg.group):
+        if not self.may("sendToGroup", msg.group):
             self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to send to group '{msg.group}'")
             return
         await self.hub.publish(Publication(
@@ -426,7 +440,7 @@ class ClientConnection:
         payload = codec_simple.payload_from_frame(data)
         if self.simple_mode == "sendToGroup":
             group = self.simple_group
-            if group is None or not role_grants(self.roles, "sendToGroup", group):
+            if group is None or not self.may("sendToGroup", group):
                 self.close_for(Situation.SIMPLE_CLIENT_FORBIDDEN, f"no permission to send to group '{group}'")
                 return
             await self.hub.publish(Publication(

@@ -64,10 +64,13 @@ class GroupActor(Actor):
         members = self.group.members
         if not members:
             return
+        matches = publication.filter
         for connection_id, connection in list(members.items()):
             if publication.no_echo or publication.excluded:
                 if publication.skips(connection_id):
                     continue
+            if matches is not None and not matches(connection):
+                continue
             connection.deliver_nowait(publication)
         self.group.delivered += 1
 
@@ -352,8 +355,11 @@ class Hub:
             targets = (connection,) if connection is not None else ()
         else:
             return
+        matches = publication.filter
         for connection in list(targets):
             if publication.excluded and connection.connection_id in publication.excluded:
+                continue
+            if matches is not None and not matches(connection):
                 continue
             connection.deliver_nowait(publication)
 

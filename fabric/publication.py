@@ -10,7 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Callable, Literal
 
 from transport.frames import encode_frame
 
@@ -22,7 +22,7 @@ Origin = Literal["group", "server"]
 
 class Publication:
     __slots__ = (
-        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded",
+        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
         "_json", "_json_frame", "_simple_frame",
     )
 
@@ -36,6 +36,7 @@ class Publication:
         sender_id: str | None = None,
         no_echo: bool = False,
         excluded: frozenset[str] = frozenset(),
+        filter: Callable[[Any], bool] | None = None,
     ) -> None:
         self.origin = origin
         self.payload = payload
@@ -44,6 +45,9 @@ class Publication:
         self.sender_id = sender_id
         self.no_echo = no_echo
         self.excluded = excluded
+        #: Recipients must also satisfy this predicate (a compiled ``fabric.odata`` filter,
+        #: called with the connection; it never raises). None: no filter.
+        self.filter = filter
         self._json: bytes | None = None
         self._json_frame: bytes | None = None
         self._simple_frame: bytes | None = None
