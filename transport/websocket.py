@@ -190,10 +190,25 @@ class WebSocket:
     async def _writer(self) -> None:
         stream = self._stream
         outbox = self.outbox
+        # Fast path for real sockets: one non-blocking send() straight on the OS socket, and
+        # trio's send_all only for what the kernel did not take. get_batch() already
+        # checkpoints once per loop, so cancellation and fairness are unchanged.
+        raw = getattr(stream.socket, "_sock", None) if isinstance(stream, trio.SocketStream) else None
         try:
             while True:
                 batch = await outbox.get_batch()
-                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                if raw is not None:
+                    try:
+                        sent = raw.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        raise trio.BrokenResourceError from exc
+                    if sent < len(data):
+                        await stream.send_all(memoryview(data)[sent:])
+                else:
+                    await stream.send_all(data)
                 if self._final_queued and not len(outbox):
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
