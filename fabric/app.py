@@ -114,11 +114,11 @@ class Fabric:
     # ---- HTTP routing (transport.http.Application) -----------------------------------
 
     async def handle_http(self, request: Request) -> Response:
-        path = request.path
-        if path.rstrip("/") == "/api/health":
-            if request.method in ("GET", "HEAD"):
-                return Response.json(200, {"status": "healthy"})
-            return Response.error(405, "MethodNotAllowed", f"{request.method} is not allowed on /api/health")
+        if request.raw_path.lstrip("/")[:4] == "api/":
+            # The REST data plane and health (GET and HEAD /api/health): fabric/rest.py.
+            from . import rest
+
+            return await rest.handle(self, request)
         if _client_hub(request) is not None:
             return Response.error(400, "BadRequest", "this endpoint expects a WebSocket upgrade")
         return Response.error(404, "NotFound", f"no such resource: {request.method} {request.raw_path}")

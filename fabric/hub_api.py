@@ -1,8 +1,22 @@
 """The embedded API for one hub: the operations Azure's REST API offers, as methods.
 
-One implementation, two surfaces: the REST layer (``fabric/rest``, a later issue) only
-translates HTTP into these calls. Methods are checkpoints (they may start the hub or wait
-on the broker) unless they end in ``_nowait`` or are plain queries.
+One implementation, two surfaces: ``fabric/rest.py`` only translates HTTP into these calls
+(and their exceptions into status codes), so every rule below holds for both.
+
+Rules this module keeps:
+- Every argument is validated here, with the rules of ``specs/rest.py``: a bad group name,
+  user id, connection id, permission, TTL, page size or filter raises :class:`InvalidArgument`
+  or ``fabric.odata.FilterError`` (both ``ValueError``) before anything changes or is sent.
+- Unknown targets (reference §10 q6, ``specs.rest`` decision ``rest.unknown-target``): the
+  "add" operations and ``grant_permission`` return False; sends, closes and removals do
+  nothing and succeed.
+- Permissions change the live connection at once (``ClientConnection.roles`` and
+  ``.denied``, read by ``ClientConnection.may`` on every request); see decision
+  ``rest.permissions``. At most ``MAX_PERMISSION_ENTRIES`` per connection.
+- A connection that leaves while a REST join for it is in flight is taken out of the group
+  again (no member outlives its connection).
+- Methods are checkpoints (they may start the hub or wait on the broker) unless they say
+  otherwise.
 
 Payloads: ``str`` is sent as text, ``bytes`` as binary, a ``Payload`` as it is, and any
 other value is JSON-encoded (``dataType: json``).
@@ -10,23 +24,41 @@ other value is JSON-encoded (``dataType: json``).
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING, Any, Iterable
 
 import msgspec
 
 from specs import errors as spec_errors
+from specs import rest as spec
 
 from . import auth
 from . import broker as topics
 from .messages import DataType, Payload
+from .odata import Filter, compile_filter
 from .publication import Publication
 
 if TYPE_CHECKING:
     from .app import Fabric
+    from .connection import ClientConnection
     from .hub import Hub
 
-PERMISSIONS = ("joinLeaveGroup", "sendToGroup")
+PERMISSIONS = spec.PERMISSIONS
+DEFAULT_CLOSE_REASON = spec_errors.CloseReason.CLOSED_BY_APP_SERVER.value
+MAX_PERMISSION_ENTRIES = 1000
 _BY_APP = spec_errors.CloseSituation.CLOSED_BY_APP_SERVER
+_PARAM = spec.ErrorCode.INVALID_PARAMETER
+
+
+class InvalidArgument(ValueError):
+    """A bad argument. ``code`` is a ``specs.rest.ErrorCode`` value; ``target`` names the
+    parameter (the REST name: ``group``, ``userId``, ``messageTtlSeconds``...)."""
+
+    def __init__(self, code: str, target: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.target = target
+        self.message = message
 
 
 def to_payload(data: Any) -> Payload:
@@ -39,6 +71,101 @@ def to_payload(data: Any) -> Payload:
     return Payload(DataType.JSON, msgspec.json.encode(data))
 
 
+# ---- validation (shared by both surfaces) --------------------------------------------------
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_group(group: object, target: str = "group") -> str:
+    if not spec.is_valid_group_name(group):
+        raise InvalidArgument(spec.ErrorCode.INVALID_GROUP_NAME, target,
+                              f"invalid group name {_show(group)}: 1-1024 characters, not only whitespace, "
+                              "no control characters")
+    return group  # type: ignore[return-value]
+
+
+def check_user(user_id: object, target: str = "userId") -> str:
+    if not spec.is_valid_user_id(user_id):
+        raise InvalidArgument(spec.ErrorCode.INVALID_USER_ID, target,
+                              f"invalid user id {_show(user_id)}: 1-1024 characters, no control characters")
+    return user_id  # type: ignore[return-value]
+
+
+def check_connection_id(connection_id: object, target: str = "connectionId") -> str:
+    if not spec.is_valid_connection_id(connection_id):
+        raise InvalidArgument(spec.ErrorCode.INVALID_CONNECTION_ID, target,
+                              f"invalid connection id {_show(connection_id)}: 1-1024 characters, "
+                              "no control characters")
+    return connection_id  # type: ignore[return-value]
+
+
+def check_permission(permission: object) -> str:
+    if permission not in PERMISSIONS:
+        raise InvalidArgument(spec.ErrorCode.INVALID_PERMISSION, "permission",
+                              f"unknown permission {_show(permission)}; expected one of {', '.join(PERMISSIONS)}")
+    return permission  # type: ignore[return-value]
+
+
+def check_int(value: object, name: str, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidArgument(_PARAM, name, f"{name} must be an integer from {minimum} to {maximum}, got {_show(value)}")
+    return value
+
+
+def check_ttl(message_ttl_seconds: object) -> int | None:
+    """``messageTtlSeconds``: None or 0..300 (validated; see decision ``rest.ttl``)."""
+    if message_ttl_seconds is None:
+        return None
+    return check_int(message_ttl_seconds, "messageTtlSeconds", 0, 300)
+
+
+def check_filter(filter: str | Filter | None) -> Filter | None:
+    """None or an empty string: no filter. Raises ``FilterError``."""
+    if filter is None or isinstance(filter, Filter):
+        return filter
+    if filter == "":
+        return None
+    return compile_filter(filter)
+
+
+def check_excluded(excluded: Iterable[str]) -> frozenset[str]:
+    if isinstance(excluded, str):
+        raise InvalidArgument(_PARAM, "excluded", "excluded is a collection of connection ids, not one string")
+    out = frozenset(excluded)
+    for item in out:
+        if not isinstance(item, str):
+            raise InvalidArgument(_PARAM, "excluded", f"excluded connection ids must be strings, got {_show(item)}")
+    return out
+
+
+def check_groups(groups: Iterable[str], target: str = "groups") -> list[str]:
+    if isinstance(groups, str):
+        raise InvalidArgument(spec.ErrorCode.INVALID_BODY, target, "groups is a list of group names, not one string")
+    items = list(dict.fromkeys(groups))
+    if not items:
+        raise InvalidArgument(spec.ErrorCode.INVALID_BODY, target, "groups must name at least one group")
+    for group in items:
+        check_group(group, target)
+    return items
+
+
+def _reason(reason: str | None) -> str:
+    if reason is None or reason == "":
+        return DEFAULT_CLOSE_REASON
+    if not isinstance(reason, str):
+        raise InvalidArgument(_PARAM, "reason", f"reason must be a string, got {_show(reason)}")
+    return reason
+
+
+def _member(connection: "ClientConnection") -> dict:
+    if connection.user_id:
+        return {"connectionId": connection.connection_id, "userId": connection.user_id}
+    return {"connectionId": connection.connection_id}
+
+
 class HubHandle:
     def __init__(self, fabric: "Fabric", name: str) -> None:
         self._fabric = fabric
@@ -47,163 +174,302 @@ class HubHandle:
     async def _hub(self) -> "Hub":
         return await self._fabric.get_hub(self.name)
 
+    async def _join(self, hub: "Hub", connection: "ClientConnection", group: str) -> None:
+        """Join, then undo it if the connection left while the join waited."""
+        await hub.join_group(connection, group)
+        if hub.connections.get(connection.connection_id) is not connection:
+            await hub.leave_group(connection, group)
+
     # ---- sending -----------------------------------------------------------------
 
-    async def send_to_all(self, data: Any, *, excluded: Iterable[str] = ()) -> None:
+    async def send_to_all(self, data: Any, *, excluded: Iterable[str] = (), filter: str | Filter | None = None,
+                          message_ttl_seconds: int | None = None) -> None:
+        """Send to every connection of the hub (but ``excluded``; only those ``filter`` selects)."""
+        skip, selects = check_excluded(excluded), check_filter(filter)
+        check_ttl(message_ttl_seconds)
         hub = await self._hub()
         await hub.publish_to(topics.hub_topic(self.name),
-                             Publication("server", to_payload(data), excluded=frozenset(excluded)))
+                             Publication("server", to_payload(data), excluded=skip, filter=selects))
 
-    async def send_to_group(self, group: str, data: Any, *, excluded: Iterable[str] = ()) -> None:
+    async def send_to_group(self, group: str, data: Any, *, excluded: Iterable[str] = (),
+                            filter: str | Filter | None = None, message_ttl_seconds: int | None = None) -> None:
+        check_group(group)
+        skip, selects = check_excluded(excluded), check_filter(filter)
+        check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish(Publication("group", to_payload(data), group=group, excluded=frozenset(excluded)))
+        await hub.publish(Publication("group", to_payload(data), group=group, excluded=skip, filter=selects))
 
-    async def send_to_user(self, user_id: str, data: Any) -> None:
+    async def send_to_user(self, user_id: str, data: Any, *, filter: str | Filter | None = None,
+                           message_ttl_seconds: int | None = None) -> None:
+        check_user(user_id)
+        selects = check_filter(filter)
+        check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish_to(topics.user_topic(self.name, user_id), Publication("server", to_payload(data)))
+        await hub.publish_to(topics.user_topic(self.name, user_id),
+                             Publication("server", to_payload(data), filter=selects))
 
-    async def send_to_connection(self, connection_id: str, data: Any) -> None:
+    async def send_to_connection(self, connection_id: str, data: Any, *,
+                                 message_ttl_seconds: int | None = None) -> None:
+        check_connection_id(connection_id)
+        check_ttl(message_ttl_seconds)
         hub = await self._hub()
         await hub.publish_to(topics.connection_topic(self.name, connection_id), Publication("server", to_payload(data)))
 
     # ---- groups ------------------------------------------------------------------
 
     async def add_connection_to_group(self, group: str, connection_id: str) -> bool:
+        """False if there is no such connection."""
+        check_group(group)
+        check_connection_id(connection_id)
         hub = await self._hub()
         connection = hub.connections.get(connection_id)
         if connection is None:
             return False
-        await hub.join_group(connection, group)
+        await self._join(hub, connection, group)
         return True
 
     async def remove_connection_from_group(self, group: str, connection_id: str) -> None:
+        check_group(group)
+        check_connection_id(connection_id)
         hub = await self._hub()
         connection = hub.connections.get(connection_id)
         if connection is not None:
             await hub.leave_group(connection, group)
 
     async def remove_connection_from_all_groups(self, connection_id: str) -> None:
+        check_connection_id(connection_id)
         hub = await self._hub()
         connection = hub.connections.get(connection_id)
         if connection is not None:
             for group in list(connection.groups):
                 await hub.leave_group(connection, group)
 
-    async def add_user_to_group(self, group: str, user_id: str) -> None:
+    async def add_user_to_group(self, group: str, user_id: str) -> bool:
+        """Add every connection of the user. False if the user has no connection."""
+        check_group(group)
+        check_user(user_id)
         hub = await self._hub()
-        for connection in list(hub.users.get(user_id, {}).values()):
-            await hub.join_group(connection, group)
+        connections = list(hub.users.get(user_id, {}).values())
+        for connection in connections:
+            await self._join(hub, connection, group)
+        return bool(connections)
 
     async def remove_user_from_group(self, group: str, user_id: str) -> None:
+        check_group(group)
+        check_user(user_id)
         hub = await self._hub()
         for connection in list(hub.users.get(user_id, {}).values()):
             await hub.leave_group(connection, group)
 
     async def remove_user_from_all_groups(self, user_id: str) -> None:
+        check_user(user_id)
         hub = await self._hub()
         for connection in list(hub.users.get(user_id, {}).values()):
             for group in list(connection.groups):
                 await hub.leave_group(connection, group)
 
+    async def add_connections_to_groups(self, groups: Iterable[str], filter: str | Filter | None = None) -> int:
+        """Add every connection the filter selects (all, without one) to every group.
+        Returns how many connections were selected."""
+        names, selects = check_groups(groups), check_filter(filter)
+        hub = await self._hub()
+        chosen = [c for c in list(hub.connections.values()) if selects is None or selects(c)]
+        for connection in chosen:
+            for group in names:
+                if hub.connections.get(connection.connection_id) is connection:
+                    await self._join(hub, connection, group)
+        return len(chosen)
+
+    async def remove_connections_from_groups(self, groups: Iterable[str], filter: str | Filter | None = None) -> int:
+        """Remove every connection the filter selects (all, without one) from every group."""
+        names, selects = check_groups(groups), check_filter(filter)
+        hub = await self._hub()
+        chosen = [c for c in list(hub.connections.values()) if selects is None or selects(c)]
+        for connection in chosen:
+            for group in names:
+                await hub.leave_group(connection, group)
+        return len(chosen)
+
     async def list_connections_in_group(self, group: str) -> list[dict]:
+        """Every member as ``{"connectionId", "userId"?}``, ordered by connection id."""
+        items, _ = await self.list_connections_page(group, max_page_size=2**31 - 1)
+        return items
+
+    async def list_connections_page(self, group: str, *, max_page_size: int = 200, top: int | None = None,
+                                    after: str | None = None) -> tuple[list[dict], str | None]:
+        """One page of members, ordered by connection id, starting after ``after``.
+
+        At most ``min(max_page_size, top)`` items. The second value is the cursor for the next
+        page (the last id returned), or None when nothing follows or ``top`` is reached.
+        """
+        check_group(group)
+        check_int(max_page_size, "maxpagesize", 1, 2**31 - 1)
+        if top is not None:
+            check_int(top, "top", 1, 2**31 - 1)
         hub = await self._hub()
         local = hub.groups.get(group)
-        if local is None:
-            return []
-        return [{"connectionId": c.connection_id, **({"userId": c.user_id} if c.user_id else {})}
-                for c in local.members.values()]
+        members = local.members if local is not None else {}
+        ids = sorted(members)
+        start = bisect.bisect_right(ids, after) if after is not None else 0
+        limit = max_page_size if top is None else min(max_page_size, top)
+        page = ids[start:start + limit]
+        more = start + limit < len(ids) and (top is None or top > limit)
+        return [_member(members[cid]) for cid in page], (page[-1] if more and page else None)
 
     # ---- closing -----------------------------------------------------------------
 
-    async def close_connection(self, connection_id: str, reason: str = "ClosedByAppServer") -> None:
+    async def close_connection(self, connection_id: str, reason: str | None = DEFAULT_CLOSE_REASON) -> None:
+        check_connection_id(connection_id)
+        why = _reason(reason)
         hub = await self._hub()
         connection = hub.connections.get(connection_id)
         if connection is not None:
-            connection.close_for(_BY_APP, reason)
+            connection.close_for(_BY_APP, why)
 
-    async def close_all_connections(self, *, excluded: Iterable[str] = (), reason: str = "ClosedByAppServer") -> None:
+    async def close_all_connections(self, *, excluded: Iterable[str] = (),
+                                    reason: str | None = DEFAULT_CLOSE_REASON) -> None:
+        skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
-        skip = set(excluded)
         for connection in list(hub.connections.values()):
             if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, reason)
+                connection.close_for(_BY_APP, why)
 
     async def close_group_connections(self, group: str, *, excluded: Iterable[str] = (),
-                                      reason: str = "ClosedByAppServer") -> None:
+                                      reason: str | None = DEFAULT_CLOSE_REASON) -> None:
+        check_group(group)
+        skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
         local = hub.groups.get(group)
-        skip = set(excluded)
         for connection in list(local.members.values()) if local else ():
             if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, reason)
+                connection.close_for(_BY_APP, why)
 
     async def close_user_connections(self, user_id: str, *, excluded: Iterable[str] = (),
-                                     reason: str = "ClosedByAppServer") -> None:
+                                     reason: str | None = DEFAULT_CLOSE_REASON) -> None:
+        check_user(user_id)
+        skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
-        skip = set(excluded)
         for connection in list(hub.users.get(user_id, {}).values()):
             if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, reason)
+                connection.close_for(_BY_APP, why)
 
     # ---- queries -----------------------------------------------------------------
 
     async def connection_exists(self, connection_id: str) -> bool:
+        check_connection_id(connection_id)
         return connection_id in (await self._hub()).connections
 
     async def group_exists(self, group: str) -> bool:
+        check_group(group)
         local = (await self._hub()).groups.get(group)
         return bool(local and local.members)
 
     async def user_exists(self, user_id: str) -> bool:
+        check_user(user_id)
         return bool((await self._hub()).users.get(user_id))
 
-    # ---- permissions -------------------------------------------------------------
+    # ---- permissions (decision rest.permissions) --------------------------------------
 
-    @staticmethod
-    def _role(permission: str, target: str | None) -> str:
-        if permission not in PERMISSIONS:
-            raise ValueError(f"unknown permission {permission!r}; expected one of {', '.join(PERMISSIONS)}")
-        return f"webpubsub.{permission}" + (f".{target}" if target else "")
+    def _permission_args(self, permission: str, connection_id: str, target: str | None) -> None:
+        check_permission(permission)
+        check_connection_id(connection_id)
+        if target is not None:
+            check_group(target, "targetName")
 
     async def grant_permission(self, permission: str, connection_id: str, *, target: str | None = None) -> bool:
-        role = self._role(permission, target)
+        """Allow ``permission`` on ``target`` (a group), or on every group. False if there is
+        no such connection."""
+        self._permission_args(permission, connection_id, target)
         connection = (await self._hub()).connections.get(connection_id)
         if connection is None:
             return False
-        connection.roles.add(role)
+        role = f"webpubsub.{permission}"
+        denied = connection.denied
+        if target is None:
+            connection.roles.add(role)
+            if denied:
+                denied.difference_update([d for d in denied if d[0] == permission])
+        else:
+            if denied:
+                denied.discard((permission, target))
+            scoped = f"{role}.{target}"
+            if scoped not in connection.roles:
+                _check_room(connection)
+                connection.roles.add(scoped)
         return True
 
     async def revoke_permission(self, permission: str, connection_id: str, *, target: str | None = None) -> None:
-        role = self._role(permission, target)
+        """Take ``permission`` away on ``target``, or on every group (scoped and pattern roles
+        included). Revoking one group that a broader role still allows denies that group."""
+        self._permission_args(permission, connection_id, target)
         connection = (await self._hub()).connections.get(connection_id)
-        if connection is not None:
-            connection.roles.discard(role)
-            if target is None:
-                prefix = role + "."
-                for r in [r for r in connection.roles if r.startswith(prefix)]:
-                    connection.roles.discard(r)
+        if connection is None:
+            return
+        role = f"webpubsub.{permission}"
+        roles = connection.roles
+        denied = connection.denied
+        if target is None:
+            scoped, patterns = role + ".", f"webpubsub.{permission}s."
+            for r in [r for r in roles if r == role or r.startswith(scoped) or r.startswith(patterns)]:
+                roles.discard(r)
+            if denied:
+                denied.difference_update([d for d in denied if d[0] == permission])
+            return
+        roles.discard(f"{role}.{target}")
+        if auth.role_grants(roles, permission, target) and (permission, target) not in (denied or ()):
+            _check_room(connection)
+            if denied is None:
+                denied = connection.denied = set()
+            denied.add((permission, target))
 
     async def has_permission(self, permission: str, connection_id: str, *, target: str | None = None) -> bool:
-        self._role(permission, target)
+        """With a target: may the connection act on that group now. Without: on every group
+        (the unscoped role, and no group revoked). False if there is no such connection."""
+        self._permission_args(permission, connection_id, target)
         connection = (await self._hub()).connections.get(connection_id)
         if connection is None:
             return False
         if target is None:
-            return f"webpubsub.{permission}" in connection.roles
-        return auth.role_grants(connection.roles, permission, target)
+            return f"webpubsub.{permission}" in connection.roles and not any(
+                d[0] == permission for d in (connection.denied or ()))
+        return connection.may(permission, target)
 
     # ---- tokens ------------------------------------------------------------------
 
     def get_client_access_token(self, *, user_id: str | None = None, roles: Iterable[str] = (),
                                 groups: Iterable[str] = (), minutes_to_expire: int = 60,
-                                endpoint: str | None = None) -> dict:
-        """``{"token", "url"}`` as the Azure SDKs return. No checkpoint."""
+                                endpoint: str | None = None, client_type: str = "default") -> dict:
+        """``{"token", "url", "baseUrl"}`` as the Azure SDKs return. No checkpoint.
+
+        ``client_type``: ``default``, ``mqtt`` or ``socketio`` (case-insensitive).
+        """
+        if user_id is not None:
+            check_user(user_id)
+        check_int(minutes_to_expire, "minutesToExpire", 1, 2**31 - 1)
+        kind = spec.CLIENT_TYPES.get(client_type.lower()) if isinstance(client_type, str) else None
+        if kind is None:
+            raise InvalidArgument(_PARAM, "clientType",
+                                  f"unknown clientType {_show(client_type)}; expected Default, MQTT or SocketIO")
+        role_list = [r for r in roles]
+        for role in role_list:
+            if not isinstance(role, str) or not role or len(role) > 2048:
+                raise InvalidArgument(_PARAM, "role", f"invalid role {_show(role)}")
+        group_list = [check_group(g) for g in groups]
         endpoint = endpoint or self._fabric.endpoint or "http://127.0.0.1:8080"
         token = auth.mint_client_token(
             key=self._fabric.access_keys[0], endpoint=endpoint, hub=self.name, user_id=user_id,
-            roles=tuple(roles), groups=tuple(groups), ttl_seconds=minutes_to_expire * 60)
-        return {"token": token, "url": auth.client_url(endpoint, self.name, token)}
+            roles=tuple(role_list), groups=tuple(group_list), ttl_seconds=minutes_to_expire * 60,
+            client_type=kind)
+        url = auth.client_url(endpoint, self.name, token, client_type=kind)
+        return {"token": token, "url": url, "baseUrl": url.split("?", 1)[0]}
 
     def statistics(self) -> dict | None:
         hub = self._fabric.running_hubs().get(self.name)
         return hub.statistics() if hub else None
+
+
+def _check_room(connection: "ClientConnection") -> None:
+    if len(connection.roles) + len(connection.denied or ()) >= MAX_PERMISSION_ENTRIES:
+        raise InvalidArgument(_PARAM, "targetName",
+                              f"connection {connection.connection_id} already holds {MAX_PERMISSION_ENTRIES} "
+                              "permission entries; grant or revoke without targetName instead")
