@@ -23,9 +23,10 @@ from .config import FabricConfig, load_config
 from specs.lifecycle import LifecycleEvent
 
 from .connection import ClientConnection, WireProtocol, new_lifecycle
-from .handlers import ConnectRejected, ConnectRequest, EventHandler
+from .handlers import ConnectRejected, ConnectRequest, EventHandler, call_connect, handles_system_event
 from .hub import Hub, new_connection_id
 from .hub_api import HubHandle
+from .upstream import WebhookEventHandler, origin_from_endpoint
 
 log = logging.getLogger("fabric")
 
@@ -51,6 +52,11 @@ class Fabric:
             keepalive_timeout=config.server.idle_timeout,
         )
         self.endpoint: str | None = None
+        #: Webhook handlers built from the hubs' ``event_handlers`` settings, by hub name.
+        self._webhooks: dict[str, WebhookEventHandler] = {}
+        #: An ``httpx.AsyncBaseTransport`` for upstream webhooks instead of TCP (tests,
+        #: embedding); read when a hub starts.
+        self.upstream_transport = None
 
     # ---- hubs ------------------------------------------------------------------------
 
@@ -61,9 +67,25 @@ class Fabric:
         return HubHandle(self, name)
 
     def set_handler(self, hub: str, handler: EventHandler | None) -> None:
+        """Use an in-process handler for ``hub``; ``None`` goes back to the hub's configured
+        webhooks (if any). A ``WebhookEventHandler`` given here is started by the fabric."""
         self._handlers[hub] = handler
         if hub in self._hubs:
-            self._hubs[hub].handler = handler
+            if isinstance(handler, WebhookEventHandler) and not handler.running:
+                self._nursery.start_soon(self._start_upstream, hub, handler)
+            self._hubs[hub].handler = handler if handler is not None else self._webhooks.get(hub)
+
+    def _upstream_origin(self) -> tuple[str, str]:
+        """``WebHook-Request-Origin``: the host of the endpoint the connection string names."""
+        endpoint = self.config.server.public_endpoint or self.endpoint or f"http://{self.config.server.host}"
+        return origin_from_endpoint(endpoint)
+
+    async def _start_upstream(self, hub: str, handler: WebhookEventHandler) -> None:
+        """Run a webhook handler's client under the fabric's supervisor. Checkpoint."""
+        name = f"upstream:{hub}:{id(handler):x}"
+        if handler.running or name in self.supervisor.children():
+            return
+        await self.supervisor.start_child(ChildSpec(name, handler.run, restart=Restart.PERMANENT))
 
     async def get_hub(self, name: str) -> Hub:
         """The running hub, started on first use. Checkpoint."""
@@ -77,8 +99,20 @@ class Fabric:
             return await self.get_hub(name)
         self._hub_starting[name] = event = trio.Event()
         try:
-            hub = Hub(name, self.config.hub(name), self.config.server, self._bus.attach,
-                      handler=self._handlers.get(name))
+            hub_config = self.config.hub(name)
+            if hub_config.event_handlers and name not in self._webhooks:
+                server = self.config.server
+                webhook = WebhookEventHandler(
+                    name, hub_config, access_keys=self.access_keys, origin=self._upstream_origin,
+                    timeout=server.upstream_timeout, max_response_bytes=server.max_message_bytes,
+                    transport=self.upstream_transport)
+                await self._start_upstream(name, webhook)
+                self._webhooks[name] = webhook
+            handler = self._handlers.get(name)
+            if isinstance(handler, WebhookEventHandler):
+                await self._start_upstream(name, handler)
+            hub = Hub(name, hub_config, self.config.server, self._bus.attach,
+                      handler=handler if handler is not None else self._webhooks.get(name))
             await self.supervisor.start_child(ChildSpec(f"hub:{name}", hub.run, restart=Restart.TRANSIENT))
             self._hubs[name] = hub
         finally:
@@ -169,31 +203,41 @@ class Fabric:
         user_id, roles, groups = identity.user_id, identity.roles, identity.groups
         state = None
         handler = hub.handler
-        if handler is not None and type(handler).on_connect is not EventHandler.on_connect:
+        if handles_system_event(handler, "connect"):
             req = ConnectRequest(
                 hub=hub_name, connection_id=connection_id, user_id=user_id, claims=identity.claims,
                 query={k: v for k, v in request.query.items() if k != "access_token"},
                 headers=_header_map(request), subprotocols=tuple(offered), roles=roles, groups=groups,
+                client_certificates=(),  # plain HTTP here: TLS ends in front of the listener
             )
             try:
-                answer = await handler.on_connect(req)
+                answer = await call_connect(handler, req, timeout=self.config.server.upstream_timeout)
             except ConnectRejected as exc:
-                return Response.error(exc.status, "ConnectRejected", exc.message)
-            except Exception:
-                log.exception("connect handler failed in hub %r", hub_name)
-                return Response.error(500, "ConnectHandlerFailed", "the connect event handler failed")
+                hub.counters["connect_rejected"] += 1
+                status = exc.status if 400 <= exc.status < 600 else 500
+                return Response.error(status, exc.code, exc.message)
             if answer is not None:
-                if answer.user_id is not None:
+                problem = None
+                if answer.user_id:  # "" means absent (Microsoft's sample answer has "userId": "")
                     user_id = answer.user_id
                 roles = tuple(dict.fromkeys((*roles, *answer.roles)))
+                bad = next((g for g in answer.groups if not auth.is_valid_group_name(g)), None)
+                if bad is not None:
+                    problem = f"connect handler answered an invalid group name {bad!r}"
                 groups = tuple(dict.fromkeys((*groups, *answer.groups)))
-                state = answer.connection_state
-                if answer.subprotocol is not None:
+                state = answer.connection_state or None
+                if answer.subprotocol and problem is None:
                     if answer.subprotocol not in offered:
-                        return Response.error(500, "ConnectHandlerFailed",
-                                              f"connect handler chose subprotocol {answer.subprotocol!r} the client did not offer")
-                    protocol = PUBSUB_PROTOCOLS.get(answer.subprotocol, WireProtocol.SIMPLE)
-                    echoed = answer.subprotocol
+                        problem = f"connect handler chose subprotocol {answer.subprotocol!r} the client did not offer"
+                    elif answer.subprotocol in NOT_YET_SUPPORTED:
+                        problem = f"connect handler chose subprotocol {answer.subprotocol!r}, not supported here yet"
+                    else:
+                        protocol = PUBSUB_PROTOCOLS.get(answer.subprotocol, WireProtocol.SIMPLE)
+                        echoed = answer.subprotocol
+                if problem is not None:
+                    hub.counters["connect_rejected"] += 1
+                    log.warning("hub %r: connection %s refused with 500: %s", hub_name, connection_id, problem)
+                    return Response.error(500, "ConnectHandlerFailed", problem)
 
         server = self.config.server
         lifecycle = new_lifecycle(protocol)
