@@ -30,7 +30,7 @@ from transport.websocket import WebSocket
 
 from . import codec_json, codec_simple
 from .auth import role_grants
-from .handlers import ConnectionContext, UserEventError
+from .handlers import UNCHANGED, ConnectionContext, UserEventError, call_user_event
 from .messages import Payload
 from .publication import Publication
 from .reliable import ReplayBuffer
@@ -416,17 +416,29 @@ class ClientConnection:
             self._ack_error(msg.ack_id, ErrorName.NOT_FOUND,
                             f"no event handler for event '{msg.event}' in hub '{self.hub.name}'")
             return
-        try:
-            reply = await handler.on_user_event(self.context, msg.event, msg.payload)
-        except UserEventError as exc:
-            self._ack_error(msg.ack_id, exc.name, exc.message)
+        # Failure outcomes: specs/upstream.py (OUTCOMES, FAILURES).
+        outcome = await call_user_event(handler, self.context, msg.event, msg.payload,
+                                        timeout=self.hub.server_config.upstream_timeout)
+        error = outcome.error
+        if error is not None:
+            self.hub.counters["event_handler_failures"] += 1
+            if msg.ack_id is not None:
+                if self._acked_set is not None and msg.ack_id in self._acked_set:
+                    # Only successes are remembered: the client may retry with this ackId.
+                    self._acked_set.discard(msg.ack_id)
+                    try:
+                        self._acked.remove(msg.ack_id)
+                    except ValueError:
+                        pass
+                self._ack_error(msg.ack_id, error.name, error.message)
+            else:
+                rule = spec_errors.CLOSE_RULES[Situation.EVENT_HANDLER_FAILED]
+                self.close(rule.code, f"{rule.message} Event '{msg.event}': {error.message}")
             return
-        except Exception:
-            log.exception("event handler failed for %r event %r", self, msg.event)
-            self._ack_error(msg.ack_id, ErrorName.INTERNAL_SERVER_ERROR, f"event handler for '{msg.event}' failed")
-            return
-        if reply is not None:
-            self.deliver_nowait(Publication("server", reply))
+        if outcome.connection_state is not UNCHANGED:
+            self.connection_state = outcome.connection_state
+        if outcome.reply is not None:
+            self.deliver_nowait(Publication("server", outcome.reply))
         self._ack_ok(msg.ack_id)
 
     async def _ping(self, msg: codec_json.Ping) -> None:
@@ -452,14 +464,16 @@ class ClientConnection:
             self.hub.counters["unhandled_events"] += 1
             self.close_for(Situation.NO_EVENT_HANDLER)
             return
-        try:
-            reply = await handler.on_user_event(self.context, "message", payload)
-        except Exception:
-            log.exception("event handler failed for %r simple message", self)
-            self.close_for(Situation.EVENT_HANDLER_FAILED)
+        outcome = await call_user_event(handler, self.context, "message", payload,
+                                        timeout=self.hub.server_config.upstream_timeout)
+        if outcome.error is not None:  # specs/upstream.py: a simple client is closed 1011
+            self.hub.counters["event_handler_failures"] += 1
+            self.close_for(Situation.EVENT_HANDLER_FAILED, outcome.error.message)
             return
-        if reply is not None:
-            self.deliver_nowait(Publication("server", reply))
+        if outcome.connection_state is not UNCHANGED:
+            self.connection_state = outcome.connection_state
+        if outcome.reply is not None:
+            self.deliver_nowait(Publication("server", outcome.reply))
 
     def statistics(self) -> dict:
         return {
