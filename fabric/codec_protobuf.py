@@ -92,8 +92,9 @@ def _bad_utf8() -> MalformedFrame:
 # =========================================================================== wire reading
 
 
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The varint at ``pos`` and the position after it (at most 10 bytes, 64-bit result)."""
+def _varint(buf: bytes, pos: int, end: int, max_bytes: int = _MAX_VARINT) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it: at most ``max_bytes`` bytes (10 for
+    values, 5 for tags and lengths, as protobuf's parsers allow), truncated to 64 bits."""
     if pos + 1 < end:  # the common 1- to 3-byte cases, unrolled
         b0 = buf[pos]
         if b0 < 0x80:
@@ -107,7 +108,7 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
                 return (b0 & 0x7F) | (b1 & 0x7F) << 7 | b2 << 14, pos + 3
     result = 0
     shift = 0
-    limit = pos + _MAX_VARINT
+    limit = pos + max_bytes
     while pos < end:
         if pos == limit:
             raise MalformedFrame("the frame is not a valid UpstreamMessage: varint too long")
@@ -229,7 +230,7 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
         tag = buf[pos]
         pos += 1
         if tag >= 0x80:
-            tag, pos = _varint(buf, pos - 1, end)
+            tag, pos = _varint(buf, pos - 1, end, 5)
             if tag > 0xFFFFFFFF:
                 raise MalformedFrame("the frame is not a valid UpstreamMessage: bad tag")
         if tag < 8:
@@ -241,7 +242,7 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
             n = buf[pos]
             pos += 1
             if n >= 0x80:
-                n, pos = _varint(buf, pos - 1, end)
+                n, pos = _varint(buf, pos - 1, end, 5)
             s, e = pos, pos + n
             if e > end:
                 raise _truncated()
@@ -412,7 +413,7 @@ def _len(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
     n = buf[pos]
     pos += 1
     if n >= 0x80:
-        n, pos = _varint(buf, pos - 1, limit)
+        n, pos = _varint(buf, pos - 1, limit, 5)
     end = pos + n
     if end > limit:
         raise _SLOW
