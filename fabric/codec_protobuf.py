@@ -8,13 +8,14 @@ Rules this module keeps:
   ``MalformedFrame`` when the bytes are not a well-formed ``UpstreamMessage`` (what a protobuf
   parser would reject, plus groups and a frame with no message), ``InvalidMessage`` for a
   well-formed message with a bad field (same rules and texts as the JSON codec).
-- Decoding is two-path, like the JSON codec. The fast path scans each level once into a
-  ``{tag: value}`` dict and handles the messages real clients send; anything unusual (a field
-  or oneof member repeated, metadata, streams, unimplemented kinds, unknown top-level fields)
-  goes to the slow path: a schema-driven decoder with protobuf's full semantics (last scalar
-  wins, repeated message fields merge, a later oneof member replaces an earlier one, every
-  occurrence validated). Both finish in the same ``_build_*`` functions. Both read a whole
-  frame before any semantic check, so a malformed frame is always ``MalformedFrame``.
+- Decoding is two-path, like the JSON codec. The fast path reads, straight through, the layout
+  every real client writes (the supported kinds, fields in number order, each at most once);
+  anything else (another order, a repeat, unknown or ignored fields, metadata, streams,
+  unimplemented kinds, anything malformed) goes to the slow path: a schema-driven decoder with
+  protobuf's full semantics (last scalar wins, repeated message fields merge, a later oneof
+  member replaces an earlier one, every occurrence validated). Both finish in the same
+  ``_build_*`` functions, and both read the whole frame before any semantic check, so a
+  malformed frame is always ``MalformedFrame`` (the slow path produces every one of them).
 - Payload bodies stay the bytes the client sent (the serialized ``google.protobuf.Any`` for
   PROTOBUF, the JSON text for JSON); nothing is re-encoded.
 - Encoders write canonical proto3 (fields in number order, implicit-presence defaults
@@ -75,10 +76,8 @@ _UINT64_MAX = _json_spec.UINT64_MAX
 
 
 class _SlowPath(Exception):
-    """Raised inside the fast path when the frame needs the schema-driven decoder."""
-
-
-_SLOW = _SlowPath()
+    """Raised inside the fast path when the frame needs the schema-driven decoder. Always a
+    fresh instance: re-raising one shared instance would grow its traceback forever."""
 
 
 def _truncated() -> MalformedFrame:
@@ -189,44 +188,63 @@ _T_LEAVE = _t(_U, "leave_group_message")
 _T_SEQ_ACK = _t(_U, "sequence_ack_message")
 _T_PING = _t(_U, "ping_message")
 
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise RuntimeError(f"specs.webpubsub_protobuf disagrees with the codec: {what}")
+
+
 # The fast path spells the one-byte field tags of these messages inline; they must be these.
-assert [_t(_STG, f) for f in ("group", "ack_id", "data", "no_echo")] == [0x0A, 0x10, 0x1A, 0x20]
-assert [_t(_JG, f) for f in ("group", "ack_id")] == [0x0A, 0x10]
-assert [_t(_LG, f) for f in ("group", "ack_id")] == [0x0A, 0x10]
-assert [_t(_EV, f) for f in ("event", "data", "ack_id")] == [0x0A, 0x12, 0x18]
-assert _t("UpstreamMessage.SequenceAckMessage", "sequence_id") == 0x08
-assert max(_T_SEND_TO_GROUP, _T_EVENT, _T_JOIN, _T_LEAVE, _T_SEQ_ACK, _T_PING) < 0x80
+_require(
+    [_t(_STG, f) for f in ("group", "ack_id", "data", "no_echo")] == [0x0A, 0x10, 0x1A, 0x20],
+    "SendToGroupMessage tags",
+)
+_require([_t(_JG, f) for f in ("group", "ack_id")] == [0x0A, 0x10], "JoinGroupMessage tags")
+_require([_t(_LG, f) for f in ("group", "ack_id")] == [0x0A, 0x10], "LeaveGroupMessage tags")
+_require(
+    [_t(_EV, f) for f in ("event", "data", "ack_id")] == [0x0A, 0x12, 0x18], "EventMessage tags"
+)
+_require(_t("UpstreamMessage.SequenceAckMessage", "sequence_id") == 0x08, "SequenceAck tag")
+_require(
+    max(_T_SEND_TO_GROUP, _T_EVENT, _T_JOIN, _T_LEAVE, _T_SEQ_ACK, _T_PING) < 0x80,
+    "one-byte UpstreamMessage tags",
+)
 _T_ANY_TYPE_URL = _t("google.protobuf.Any", "type_url")
 _T_ANY_VALUE = _t("google.protobuf.Any", "value")
 
-# MessageData member tag -> data type
-_DATA_TAGS: dict[int, DataType] = {
-    _t("MessageData", name): dt for name, dt in _spec.DATA_TYPE_OF_FIELD.items()
-}
 _T_TEXT = _t("MessageData", "text_data")
 _T_BINARY = _t("MessageData", "binary_data")
 _T_PROTOBUF = _t("MessageData", "protobuf_data")
 _T_JSON = _t("MessageData", "json_data")
-_DATA_FIELD_TYPES = {name: dt for name, dt in _spec.DATA_TYPE_OF_FIELD.items()}
+_DATA_FIELD_TYPES = _spec.DATA_TYPE_OF_FIELD
 
 _KINDS_BY_FIELD = _spec.UPSTREAM_KINDS
 
 # =========================================================================== slow path
 
 
-def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> dict:
+def _decode_generic(
+    buf: bytes, pos: int, end: int, table: dict[int, tuple], budget: list[int]
+) -> dict:
     """Decode one message with protobuf's semantics into ``{field name: value}``.
 
     Strings are ``str``, bytes ``bytes``, messages nested dicts, ``google.protobuf.Any`` its
     serialized bytes, repeated/map fields the number of entries (the server never reads
     them; each entry is validated). A oneof's member name is stored under ``"oneof <name>"``.
-    Absent fields are absent.
+    Absent fields are absent. ``budget[0]`` is the number of fields still allowed in the frame
+    (decision ``protobuf.field-budget``); every field read, at any level, spends one.
     """
     out: dict = {}
     firsts: dict | None = None  # message field name -> (start, end) of its first occurrence
     merged: dict | None = None  # message field name -> [bytearray of occurrences, kind, sub]
     cases: dict | None = None  # oneof name -> member name
     while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise MalformedFrame(
+                f"the frame has more than {_spec.MAX_FIELDS_PER_FRAME} protobuf fields"
+            )
         tag = buf[pos]
         pos += 1
         if tag >= 0x80:
@@ -291,7 +309,7 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
         elif kind == _K_BYTES:
             out[name] = buf[s:e]
         elif kind == _K_MESSAGE or kind == _K_ANY:
-            this = _decode_generic(buf, s, e, sub)  # every occurrence must be well formed
+            this = _decode_generic(buf, s, e, sub, budget)  # every occurrence must be valid
             if name not in out:
                 out[name] = this if kind == _K_MESSAGE else buf[s:e]
                 if firsts is None:
@@ -308,7 +326,7 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
                     m = merged[name] = [bytearray(buf[fs:fe]), kind, sub]
                 m[0] += buf[s:e]
         elif kind == _K_COUNT:
-            _decode_generic(buf, s, e, sub)
+            _decode_generic(buf, s, e, sub, budget)
             out[name] = out.get(name, 0) + 1
         elif kind == _K_UINT32:
             out[name] = value & 0xFFFFFFFF
@@ -317,7 +335,10 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
     if merged:
         for name, (acc, kind, sub) in merged.items():
             whole = bytes(acc)
-            out[name] = _decode_generic(whole, 0, len(whole), sub) if kind == _K_MESSAGE else whole
+            if kind == _K_MESSAGE:
+                out[name] = _decode_generic(whole, 0, len(whole), sub, budget)
+            else:
+                out[name] = whole
     if cases:
         for oneof, member in cases.items():
             out["oneof " + oneof] = member
@@ -326,7 +347,8 @@ def _decode_generic(buf: bytes, pos: int, end: int, table: dict[int, tuple]) -> 
 
 def _decode_slow(frame: bytes) -> ClientMessage:
     """The schema-driven path: protobuf's full semantics, then the shared builders."""
-    top = _decode_generic(frame, 0, len(frame), _UPSTREAM_TABLE)
+    budget = [_spec.MAX_FIELDS_PER_FRAME]
+    top = _decode_generic(frame, 0, len(frame), _UPSTREAM_TABLE, budget)
     case = top.get("oneof message")
     if case is None:
         return _no_message(frame)
@@ -404,7 +426,7 @@ def _no_message(frame: bytes) -> Unsupported:
 # Real clients (protobufjs, Google.Protobuf, protoc-generated code) write fields in number
 # order, each once. The fast path reads exactly that shape, straight through with no
 # intermediate dicts; any deviation (another order, a repeat, an unknown or ignored field,
-# metadata, a stream, anything malformed) raises _SLOW or an IndexError and the frame is
+# metadata, a stream, anything malformed) raises _SlowPath or an IndexError and the frame is
 # decoded again by the slow path, which also produces every MalformedFrame.
 
 
@@ -416,7 +438,7 @@ def _len(buf: bytes, pos: int, limit: int) -> tuple[int, int]:
         n, pos = _varint(buf, pos - 1, limit, 5)
     end = pos + n
     if end > limit:
-        raise _SLOW
+        raise _SlowPath
     return pos, end
 
 
@@ -427,7 +449,7 @@ def _fast_data(buf: bytes, pos: int, end: int) -> tuple[DataType, bytes] | None:
     tag = buf[pos]
     s, e = _len(buf, pos + 1, end)
     if e != end:
-        raise _SLOW
+        raise _SlowPath
     body = buf[s:e]
     if tag == _T_TEXT or tag == _T_JSON:
         if not body.isascii():
@@ -443,9 +465,9 @@ def _fast_data(buf: bytes, pos: int, end: int) -> tuple[DataType, bytes] | None:
         if s < e and buf[s] == _T_ANY_VALUE:
             s = _len(buf, s + 1, e)[1]
         if s != e:
-            raise _SLOW
+            raise _SlowPath
         return _PROTOBUF_DT, body
-    raise _SLOW
+    raise _SlowPath
 
 
 def _decode_fast(buf: bytes) -> ClientMessage:
@@ -453,7 +475,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
     kind = buf[0]
     pos, e = _len(buf, 1, end)
     if e != end:
-        raise _SLOW
+        raise _SlowPath
     ack_id = None
     if kind == _T_SEND_TO_GROUP or kind == _T_JOIN or kind == _T_LEAVE:
         group = ""
@@ -467,7 +489,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
                 ack_id, pos = _varint(buf, pos - 1, end)
         if kind != _T_SEND_TO_GROUP:
             if pos != end:
-                raise _SLOW
+                raise _SlowPath
             return _build_group_op("joinGroup" if kind == _T_JOIN else "leaveGroup", group, ack_id)
         data = None
         if pos < end and buf[pos] == 0x1A:  # data = 3
@@ -481,7 +503,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
                 v, pos = _varint(buf, pos - 1, end)
             no_echo = v != 0
         if pos != end:
-            raise _SLOW
+            raise _SlowPath
         return _build_send_to_group(group, ack_id, no_echo, data, None, False)
     if kind == _T_EVENT:
         event = ""
@@ -498,7 +520,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
             if ack_id >= 0x80:
                 ack_id, pos = _varint(buf, pos - 1, end)
         if pos != end:
-            raise _SLOW
+            raise _SlowPath
         return _build_event(event, ack_id, data, None, False)
     if kind == _T_SEQ_ACK:
         sequence_id = 0
@@ -508,11 +530,11 @@ def _decode_fast(buf: bytes) -> ClientMessage:
             if sequence_id >= 0x80:
                 sequence_id, pos = _varint(buf, pos - 1, end)
         if pos != end:
-            raise _SLOW
+            raise _SlowPath
         return SequenceAck(sequence_id)
     if kind == _T_PING and pos == end:
         return _PING
-    raise _SLOW
+    raise _SlowPath
 
 
 _TEXT_DT = DataType.TEXT
@@ -622,7 +644,7 @@ def is_valid_any(body: bytes) -> bool:
     """True when ``body`` parses as a serialized ``google.protobuf.Any`` (what a PROTOBUF
     payload must be for protobuf subscribers to read it)."""
     try:
-        _decode_generic(body, 0, len(body), _ANY_TABLE)
+        _decode_generic(body, 0, len(body), _ANY_TABLE, [_spec.MAX_FIELDS_PER_FRAME])
     except MalformedFrame:
         return False
     return True
@@ -724,8 +746,8 @@ _DATA_TAG_BYTES: dict[DataType, bytes] = {
 _FROM_GROUP = _ld(_TB_DM_FROM, _spec.FROM_GROUP.encode())
 _FROM_SERVER = _ld(_TB_DM_FROM, _spec.FROM_SERVER.encode())
 
-# These tags are one byte each, which the fast encoders and with_sequence_id rely on.
-assert _TB_DATA == b"\x12" and _TB_DM_SEQ == b"\x20"
+# These tags are one byte each, which with_sequence_id relies on.
+_require(_TB_DATA == b"\x12" and _TB_DM_SEQ == b"\x20", "DataMessage tags")
 _DATA_TAG_INT = _TB_DATA[0]
 
 

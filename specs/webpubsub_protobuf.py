@@ -460,6 +460,10 @@ FROM_SERVER = "server"
 MAX_VARINT_BYTES = 10
 UINT64_MASK = 2**64 - 1
 
+#: Most protobuf fields (at every nesting level) one client frame may hold (decision
+#: ``protobuf.field-budget``).
+MAX_FIELDS_PER_FRAME = 16_384
+
 # --------------------------------------------------------------------------- decisions
 
 DECISIONS: tuple[Decision, ...] = (
@@ -561,6 +565,18 @@ DECISIONS: tuple[Decision, ...] = (
         "send_to_group/event with a stream field -> Unsupported(type, ack_id, 'stream', "
         "stream_id). Empty ids are None. The whole message must still be well formed.",
         "One dispatch for both subprotocols (json.unknown-type, json.stream-start).",
+    ),
+    Decision(
+        "protobuf.field-budget",
+        "How much work may one client frame cost? A 1 MB frame of 500,000 two-byte fields "
+        "is valid protobuf but costs about 0.3 s of pure-Python parsing on the event loop.",
+        "At most MAX_FIELDS_PER_FRAME (16,384) fields per frame, counted at every level "
+        "(merged occurrences count again); more is MalformedFrame. Large payloads are not "
+        "affected: a 1 MB binary_data is one field.",
+        "Bounded everything: the cap keeps the worst frame to a few milliseconds. Real "
+        "messages have fewer than 10 fields; even metadata at the emulator's 8 KiB limit "
+        "stays far below it. Protobuf itself has no such limit (a deliberate difference, "
+        "like groups).",
     ),
     Decision(
         "protobuf.ids",

@@ -35,6 +35,7 @@ from fabric.codec_protobuf import (
     decode_client,
 )
 from fabric.messages import DataType, Payload
+from specs import webpubsub_protobuf as ps
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -405,14 +406,29 @@ def test_repeated_any_merges(pb):
     assert outcome(decode_client, frame) == model(pb, frame)
 
 
-def test_many_repeats_stay_linear():
-    """A frame of 50,000 repeated empty messages decodes (slow path) in bounded work."""
-    frame = b"\x4a\x00" * 50_000
-    assert decode_client(frame) == Ping()
-    # 20,000 send_to_group occurrences with an empty metadata entry each, merged with a last
-    # one that names the group and carries an empty MessageData: metadata only.
-    frame = b"\x0a\x02\x32\x00" * 20_000 + b"\x0a\x05\x0a\x01g\x1a\x00"
+def test_field_budget(pb):
+    """Decision protobuf.field-budget: valid protobuf, but too many fields for one frame."""
+    limit = ps.MAX_FIELDS_PER_FRAME
+    # Each ping occurrence is one field (the merged empty pings hold none).
+    assert decode_client(b"\x4a\x00" * limit) == Ping()
+    with pytest.raises(MalformedFrame, match="more than 16384 protobuf fields"):
+        decode_client(b"\x4a\x00" * (limit + 1))
+    assert pb.UpstreamMessage.FromString(b"\x4a\x00" * (limit + 1)).HasField("ping_message")
+    with pytest.raises(MalformedFrame):
+        decode_client(b"\x08\x00" * 500_000 + b"\x4a\x00")  # 1 MB of tiny unknown fields
+    # Merged send_to_group occurrences with an empty metadata entry each, and a last one
+    # that names the group and carries an empty MessageData: metadata only.
+    frame = b"\x0a\x02\x32\x00" * 3000 + b"\x0a\x05\x0a\x01g\x1a\x00"
     assert decode_client(frame) == Unsupported("sendToGroup", None, "metadata")
+
+
+def test_large_payloads_are_one_field():
+    body = bytes(range(256)) * 4096  # 1 MiB
+    frame = cp.encode_server_message(Payload.binary(body))  # same wire shape as upstream data
+    md_start = frame.index(b"\x12\x80\x80\x40")
+    inner = b"\x0a\x01g\x1a" + cp._vi(len(frame) - md_start) + frame[md_start:]
+    upstream = b"\x0a" + cp._vi(len(inner)) + inner
+    assert decode_client(upstream) == SendToGroup("g", Payload.binary(body))
 
 
 # --------------------------------------------------------------------------- garbage in
