@@ -632,8 +632,7 @@ class WebhookEventHandler(EventHandler):
 
     def _failed(self, what: str, exc: UpstreamFailure) -> None:
         self.counters[f"failed_{exc.failure.value}"] += 1
-        level = logging.INFO if exc.failure is Failure.CLIENT_ERROR else logging.WARNING
-        self._log.log((what.split(" ")[0], exc.failure), level, "hub %r: %s failed (%s): %s",
+        self._log.log((what.split(" ")[0], exc.failure), logging.WARNING, "hub %r: %s failed (%s): %s",
                       self.hub, what, exc.failure.value, exc.message)
 
 
@@ -653,5 +652,6 @@ def origin_from_endpoint(endpoint: str) -> tuple[str, str]:
     host = parts.hostname or "localhost"
     if host in ("0.0.0.0", "::"):
         host = "localhost"
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{shown}:{parts.port}" if parts.port else host
     return host, netloc

@@ -183,6 +183,8 @@ class CloudEventsApp:
             if data_type is None:
                 return Response(415, f"unsupported content type {media}".encode())
             event = ce_type[len("azure.webpubsub.user."):]
+            if not handler.handles_user_event(event):
+                return Response(404, f"no handler for {event}".encode())
             try:
                 result = await handler.on_user_event(self._context(request), event, Payload(data_type, request.body))
             except UserEventError as exc:
