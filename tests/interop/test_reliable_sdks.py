@@ -48,9 +48,9 @@ from interop_support import (
     JSON_RELIABLE,
     SERVER_CMD_ENV,
     WAIT_TIMEOUT,
+    Closed,
     FabricServer,
     JsonClient,
-    RawClient,
     SdkClient,
     _OutputTail,
     open_json_client,
@@ -179,6 +179,9 @@ def check_recoveries(proxy: ChaosProxy, connection_id: str, aborts: int) -> None
         assert rec.status == 101, report
         assert rec.connection_ids == [connection_id], report
         assert rec.server_close_code is None, report
+    # at-least-once on the wire: every abort cost messages the client had seen but not yet
+    # acked, so the replays resent some; the SDK must have dropped those (checked by the caller)
+    assert sum(r.data_frames for r in records) > records[-1].max_sequence_id, f"nothing was replayed:\n{report}"
 
 
 async def next_data(client: JsonClient, timeout: float = WAIT_TIMEOUT) -> tuple[int | None, Any]:
@@ -241,6 +244,34 @@ def short_window_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fa
         yield server
     finally:
         stop_server(server)
+
+
+# ------------------------------------------------------------------------------ the proxy itself
+
+
+async def test_chaos_proxy_abort_is_a_reset_without_close_frame(fabric_server):
+    """What the SDK tests rely on: through the proxy the traffic is intact and seen; an abort
+    gives the client no close frame (1006), and the server no close frame either."""
+    hub, group = unique("chaos"), unique("g")
+    with ChaosProxy(fabric_server.port, name="chaos-self") as proxy:
+        async with (
+            open_json_client(plain_url(fabric_server, hub), label="pub", server=fabric_server) as pub,
+            open_json_client(proxy.proxied(plain_url(fabric_server, hub)), reliable=True, label="sub",
+                             server=fabric_server) as sub,
+        ):
+            await sub.join(group)
+            await pub.publish(group, "through the proxy")
+            assert await next_data(sub) == (1, "through the proxy")
+            await sub.send_json({"type": "sequenceAck", "sequenceId": 1})
+            await wait_until(lambda: proxy.max_sequence_ack == 1, WAIT_TIMEOUT, "the sniffed sequenceAck", proxy)
+            assert await trio.to_thread.run_sync(proxy.abort_all) == 1
+            with pytest.raises(Closed) as closed:
+                await sub.recv()
+            assert closed.value.code == 1006, closed.value
+    (record,) = proxy.records()
+    assert record.status == 101 and record.connection_ids == [sub.connected["connectionId"]], record
+    assert (record.data_frames, record.max_sequence_id, record.max_sequence_ack) == (1, 1, 1), record
+    assert (record.server_close_code, record.client_close_code, record.ended) == (None, None, "aborted"), record
 
 
 # ------------------------------------------------------------------------------ the Python SDK
@@ -350,6 +381,12 @@ class NodeSubscriber:
             self.proc.wait(5)
         self.stdout.join(2)
         self.stderr.join(2)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
 
 
 async def test_node_sdk_gets_5000_messages_once_in_order_across_five_aborts(fabric_server):
