@@ -1,4 +1,5 @@
-"""Sans-IO codec for the Web PubSub protobuf subprotocols (``protobuf[.reliable].webpubsub.azure.v1``).
+"""Sans-IO codec for the Web PubSub protobuf subprotocols
+(``protobuf.webpubsub.azure.v1``, ``protobuf.reliable.webpubsub.azure.v1``).
 
 Rules this module keeps:
 - Never imports trio, and needs no protobuf runtime: the proto3 wire format is read and written
@@ -748,7 +749,6 @@ _FROM_SERVER = _ld(_TB_DM_FROM, _spec.FROM_SERVER.encode())
 
 # These tags are one byte each, which with_sequence_id relies on.
 _require(_TB_DATA == b"\x12" and _TB_DM_SEQ == b"\x20", "DataMessage tags")
-_DATA_TAG_INT = _TB_DATA[0]
 
 
 def _message_data(payload: Payload) -> tuple[bytes, bytes]:
@@ -811,10 +811,8 @@ def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
         ValueError: the input is not one encoded data message, or the id is not in
             1..2**64-1.
     """
-    if not 1 <= sequence_id <= _UINT64_MAX:
-        raise ValueError(f"sequence_id out of range: {sequence_id}")
     total = len(encoded_message)
-    if total < 2 or encoded_message[0] != _DATA_TAG_INT:
+    if total < 2 or encoded_message[0] != 0x12:  # DownstreamMessage.data_message
         raise ValueError("not an encoded data message")
     inner_len = encoded_message[1]
     pos = 2
@@ -825,11 +823,26 @@ def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
             raise ValueError("not an encoded data message") from None
     if pos + inner_len != total:
         raise ValueError("not an encoded data message")
-    seq = _SEQ_TAG_SMALL[sequence_id] if sequence_id < 0x80 else _TB_DM_SEQ + _vi(sequence_id)
+    # DataMessage.sequence_id (tag 0x20) and its varint, the common sizes inline.
+    if sequence_id < 0x80:
+        if sequence_id < 1:
+            raise ValueError(f"sequence_id out of range: {sequence_id}")
+        seq = _SEQ_TAG_SMALL[sequence_id]
+    elif sequence_id < 0x4000:
+        seq = bytes((0x20, sequence_id & 0x7F | 0x80, sequence_id >> 7))
+    elif sequence_id < 0x200000:
+        seq = bytes(
+            (0x20, sequence_id & 0x7F | 0x80, sequence_id >> 7 & 0x7F | 0x80, sequence_id >> 14)
+        )
+    elif sequence_id <= _UINT64_MAX:
+        seq = _TB_DM_SEQ + _vi(sequence_id)
+    else:
+        raise ValueError(f"sequence_id out of range: {sequence_id}")
     new_len = inner_len + len(seq)
+    if new_len < 0x80:
+        return _DATA_HEADS[new_len] + encoded_message[2:] + seq
     if total < 4096:  # small: concatenation beats building a memoryview
-        head = _DATA_HEADS[new_len] if new_len < 0x80 else _TB_DATA + _vi(new_len)
-        return head + encoded_message[pos:] + seq
+        return _TB_DATA + _vi(new_len) + encoded_message[pos:] + seq
     return b"".join((_TB_DATA, _vi(new_len), memoryview(encoded_message)[pos:], seq))
 
 

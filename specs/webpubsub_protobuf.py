@@ -139,7 +139,12 @@ MESSAGES: Mapping[str, ProtoMessage] = MappingProxyType(
                 F(8, "sequence_ack_message", _U + "SequenceAckMessage", oneof="message"),
                 F(9, "ping_message", _U + "PingMessage", oneof="message"),
                 F(10, "invoke_event_message", _U + "InvokeEventMessage", oneof="message"),
-                F(11, "cancel_invocation_message", _U + "CancelInvocationMessage", oneof="message"),
+                F(
+                    11,
+                    "cancel_invocation_message",
+                    _U + "CancelInvocationMessage",
+                    oneof="message",
+                ),
                 F(13, "stream_data_message", _U + "StreamDataMessage", oneof="message"),
                 F(14, "stream_end_message", _U + "StreamEndMessage", oneof="message"),
                 F(15, "set_group_state_message", _U + "SetGroupStateMessage", oneof="message"),

@@ -160,7 +160,9 @@ def event_cases(draw):
 def small_cases(draw):
     which = draw(st.sampled_from(["sequence_ack", "ping"]))
     if which == "ping":
-        return cp.Ping(), lambda pb: pb.UpstreamMessage(ping_message=pb.UpstreamMessage.PingMessage())
+        return cp.Ping(), lambda pb: pb.UpstreamMessage(
+            ping_message=pb.UpstreamMessage.PingMessage()
+        )
     seq = draw(st.integers(0, UINT64_MAX))
     return cp.SequenceAck(seq), lambda pb: pb.UpstreamMessage(
         sequence_ack_message=pb.UpstreamMessage.SequenceAckMessage(sequence_id=seq)
@@ -407,7 +409,8 @@ def model(pb, frame: bytes):
             return ("ok", cls(m.group, ack_id))
         if case in ("send_to_group_message", "event_message"):
             if m.HasField("stream"):
-                return ("ok", cp.Unsupported(json_type, ack_id, "stream", None, m.stream.stream_id or None))
+                stream_id = m.stream.stream_id or None
+                return ("ok", cp.Unsupported(json_type, ack_id, "stream", None, stream_id))
             if case == "send_to_group_message":
                 _check(ack_id, js.group_name_problem(m.group))
             else:

@@ -305,7 +305,12 @@ def test_optional_false_no_echo_and_zero_ack_id(pb):
 
 def test_unknown_fields_of_every_wire_type_are_skipped():
     inner = b"\x0a\x01g"  # group "g"
-    unknowns = b"\xf8\x01\x05" + b"\xf9\x01" + b"\x00" * 8 + b"\xfa\x01\x02hi" + b"\xfd\x01" + b"\x00" * 4
+    unknowns = (
+        b"\xf8\x01\x05"  # field 31 varint
+        + b"\xf9\x01" + b"\x00" * 8  # 64-bit
+        + b"\xfa\x01\x02hi"  # length-delimited
+        + b"\xfd\x01" + b"\x00" * 4  # 32-bit
+    )
     frame = wrap(0x32, inner + unknowns)
     assert decode_client(frame) == JoinGroup("g")
     # A known field number with another wire type is an unknown field too.

@@ -50,7 +50,12 @@ def expected_message_data(pb, payload: Payload):
 
 
 @FAST
-@given(group=texts, payload_fill=payloads(), from_user=st.none() | texts, seq=st.none() | sequence_ids)
+@given(
+    group=texts,
+    payload_fill=payloads(),
+    from_user=st.none() | texts,
+    seq=st.none() | sequence_ids,
+)
 def test_group_message(pb, group, payload_fill, from_user, seq):
     payload = payload_fill[0]
     frame = cp.encode_group_message(group, payload, from_user, sequence_id=seq)
@@ -105,11 +110,16 @@ def test_protobuf_payload_is_the_any(pb):
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, 127, 128, 129, 4000, 4096, 16_383, 16_384, 70_000])
-@pytest.mark.parametrize("seq", [1, 127, 128, 12345, 2**32, UINT64_MAX])
+@pytest.mark.parametrize(
+    "seq", [1, 127, 128, 12345, 16_383, 16_384, 2**21 - 1, 2**21, 2**32, UINT64_MAX]
+)
 def test_with_sequence_id_equals_full_encode_at_length_boundaries(pb, size, seq):
     payload = Payload.binary(bytes(range(256)) * (size // 256) + bytes(size % 256))
     for plain, full in (
-        (cp.encode_group_message("grp", payload, None), cp.encode_group_message("grp", payload, None, sequence_id=seq)),
+        (
+            cp.encode_group_message("grp", payload, None),
+            cp.encode_group_message("grp", payload, None, sequence_id=seq),
+        ),
         (cp.encode_server_message(payload), cp.encode_server_message(payload, sequence_id=seq)),
     ):
         stamped = cp.with_sequence_id(plain, seq)
@@ -141,7 +151,15 @@ def test_sequence_id_range(seq):
 
 @pytest.mark.parametrize(
     "not_data",
-    [b"", b"\x12", cp.encode_pong(), cp.encode_ack(1, True), b"\x12\x05abc", b"\x12\x01ab", b"\x12\xff"],
+    [
+        b"",
+        b"\x12",
+        cp.encode_pong(),
+        cp.encode_ack(1, True),
+        b"\x12\x05abc",
+        b"\x12\x01ab",
+        b"\x12\xff",
+    ],
 )
 def test_with_sequence_id_rejects_other_bytes(not_data):
     with pytest.raises(ValueError):
@@ -263,7 +281,8 @@ def test_disconnected_reason_is_field_2(pb, reason):
 def test_pong(pb):
     down = parse(pb, cp.encode_pong())
     assert down.WhichOneof("message") == "pong_message"
-    assert cp.encode_pong() == canonical(pb.DownstreamMessage(pong_message=pb.DownstreamMessage.PongMessage()))
+    pong = pb.DownstreamMessage(pong_message=pb.DownstreamMessage.PongMessage())
+    assert cp.encode_pong() == canonical(pong)
 
 
 # --------------------------------------------------------------------------- unsupported answers
@@ -305,13 +324,13 @@ def test_published_payload_reaches_a_protobuf_subscriber_unchanged(pb, group, pa
     """A protobuf publisher's payload, decoded and encoded again for a subscriber, is what a
     protobuf client reads back (the Any included)."""
     payload, fill = payload_fill
-    up = pb.UpstreamMessage(send_to_group_message=pb.UpstreamMessage.SendToGroupMessage(group=group))
+    U = pb.UpstreamMessage
+    up = U(send_to_group_message=U.SendToGroupMessage(group=group))
     fill(up.send_to_group_message.data)
     message = cp.decode_client(up.SerializeToString())
     down = parse(pb, cp.encode_group_message(message.group, message.payload, None))
     if payload.data_type is DataType.JSON:
-        assert msgspec.json.decode(down.data_message.data.json_data.encode()) == msgspec.json.decode(
-            up.send_to_group_message.data.json_data.encode()
-        )
+        sent = up.send_to_group_message.data.json_data
+        assert msgspec.json.decode(down.data_message.data.json_data) == msgspec.json.decode(sent)
     else:
         assert down.data_message.data == up.send_to_group_message.data

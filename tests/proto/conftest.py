@@ -59,5 +59,5 @@ def generate_webpubsub_pb2(out_dir: pathlib.Path) -> types.ModuleType:
 
 @pytest.fixture(scope="session")
 def pb(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
-    """The generated module: ``pb.UpstreamMessage``, ``pb.DownstreamMessage``, ``pb.MessageData``."""
+    """The generated module (``pb.UpstreamMessage``, ``pb.DownstreamMessage``, ...)."""
     return generate_webpubsub_pb2(tmp_path_factory.mktemp("webpubsub_pb2"))
