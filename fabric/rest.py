@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -98,23 +99,28 @@ for _op in spec.OPERATIONS:
 
 def _split_path(raw_path: str) -> list[str]:
     """Path segments, each percent-decoded (so ``a%2Fb`` is one segment ``a/b``)."""
-    trimmed = raw_path.lstrip("/")
-    if trimmed.endswith("/"):
-        trimmed = trimmed[:-1]
-    return [urllib.parse.unquote(s) for s in trimmed.split("/")]
+    return [urllib.parse.unquote(s) for s in raw_path.lstrip("/").split("/")]
 
 
 def route(method: str, raw_path: str) -> tuple[spec.Operation, dict[str, str]]:
-    """The operation and path parameters for a request. Raises HttpError (404, 405)."""
+    """The operation and path parameters for a request. Raises HttpError (404, 405).
+
+    A trailing ``/`` is tried as an empty last segment first (``/groups/`` is the group "",
+    a 400 later), then ignored (``/api/health/``).
+    """
     segments = _split_path(raw_path)
+    shapes = [segments, segments[:-1]] if len(segments) > 1 and segments[-1] == "" else [segments]
     allowed: list[str] = []
-    for candidate in _ROUTES.get(len(segments), ()):
-        params = candidate.match(segments)
-        if params is None:
-            continue
-        if candidate.op.method == method:
-            return candidate.op, params
-        allowed.append(candidate.op.method)
+    for shape in shapes:
+        for candidate in _ROUTES.get(len(shape), ()):
+            params = candidate.match(shape)
+            if params is None:
+                continue
+            if candidate.op.method == method:
+                return candidate.op, params
+            allowed.append(candidate.op.method)
+        if allowed:
+            break
     if allowed:
         methods = ", ".join(sorted(set(allowed)))
         raise HttpError(405, ErrorCode.METHOD_NOT_ALLOWED, f"{method} is not allowed here; use {methods}",
@@ -223,25 +229,32 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _group_tag(group: str) -> str:
-    return _b64(hashlib.sha256(group.encode("utf-8", "surrogatepass")).digest()[:6])
+def _cursor_tag(key: str, group: str, connection_id: str) -> str:
+    message = f"{group}\x00{connection_id}".encode("utf-8", "surrogatepass")
+    return _b64(hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()[:12])
 
 
-def encode_cursor(group: str, last_connection_id: str) -> str:
-    """An opaque continuation token: version, the group's tag, the last id returned."""
-    return f"1.{_group_tag(group)}.{_b64(last_connection_id.encode('utf-8', 'surrogatepass'))}"
+def encode_cursor(key: str, group: str, last_connection_id: str) -> str:
+    """An opaque continuation token: version, the last id returned, and an HMAC (with the
+    access key) binding both to the group, so a forged or foreign token is refused."""
+    encoded = _b64(last_connection_id.encode("utf-8", "surrogatepass"))
+    return f"1.{encoded}.{_cursor_tag(key, group, last_connection_id)}"
 
 
-def decode_cursor(group: str, token: str) -> str:
+def decode_cursor(keys: tuple[str, ...], group: str, token: str) -> str:
+    """The last connection id of the previous page. Raises HttpError 400."""
     bad = HttpError(400, ErrorCode.INVALID_CONTINUATION_TOKEN,
                     "continuationToken is not one this server issued for this group", "continuationToken")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != "1" or parts[1] != _group_tag(group) or len(parts[2]) > 2048:
+    if len(parts) != 3 or parts[0] != "1" or len(parts[1]) > 2048:
         raise bad
     try:
-        return _unb64(parts[2]).decode("utf-8")
+        last = _unb64(parts[1]).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise bad from None
+    if not any(hmac.compare_digest(parts[2], _cursor_tag(key, group, last)) for key in keys):
+        raise bad
+    return last
 
 
 # ---- handlers --------------------------------------------------------------------------------------
@@ -476,7 +489,7 @@ async def _list_connections(call: Call) -> Response:
     q = call.query
     group = check_group(call.path["group"])
     token = q["continuationToken"]
-    after = decode_cursor(group, token) if token else None
+    after = decode_cursor(call.fabric.access_keys, group, token) if token else None
     page_size, top = q["maxpagesize"], q["top"]
     items, last = await call.hub.list_connections_page(group, max_page_size=page_size, top=top, after=after)
     body: dict[str, Any] = {"value": items}
@@ -484,7 +497,7 @@ async def _list_connections(call: Call) -> Response:
         params = [("api-version", call.api_version), ("maxpagesize", str(page_size))]
         if top is not None:
             params.append(("top", str(top - len(items))))
-        params.append(("continuationToken", encode_cursor(group, last)))
+        params.append(("continuationToken", encode_cursor(call.fabric.access_keys[0], group, last)))
         body["nextLink"] = (f"/api/hubs/{urllib.parse.quote(call.hub.name, safe='')}/groups/"
                             f"{urllib.parse.quote(group, safe='')}/connections?{urllib.parse.urlencode(params)}")
     return Response.json(200, body, (_SUPPORTED,))

@@ -16,7 +16,8 @@ _HERE = Path(__file__).resolve().parent
 def run_with_autojump(fn, clock=None, instruments=()):
     """trio.run with an autojump MockClock unless the test brings its own clock: waits that only
     time can end (a shutdown waiting for clients that never answer a close frame, a request
-    body that never arrives) take no real time."""
+    body that never arrives) take no real time. (Hypothesis tests run each example with plain
+    trio.run: they take the ``autojump_clock`` fixture as an argument instead.)"""
     return trio.run(fn, clock=clock or trio.testing.MockClock(autojump_threshold=0), instruments=instruments)
 
 
@@ -35,5 +36,6 @@ async def fab():
 
 
 @pytest.fixture
-def rest(fab):
+async def rest(fab):
+    # async, so that every Hypothesis example (a trio run of its own) gets its own client
     return RestClient(fab)

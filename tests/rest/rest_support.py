@@ -4,6 +4,7 @@ sign (`aud` = the full request URL, HS256 with the access key)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.parse
 from typing import Any, Sequence
@@ -12,7 +13,9 @@ import h11
 import trio
 import trio.testing
 
+import fabric
 from fabric.auth import mint_rest_token
+from fabric.config import load_config
 from fabric.inprocess import connect_in_process
 from transport.http import serve_connection
 from transport.memory import memory_stream_pair
@@ -112,6 +115,13 @@ class RestClient:
     # shorthands
     async def send(self, path: str, body: bytes | str, content_type: str | None = "text/plain", **kw: Any) -> RestResponse:
         return await self.call("POST", path, body=body, content_type=content_type, **kw)
+
+
+@contextlib.asynccontextmanager
+async def open_rest_fabric(**overrides: Any):
+    """A fabric and a RestClient for it (for Hypothesis tests: one per example)."""
+    async with fabric.open_fabric(load_config(None, env={}, overrides=overrides or None), access_key=KEY) as fab:
+        yield fab, RestClient(fab)
 
 
 async def connect(fab, hub: str = "chat", **kw: Any):
