@@ -70,6 +70,8 @@ DRAIN_SECONDS = 2.0
 LOG_INTERVAL = 5.0
 #: Bytes of a non-2xx answer read for its detail text.
 ERROR_BODY_BYTES = 4096
+#: Parsed event URLs kept per hub (event names come from clients: the cache is bounded).
+URL_CACHE = 1024
 
 _REPLY_TYPES = {k: DataType(v) for k, v in spec.REPLY_DATA_TYPES.items()}
 
@@ -180,6 +182,7 @@ class WebhookEventHandler(EventHandler):
         self._limiter = trio.CapacityLimiter(max_concurrency)
         self._senders: list[trio.MemorySendChannel] | None = None
         self._validations: dict[str, _Validation] = {}
+        self._urls: dict[tuple[int, str], httpx.URL] = {}  # parsed once (bounded: URL_CACHE)
         self._ids = itertools.count(1)
         self._log = _LogLimiter()
         self._warned_state = False
@@ -403,7 +406,12 @@ class WebhookEventHandler(EventHandler):
         if state:
             headers.append((spec.H_CONNECTION_STATE.encode(), _header_bytes("connection state", state)))
         headers.append((spec.H_AWPS_VERSION.encode(), spec.AWPS_VERSION.encode()))
-        url = handler.url_for(self.hub, event)
+        key = (id(handler), event)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= URL_CACHE:
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(handler.url_for(self.hub, event))
         self.counters["requests"] += 1
         with trio.move_on_after(self.timeout) as scope:
             await self._ensure_valid(handler)
@@ -411,7 +419,7 @@ class WebhookEventHandler(EventHandler):
         assert scope.cancelled_caught
         raise UpstreamFailure(Failure.TIMEOUT, f"{url} did not answer within {self.timeout:g} s")
 
-    async def _exchange(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes | None,
+    async def _exchange(self, method: str, url: str | httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes | None,
                         *, limit: int | None = None) -> _Answer:
         client = self._client
         if client is None:
