@@ -18,7 +18,7 @@ async def drain_until(client, *markers):
     got, waiting = [], set(markers)
     while waiting:
         msg = await client.receive_json()
-        if msg.get("data") in waiting:
+        if isinstance(msg.get("data"), str) and msg["data"] in waiting:
             waiting.discard(msg["data"])
         else:
             got.append(msg)
