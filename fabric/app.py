@@ -31,7 +31,6 @@ from .upstream import WebhookEventHandler, origin_from_endpoint
 log = logging.getLogger("fabric")
 
 PUBSUB_PROTOCOLS = {p.value: p for p in WireProtocol if p.is_pubsub}
-NOT_YET_SUPPORTED = {"protobuf.webpubsub.azure.v1", "protobuf.reliable.webpubsub.azure.v1"}
 
 
 class Fabric:
@@ -229,8 +228,6 @@ class Fabric:
                 if answer.subprotocol and problem is None:
                     if answer.subprotocol not in offered:
                         problem = f"connect handler chose subprotocol {answer.subprotocol!r} the client did not offer"
-                    elif answer.subprotocol in NOT_YET_SUPPORTED:
-                        problem = f"connect handler chose subprotocol {answer.subprotocol!r}, not supported here yet"
                     else:
                         protocol = PUBSUB_PROTOCOLS.get(answer.subprotocol, WireProtocol.SIMPLE)
                         echoed = answer.subprotocol
@@ -393,12 +390,8 @@ def _choose_protocol(offered: list[str]) -> tuple[WireProtocol | None, str | Non
     for name in offered:
         if name in PUBSUB_PROTOCOLS:
             return PUBSUB_PROTOCOLS[name], name
-    unsupported = [p for p in offered if p in NOT_YET_SUPPORTED]
-    if unsupported and len(unsupported) == len(offered):
-        return None, None
-    others = [p for p in offered if p not in NOT_YET_SUPPORTED]
     # A simple client: echo its first subprotocol so strict clients accept the upgrade.
-    return WireProtocol.SIMPLE, (others[0] if others else None)
+    return WireProtocol.SIMPLE, (offered[0] if offered else None)
 
 
 def _header_map(request: Request) -> dict[str, list[str]]:

@@ -28,7 +28,7 @@ from specs.lifecycle import Effect, Lifecycle, LifecycleEvent
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
 
-from . import codec_json, codec_simple
+from . import codec_json, codec_protobuf, codec_simple
 from .auth import role_grants
 from .handlers import UNCHANGED, ConnectionContext, UserEventError, call_user_event
 from .messages import Payload
@@ -54,7 +54,21 @@ _TRANSPORT_MESSAGES = {
 class WireProtocol(enum.Enum):
     JSON = "json.webpubsub.azure.v1"
     JSON_RELIABLE = "json.reliable.webpubsub.azure.v1"
+    PROTOBUF = "protobuf.webpubsub.azure.v1"
+    PROTOBUF_RELIABLE = "protobuf.reliable.webpubsub.azure.v1"
     SIMPLE = ""
+
+    @property
+    def is_binary(self) -> bool:
+        """PubSub frames are binary (protobuf) rather than text (JSON)."""
+        return self is WireProtocol.PROTOBUF or self is WireProtocol.PROTOBUF_RELIABLE
+
+    @property
+    def codec(self):
+        """The sans-IO codec module of this subprotocol (None for simple clients)."""
+        if self.is_binary:
+            return codec_protobuf
+        return codec_json if self is not WireProtocol.SIMPLE else None
 
     @property
     def is_pubsub(self) -> bool:
@@ -62,7 +76,7 @@ class WireProtocol(enum.Enum):
 
     @property
     def is_reliable(self) -> bool:
-        return self is WireProtocol.JSON_RELIABLE
+        return self is WireProtocol.JSON_RELIABLE or self is WireProtocol.PROTOBUF_RELIABLE
 
 
 def new_lifecycle(protocol: "WireProtocol") -> Lifecycle:
@@ -102,7 +116,7 @@ class ClientConnection:
         "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "denied", "__weakref__",
+        "denied", "codec", "_text", "__weakref__",
     )
 
     def __init__(
@@ -127,6 +141,8 @@ class ClientConnection:
         self.connection_id = connection_id
         self.ws = ws
         self.protocol = protocol
+        self.codec = protocol.codec  # codec_json or codec_protobuf (same API)
+        self._text = not protocol.is_binary
         self.user_id = user_id
         self.roles: set[str] = set(roles)
         #: (action, group) pairs revoked through the REST/embedded API (see ``may``).
@@ -177,29 +193,38 @@ class ClientConnection:
         protocol = self.protocol
         if protocol is WireProtocol.JSON:
             frame = publication.json_frame()
-        elif protocol is WireProtocol.JSON_RELIABLE:
+        elif protocol is WireProtocol.SIMPLE:
+            frame = publication.simple_frame()
+        elif protocol is WireProtocol.PROTOBUF:
+            frame = publication.protobuf_frame()
+        else:  # reliable: the next sequence id, kept until acked
             replay = self.replay
             sequence_id = replay.last_sent + 1
-            frame = publication.json_frame_with_sequence(sequence_id)
+            if protocol is WireProtocol.JSON_RELIABLE:
+                frame = publication.json_frame_with_sequence(sequence_id)
+            else:
+                frame = publication.protobuf_frame_with_sequence(sequence_id)
             if not replay.add(sequence_id, frame):
                 self.hub.counters["reliable_buffer_full"] += 1
                 self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
                 return
-        else:
-            frame = publication.simple_frame()
         if self.ws.send_nowait(frame):
             self.delivered += 1
         else:
             self._overflow()
 
-    def send_json_nowait(self, body: bytes) -> None:
-        """Queue a protocol message (ack, system, pong) for a PubSub client.
+    def _frame(self, body: bytes) -> bytes:
+        """A WebSocket frame for one protocol message of this connection's subprotocol."""
+        return encode_frame(body, text=self._text)
+
+    def send_protocol_nowait(self, body: bytes) -> None:
+        """Queue a protocol message (ack, system, pong) encoded by ``self.codec``.
 
         These answer the client's own requests, so they use the outbox's reply allowance
         and are never dropped by the ``drop`` policy: past the allowance the client is
         closed as a slow consumer whatever the policy.
         """
-        if not self.ws.send_nowait(encode_frame(body, text=True), reply=True):
+        if not self.ws.send_nowait(self._frame(body), reply=True):
             self._overflow(force_close=True)
 
     def _overflow(self, force_close: bool = False) -> None:
@@ -240,7 +265,7 @@ class ClientConnection:
             ws.outbox.discard_data()
         for effect in self.lifecycle.effects:  # the table: SEND_DISCONNECTED (PubSub only), SEND_CLOSE
             if effect is Effect.SEND_DISCONNECTED and notify:
-                ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(reason), text=True), reply=True)
+                ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(reason)), reply=True)
             elif effect is Effect.SEND_CLOSE:
                 ws.close(code, spec_errors.close_frame_reason(reason))
 
@@ -256,7 +281,7 @@ class ClientConnection:
         ws.outbox.discard_data()
         for effect in life.effects:
             if effect is Effect.SEND_DISCONNECTED:
-                ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(rule.message), text=True), reply=True)
+                ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(rule.message)), reply=True)
             elif effect is Effect.SEND_CLOSE:
                 ws.close(rule.code, rule.message)
             elif effect is Effect.ABORT_TRANSPORT:
@@ -297,7 +322,7 @@ class ClientConnection:
         ws.farewell = self._farewell
         for effect in self.lifecycle.effects:
             if effect is Effect.SEND_CONNECTED:
-                self.send_json_nowait(codec_json.encode_connected(
+                self.send_protocol_nowait(self.codec.encode_connected(
                     self.connection_id, self.user_id, self.hub.reconnection_token(self.connection_id)))
             elif effect is Effect.REPLAY_UNACKED:
                 for frame in self.replay.unacked():
@@ -307,8 +332,8 @@ class ClientConnection:
 
     def _farewell(self, code: int, reason: str) -> None:
         """The transport is closing by itself (e.g. 1009): tell a PubSub client why."""
-        self.ws.outbox.put_nowait(encode_frame(codec_json.encode_disconnected(
-            _TRANSPORT_MESSAGES.get(code, reason)), text=True), reply=True)
+        self.ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(
+            _TRANSPORT_MESSAGES.get(code, reason))), reply=True)
 
     # ---- inbound -------------------------------------------------------------------
 
@@ -318,12 +343,13 @@ class ClientConnection:
         if self.protocol is WireProtocol.SIMPLE:
             await self._on_simple(data)
             return
-        if isinstance(data, bytes):
+        if isinstance(data, bytes) is self._text:
             self.hub.counters["malformed_frames"] += 1
-            self.close_for(Situation.WRONG_FRAME_TYPE)
+            self.close_for(Situation.WRONG_FRAME_TYPE, None if self._text else
+                           "The protobuf subprotocol requires binary messages.")
             return
         try:
-            message = codec_json.decode_client(data)
+            message = self.codec.decode_client(data)
         except codec_json.InvalidMessage as exc:
             self.hub.counters["invalid_messages"] += 1
             if exc.ack_id is not None:
@@ -348,10 +374,10 @@ class ClientConnection:
         if message.ack_id is not None:
             self._ack_error(message.ack_id, ErrorName.BAD_REQUEST, text)
         elif getattr(message, "invocation_id", None) is not None:
-            self.send_json_nowait(codec_json.encode_invoke_response_error(
+            self.send_protocol_nowait(self.codec.encode_invoke_response_error(
                 message.invocation_id, ErrorName.BAD_REQUEST, text))
         elif getattr(message, "stream_id", None) is not None:
-            self.send_json_nowait(codec_json.encode_stream_closed(message.stream_id, ErrorName.BAD_REQUEST, text))
+            self.send_protocol_nowait(self.codec.encode_stream_closed(message.stream_id, ErrorName.BAD_REQUEST, text))
 
     def _seen(self, ack_id: int | None) -> bool:
         """Record an ackId; True (and a Duplicate ack sent) if it was processed already."""
@@ -360,7 +386,7 @@ class ClientConnection:
         if self._acked is None:
             self._acked, self._acked_set = deque(), set()
         if ack_id in self._acked_set:
-            self.send_json_nowait(codec_json.encode_ack(
+            self.send_protocol_nowait(self.codec.encode_ack(
                 ack_id, False, ErrorName.DUPLICATE, f"Message with ack-id: {ack_id} has been processed"))
             return True
         self._acked.append(ack_id)
@@ -371,11 +397,11 @@ class ClientConnection:
 
     def _ack_ok(self, ack_id: int | None) -> None:
         if ack_id is not None:
-            self.send_json_nowait(codec_json.encode_ack(ack_id, True))
+            self.send_protocol_nowait(self.codec.encode_ack(ack_id, True))
 
     def _ack_error(self, ack_id: int | None, name: str, message: str) -> None:
         if ack_id is not None:
-            self.send_json_nowait(codec_json.encode_ack(ack_id, False, name, message))
+            self.send_protocol_nowait(self.codec.encode_ack(ack_id, False, name, message))
 
     async def _join(self, msg: codec_json.JoinGroup) -> None:
         if self._seen(msg.ack_id):
@@ -442,7 +468,7 @@ class ClientConnection:
         self._ack_ok(msg.ack_id)
 
     async def _ping(self, msg: codec_json.Ping) -> None:
-        self.send_json_nowait(codec_json.encode_pong())
+        self.send_protocol_nowait(self.codec.encode_pong())
 
     async def _sequence_ack(self, msg: codec_json.SequenceAck) -> None:
         if self.replay is not None:

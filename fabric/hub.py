@@ -207,7 +207,7 @@ class Hub:
             for effect in life.effects:  # in the table's order: connected precedes every frame
                 if effect is Effect.SEND_CONNECTED:
                     token = self.reconnection_token(connection.connection_id) if life.reliable else None
-                    connection.send_json_nowait(codec_json.encode_connected(
+                    connection.send_protocol_nowait(connection.codec.encode_connected(
                         connection.connection_id, connection.user_id, token))
                 elif effect is Effect.JOIN_INITIAL_GROUPS:
                     for group in initial_groups:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 
 from transport.frames import encode_frame
 
-from . import codec_json, codec_simple
+from . import codec_json, codec_protobuf, codec_simple
 from .messages import Payload
 
 Origin = Literal["group", "server"]
@@ -23,7 +23,7 @@ Origin = Literal["group", "server"]
 class Publication:
     __slots__ = (
         "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
-        "_json", "_json_frame", "_simple_frame",
+        "_json", "_json_frame", "_simple_frame", "_pb", "_pb_frame",
     )
 
     def __init__(
@@ -51,6 +51,8 @@ class Publication:
         self._json: bytes | None = None
         self._json_frame: bytes | None = None
         self._simple_frame: bytes | None = None
+        self._pb: bytes | None = None
+        self._pb_frame: bytes | None = None
 
     def skips(self, connection_id: str) -> bool:
         """True if this publication must not reach that connection."""
@@ -76,6 +78,25 @@ class Publication:
 
     def json_frame_with_sequence(self, sequence_id: int) -> bytes:
         return encode_frame(codec_json.with_sequence_id(self.json_body(), sequence_id), text=True)
+
+    def protobuf_body(self) -> bytes:
+        body = self._pb
+        if body is None:
+            if self.origin == "group":
+                body = codec_protobuf.encode_group_message(self.group, self.payload, self.from_user_id)
+            else:
+                body = codec_protobuf.encode_server_message(self.payload)
+            self._pb = body
+        return body
+
+    def protobuf_frame(self) -> bytes:
+        frame = self._pb_frame
+        if frame is None:
+            frame = self._pb_frame = encode_frame(self.protobuf_body(), text=False)
+        return frame
+
+    def protobuf_frame_with_sequence(self, sequence_id: int) -> bytes:
+        return encode_frame(codec_protobuf.with_sequence_id(self.protobuf_body(), sequence_id), text=False)
 
     def simple_frame(self) -> bytes:
         frame = self._simple_frame
