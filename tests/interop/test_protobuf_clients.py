@@ -1,0 +1,252 @@
+"""The protobuf subprotocols over real sockets, with a client generated from the published schema.
+
+Microsoft's protobuf clients are not installable here (issue 6), so the client is
+`protobuf_client.py`: protoc's classes from `tests/proto/webpubsub.v1.proto` (compiled once per
+session by `tests/proto/conftest.py`) plus the JS SDK's connection logic (acks, sequence acks,
+dedupe, recovery, new connection on 1008). It never imports the server's codec.
+
+What is checked, and where the expectation comes from:
+- the frames themselves: reference webpubsub-protocol.md §4 (messages and field numbers),
+  specs/webpubsub_protobuf.py (decisions: JSON payloads travel as `json_data` = 4;
+  explicit-presence fields such as `group`, `sequence_id`, `reconnection_token` are written
+  only when they have a value; an anonymous user id is "");
+- acks and their errors: specs/errors.py (Forbidden, Duplicate with the documented text,
+  NotFound for an event nobody handles, BadRequest for an invalid message with an ackId);
+- a group whose members speak every subprotocol: reference §4 "Cross-protocol conversion"
+  and §2.6 (simple clients get text frames for text/json, binary frames for binary/protobuf;
+  JSON clients get base64 for binary/protobuf);
+- the reliable variant: reference §5 and specs/reliable.py (sequence ids from 1 per
+  connection, recovery keeps the connection id, replay is at-least-once, the client dedupes);
+  the subscriber goes through `chaos_proxy.ChaosProxy` exactly as in test_reliable_sdks.py,
+  except that the pacing reads the acks off the client itself (the proxy only sniffs JSON);
+- bad input: specs/errors.py CLOSE_RULES (malformed frame / invalid message without ackId:
+  `disconnected`, then 1007; a text frame on protobuf: `disconnected`, then 1003; the session
+  is discarded, so a reliable client's recovery is refused with 1008), and clients that did
+  nothing wrong carry on.
+Every wait is bounded; failures carry the client's socket history and the server's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import trio
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+
+from chaos_proxy import ChaosProxy
+from interop_support import (
+    WAIT_TIMEOUT,
+    Closed,
+    FabricServer,
+    JsonClient,
+    RawClient,
+    open_json_client,
+    open_raw_client,
+    unique,
+)
+from protobuf_client import (
+    AckError,
+    ProtobufClient,
+    ReceivedMessage,
+    any_message,
+    open_protobuf_client,
+    with_query,
+)
+
+BOTH_ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
+DUPLICATE_TEXT = "Message with ack-id: {} has been processed"  # concept-ack.md, specs/errors.py
+
+# Load the session fixture `pb` (protoc's generated module) from tests/proto/conftest.py.
+_PROTO_CONFTEST = Path(__file__).resolve().parents[1] / "proto" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("_fabric_tests_proto_oracle_interop", _PROTO_CONFTEST)
+assert _spec is not None and _spec.loader is not None
+_oracle = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_oracle)
+pb = _oracle.pb
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def url_for(server: FabricServer, hub: str, *, user_id: str | None = None,
+            roles: tuple[str, ...] = BOTH_ROLES, groups: tuple[str, ...] = ()) -> str:
+    return server.client_url(hub, user_id=user_id, roles=roles, groups=groups)
+
+
+def pb_client(pb_module: Any, server: FabricServer, url: str, *, reliable: bool, label: str, **kwargs: Any) -> Any:
+    """`open_protobuf_client` whose failures also show the server's output."""
+    return open_protobuf_client(pb_module, url, reliable=reliable, label=label, describe_extra=server.describe,
+                                **kwargs)
+
+
+def packed(pb_module: Any, text: str) -> any_pb2.Any:
+    """A real google.protobuf.Any: a MessageData packed (type_url type.googleapis.com/azure.webpubsub.MessageData)."""
+    out = any_pb2.Any()
+    out.Pack(pb_module.MessageData(text_data=text))
+    return out
+
+
+def assert_data(msg: ReceivedMessage, data_type: str, value: Any) -> None:
+    """`msg` carries `value` as `data_type` (JSON compared as values, Any by type_url and value)."""
+    assert msg.data_type == data_type, f"expected {data_type}, got {msg}"
+    if data_type == "json":
+        assert json.loads(msg.data) == value, msg
+    elif data_type == "protobuf":
+        assert (msg.data.type_url, msg.data.value) == (value.type_url, value.value), msg
+    else:
+        assert msg.data == value, msg
+
+
+async def fence(client: ProtobufClient) -> None:
+    """Ping and wait for the pong: everything the server queued for `client` before it
+    handled the ping has arrived (one connection's frames are delivered in order)."""
+    await client.ping()
+
+
+def reliable_ids(reliable: bool) -> list[Any]:
+    return [pytest.param(False, id="protobuf"), pytest.param(True, id="protobuf.reliable")]
+
+
+# ------------------------------------------------------------------------------ 1. both subprotocols
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
+async def test_connected_join_publish_every_data_type_and_ping(fabric_server, pb, reliable):
+    hub, group = unique("pb_basic"), unique("g")
+    user = unique("pb_user")
+    async with (
+        pb_client(pb, fabric_server, url_for(fabric_server, hub, user_id=user), reliable=reliable, label="a") as a,
+        pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=reliable, label="anon") as b,
+    ):
+        # connected: the first frame, with the connection id, the token's user, and a
+        # reconnection token exactly on the reliable subprotocol
+        for client, expected_user in ((a, user), (b, "")):
+            ((conn_id, user_id, token),) = client.sockets[0].connected
+            assert conn_id and user_id == expected_user, client.describe()
+            if reliable:
+                assert token, client.describe()
+            else:
+                assert token is None, f"reconnection_token on the non-reliable subprotocol: {client.describe()}"
+        assert a.connection_id != b.connection_id
+
+        # join with ack: ack_id echoed, success, no error field
+        ack = await a.join_group(group)
+        assert (ack.ack_id, ack.success, ack.HasField("error")) == (1, True, False), ack
+        await b.join_group(group)
+
+        payloads = [
+            ("text", "hello ✓ protobuf"),
+            ("json", {"a": 1, "b": [True, None, "x", 2.5], "c": {"d": "é"}}),
+            ("binary", bytes(range(256)) + b"\x00"),
+            ("protobuf", packed(pb, "inside an Any")),
+        ]
+        for i, (data_type, value) in enumerate(payloads):
+            ack = await a.send_to_group(group, value, data_type)
+            assert (ack.success, ack.HasField("error")) == (True, False), ack
+        json_text = json.dumps(payloads[1][1])
+        for client in (a, b):  # the sender gets its own messages too (no_echo false)
+            for i, (data_type, value) in enumerate(payloads):
+                msg = await client.next_message(i)
+                assert (msg.source, msg.group) == ("group", group), msg
+                assert_data(msg, data_type, value)
+                assert msg.sequence_id == (i + 1 if reliable else None), msg
+                assert not msg.raw.data_message.HasField("stream") and not msg.raw.data_message.metadata, msg
+            # decision protobuf.json-data: json_data holds the JSON text exactly as published
+            assert client.messages[1].data == json_text, client.messages[1]
+
+        # no_echo: only the other member gets it
+        await a.send_to_group(group, "not to myself", no_echo=True)
+        msg = await b.next_message(4)
+        assert_data(msg, "text", "not to myself")
+        await fence(a)
+        assert len(a.messages) == 4, a.describe()
+
+        # leave: a no longer gets group messages
+        await a.leave_group(group)
+        await b.send_to_group(group, "after a left")
+        assert_data(await b.next_message(5), "text", "after a left")
+        await fence(a)
+        assert len(a.messages) == 4, a.describe()
+
+        # ping -> pong on both
+        for client in (a, b):
+            await client.ping()
+            assert client.pongs >= 1
+
+        if reliable:  # the client's cumulative sequence ack went out (timer: once a second)
+            await b.wait_for(lambda: b.last_ack_sent == 6, "b's sequence ack of 6", timeout=3)
+        assert a.protocol_errors == [] and b.protocol_errors == [], (a.describe(), b.describe())
+        assert len(a.sockets) == 1 and len(b.sockets) == 1, "no reconnects expected"
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
+async def test_ack_errors_forbidden_not_found_and_duplicate(fabric_server, pb, reliable):
+    hub, group = unique("pb_acks"), unique("g")
+    async with (
+        pb_client(pb, fabric_server, url_for(fabric_server, hub, roles=()), reliable=reliable, label="norole") as weak,
+        pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=reliable, label="pub") as pub,
+        pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=reliable, label="sub") as sub,
+    ):
+        # no roles: join and send are Forbidden; the connection stays open
+        with pytest.raises(AckError) as err:
+            await weak.join_group(group)
+        assert err.value.name == "Forbidden" and err.value.message, err.value
+        with pytest.raises(AckError) as err:
+            await weak.send_to_group(group, "nope")
+        assert err.value.name == "Forbidden", err.value
+        with pytest.raises(AckError) as err:  # `fabric serve` has no event handler
+            await weak.send_event("nobody_listens", {"x": 1}, "json")
+        assert err.value.name == "NotFound", err.value
+        await weak.ping()
+
+        # Duplicate: the same ackId again is answered, not processed again
+        await sub.join_group(group)
+        await pub.join_group(group, ack_id=7)
+        with pytest.raises(AckError) as err:
+            await pub.join_group(group, ack_id=7)
+        assert (err.value.ack_id, err.value.name, err.value.message) == (7, "Duplicate", DUPLICATE_TEXT.format(7))
+        await pub.send_to_group(group, "first", ack_id=20)
+        with pytest.raises(AckError) as err:
+            await pub.send_to_group(group, "second with the same ackId", ack_id=20)
+        assert (err.value.name, err.value.message) == ("Duplicate", DUPLICATE_TEXT.format(20))
+        await pub.send_to_group(group, "third", ack_id=21)
+        assert_data(await sub.next_message(0), "text", "first")
+        assert_data(await sub.next_message(1), "text", "third")
+        await fence(sub)
+        assert [m.data for m in sub.messages] == ["first", "third"]
+        assert sub.messages[1].sequence_id == (2 if reliable else None)
+
+        # a failed (Forbidden) ackId is not remembered: after a grant it could be retried;
+        # here it is simply not a Duplicate on another connection's counter
+        for client in (weak, pub, sub):
+            assert client.protocol_errors == [] and len(client.sockets) == 1, client.describe()
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
+async def test_events_with_ack_and_server_messages(echo_server, pb, reliable):
+    """`event` with an ackId on the echo server: the reply is a server DataMessage in the
+    event's data type (from "server", no group); a failing handler is an ack error."""
+    hub = echo_server.ECHO_HUB
+    async with pb_client(pb, echo_server, url_for(echo_server, hub), reliable=reliable, label="ev") as c:
+        payloads = [("text", "echo ✓"), ("json", [1, {"two": 2}]), ("binary", b"\x00\x01\xfe\xff"),
+                    ("protobuf", packed(pb, "echoed Any"))]
+        for i, (data_type, value) in enumerate(payloads):
+            ack = await c.send_event("echo", value, data_type)
+            assert ack.success, ack
+            msg = await c.next_message(i)
+            assert (msg.source, msg.group) == ("server", None), msg
+            assert_data(msg, data_type, value)
+            assert msg.sequence_id == (i + 1 if reliable else None), msg
+        with pytest.raises(AckError) as err:
+            await c.send_event("fail", "please fail")
+        assert err.value.name == "InternalServerError", err.value
+        await c.send_event("echo", "without an ack", ack=False)
+        assert_data(await c.next_message(4), "text", "without an ack")
+        assert c.protocol_errors == [], c.describe()
