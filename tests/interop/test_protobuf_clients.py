@@ -250,3 +250,137 @@ async def test_events_with_ack_and_server_messages(echo_server, pb, reliable):
         await c.send_event("echo", "without an ack", ack=False)
         assert_data(await c.next_message(4), "text", "without an ack")
         assert c.protocol_errors == [], c.describe()
+
+
+# ------------------------------------------------------------------------------ 2. a mixed group
+
+KINDS = ("json", "json.reliable", "protobuf", "protobuf.reliable")
+DATA_TYPES = ("text", "json", "binary", "protobuf")
+
+
+def payload_for(pb_module: Any, publisher: str, data_type: str) -> Any:
+    """A value unique to (publisher, data type)."""
+    if data_type == "text":
+        return f"{publisher} says ✓ hi"
+    if data_type == "json":
+        return {"from": publisher, "n": [1, 2.5, True, None], "s": "é\"\\"}
+    if data_type == "binary":
+        return publisher.encode() + bytes([0, 1, 127, 128, 254, 255])
+    return any_message(f"type.googleapis.com/test.{publisher.replace('.', '_')}", publisher.encode() + b"\x00\xff")
+
+
+def wire_bytes(value: Any) -> bytes:
+    """The bytes a binary/protobuf payload is made of (for protobuf: the serialized Any)."""
+    return value.SerializeToString() if isinstance(value, any_pb2.Any) else value
+
+
+async def json_ping_fence(client: JsonClient) -> list[dict[str, Any]]:
+    """Ping; return every frame that arrived before the pong (none expected)."""
+    await client.send_json({"type": "ping"})
+    before = list(client.pending)
+    client.pending.clear()
+    with trio.fail_after(WAIT_TIMEOUT):
+        while (msg := await client.recv_json()).get("type") != "pong":
+            before.append(msg)
+    return [m for m in before if m.get("type") != "ack"]
+
+
+async def await_simple_in_groups(publisher: JsonClient, simple: RawClient, sync_group: str) -> None:
+    """A simple client gets no `connected`: probe `sync_group` (its last token group) until a
+    probe arrives, then read up to a marker, so its stream starts clean."""
+    with trio.fail_after(WAIT_TIMEOUT):
+        probe = 0
+        while True:
+            probe += 1
+            await publisher.publish(sync_group, f"probe-{probe}", "text")
+            frame = await simple.try_recv(0.2)
+            if frame is not None:
+                break
+        await publisher.publish(sync_group, "synced", "text")
+        while (frame := await simple.recv()) != "synced":
+            assert isinstance(frame, str) and frame.startswith("probe-"), frame
+
+
+async def test_mixed_group_every_member_gets_every_message_in_its_own_format(fabric_server, pb):
+    """Members on both JSON subprotocols, both protobuf subprotocols and a simple client; each
+    PubSub member publishes every data type, a simple sendToGroup client publishes text and
+    binary. Every member gets all 18 messages, in publish order, converted per reference §4
+    "Cross-protocol conversion" and §2.6."""
+    hub, group, sync_group = unique("pb_mixed"), unique("g"), unique("sync")
+    users = {name: unique(name.replace(".", "_")) for name in (*KINDS, "simple", "simple_pub")}
+    server = fabric_server
+
+    def url(name: str, **kwargs: Any) -> str:
+        return url_for(server, hub, user_id=users[name], **kwargs)
+
+    simple_pub_url = with_query(url("simple_pub", roles=(f"webpubsub.sendToGroup.{group}",)),
+                                webpubsub_mode="sendToGroup", group=group)
+    async with (
+        open_json_client(url("json"), label="json", server=server) as jm,
+        open_json_client(url("json.reliable"), reliable=True, label="json.reliable", server=server) as jr,
+        pb_client(pb, server, url("protobuf"), reliable=False, label="protobuf") as pm,
+        pb_client(pb, server, url("protobuf.reliable"), reliable=True, label="protobuf.reliable") as pr,
+        open_raw_client(url("simple", roles=(), groups=(group, sync_group)), label="simple", server=server) as sm,
+        open_raw_client(simple_pub_url, label="simple_pub", server=server) as sp,
+    ):
+        members: dict[str, Any] = {"json": jm, "json.reliable": jr, "protobuf": pm, "protobuf.reliable": pr}
+        for name, client in members.items():
+            if isinstance(client, JsonClient):
+                await client.join(group)
+            else:
+                await client.join_group(group)
+        await await_simple_in_groups(jm, sm, sync_group)
+
+        schedule = [(p, dt) for p in KINDS for dt in DATA_TYPES] + [("simple_pub", "text"), ("simple_pub", "binary")]
+        for k, (publisher, data_type) in enumerate(schedule):
+            value = payload_for(pb, publisher, data_type)
+            # publish
+            if publisher == "simple_pub":
+                await sp.send(value if data_type == "text" else wire_bytes(value))
+            elif publisher.startswith("json"):
+                data = base64.b64encode(wire_bytes(value)).decode() if data_type in ("binary", "protobuf") else value
+                await members[publisher].publish(group, data, data_type)
+            else:
+                await members[publisher].send_to_group(group, value, data_type)
+            where = f"message {k} ({publisher} {data_type})"
+
+            # JSON members: dataType and base64 where due, fromUserId, sequenceId on reliable
+            for name in ("json", "json.reliable"):
+                msg = await members[name].next_message()
+                assert (msg["from"], msg["group"], msg["dataType"]) == ("group", group, data_type), f"{name} {where}: {msg}"
+                assert msg.get("fromUserId") == users[publisher], f"{name} {where}: {msg}"
+                got = msg["data"]
+                if data_type in ("binary", "protobuf"):
+                    assert base64.b64decode(got, validate=True) == wire_bytes(value), f"{name} {where}: {msg}"
+                else:
+                    assert got == value, f"{name} {where}: {msg}"
+                if name == "json.reliable":
+                    assert msg.get("sequenceId") == k + 1, f"{name} {where}: {msg}"
+                else:
+                    assert "sequenceId" not in msg, f"{name} {where}: {msg}"
+
+            # protobuf members: the MessageData member of the data type
+            for name in ("protobuf", "protobuf.reliable"):
+                msg = await members[name].next_message(k)
+                assert (msg.source, msg.group) == ("group", group), f"{name} {where}: {msg}"
+                assert_data(msg, data_type, value)
+                assert msg.sequence_id == (k + 1 if name == "protobuf.reliable" else None), f"{name} {where}: {msg}"
+
+            # the simple member: text frames for text/json, binary frames for binary/protobuf
+            frame = await sm.recv()
+            if data_type == "text":
+                assert frame == value, f"simple {where}: {frame!r}"
+            elif data_type == "json":
+                assert isinstance(frame, str) and json.loads(frame) == value, f"simple {where}: {frame!r}"
+            else:
+                assert isinstance(frame, bytes) and frame == wire_bytes(value), f"simple {where}: {frame!r}"
+
+        # nothing else arrived anywhere
+        for name in ("json", "json.reliable"):
+            extra = await json_ping_fence(members[name])
+            assert extra == [], f"{name} got more: {extra}"
+        for name in ("protobuf", "protobuf.reliable"):
+            await fence(members[name])
+            assert len(members[name].messages) == len(schedule), members[name].describe()
+            assert members[name].protocol_errors == [] and members[name].duplicates == 0, members[name].describe()
+        assert await sm.try_recv(0.3) is None
