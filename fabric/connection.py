@@ -79,6 +79,14 @@ class WireProtocol(enum.Enum):
         return self is WireProtocol.JSON_RELIABLE or self is WireProtocol.PROTOBUF_RELIABLE
 
 
+# Module constants: looking an Enum member up on its class costs ~10x a global read in
+# CPython 3.11, and deliver_nowait runs once per recipient of every message.
+_JSON = WireProtocol.JSON
+_JSON_RELIABLE = WireProtocol.JSON_RELIABLE
+_PROTOBUF = WireProtocol.PROTOBUF
+_SIMPLE = WireProtocol.SIMPLE
+
+
 def new_lifecycle(protocol: "WireProtocol") -> Lifecycle:
     """The specs' connection state machine for one connection (no history kept)."""
     return Lifecycle(subprotocol=protocol.is_pubsub, reliable=protocol.is_reliable, keep_history=False)
@@ -191,16 +199,16 @@ class ClientConnection:
     def deliver_nowait(self, publication: Publication) -> None:
         """Queue one publication for this client. Never blocks."""
         protocol = self.protocol
-        if protocol is WireProtocol.JSON:
+        if protocol is _JSON:
             frame = publication.json_frame()
-        elif protocol is WireProtocol.SIMPLE:
+        elif protocol is _SIMPLE:
             frame = publication.simple_frame()
-        elif protocol is WireProtocol.PROTOBUF:
+        elif protocol is _PROTOBUF:
             frame = publication.protobuf_frame()
         else:  # reliable: the next sequence id, kept until acked
             replay = self.replay
             sequence_id = replay.last_sent + 1
-            if protocol is WireProtocol.JSON_RELIABLE:
+            if protocol is _JSON_RELIABLE:
                 frame = publication.json_frame_with_sequence(sequence_id)
             else:
                 frame = publication.protobuf_frame_with_sequence(sequence_id)

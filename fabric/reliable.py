@@ -37,12 +37,16 @@ def valid_reconnection_token(token: str, keys: Sequence[str], hub: str, connecti
 
 
 class ReplayBuffer:
-    """Unacknowledged encoded frames of one reliable connection, in sequence order."""
+    """Unacknowledged encoded frames of one reliable connection, in sequence order.
+
+    Sequence ids are consecutive, so only the frames are stored (plain bytes: nothing for
+    the garbage collector to track per message); frame ``i`` carries ``last_acked + 1 + i``.
+    """
 
     __slots__ = ("_frames", "_bytes", "max_messages", "max_bytes", "last_sent", "last_acked", "bogus_acks")
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
-        self._frames: deque[tuple[int, bytes]] = deque()
+        self._frames: deque[bytes] = deque()
         self._bytes = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -62,11 +66,11 @@ class ReplayBuffer:
 
     def add(self, sequence_id: int, frame: bytes) -> bool:
         """Keep ``frame`` (carrying ``sequence_id`` = last_sent + 1). False if over a bound."""
-        if len(self._frames) >= self.max_messages or self._bytes + len(frame) > self.max_bytes:
+        size = self._bytes + len(frame)
+        if size > self.max_bytes or len(self._frames) >= self.max_messages:
             return False
-        assert sequence_id == self.last_sent + 1, "sequence ids are consecutive"
-        self._frames.append((sequence_id, frame))
-        self._bytes += len(frame)
+        self._frames.append(frame)
+        self._bytes = size
         self.last_sent = sequence_id
         return True
 
@@ -75,16 +79,15 @@ class ReplayBuffer:
         if sequence_id > self.last_sent:
             self.bogus_acks += 1
             sequence_id = self.last_sent
-        if sequence_id <= self.last_acked:
+        released = sequence_id - self.last_acked
+        if released <= 0:
             return 0
         self.last_acked = sequence_id
-        released = 0
         frames = self._frames
-        while frames and frames[0][0] <= sequence_id:
-            self._bytes -= len(frames.popleft()[1])
-            released += 1
+        for _ in range(released):
+            self._bytes -= len(frames.popleft())
         return released
 
     def unacked(self) -> Iterable[bytes]:
         """The frames to replay after a recovery, oldest first."""
-        return [frame for _, frame in self._frames]
+        return list(self._frames)
