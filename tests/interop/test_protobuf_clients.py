@@ -384,3 +384,101 @@ async def test_mixed_group_every_member_gets_every_message_in_its_own_format(fab
             assert len(members[name].messages) == len(schedule), members[name].describe()
             assert members[name].protocol_errors == [] and members[name].duplicates == 0, members[name].describe()
         assert await sm.try_recv(0.3) is None
+
+
+# ------------------------------------------------------------------------------ 3. reliability
+
+MESSAGES = 5000
+ABORTS = 5
+HALF_OPEN = frozenset({1, 3})  # aborts 2 and 4 leave the server's socket open (decision reliable.half-open)
+ACK_WINDOW = 600  # never more than this many messages beyond the subscriber's last sequence ack
+MAX_RATE = 1000.0  # messages per second
+BATCH = 20  # send_to_group frames per publisher round trip (the last one carries an ackId)
+PUBLISH_TIMEOUT = 40.0
+DRAIN_TIMEOUT = 15.0
+
+
+def _ready_for_abort(sub: ProtobufClient, aborts_done: int) -> bool:
+    """The subscriber is on the socket we expect (one per abort so far), and it carries data."""
+    return (len(sub.sockets) == aborts_done + 1 and sub.is_open and sub.sockets[-1].status == "open"
+            and sub.sockets[-1].data_frames > 0)
+
+
+async def publish_through_chaos(pub: ProtobufClient, sub: ProtobufClient, group: str, proxy: ChaosProxy) -> None:
+    """Publish "m0".."m4999" paced on the subscriber's sequence acks (the server discards a
+    session with more than 1000 unacked messages), aborting the subscriber's socket ABORTS
+    times spread over the run."""
+    thresholds = [MESSAGES * (k + 1) // (ABORTS + 1) for k in range(ABORTS)]
+    sent = aborts_done = 0
+    started = trio.current_time()
+    with trio.move_on_after(PUBLISH_TIMEOUT) as scope:
+        while sent < MESSAGES:
+            if aborts_done < ABORTS and sent >= thresholds[aborts_done] and _ready_for_abort(sub, aborts_done):
+                victims = await trio.to_thread.run_sync(lambda: proxy.abort_all(half_open=aborts_done in HALF_OPEN))
+                assert victims == 1, f"abort {aborts_done + 1}: expected one live connection, aborted {victims}"
+                aborts_done += 1
+                continue
+            elapsed = trio.current_time() - started
+            if sent + BATCH - sub.last_ack_sent > ACK_WINDOW or sent > MAX_RATE * elapsed:
+                await trio.sleep(0.005)
+                continue
+            count = min(BATCH, MESSAGES - sent)
+            for i in range(sent, sent + count - 1):
+                await pub.send_to_group(group, f"m{i}", ack=False)
+            await pub.send_to_group(group, f"m{sent + count - 1}")
+            sent += count
+    if scope.cancelled_caught:
+        sub.fail(f"publishing did not finish in {PUBLISH_TIMEOUT} s: sent {sent}, aborts {aborts_done}")
+    if aborts_done != ABORTS:
+        sub.fail(f"only {aborts_done} of {ABORTS} aborts happened (recoveries too slow to carry data)")
+
+
+async def test_protobuf_reliable_client_gets_5000_messages_once_in_order_across_five_aborts(fabric_server, pb):
+    hub, group = unique("pb_rel"), unique("g")
+    with ChaosProxy(fabric_server.port, name="chaos-pb") as proxy:
+        sub_url = proxy.proxied(url_for(fabric_server, hub, user_id=unique("pb_sub")))
+        async with (
+            open_protobuf_client(pb, sub_url, reliable=True, label="pb_sub", auto_reconnect=False,
+                                 describe_extra=lambda: f"{proxy.describe()}\n{fabric_server.describe()}") as sub,
+            pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=False, label="pb_pub") as pub,
+        ):
+            await sub.join_group(group)
+            first = sub.sockets[0].connected[0]
+            await publish_through_chaos(pub, sub, group, proxy)
+            await sub.wait_for(lambda: len(sub.messages) >= MESSAGES and sub.last_ack_sent >= MESSAGES,
+                               f"all {MESSAGES} messages and their sequence ack", DRAIN_TIMEOUT)
+            await trio.sleep(0.5)  # anything delivered twice would show up now
+            await fence(sub)
+            records = proxy.records()  # before the client's own close frame
+            report = sub.describe()
+
+        # exactly once, in order, with the original sequence ids, on one connection
+        data = [m.data for m in sub.messages]
+        assert len(data) == MESSAGES, f"{len(data)} messages, {len(set(data))} distinct\n{report}"
+        assert data == [f"m{i}" for i in range(MESSAGES)], next(
+            (f"message {i} is {d!r}" for i, d in enumerate(data) if d != f"m{i}"), "")
+        assert [m.sequence_id for m in sub.messages] == list(range(1, MESSAGES + 1))
+        assert {(m.source, m.group, m.data_type) for m in sub.messages} == {("group", group, "text")}
+        assert sub.events[:1] == [("connected", first[0])] and ("disconnected", "") not in sub.events, report
+        assert [e for e in sub.events if e[0] != "stopped"] == [("connected", first[0])], report
+        assert sub.protocol_errors == [], report
+
+        # the client's view: one new socket, then one successful recovery per abort, each
+        # answered with connected for the same id and token (decision reliable.connected-again)
+        sockets = list(sub.sockets)
+        assert [s.kind for s in sockets] == ["new"] + ["recovery"] * ABORTS, report
+        assert [s.close_code for s in sockets[:-1]] == [1006] * ABORTS, report
+        assert all(s.connected == [first] for s in sockets), report
+        # at-least-once on the wire: replays resent what was seen but not yet acked; dropped here
+        wire = sum(s.data_frames for s in sockets)
+        assert sub.duplicates == wire - MESSAGES > 0, f"nothing was replayed?\n{report}"
+
+        # the proxy's view: the recovery requests carried the SDK query parameters
+        summary = "\n".join(r.summary() for r in records)
+        assert len(records) == ABORTS + 1 and not records[0].is_recovery, summary
+        for rec in records[1:]:
+            assert rec.query.get("awps_connection_id") == first[0], summary
+            assert rec.query.get("awps_reconnection_token") == first[2], summary
+        assert all(r.status == 101 and r.server_close_code is None for r in records), summary
+        ended = [(r.ended or "").split(",")[0] for r in records[:ABORTS]]
+        assert ended == ["aborted", "half-open", "aborted", "half-open", "aborted"], summary
