@@ -130,6 +130,7 @@ class Fanout(Scenario):
     window: int = 16
     drain_s: float = 10
     ack_timeout_s: float = 10
+    extra: tuple[str, ...] = ()  # more loadgen flags (e.g. the reliable subprotocol)
 
     def messages(self, deliveries: int) -> int:
         return max(40, deliveries // self.subs)
@@ -141,6 +142,7 @@ class Fanout(Scenario):
         args = [
             "--scenario", "fanout", "--subs", str(self.subs), "--messages", str(self.messages(ctx.deliveries)),
             "--pace", "e2e", "--window", str(self.window), "--ack-timeout", str(self.ack_timeout_s),
+            *self.extra,
         ]  # fmt: skip
         return ctx.loadgen(args, drain_s=self.drain_s)
 
@@ -192,11 +194,14 @@ class Idle(Scenario):
     after connecting minus before, over N+1). One message is sent so delivery is checked.
     The rate is connections opened per second; p50/p99 are per-connection setup times."""
 
+    extra: tuple[str, ...] = ()
+
     def describe(self, deliveries: int) -> str:
-        return f"idle N={self.subs} (rate: connections opened/s; latency: setup)"
+        return f"{self.title} (rate: connections opened/s; latency: setup)"
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
-        args = ["--scenario", "fanout", "--subs", str(self.subs), "--messages", "1", "--warmup", "0", "--pace", "ack"]
+        args = ["--scenario", "fanout", "--subs", str(self.subs), "--messages", "1", "--warmup", "0", "--pace", "ack",
+                *self.extra]
         return ctx.loadgen(args)
 
     def metrics(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -475,6 +480,8 @@ async def _rest_send(port, key, hub, group, subs, requests, concurrency, drain_s
     return record
 
 
+_RELIABLE = ("--subprotocol", "json.reliable.webpubsub.azure.v1")
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -486,5 +493,11 @@ SCENARIOS: dict[str, Scenario] = {
         Echo("echo", "echo", quick=True),
         Idle("idle5000", "idle N=5000", subs=5000),
         RestSend("rest_send", "REST send-to-group", subs=100, requires=frozenset({"rest"})),
+        # The same with json.reliable.webpubsub.azure.v1 subscribers (sequence ids, replay
+        # buffers, cumulative acks like the JS SDK): issue 6 wants >= 0.7x of fanout1000's
+        # throughput and <= 1.5x of idle5000's memory, measured in the same run.
+        Fanout("fanout1000r", "fan-out N=1000, reliable JSON", subs=1000, extra=_RELIABLE,
+               requires=frozenset({"reliable"})),
+        Idle("idle5000r", "idle N=5000, reliable JSON", subs=5000, extra=_RELIABLE, requires=frozenset({"reliable"})),
     ]
 }

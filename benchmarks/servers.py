@@ -90,7 +90,7 @@ SERVERS: dict[str, Server] = {
             "the fabric: python -m fabric serve (Web PubSub JSON subprotocol)",
             WPS_ARGS,
             _fabric,
-            frozenset({"wps", "rest"}),
+            frozenset({"wps", "rest", "reliable"}),
             _python_missing("fabric", "trio"),
         ),
         Server(
