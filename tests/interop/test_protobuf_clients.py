@@ -482,3 +482,172 @@ async def test_protobuf_reliable_client_gets_5000_messages_once_in_order_across_
         assert all(r.status == 101 and r.server_close_code is None for r in records), summary
         ended = [(r.ended or "").split(",")[0] for r in records[:ABORTS]]
         assert ended == ["aborted", "half-open", "aborted", "half-open", "aborted"], summary
+
+
+# ------------------------------------------------------------------------------ 4. bad input
+
+WRONG_FRAME_TEXT = "The protobuf subprotocol requires binary messages."  # specs/errors.py WRONG_FRAME_TYPE
+
+
+class Bystanders:
+    """A protobuf publisher, a reliable protobuf subscriber and a JSON subscriber in one group,
+    connected before the damage; the bad client joins the same group."""
+
+    def __init__(self, server: FabricServer, hub: str, group: str, pub: ProtobufClient, sub: ProtobufClient,
+                 json_sub: JsonClient) -> None:
+        self.server, self.hub, self.group = server, hub, group
+        self.pub, self.sub, self.json_sub = pub, sub, json_sub
+        self.rounds = 0
+
+    async def check(self) -> None:
+        self.server.check_alive()
+        text = f"still here {self.rounds}"
+        await self.pub.send_to_group(self.group, text)
+        assert_data(await self.sub.next_message(self.rounds), "text", text)
+        assert self.sub.messages[-1].sequence_id == self.rounds + 1
+        msg = await self.json_sub.next_message()
+        assert (msg["dataType"], msg["data"]) == ("text", text), msg
+        self.rounds += 1
+        assert self.sub.protocol_errors == [] and len(self.sub.sockets) == 1, self.sub.describe()
+
+
+@pytest.fixture
+async def bystanders(fabric_server, pb):
+    hub, group = unique("pb_bad"), unique("g")
+    async with (
+        pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=False, label="by_pub") as pub,
+        pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=True, label="by_sub") as sub,
+        open_json_client(url_for(fabric_server, hub), label="by_json", server=fabric_server) as json_sub,
+    ):
+        await sub.join_group(group)
+        await json_sub.join(group)
+        yield Bystanders(fabric_server, hub, group, pub, sub, json_sub)
+
+
+def rejected_by_protobuf(pb_module: Any, frame: bytes) -> bool:
+    try:
+        pb_module.UpstreamMessage().ParseFromString(frame)
+    except DecodeError:
+        return True
+    return False
+
+
+def random_garbage(pb_module: Any, seed: int) -> bytes:
+    """Seeded random bytes that protobuf's own parser rejects as an UpstreamMessage."""
+    rnd = random.Random(seed)
+    for _ in range(1000):
+        frame = rnd.randbytes(rnd.randint(1, 64))
+        if rejected_by_protobuf(pb_module, frame):
+            return frame
+    raise AssertionError("no rejected random frame found")
+
+
+def send_to_group_frame(pb_module: Any, group: str, text: str, ack_id: int | None = None) -> bytes:
+    U = pb_module.UpstreamMessage
+    inner = U.SendToGroupMessage(group=group, data=pb_module.MessageData(text_data=text))
+    if ack_id is not None:
+        inner.ack_id = ack_id
+    return U(send_to_group_message=inner).SerializeToString()
+
+
+def bad_frames(pb_module: Any, group: str) -> dict[str, tuple[str | bytes, int]]:
+    """name -> (frame, expected close code)."""
+    whole = send_to_group_frame(pb_module, group, "a perfectly good message, cut short")
+    no_data = pb_module.UpstreamMessage(
+        send_to_group_message=pb_module.UpstreamMessage.SendToGroupMessage(group=group)).SerializeToString()
+    bad_utf8_group = bytes([6 << 3 | 2, 3, 1 << 3 | 2, 1, 0xFF])  # join_group_message{group: b"\xff"}
+    frames: dict[str, tuple[str | bytes, int]] = {
+        "random bytes (seed 1)": (random_garbage(pb_module, 1), 1007),
+        "random bytes (seed 2)": (random_garbage(pb_module, 2), 1007),
+        "truncated after the tag": (whole[:1], 1007),
+        "truncated in the middle": (whole[: len(whole) // 2], 1007),
+        "truncated by one byte": (whole[:-1], 1007),
+        "wire type 7": (b"\x0f\x00", 1007),
+        "varint of 11 bytes": (b"\x08" + b"\xff" * 10 + b"\x01", 1007),
+        "string that is not UTF-8": (bad_utf8_group, 1007),
+        "empty frame": (b"", 1007),  # decision protobuf.no-message
+        "sendToGroup without data or ackId": (no_data, 1007),  # InvalidMessage without ackId
+        "text frame": ("hello, protobuf?", 1003),
+    }
+    for name, (frame, _) in frames.items():  # the malformed ones really are malformed
+        if name.startswith(("random", "truncated", "wire", "varint", "string")):
+            assert rejected_by_protobuf(pb_module, frame), f"{name}: protobuf parses {frame!r}"
+    return frames
+
+
+BAD_FRAME_NAMES = [
+    "random bytes (seed 1)", "random bytes (seed 2)", "truncated after the tag", "truncated in the middle",
+    "truncated by one byte", "wire type 7", "varint of 11 bytes", "string that is not UTF-8", "empty frame",
+    "sendToGroup without data or ackId", "text frame",
+]
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
+@pytest.mark.parametrize("case", BAD_FRAME_NAMES)
+async def test_bad_frame_closes_after_disconnected_and_others_carry_on(fabric_server, pb, bystanders, case, reliable):
+    """Malformed / invalid: `disconnected`, then 1007; a text frame: `disconnected`, then 1003.
+    The session is discarded, so a reliable client's recovery is accepted and closed 1008."""
+    frame, code = bad_frames(pb, bystanders.group)[case]
+    url = url_for(fabric_server, bystanders.hub)
+    async with pb_client(pb, fabric_server, url, reliable=reliable, label="bad", auto_reconnect=False) as bad:
+        await bad.join_group(bystanders.group)
+        await bystanders.check()
+        try:
+            await bad.send_raw(frame)
+        except Exception as exc:  # NotConnected: the server closed while we were still sending
+            print(f"sending failed: {exc!r}")
+        await bad.wait_for(lambda: bad.stopped, "the client to stop (no auto-reconnect)", WAIT_TIMEOUT * 2)
+        report = bad.describe()
+        first = bad.sockets[0]
+        assert first.close_code == code, f"expected close {code}\n{report}"
+        assert first.last_frame == "system_message.disconnected_message", f"no disconnected just before the close\n{report}"
+        assert len(first.disconnected) == 1 and first.disconnected[0], report
+        print(f"{case}: close {first.close_code} {first.close_reason!r}, disconnected {first.disconnected[0]!r}")
+        if case == "text frame":
+            assert first.disconnected[0] == WRONG_FRAME_TEXT, report
+        elif code == 1007 and "data" not in case:  # the codec's explanation is passed on
+            assert "UpstreamMessage" in first.disconnected[0], report
+        if reliable:  # recovery attempted (code != 1008), refused: accepted, then 1008, nothing sent
+            assert [s.kind for s in bad.sockets] == ["new", "recovery"], report
+            assert (bad.sockets[1].close_code, bad.sockets[1].frames) == (1008, 0), report
+        else:
+            assert len(bad.sockets) == 1, report
+        assert bad.events == [("connected", first.connected[0][0]), ("disconnected", first.disconnected[0]),
+                              ("stopped", None)], report
+        assert bad.protocol_errors == [], report
+    await bystanders.check()
+    # the message published before the damage reached the bad client, nothing after it
+    assert [m.data for m in bad.messages] == ["still here 0"], bad.describe()
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
+async def test_invalid_or_unsupported_with_ack_id_keeps_the_connection(fabric_server, pb, bystanders, reliable):
+    """An invalid message with an ackId is answered with ack BadRequest; an unsupported invoke
+    with an invokeResponse error BadRequest; an unknown oneof member is ignored (decision
+    protobuf.no-message); the connection stays open and keeps working."""
+    U = pb.UpstreamMessage
+    url = url_for(fabric_server, bystanders.hub)
+    async with pb_client(pb, fabric_server, url, reliable=reliable, label="odd", auto_reconnect=False) as odd:
+        await odd.join_group(bystanders.group)
+        with pytest.raises(AckError) as err:
+            await odd.request(lambda a: U(send_to_group_message=U.SendToGroupMessage(group=bystanders.group,
+                                                                                    ack_id=a)))
+        assert err.value.name == "BadRequest" and err.value.message, err.value
+        with pytest.raises(AckError) as err:  # a stream start is not implemented
+            await odd.request(lambda a: U(send_to_group_message=U.SendToGroupMessage(
+                group=bystanders.group, ack_id=a, data=pb.MessageData(text_data="x"),
+                stream=U.StreamStartInfo(stream_id="s1"))))
+        assert err.value.name == "BadRequest", err.value
+        await odd.send(U(invoke_event_message=U.InvokeEventMessage(event="e", invocation_id="inv-1",
+                                                                  data=pb.MessageData(text_data="?"))))
+        await odd.wait_for(lambda: any(m.WhichOneof("message") == "invoke_response_message" for m in odd.other_frames),
+                           "an invoke response")
+        (resp,) = [m.invoke_response_message for m in odd.other_frames]
+        assert (resp.invocation_id, resp.success, resp.error.name) == ("inv-1", False, "BadRequest"), resp
+        await odd.send_raw(b"\x9a\x06\x00")  # field 99 (unknown), length-delimited, empty: ignored
+        await odd.ping()
+        await bystanders.check()
+        assert_data(await odd.next_message(0), "text", "still here 0")
+        await odd.send_to_group(bystanders.group, "still fine")
+        assert_data(await bystanders.sub.next_message(1), "text", "still fine")
+        assert len(odd.sockets) == 1 and odd.is_open and odd.protocol_errors == [], odd.describe()
