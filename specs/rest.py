@@ -269,7 +269,8 @@ DECISIONS: tuple[Decision, ...] = (
         "rest.content-type",
         "Send bodies: which Content-Type values, and what an absent one means.",
         "The media type (parameters such as charset ignored, case-insensitive) selects the dataType: "
-        "application/json -> json (the body must be one JSON value: else 400 InvalidJson), text/plain -> "
+        "application/json -> json (the body must be one JSON value: else 400 InvalidJson; whitespace "
+        "around it is trimmed, the rest forwarded byte for byte), text/plain -> "
         "text (must be UTF-8: else 400 InvalidText), application/octet-stream -> binary. Any other type: "
         "415. No Content-Type: application/octet-stream. Simple clients get the body as a text frame "
         "(json, text) or a binary frame (binary).",
@@ -331,7 +332,8 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "rest.groups-by-filter",
         ":addToGroups / :removeFromGroups bodies.",
-        "application/json (else 415) object {groups: [names], filter?: string}; groups must be a non-empty "
+        "application/json or no Content-Type (else 415); a JSON object {groups: [names], filter?: string} "
+        "(else 400 InvalidJson / InvalidRequestBody); groups must be a non-empty "
         "list of valid names (else 400 InvalidRequestBody / InvalidGroupName); a missing or empty filter "
         "selects every connection of the hub. 200 with an empty body.",
         "routes.tsp AddToGroupsRequest; emulator UpdateGroupsAsync [EMU].",
