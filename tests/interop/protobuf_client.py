@@ -523,7 +523,8 @@ class ProtobufClient:
                 slot[0].set()
         self._notify()
 
-    async def _read_until_closed(self, ws: trio_websocket.WebSocketConnection, rec: SocketRecord) -> tuple[int | None, str]:
+    async def _read_until_closed(self, ws: trio_websocket.WebSocketConnection,
+                                 rec: SocketRecord) -> tuple[int | None, str]:
         while True:
             try:
                 frame = await ws.get_message()

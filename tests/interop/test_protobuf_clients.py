@@ -43,7 +43,6 @@ from google.protobuf.message import DecodeError
 from chaos_proxy import ChaosProxy
 from interop_support import (
     WAIT_TIMEOUT,
-    Closed,
     FabricServer,
     JsonClient,
     RawClient,
@@ -104,14 +103,20 @@ def assert_data(msg: ReceivedMessage, data_type: str, value: Any) -> None:
         assert msg.data == value, msg
 
 
+async def poll_until(condition: Callable[[], bool], what: str, client: ProtobufClient,
+                     timeout: float = WAIT_TIMEOUT) -> None:
+    """Poll every 10 ms (for conditions the client is not notified of, such as proxy records)."""
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+        return
+    client.fail(f"timed out after {timeout} s waiting for {what}")
+
+
 async def fence(client: ProtobufClient) -> None:
     """Ping and wait for the pong: everything the server queued for `client` before it
     handled the ping has arrived (one connection's frames are delivered in order)."""
     await client.ping()
-
-
-def reliable_ids(reliable: bool) -> list[Any]:
-    return [pytest.param(False, id="protobuf"), pytest.param(True, id="protobuf.reliable")]
 
 
 # ------------------------------------------------------------------------------ 1. both subprotocols
@@ -347,7 +352,8 @@ async def test_mixed_group_every_member_gets_every_message_in_its_own_format(fab
             # JSON members: dataType and base64 where due, fromUserId, sequenceId on reliable
             for name in ("json", "json.reliable"):
                 msg = await members[name].next_message()
-                assert (msg["from"], msg["group"], msg["dataType"]) == ("group", group, data_type), f"{name} {where}: {msg}"
+                assert (msg["from"], msg["group"], msg["dataType"]) == ("group", group, data_type), \
+                    f"{name} {where}: {msg}"
                 assert msg.get("fromUserId") == users[publisher], f"{name} {where}: {msg}"
                 got = msg["data"]
                 if data_type in ("binary", "protobuf"):
@@ -600,7 +606,8 @@ async def test_bad_frame_closes_after_disconnected_and_others_carry_on(fabric_se
         report = bad.describe()
         first = bad.sockets[0]
         assert first.close_code == code, f"expected close {code}\n{report}"
-        assert first.last_frame == "system_message.disconnected_message", f"no disconnected just before the close\n{report}"
+        assert first.last_frame == "system_message.disconnected_message", \
+            f"no disconnected just before the close\n{report}"
         assert len(first.disconnected) == 1 and first.disconnected[0], report
         print(f"{case}: close {first.close_code} {first.close_reason!r}, disconnected {first.disconnected[0]!r}")
         if case == "text frame":
@@ -651,3 +658,68 @@ async def test_invalid_or_unsupported_with_ack_id_keeps_the_connection(fabric_se
         await odd.send_to_group(bystanders.group, "still fine")
         assert_data(await bystanders.sub.next_message(1), "text", "still fine")
         assert len(odd.sockets) == 1 and odd.is_open and odd.protocol_errors == [], odd.describe()
+
+
+# ------------------------------------------------------------------------------ 5. session gone: a new connection
+
+
+async def test_protobuf_reliable_client_opens_a_new_connection_when_the_session_is_gone(fabric_server, pb):
+    """What the SDKs do on 1008 (reference §5.2-5.4): no recovery, `disconnected`, a brand-new
+    connection (sequence ids from 1 again) and the groups rejoined. Twice: the app server
+    closes the live connection (REST, decision close.rest: disconnected then 1008), and the
+    app server closes a dropped session while the client's recovery is held in the proxy
+    (the recovery is then accepted and closed 1008)."""
+    hub, group = unique("pb_gone"), unique("g")
+    service = fabric_server.service_client(hub)
+    with ChaosProxy(fabric_server.port, name="chaos-pb-gone") as proxy:
+        sub_url = proxy.proxied(url_for(fabric_server, hub, user_id=unique("pb_gone_sub")))
+        async with (
+            open_protobuf_client(pb, sub_url, reliable=True, label="pb_gone_sub", recovery_interval=0.2,
+                                 describe_extra=lambda: f"{proxy.describe()}\n{fabric_server.describe()}") as sub,
+            pb_client(pb, fabric_server, url_for(fabric_server, hub), reliable=False, label="pub") as pub,
+        ):
+            await sub.join_group(group)
+            first_id = sub.connection_id
+            await pub.send_to_group(group, "one")
+            assert (await sub.next_message(0)).sequence_id == 1
+
+            # 1. REST close of the live connection
+            await trio.to_thread.run_sync(lambda: service.close_connection(first_id, reason="go away"))
+            await sub.wait_for(lambda: len([e for e in sub.events if e[0] == "connected"]) == 2, "a new connection")
+            second_id = sub.connection_id
+            assert second_id != first_id
+            assert sub.events == [("connected", first_id), ("disconnected", "go away"), ("connected", second_id)]
+            assert sub.sockets[0].close_code == 1008 and sub.sockets[0].last_frame.endswith("disconnected_message")
+            assert [s.kind for s in sub.sockets] == ["new", "new"], sub.describe()  # 1008: no recovery attempt
+            await _published_until_received(pub, sub, group, "two", index=1)
+            assert sub.messages[1].sequence_id == 1, sub.describe()  # a new connection counts from 1
+
+            # 2. the session is closed while the client is away; its recovery is refused
+            await trio.to_thread.run_sync(proxy.hold, True)
+            assert await trio.to_thread.run_sync(proxy.abort_all) == 1
+            await pub.send_to_group(group, "lost with the session")
+            await poll_until(lambda: len(proxy.records()) >= 3, "the recovery request (held)", sub)
+            await trio.to_thread.run_sync(lambda: service.close_connection(second_id, reason="closed while away"))
+            await trio.to_thread.run_sync(proxy.hold, False)
+            await sub.wait_for(lambda: len([e for e in sub.events if e[0] == "connected"]) == 3, "a third connection")
+            third_id = sub.connection_id
+            assert third_id not in (first_id, second_id)
+            kinds = [s.kind for s in sub.sockets]
+            assert kinds == ["new", "new", "recovery", "new"], sub.describe()
+            assert (sub.sockets[2].close_code, sub.sockets[2].frames) == (1008, 0), sub.describe()
+            await _published_until_received(pub, sub, group, "three", index=2)
+            assert sub.messages[2].sequence_id == 1, sub.describe()
+            assert [m.data for m in sub.messages] == ["one", "two", "three"], sub.describe()
+            assert sub.protocol_errors == [], sub.describe()
+
+
+async def _published_until_received(pub: ProtobufClient, sub: ProtobufClient, group: str, text: str, index: int) -> None:
+    """The client rejoins its groups by itself after a new connection; publish until the
+    rejoin has happened (earlier copies are simply not delivered to it)."""
+    with trio.fail_after(WAIT_TIMEOUT):
+        while True:
+            await pub.send_to_group(group, text)
+            with trio.move_on_after(0.2):
+                await sub.wait_for(lambda: len(sub.messages) > index, "the rejoined group's message", 1)
+                break
+    assert_data(sub.messages[index], "text", text)
