@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -63,8 +64,6 @@ def raw(server, method: str, path: str, *, query: dict[str, str] | None = None, 
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
-
-import urllib.parse  # noqa: E402  (used by raw)
 
 
 # ---- sends ------------------------------------------------------------------------------------------------

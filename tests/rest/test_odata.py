@@ -10,7 +10,7 @@ raises FilterError.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fabric.odata import MAX_DEPTH, MAX_NODES, FilterError, compile_filter
