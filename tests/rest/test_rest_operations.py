@@ -68,6 +68,36 @@ async def test_send_to_all_reaches_pubsub_clients_with_the_right_data_type(fab, 
     assert msg == expected
 
 
+PROTOBUF_BODIES = [
+    ("text/plain", "héllo ✓".encode(), "text_data", "héllo ✓"),
+    ("application/json; charset=utf-8", b'{"a": [1, null]}', "json_data", '{"a": [1, null]}'),
+    ("application/octet-stream", b"\x00\x01\xfe", "binary_data", b"\x00\x01\xfe"),
+]
+
+
+@pytest.mark.parametrize("content_type, body, field, value", PROTOBUF_BODIES)
+@pytest.mark.parametrize("protocol", ["protobuf.webpubsub.azure.v1", "protobuf.reliable.webpubsub.azure.v1"])
+async def test_sends_reach_protobuf_clients_with_the_right_data_field(fab, rest, pb, content_type, body, field,
+                                                                      value, protocol):
+    """specs.webpubsub_protobuf: TEXT -> text_data, JSON -> json_data (the JSON text), BINARY ->
+    binary_data; REST sends arrive from "server", group sends from "group" with the group."""
+    c = await connect_in_process(fab, "chat", subprotocol=protocol)
+    first = pb.DownstreamMessage.FromString(await c.receive())
+    cid = first.system_message.connected_message.connection_id
+    assert cid
+    assert (await rest.send(f"{HUB}/:send", body, content_type)).status == 202
+    assert (await rest.call("PUT", f"{HUB}/groups/pg/connections/{cid}")).status == 200
+    assert (await rest.send(f"{HUB}/groups/pg/:send", body, content_type)).status == 202
+    for expected_from, group, sequence_id in (("server", "", 1), ("group", "pg", 2)):
+        msg = pb.DownstreamMessage.FromString(await c.receive())
+        data_message = msg.data_message
+        assert getattr(data_message, "from") == expected_from and data_message.group == group
+        assert data_message.data.WhichOneof("data") == field
+        assert getattr(data_message.data, field) == value
+        if protocol.startswith("protobuf.reliable"):
+            assert data_message.sequence_id == sequence_id
+
+
 @pytest.mark.parametrize("content_type, body, text", [
     ("text/plain", "héllo".encode(), True),
     ("application/json", b'"quoted"', True),
