@@ -205,17 +205,22 @@ class ClientConnection:
             frame = publication.simple_frame()
         elif protocol is _PROTOBUF:
             frame = publication.protobuf_frame()
-        else:  # reliable: the next sequence id, kept until acked
+        else:  # reliable: the next sequence id, kept until acked (ReplayBuffer.add, inlined)
             replay = self.replay
             sequence_id = replay.last_sent + 1
             if protocol is _JSON_RELIABLE:
                 frame = publication.json_frame_with_sequence(sequence_id)
             else:
                 frame = publication.protobuf_frame_with_sequence(sequence_id)
-            if not replay.add(sequence_id, frame):
+            size = replay._bytes + len(frame)
+            frames = replay._frames
+            if size > replay.max_bytes or len(frames) >= replay.max_messages:
                 self.hub.counters["reliable_buffer_full"] += 1
                 self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
                 return
+            frames.append(frame)
+            replay._bytes = size
+            replay.last_sent = sequence_id
         if self.ws.send_nowait(frame):
             self.delivered += 1
         else:

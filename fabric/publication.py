@@ -83,7 +83,11 @@ class Publication:
         prefix = self._json_rel
         if prefix is None:
             prefix = self._json_rel = self.json_body()[:-1] + b',"sequenceId":'
-        return encode_frame(b"%s%d}" % (prefix, sequence_id), text=True)
+        tail = b"%d}" % sequence_id
+        n = len(prefix) + len(tail)
+        if n < 126:  # the frame header inline (transport.frames.encode_frame): one copy
+            return b"".join((bytes((0x81, n)), prefix, tail))
+        return encode_frame(prefix + tail, text=True)
 
     def protobuf_body(self) -> bytes:
         body = self._pb
