@@ -228,8 +228,6 @@ async def test_ack_errors_forbidden_not_found_and_duplicate(fabric_server, pb, r
         assert [m.data for m in sub.messages] == ["first", "third"]
         assert sub.messages[1].sequence_id == (2 if reliable else None)
 
-        # a failed (Forbidden) ackId is not remembered: after a grant it could be retried;
-        # here it is simply not a Duplicate on another connection's counter
         for client in (weak, pub, sub):
             assert client.protocol_errors == [] and len(client.sockets) == 1, client.describe()
 
