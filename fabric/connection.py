@@ -372,7 +372,10 @@ class ClientConnection:
             return
         except codec_json.ProtocolError as exc:
             self.hub.counters["malformed_frames"] += 1
-            self.close_for(Situation.MALFORMED_FRAME, f"{spec_errors.CLOSE_RULES[Situation.MALFORMED_FRAME].message} {exc.message}")
+            rule_text = spec_errors.CLOSE_RULES[Situation.MALFORMED_FRAME].message
+            if not self._text:
+                rule_text = rule_text.replace("JSON", "protobuf")
+            self.close_for(Situation.MALFORMED_FRAME, f"{rule_text} {exc.message}")
             return
         handler = _DISPATCH.get(type(message))
         if handler is None:
