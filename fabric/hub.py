@@ -134,6 +134,7 @@ class Hub:
         self._generation = itertools.count()
         self._notifier_ref = None
         self._started = trio.Event()
+        self._emptied: trio.Event | None = None  # set when the last connection leaves (shutdown waits on it)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -165,7 +166,8 @@ class Hub:
             connection.close_for(spec_errors.CloseSituation.SERVER_SHUTDOWN)
         with trio.move_on_after(self.server_config.shutdown_timeout):
             while self.connections:
-                await trio.sleep(0.01)
+                self._emptied = trio.Event()
+                await self._emptied.wait()
         await self.supervisor.aclose()
 
     async def _keepalive(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -276,6 +278,8 @@ class Hub:
                     del self.users[connection.user_id]
                     await self.broker.unsubscribe(topics.user_topic(self.name, connection.user_id))
         self.counters["connections_closed"] += 1
+        if not self.connections and self._emptied is not None:
+            self._emptied.set()
         ws = connection.ws
         if fire_disconnected:
             self._notify("disconnected", connection, ws.close_reason or _close_reason(ws.close_code))

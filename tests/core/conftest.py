@@ -1,3 +1,4 @@
+import attrs
 import pytest
 
 import fabric
@@ -6,7 +7,14 @@ from fabric.config import load_config
 ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
 
 
+def quick_config(**server):
+    """The default config, with a short shutdown: in-process test clients do not answer
+    close frames, and each test would otherwise wait the full close handshake at exit."""
+    config = load_config(None, env={})
+    return attrs.evolve(config, server=attrs.evolve(config.server, **{"shutdown_timeout": 0.2, **server}))
+
+
 @pytest.fixture
 async def fab():
-    async with fabric.open_fabric(load_config(None, env={}), access_key="test-key") as f:
+    async with fabric.open_fabric(quick_config(), access_key="test-key") as f:
         yield f

@@ -180,9 +180,11 @@ async def test_anonymous_connect_hub():
     import attrs
 
     from fabric import open_fabric
-    from fabric.config import HubConfig, load_config
+    from fabric.config import HubConfig
 
-    config = load_config(None, env={})
+    from .conftest import quick_config
+
+    config = quick_config()
     config = attrs.evolve(config, hubs={"open": HubConfig(anonymous_connect=True)})
     async with open_fabric(config) as f:
         c = await connect(f, "open", anonymous=True)

@@ -11,14 +11,13 @@ from fabric.config import load_config
 from fabric.inprocess import ConnectionClosed, connect_in_process
 from specs.errors import CloseCode
 
-from .conftest import ROLES
+from .conftest import ROLES, quick_config
 
 RELIABLE = "json.reliable.webpubsub.azure.v1"
 
 
 def _config(**server):
-    config = load_config(None, env={})
-    return attrs.evolve(config, server=attrs.evolve(config.server, **server))
+    return quick_config(**server)
 
 
 class Session:

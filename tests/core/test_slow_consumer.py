@@ -8,15 +8,14 @@ from fabric.config import load_config
 from fabric.inprocess import connect_in_process
 from specs.errors import CloseCode
 
-from .conftest import ROLES
+from .conftest import ROLES, quick_config
 
 N_READERS = 100
 N_MESSAGES = 300
 
 
 async def _fabric(**server):
-    config = load_config(None, env={})
-    return fabric.open_fabric(attrs.evolve(config, server=attrs.evolve(config.server, **server)), access_key="k")
+    return fabric.open_fabric(quick_config(**server), access_key="k")
 
 
 async def _join(fab, group):
