@@ -88,8 +88,7 @@ def _handler() -> WebhookEventHandler:
 
 
 def _answer(status: int, headers: list[tuple[str, str]], body: bytes) -> _Answer:
-    h = httpx.Headers(headers)
-    return _Answer(status, h, list(h.raw), body)
+    return _Answer.from_raw(status, httpx.Headers(headers).raw, body)
 
 
 REQUEST = ConnectRequest(hub="hub", connection_id="c", user_id=None, claims={}, query={}, headers={},
