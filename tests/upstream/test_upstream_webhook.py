@@ -436,3 +436,40 @@ async def test_statistics_shape(webhook_rig):
     assert stats["running"] is True and stats["in_flight"] == 0 and stats["counters"]["requests"] >= 2
     assert stats["user_event_seconds"] > 0
     assert isinstance(CloudEventsApp().events(), list)
+
+
+async def test_handlers_from_a_config_file_and_flags_with_anonymous_connect():
+    from fabric.config import loads_config, parse_event_handler_flag
+    from fabric.upstream import WebhookEventHandler as Webhook
+
+    import fabric
+    from .support import AppTransport
+
+    config = loads_config(f'''
+[server]
+access_keys = ["{KEYS[0]}", "{KEYS[1]}"]
+
+[hubs.{HUB}]
+anonymous_connect = true
+
+[[hubs.{HUB}.event_handlers]]
+url_template = "{BASE}/first/{{event}}"
+user_event_pattern = "a,b"
+system_events = ["connect"]
+''', env={}, overrides={"event_handlers": [parse_event_handler_flag(f"{HUB}={BASE}/flag/{{event}}")]})
+    app = CloudEventsApp(Echo(ConnectResponse(user_id="anon-named-by-handler")))
+    async with fabric.open_fabric(config) as fab:
+        fab.upstream_transport = AppTransport(app)
+        c = await connect(fab, HUB, anonymous=True)
+        assert c.user_id == "anon-named-by-handler"
+        assert isinstance(fab._webhooks[HUB], Webhook)
+        for i, event in enumerate(("a", "z"), 1):
+            await c.send_json({"type": "event", "event": event, "ackId": i, "dataType": "text", "data": event})
+            assert (await c.receive_json())["data"] == event
+            await c.receive_json()
+        await c.aclose()
+        await app.wait_for("disconnected")
+    posts = [s.path for s in app.seen if s.method == "POST"]
+    # the file's handler first (connect, a), the flag's for the rest (connected, z, disconnected)
+    assert posts[0] == "/first/connect" and posts[-1] == "/flag/disconnected"
+    assert sorted(posts[1:-1]) == ["/first/a", "/flag/connected", "/flag/z"]  # connected is not awaited
