@@ -70,6 +70,7 @@ async def test_every_request_carries_the_exact_headers(webhook_rig, autojump_clo
     state = state_of({"k": "v"})
     rig.use(Echo(ConnectResponse(connection_state=state)))
     c = await rig.connect(user_id="alice")
+    await rig.app.wait_for("connected")  # not awaited by the connection: fence it for a fixed order
     await c.send_json({"type": "event", "event": "echo", "ackId": 1, "dataType": "json", "data": {"x": 1}})
     await c.receive_json()
     await c.receive_json()
@@ -246,6 +247,7 @@ async def test_first_matching_handler_wins_per_event():
     async with open_rig("webhook", handlers=handlers) as rig:
         rig.use(Echo())
         c = await rig.connect()
+        await rig.app.wait_for("connected")
         for i, event in enumerate(("alpha", "gamma", "beta"), 1):
             await c.send_json({"type": "event", "event": event, "ackId": i, "dataType": "text", "data": event})
             assert (await c.receive_json())["data"] == event
