@@ -307,3 +307,29 @@ async def test_simple_client_handler_failure_closes_1011(rig):
     c = await rig.connect(subprotocol=None)
     await c.send("hi")
     assert await c.wait_closed() == 1011
+
+
+def _ld(field: int, body: bytes) -> bytes:
+    """A protobuf length-delimited field (lengths here stay below 128)."""
+    assert len(body) < 128
+    return bytes([field << 3 | 2, len(body)]) + body
+
+
+@pytest.mark.parametrize("data_field, data_type, value", [(1, DataType.TEXT, b"proto text"),
+                                                          (2, DataType.BINARY, b"\x00\xffbin")])
+async def test_protobuf_client_event_reply_then_ack(rig, data_field, data_type, value):
+    """A protobuf-subprotocol client's event reaches the same handler; reply and ack come back
+    encoded for it (frames built by hand from the .proto field numbers)."""
+    from fabric import codec_protobuf
+
+    handler = Recorder()
+    rig.use(handler)
+    client = await connect_in_process(rig.fab, HUB, subprotocol="protobuf.webpubsub.azure.v1")
+    rig.clients.append(client)
+    await client.receive()  # system/connected
+    event = _ld(1, b"echo") + _ld(2, _ld(data_field, value)) + bytes([3 << 3, 5])  # ack_id = 5
+    await client.send(_ld(5, event))  # UpstreamMessage.event_message = 5
+    assert await client.receive() == codec_protobuf.encode_server_message(Payload(data_type, value))
+    assert await client.receive() == codec_protobuf.encode_ack(5, True)
+    (seen,) = await handler.wait_for("event")
+    assert seen[1] == "echo" and seen[5] == Payload(data_type, value)
