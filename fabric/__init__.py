@@ -14,6 +14,7 @@ from .handlers import (  # noqa: F401
     ConnectResponse,
     EventHandler,
     UserEventError,
+    UserEventResponse,
 )
 from .messages import DataType, Payload  # noqa: F401
 
