@@ -51,7 +51,7 @@ class Publication:
         self._json: bytes | None = None
         self._json_frame: bytes | None = None
         self._simple_frame: bytes | None = None
-        self._json_rel: bytes | None = None
+        self._json_rel: dict[int, bytes] | None = None
         self._pb: bytes | None = None
         self._pb_frame: bytes | None = None
 
@@ -79,15 +79,18 @@ class Publication:
 
     def json_frame_with_sequence(self, sequence_id: int) -> bytes:
         """The reliable variant for one connection: what ``codec_json.with_sequence_id``
-        makes, from a prefix cut once per publication (this runs once per recipient)."""
-        prefix = self._json_rel
-        if prefix is None:
-            prefix = self._json_rel = self.json_body()[:-1] + b',"sequenceId":'
+        makes, framed. This runs once per recipient, so the frame header plus the body up
+        to the id is cut once per publication (per id width) and each recipient's frame is
+        one concatenation: ``head + b"1234}"``."""
         tail = b"%d}" % sequence_id
-        n = len(prefix) + len(tail)
-        if n < 126:  # the frame header inline (transport.frames.encode_frame): one copy
-            return b"".join((bytes((0x81, n)), prefix, tail))
-        return encode_frame(prefix + tail, text=True)
+        heads = self._json_rel
+        if heads is None:
+            heads = self._json_rel = {}
+        head = heads.get(len(tail))
+        if head is None:
+            prefix = self.json_body()[:-1] + b',"sequenceId":'
+            head = heads[len(tail)] = encode_frame(prefix + tail, text=True)[: -len(tail)]
+        return head + tail
 
     def protobuf_body(self) -> bytes:
         body = self._pb
