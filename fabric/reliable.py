@@ -2,7 +2,8 @@
 
 Rules this module keeps (``specs/reliable.py`` states them as the session table):
 - Every data message to a reliable connection gets the next ``sequenceId`` (from 1) and
-  is kept, already encoded, until the client's cumulative ``sequenceAck`` covers it.
+  is kept (a reference to the shared publication) until the client's cumulative
+  ``sequenceAck`` covers it; a replay re-encodes it with its original id.
 - The buffer is bounded in count and bytes; ``add`` refuses past either bound and the
   caller discards the session (close 1008, "not recoverable"): a session with a gap must
   not pretend to be recoverable.
@@ -36,17 +37,29 @@ def valid_reconnection_token(token: str, keys: Sequence[str], hub: str, connecti
     return ok
 
 
-class ReplayBuffer:
-    """Unacknowledged encoded frames of one reliable connection, in sequence order.
+MESSAGE_OVERHEAD = 64
+"""Bytes counted per kept message on top of its payload (the envelope, roughly)."""
 
-    Sequence ids are consecutive, so only the frames are stored (plain bytes: nothing for
-    the garbage collector to track per message); frame ``i`` carries ``last_acked + 1 + i``.
+
+def accounted_size(publication) -> int:
+    """What one kept message counts against ``reliable_buffer_bytes``: its payload plus a
+    fixed envelope allowance. Deterministic, so ``ack`` subtracts exactly what ``add`` added."""
+    return len(publication.payload.body) + MESSAGE_OVERHEAD
+
+
+class ReplayBuffer:
+    """The unacknowledged publications of one reliable connection, in sequence order.
+
+    It keeps references to the (shared, immutable) publications, not per-connection
+    frames: a publication to a group of N reliable members is stored once, and the
+    sequenced frame is rebuilt only for the rare replay. Sequence ids are consecutive, so
+    entry ``i`` carries ``last_acked + 1 + i``.
     """
 
-    __slots__ = ("_frames", "_bytes", "max_messages", "max_bytes", "last_sent", "last_acked", "bogus_acks")
+    __slots__ = ("_entries", "_bytes", "max_messages", "max_bytes", "last_sent", "last_acked", "bogus_acks")
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
-        self._frames: deque[bytes] = deque()
+        self._entries: deque = deque()
         self._bytes = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -55,27 +68,24 @@ class ReplayBuffer:
         self.bogus_acks = 0
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._entries)
 
     @property
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def next_sequence_id(self) -> int:
-        return self.last_sent + 1
-
-    def add(self, sequence_id: int, frame: bytes) -> bool:
-        """Keep ``frame`` (carrying ``sequence_id`` = last_sent + 1). False if over a bound."""
-        size = self._bytes + len(frame)
-        if size > self.max_bytes or len(self._frames) >= self.max_messages:
-            return False
-        self._frames.append(frame)
+    def add(self, publication) -> int:
+        """Keep ``publication``; its sequence id, or 0 if a bound would be passed."""
+        size = self._bytes + accounted_size(publication)
+        if size > self.max_bytes or len(self._entries) >= self.max_messages:
+            return 0
+        self._entries.append(publication)
         self._bytes = size
-        self.last_sent = sequence_id
-        return True
+        self.last_sent += 1
+        return self.last_sent
 
     def ack(self, sequence_id: int) -> int:
-        """Apply a cumulative ack; returns how many frames it released."""
+        """Apply a cumulative ack; returns how many messages it released."""
         if sequence_id > self.last_sent:
             self.bogus_acks += 1
             sequence_id = self.last_sent
@@ -83,11 +93,19 @@ class ReplayBuffer:
         if released <= 0:
             return 0
         self.last_acked = sequence_id
-        frames = self._frames
+        entries = self._entries
+        if released >= len(entries):  # the usual case: everything sent so far is acked
+            entries.clear()
+            self._bytes = 0
+            return released
+        popleft = entries.popleft
+        dropped = 0
         for _ in range(released):
-            self._bytes -= len(frames.popleft())
+            dropped += accounted_size(popleft())
+        self._bytes -= dropped
         return released
 
-    def unacked(self) -> Iterable[bytes]:
-        """The frames to replay after a recovery, oldest first."""
-        return list(self._frames)
+    def unacked(self) -> Iterable[tuple[int, object]]:
+        """(sequence id, publication) of everything to replay after a recovery, oldest first."""
+        first = self.last_acked + 1
+        return [(first + i, pub) for i, pub in enumerate(self._entries)]
