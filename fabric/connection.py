@@ -357,6 +357,9 @@ class ClientConnection:
                     self.connection_id, self.user_id, self.hub.reconnection_token(self.connection_id)))
             elif effect is Effect.REPLAY_UNACKED:
                 for sequence_id, publication in self.replay.unacked():
+                    if publication.expires_at is not None and publication.expired():
+                        self.hub.counters["expired_not_replayed"] += 1
+                        continue  # outlived its TTL while the client was away (a gap the SDKs accept)
                     if not ws.send_nowait(self._sequenced_frame(publication, sequence_id)):
                         self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
                         return

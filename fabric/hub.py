@@ -64,6 +64,9 @@ class GroupActor(Actor):
         members = self.group.members
         if not members:
             return
+        if publication.expires_at is not None and publication.expired():
+            self.group.expired += 1  # waited in the mailbox past its TTL: dropped
+            return
         matches = publication.filter
         for connection_id, connection in list(members.items()):
             if publication.no_echo or publication.excluded:
@@ -78,13 +81,14 @@ class GroupActor(Actor):
 class LocalGroup:
     """This node's members of one group, and the actor delivering to them."""
 
-    __slots__ = ("name", "members", "handle", "delivered", "generation")
+    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation")
 
     def __init__(self, name: str, generation: int) -> None:
         self.name = name
         self.members: dict[str, ClientConnection] = {}
         self.handle = None
         self.delivered = 0
+        self.expired = 0
         self.generation = generation
 
 
@@ -347,6 +351,9 @@ class Hub:
                 except Exception:
                     self.counters["group_publications_lost"] += 1
                     log.warning("group %r stopped while a publication was queued", publication.group)
+            return
+        if publication.expires_at is not None and publication.expired():
+            self.counters["expired"] += 1
             return
         if kind == "h":
             targets = self.connections.values()

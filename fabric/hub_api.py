@@ -186,34 +186,36 @@ class HubHandle:
                           message_ttl_seconds: int | None = None) -> None:
         """Send to every connection of the hub (but ``excluded``; only those ``filter`` selects)."""
         skip, selects = check_excluded(excluded), check_filter(filter)
-        check_ttl(message_ttl_seconds)
+        ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
         await hub.publish_to(topics.hub_topic(self.name),
-                             Publication("server", to_payload(data), excluded=skip, filter=selects))
+                             Publication("server", to_payload(data), excluded=skip, filter=selects, ttl_seconds=ttl))
 
     async def send_to_group(self, group: str, data: Any, *, excluded: Iterable[str] = (),
                             filter: str | Filter | None = None, message_ttl_seconds: int | None = None) -> None:
         check_group(group)
         skip, selects = check_excluded(excluded), check_filter(filter)
-        check_ttl(message_ttl_seconds)
+        ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish(Publication("group", to_payload(data), group=group, excluded=skip, filter=selects))
+        await hub.publish(Publication("group", to_payload(data), group=group, excluded=skip, filter=selects,
+                                      ttl_seconds=ttl))
 
     async def send_to_user(self, user_id: str, data: Any, *, filter: str | Filter | None = None,
                            message_ttl_seconds: int | None = None) -> None:
         check_user(user_id)
         selects = check_filter(filter)
-        check_ttl(message_ttl_seconds)
+        ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
         await hub.publish_to(topics.user_topic(self.name, user_id),
-                             Publication("server", to_payload(data), filter=selects))
+                             Publication("server", to_payload(data), filter=selects, ttl_seconds=ttl))
 
     async def send_to_connection(self, connection_id: str, data: Any, *,
                                  message_ttl_seconds: int | None = None) -> None:
         check_connection_id(connection_id)
-        check_ttl(message_ttl_seconds)
+        ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish_to(topics.connection_topic(self.name, connection_id), Publication("server", to_payload(data)))
+        await hub.publish_to(topics.connection_topic(self.name, connection_id),
+                             Publication("server", to_payload(data), ttl_seconds=ttl))
 
     # ---- groups ------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
+import trio
+
 from transport.frames import encode_frame
 
 from . import codec_json, codec_protobuf, codec_simple
@@ -22,7 +24,7 @@ Origin = Literal["group", "server"]
 
 class Publication:
     __slots__ = (
-        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
+        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter", "expires_at",
         "_json", "_json_frame", "_json_rel", "_simple_frame", "_pb", "_pb_frame",
     )
 
@@ -37,8 +39,12 @@ class Publication:
         no_echo: bool = False,
         excluded: frozenset[str] = frozenset(),
         filter: Callable[[Any], bool] | None = None,
+        ttl_seconds: int | None = None,
     ) -> None:
         self.origin = origin
+        #: trio clock deadline after which this message is dropped instead of delivered
+        #: (REST ``messageTtlSeconds``; None or 0: never expires).
+        self.expires_at = trio.current_time() + ttl_seconds if ttl_seconds else None
         self.payload = payload
         self.group = group
         self.from_user_id = from_user_id
@@ -54,6 +60,10 @@ class Publication:
         self._json_rel: dict[int, bytes] | None = None
         self._pb: bytes | None = None
         self._pb_frame: bytes | None = None
+
+    def expired(self) -> bool:
+        """True once the message outlived its TTL (checked at delivery and at replay)."""
+        return self.expires_at is not None and trio.current_time() > self.expires_at
 
     def skips(self, connection_id: str) -> bool:
         """True if this publication must not reach that connection."""

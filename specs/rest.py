@@ -279,10 +279,13 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "rest.ttl",
         "messageTtlSeconds semantics.",
-        "Validated (an integer 0..300, else 400 InvalidQueryParameter) and accepted on the four sends; "
-        "not enforced yet: a message is queued straight into each recipient's bounded outbox, and a "
-        "recipient that cannot keep up is closed (or lagged) by the slow-consumer policy long before "
-        "300 s. The Python SDK 1.3.0 cannot send it (TypeError), the JS SDK can.",
+        "Validated (an integer 0..300, else 400 InvalidQueryParameter) on the four sends and enforced "
+        "where a message can wait: a message still in a hub or group mailbox past its TTL is dropped "
+        "instead of delivered, and a reliable session that recovers after the TTL does not get it "
+        "replayed (its sequence id becomes a gap, which the SDKs accept). Once a frame is in a "
+        "connection's outbox it is sent: the outbox is bounded and a recipient that cannot keep up "
+        "is closed (or lagged) by the slow-consumer policy long before 300 s. The Python SDK 1.3.0 "
+        "cannot send it (TypeError), the JS SDK can.",
         "newer-features.md §2d: TTL bounds time queued in the service; expired messages may be silently "
         "dropped. Microsoft's emulator also validates and never expires [EMU].",
     ),

@@ -140,3 +140,22 @@ async def test_a_crashed_hub_restarts_with_an_empty_registry(fab):
     c2 = await connect(fab, "crashy", user_id="u2", roles=ROLES)
     assert await hub.connection_exists(c2.connection_id)
     assert fab.statistics()["supervisor"].restarts >= 1
+
+
+async def test_a_message_that_waited_past_its_ttl_is_dropped_not_delivered(autojump_clock):
+    from fabric import open_fabric
+    from fabric.broker import hub_topic
+    from fabric.publication import Publication
+
+    from .conftest import quick_config
+
+    async with open_fabric(quick_config(keepalive_interval=100.0, idle_timeout=200.0), access_key="k") as f:
+        c = await connect(f, "ttl")
+        hub = f.running_hubs()["ttl"]
+        stale = Publication("server", Payload.text("stale"), ttl_seconds=1)
+        fresh = Publication("server", Payload.text("fresh"), ttl_seconds=300)
+        await trio.sleep(2)  # as if both had waited in a mailbox for 2 s
+        await hub.on_publication(hub_topic("ttl"), stale)
+        await hub.on_publication(hub_topic("ttl"), fresh)
+        assert (await c.receive_json())["data"] == "fresh"
+        assert hub.counters["expired"] == 1

@@ -244,3 +244,24 @@ def test_session_table_is_consistent_with_the_lifecycle():
         assert t.source in names and t.target in names
     md = reliable.render_markdown()
     assert "dropped-recoverable" in md and "detached" in md
+
+
+async def test_messages_past_their_ttl_are_not_replayed(autojump_clock):
+    async with fabric.open_fabric(_config(reconnect_window=60.0, keepalive_interval=100.0, idle_timeout=200.0),
+                                  access_key="k") as fab:
+        hub = fab.hub("r")
+        s = Session(fab)
+        await s.open()
+        await s.drop()
+        await trio.sleep(0.1)
+        await hub.send_to_connection(s.connection_id, "short", message_ttl_seconds=5)
+        await hub.send_to_connection(s.connection_id, "forever")
+        await hub.send_to_connection(s.connection_id, "long", message_ttl_seconds=300)
+        await trio.sleep(10)  # the client is away longer than the first message's TTL
+        await s.recover()
+        got = []
+        for _ in range(2):
+            msg = await s.client.receive_json()
+            got.append((msg["sequenceId"], msg["data"]))
+        assert got == [(2, "forever"), (3, "long")]  # id 1 expired: a gap, as the SDKs accept
+        assert fab.running_hubs()["r"].counters["expired_not_replayed"] == 1
