@@ -111,12 +111,21 @@ class DetachedTransport:
         return {"detached": True}
 
 
+_FRAME_OF = {
+    WireProtocol.JSON: Publication.json_frame,
+    WireProtocol.SIMPLE: Publication.simple_frame,
+    WireProtocol.PROTOBUF: Publication.protobuf_frame,
+    WireProtocol.JSON_RELIABLE: Publication.json_frame_with_sequence,
+    WireProtocol.PROTOBUF_RELIABLE: Publication.protobuf_frame_with_sequence,
+}
+
+
 class ClientConnection:
     __slots__ = (
         "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "denied", "codec", "_text", "deliver_nowait", "__weakref__",
+        "denied", "codec", "_text", "deliver_nowait", "_frame_of", "__weakref__",
     )
 
     def __init__(
@@ -161,13 +170,8 @@ class ClientConnection:
         self.lagged = 0
         self.received = 0
         self.delivered = 0
-        self.deliver_nowait = {
-            WireProtocol.JSON: self._deliver_json,
-            WireProtocol.SIMPLE: self._deliver_simple,
-            WireProtocol.PROTOBUF: self._deliver_protobuf,
-            WireProtocol.JSON_RELIABLE: self._deliver_json_reliable,
-            WireProtocol.PROTOBUF_RELIABLE: self._deliver_protobuf_reliable,
-        }[protocol]
+        self._frame_of = _FRAME_OF[protocol]
+        self.deliver_nowait = self._deliver_sequenced if protocol.is_reliable else self._deliver_shared
         if protocol.is_pubsub:
             ws.farewell = self._farewell
 
@@ -196,53 +200,31 @@ class ClientConnection:
     # ---- outbound ------------------------------------------------------------------
 
     # deliver_nowait(publication) queues one publication for this client and never blocks.
-    # It is bound per connection in __init__ to the variant for its subprotocol (the group
-    # actor calls it once per member of every publication, so no per-call dispatch).
+    # It is bound per connection in __init__ to the plain or the sequenced variant, and
+    # ``_frame_of`` to its subprotocol's frame builder (the group actor calls it once per
+    # member of every publication, so no per-call dispatch on the subprotocol).
 
-    def _deliver_json(self, publication: Publication) -> None:
-        if self.ws.send_nowait(publication.json_frame()):
+    def _deliver_shared(self, publication: Publication) -> None:
+        """Every recipient of this format gets the publication's one cached frame."""
+        if self.ws.send_nowait(self._frame_of(publication)):
             self.delivered += 1
         else:
             self._overflow()
 
-    def _deliver_simple(self, publication: Publication) -> None:
-        if self.ws.send_nowait(publication.simple_frame()):
-            self.delivered += 1
-        else:
-            self._overflow()
-
-    def _deliver_protobuf(self, publication: Publication) -> None:
-        if self.ws.send_nowait(publication.protobuf_frame()):
-            self.delivered += 1
-        else:
-            self._overflow()
-
-    def _deliver_json_reliable(self, publication: Publication) -> None:
+    def _deliver_sequenced(self, publication: Publication) -> None:
+        """Reliable: the next sequence id, and the publication kept until acked."""
         sequence_id = self.replay.add(publication)
         if not sequence_id:
-            self._replay_full()
-        elif self.ws.send_nowait(publication.json_frame_with_sequence(sequence_id)):
+            self.hub.counters["reliable_buffer_full"] += 1
+            self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
+        elif self.ws.send_nowait(self._frame_of(publication, sequence_id)):
             self.delivered += 1
         else:
             self._overflow()
 
-    def _deliver_protobuf_reliable(self, publication: Publication) -> None:
-        sequence_id = self.replay.add(publication)
-        if not sequence_id:
-            self._replay_full()
-        elif self.ws.send_nowait(publication.protobuf_frame_with_sequence(sequence_id)):
-            self.delivered += 1
-        else:
-            self._overflow()
-
-    def _replay_full(self) -> None:
-        self.hub.counters["reliable_buffer_full"] += 1
-        self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
-
-    def _sequenced_frame(self, publication: Publication, sequence_id: int) -> bytes:
-        if self.protocol is WireProtocol.JSON_RELIABLE:
-            return publication.json_frame_with_sequence(sequence_id)
-        return publication.protobuf_frame_with_sequence(sequence_id)
+    def _queue_disconnected(self, message: str) -> None:
+        """system/disconnected ahead of a close (reply allowance: it must fit)."""
+        self.ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(message)), reply=True)
 
     def _frame(self, body: bytes) -> bytes:
         """A WebSocket frame for one protocol message of this connection's subprotocol."""
@@ -296,7 +278,7 @@ class ClientConnection:
             ws.outbox.discard_data()
         for effect in self.lifecycle.effects:  # the table: SEND_DISCONNECTED (PubSub only), SEND_CLOSE
             if effect is Effect.SEND_DISCONNECTED and notify:
-                ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(reason)), reply=True)
+                self._queue_disconnected(reason)
             elif effect is Effect.SEND_CLOSE:
                 ws.close(code, spec_errors.close_frame_reason(reason))
 
@@ -312,7 +294,7 @@ class ClientConnection:
         ws.outbox.discard_data()
         for effect in life.effects:
             if effect is Effect.SEND_DISCONNECTED:
-                ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(rule.message)), reply=True)
+                self._queue_disconnected(rule.message)
             elif effect is Effect.SEND_CLOSE:
                 ws.close(rule.code, rule.message)
             elif effect is Effect.ABORT_TRANSPORT:
@@ -360,14 +342,13 @@ class ClientConnection:
                     if publication.expires_at is not None and publication.expired():
                         self.hub.counters["expired_not_replayed"] += 1
                         continue  # outlived its TTL while the client was away (a gap the SDKs accept)
-                    if not ws.send_nowait(self._sequenced_frame(publication, sequence_id)):
+                    if not ws.send_nowait(self._frame_of(publication, sequence_id)):
                         self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
                         return
 
     def _farewell(self, code: int, reason: str) -> None:
         """The transport is closing by itself (e.g. 1009): tell a PubSub client why."""
-        self.ws.outbox.put_nowait(self._frame(self.codec.encode_disconnected(
-            _TRANSPORT_MESSAGES.get(code, reason))), reply=True)
+        self._queue_disconnected(_TRANSPORT_MESSAGES.get(code, reason))
 
     # ---- inbound -------------------------------------------------------------------
 

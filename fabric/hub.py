@@ -133,12 +133,15 @@ class Hub:
         self.users: dict[str, dict[str, ClientConnection]] = {}
         self.groups: dict[str, LocalGroup] = {}
         self.counters: collections.Counter[str] = collections.Counter()
-        self.supervisor = Supervisor(f"hub:{name}", strategy=_one_for_one(), max_restarts=10, within=10.0)
+        self.supervisor = self._new_supervisor()
         self.broker: Broker = broker_factory(self.on_publication)
         self._generation = itertools.count()
         self._notifier_ref = None
         self._started = trio.Event()
         self._emptied: trio.Event | None = None  # set when the last connection leaves (shutdown waits on it)
+
+    def _new_supervisor(self) -> Supervisor:
+        return Supervisor(f"hub:{self.name}", strategy=_one_for_one(), max_restarts=10, within=10.0)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -149,7 +152,7 @@ class Hub:
         and group actors were its supervisor's children and ended with it.
         """
         if self._started.is_set() or self.supervisor.statistics().state != "new":
-            self.supervisor = Supervisor(f"hub:{self.name}", strategy=_one_for_one(), max_restarts=10, within=10.0)
+            self.supervisor = self._new_supervisor()
             self.connections.clear()
             self.users.clear()
             self.groups.clear()

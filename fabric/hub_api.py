@@ -61,6 +61,13 @@ class InvalidArgument(ValueError):
         self.message = message
 
 
+def _close_by_app(connections, skip, why: str) -> None:
+    """REST/embedded close of each connection not in ``skip`` (disconnected, then 1008)."""
+    for connection in list(connections):
+        if connection.connection_id not in skip:
+            connection.close_for(_BY_APP, why)
+
+
 def to_payload(data: Any) -> Payload:
     if isinstance(data, Payload):
         return data
@@ -332,9 +339,7 @@ class HubHandle:
                                     reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
-        for connection in list(hub.connections.values()):
-            if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, why)
+        _close_by_app(hub.connections.values(), skip, why)
 
     async def close_group_connections(self, group: str, *, excluded: Iterable[str] = (),
                                       reason: str | None = DEFAULT_CLOSE_REASON) -> None:
@@ -342,18 +347,14 @@ class HubHandle:
         skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
         local = hub.groups.get(group)
-        for connection in list(local.members.values()) if local else ():
-            if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, why)
+        _close_by_app(local.members.values() if local else (), skip, why)
 
     async def close_user_connections(self, user_id: str, *, excluded: Iterable[str] = (),
                                      reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         check_user(user_id)
         skip, why = check_excluded(excluded), _reason(reason)
         hub = await self._hub()
-        for connection in list(hub.users.get(user_id, {}).values()):
-            if connection.connection_id not in skip:
-                connection.close_for(_BY_APP, why)
+        _close_by_app(hub.users.get(user_id, {}).values(), skip, why)
 
     # ---- queries -----------------------------------------------------------------
 
