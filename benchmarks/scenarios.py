@@ -324,7 +324,7 @@ async def _rest_send(port, key, hub, group, subs, requests, concurrency, drain_s
 
     import trio
 
-    from fabric.auth import mint_client_token, mint_rest_token
+    from fabric.core.auth import mint_client_token, mint_rest_token
 
     host = f"{HOST}:{port}"
     body_prefix = b'{"type":"message","from":"group","group":"' + group.encode() + b'","dataType":"text","data":"'

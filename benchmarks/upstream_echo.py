@@ -95,7 +95,7 @@ def serve_handler(port: int) -> None:
 def serve_inprocess() -> None:
     """An embedded fabric whose hub has an in-process echo handler; prints the Endpoint line."""
     import fabric
-    from fabric.handlers import EventHandler
+    from fabric.core.events import EventHandler
 
     class Echo(EventHandler):
         async def on_user_event(self, context, event, payload):
@@ -156,8 +156,8 @@ def endpoint_of(line: str) -> str:
 
 
 async def ws_round_trips(endpoint: str, n: int) -> list[float]:
-    from fabric import auth
-    from fabric.inprocess import connect_tcp
+    from fabric.core import auth
+    from fabric.testing import connect_tcp
 
     host, port = endpoint.split("//", 1)[1].rsplit(":", 1)
     token = auth.mint_client_token(key=KEY, endpoint=endpoint, hub=HUB, user_id="bench")

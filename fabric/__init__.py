@@ -7,7 +7,7 @@ Embedded use::
         await fab.hub("chat").send_to_group("room", {"hello": "world"})
 """
 
-from .handlers import (  # noqa: F401
+from fabric.core.events import (  # noqa: F401
     ConnectionContext,
     ConnectRejected,
     ConnectRequest,
@@ -16,7 +16,7 @@ from .handlers import (  # noqa: F401
     UserEventError,
     UserEventResponse,
 )
-from .messages import DataType, Payload  # noqa: F401
+from fabric.core.payload import DataType, Payload  # noqa: F401
 
 
 def __getattr__(name):  # lazy: keep `python -m fabric --help` and codec imports light
@@ -25,7 +25,7 @@ def __getattr__(name):  # lazy: keep `python -m fabric --help` and codec imports
 
         return getattr(app, name)
     if name == "load_config":
-        from .config import load_config
+        from fabric.config import load_config
 
         return load_config
     raise AttributeError(name)

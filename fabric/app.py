@@ -17,16 +17,17 @@ from actors import ChildSpec, Restart, Supervisor
 from transport.http import HttpLimits, Request, Response, WebSocketAccept, serve_tcp
 from transport.websocket import WebSocket
 
-from . import auth
-from .broker_memory import MemoryBus
-from .config import FabricConfig, load_config
+from fabric.core import auth
+from fabric.core.broker_memory import MemoryBus
+from fabric.config import FabricConfig, load_config
+from specs import names
 from specs.lifecycle import LifecycleEvent
 
-from .connection import ClientConnection, WireProtocol, new_lifecycle
-from .handlers import ConnectRejected, ConnectRequest, EventHandler, call_connect, handles_system_event
-from .hub import Hub, new_connection_id
-from .hub_api import HubHandle
-from .upstream import WebhookEventHandler, origin_from_endpoint
+from fabric.webpubsub.connection import ClientConnection, WireProtocol, new_lifecycle
+from fabric.core.events import ConnectRejected, ConnectRequest, EventHandler, call_connect, handles_system_event
+from fabric.core.hub import Hub, new_connection_id
+from fabric.appserver.service import HubHandle
+from fabric.appserver.webhook import WebhookEventHandler, origin_from_endpoint
 
 log = logging.getLogger("fabric")
 
@@ -61,7 +62,7 @@ class Fabric:
 
     def hub(self, name: str) -> HubHandle:
         """The embedded API for one hub (any valid hub name; no configuration needed)."""
-        if not auth.is_valid_hub_name(name):
+        if not names.is_valid_hub_name(name):
             raise ValueError(f"invalid hub name {name!r}")
         return HubHandle(self, name)
 
@@ -149,7 +150,7 @@ class Fabric:
     async def handle_http(self, request: Request) -> Response:
         if request.raw_path.lstrip("/")[:4] == "api/":
             # The REST data plane and health (GET and HEAD /api/health): fabric/rest.py.
-            from . import rest
+            from fabric.appserver import rest
 
             return await rest.handle(self, request)
         if _client_hub(request) is not None:
@@ -160,7 +161,7 @@ class Fabric:
         hub_name = _client_hub(request)
         if hub_name is None:
             return Response.error(404, "NotFound", f"no WebSocket endpoint at {request.raw_path}")
-        if not auth.is_valid_hub_name(hub_name):
+        if not names.is_valid_hub_name(hub_name):
             return Response.error(400, "InvalidHubName", f"invalid hub name {hub_name!r}")
         hub_config = self.config.hub(hub_name)
 
@@ -220,7 +221,7 @@ class Fabric:
                 if answer.user_id:  # "" means absent (Microsoft's sample answer has "userId": "")
                     user_id = answer.user_id
                 roles = tuple(dict.fromkeys((*roles, *answer.roles)))
-                bad = next((g for g in answer.groups if not auth.is_valid_group_name(g)), None)
+                bad = next((g for g in answer.groups if not names.is_valid_group_name(g)), None)
                 if bad is not None:
                     problem = f"connect handler answered an invalid group name {bad!r}"
                 groups = tuple(dict.fromkeys((*groups, *answer.groups)))

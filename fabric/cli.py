@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args, overrides: dict):
-    from .config import ConfigError, load_config
+    from fabric.config import ConfigError, load_config
 
     try:
         return load_config(args.config, env=os.environ, overrides=overrides)
@@ -63,7 +63,7 @@ def _load(args, overrides: dict):
 
 
 def _serve(args) -> int:
-    from .config import ConfigError, parse_event_handler_flag
+    from fabric.config import ConfigError, parse_event_handler_flag
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict = {}
@@ -81,7 +81,7 @@ def _serve(args) -> int:
             return 2
     config = _load(args, overrides)
     if not config.server.access_keys:
-        from .auth import generate_access_key
+        from fabric.core.auth import generate_access_key
 
         config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(generate_access_key(),)))
     failed = []
@@ -98,7 +98,7 @@ def _serve(args) -> int:
 
 
 async def _serve_async(config) -> None:
-    from .app import open_fabric
+    from fabric.app import open_fabric
 
     log = logging.getLogger("fabric")
     async with open_fabric(config) as fab:
@@ -115,7 +115,8 @@ async def _serve_async(config) -> None:
 
 
 def _token(args) -> int:
-    from . import auth
+    from fabric.core import auth
+    from specs import names
 
     config = _load(args, {})
     key = args.access_key or os.environ.get("FABRIC_ACCESS_KEY") or (config.server.access_keys or (None,))[0]
@@ -123,7 +124,7 @@ def _token(args) -> int:
         print("fabric: no access key: pass --access-key, set FABRIC_ACCESS_KEY, or configure one", file=sys.stderr)
         return 2
     endpoint = args.endpoint or f"http://{config.server.host}:{config.server.port}"
-    if not auth.is_valid_hub_name(args.hub):
+    if not names.is_valid_hub_name(args.hub):
         print(f"fabric: invalid hub name {args.hub!r}", file=sys.stderr)
         return 2
     token = auth.mint_client_token(key=key, endpoint=endpoint, hub=args.hub, user_id=args.user,

@@ -34,7 +34,7 @@ import attrs
 import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
 
-from fabric.auth import is_valid_hub_name
+from specs.names import is_valid_hub_name
 
 __all__ = [
     "SYSTEM_EVENTS",

@@ -17,7 +17,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -202,27 +201,10 @@ class ErrorCode:
 
 # =========================================================================== names
 
-MAX_NAME_CHARS = 1024
-
-
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
-
-
-def is_valid_group_name(name: object) -> bool:
-    """1–1024 characters, not whitespace-only, no control characters (C0, DEL, C1)."""
-    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and not name.isspace()
-            and not _has_control(name))
-
-
-def is_valid_user_id(value: object) -> bool:
-    """1–1024 characters, no control characters."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and not _has_control(value)
-
-
-def is_valid_connection_id(value: object) -> bool:
-    """1–1024 characters, no control characters (the spec only says ``minLength: 1``)."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and not _has_control(value)
+# One rule per name for every surface: specs/names.py (decisions names.group, names.ids).
+from specs.names import (  # noqa: E402,F401
+    MAX_NAME_CHARS, is_valid_connection_id, is_valid_group_name, is_valid_user_id,
+)
 
 
 # =========================================================================== decisions
@@ -326,8 +308,7 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "rest.names",
         "Valid group names, user ids and connection ids on the REST and embedded APIs.",
-        "Groups: 1-1024 characters, not whitespace-only, no control characters. User and connection "
-        "ids: 1-1024 characters, no control characters. Otherwise 400 InvalidGroupName / InvalidUserId / "
+        "The rules of specs/names.py (names.group, names.ids), the same on every surface. Otherwise 400 InvalidGroupName / InvalidUserId / "
         "InvalidConnectionId (ValueError on the embedded API). Hub names: the SDK regex, else 400.",
         "routes.tsp group rule plus the issue's 'control characters' rule; ids have only minLength 1 in "
         "the spec, 1024 bounds the work.",

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 import attrs
 
-from fabric.messages import DataType
+from specs.datatype import DataType
 from specs._decisions import Decision
 
 # --------------------------------------------------------------------------- numbers
@@ -90,88 +90,12 @@ def choose_subprotocol(offered: list[str] | tuple[str, ...]) -> Subprotocol | No
 
 
 # --------------------------------------------------------------------------- names
+# One rule per name, for every surface: specs/names.py.
+from specs.names import (  # noqa: E402,F401
+    EVENT_NAME_MAX_CHARS, GROUP_NAME_MAX_CHARS, GROUP_NAME_MIN_CHARS, GROUP_NAME_PATTERN, HUB_NAME_PATTERN,
+    event_name_problem, group_name_problem, is_valid_event_name, is_valid_group_name, is_valid_hub_name,
+)
 
-#: Hub names as the SDKs enforce them client-side (§1).
-HUB_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$"
-_HUB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
-
-#: Group names as published (REST spec): 1-1024 characters, not whitespace-only.
-GROUP_NAME_PATTERN = r"^(?!\s+$).+$"
-GROUP_NAME_MIN_CHARS = 1
-GROUP_NAME_MAX_CHARS = 1024
-
-#: Event names (our rule, decision ``json.event-name``).
-EVENT_NAME_MAX_CHARS = 1024
-_EVENT_NAME_FORBIDDEN_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def is_valid_hub_name(name: str) -> bool:
-    """True when ``name`` matches ``HUB_NAME_PATTERN`` (a full match, ASCII only)."""
-    return isinstance(name, str) and _HUB_NAME_RE.fullmatch(name) is not None
-
-
-def _has_lone_surrogate(s: str) -> bool:
-    if s.isascii():
-        return False
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def group_name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid group name, or None when it is.
-
-    The published pattern ``^(?!\\s+$).+$`` read as a *full* match in Python semantics
-    (``.`` excludes only ``\\n``) plus the 1-1024 length, counted in code points
-    (decision ``json.group-name``).
-    """
-    n = len(name)
-    if (
-        GROUP_NAME_MIN_CHARS <= n <= GROUP_NAME_MAX_CHARS
-        and "\n" not in name
-        and not name.isspace()
-        and (name.isascii() or not _has_lone_surrogate(name))
-    ):
-        return None  # the common case, in one expression
-    if n < GROUP_NAME_MIN_CHARS:
-        return "'group' must not be empty"
-    if n > GROUP_NAME_MAX_CHARS:
-        return f"'group' must be at most {GROUP_NAME_MAX_CHARS} characters"
-    if name.isspace():
-        return "'group' must not be only whitespace"
-    if "\n" in name:
-        return "'group' must not contain a line feed"
-    if _has_lone_surrogate(name):
-        return "'group' must be valid Unicode"
-    return None
-
-
-def is_valid_group_name(name: str) -> bool:
-    """True when ``group_name_problem(name)`` is None."""
-    return isinstance(name, str) and group_name_problem(name) is None
-
-
-def event_name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid user event name, or None when it is (``json.event-name``)."""
-    n = len(name)
-    if 0 < n <= EVENT_NAME_MAX_CHARS and name.isascii() and name.isprintable():
-        return None  # the common case: printable ASCII has no control character
-    if n == 0:
-        return "'event' must not be empty"
-    if n > EVENT_NAME_MAX_CHARS:
-        return f"'event' must be at most {EVENT_NAME_MAX_CHARS} characters"
-    if _EVENT_NAME_FORBIDDEN_RE.search(name) is not None:
-        return "'event' must not contain control characters"
-    if _has_lone_surrogate(name):
-        return "'event' must be valid Unicode"
-    return None
-
-
-def is_valid_event_name(name: str) -> bool:
-    """True when ``event_name_problem(name)`` is None."""
-    return isinstance(name, str) and event_name_problem(name) is None
 
 
 # --------------------------------------------------------------------------- data types
@@ -589,23 +513,6 @@ DECISIONS: tuple[Decision, ...] = (
         "InvalidMessage with ack_id None: there is no ackId to answer, so the server treats it "
         "like any invalid message without ackId (see errors.INVALID_MESSAGE_POLICY).",
         "An ack for an id the client never validly sent could be matched to a wrong request.",
-    ),
-    Decision(
-        "json.group-name",
-        "How exactly the group name rule applies.",
-        "group_name_problem(): 1-1024 code points, not whitespace-only (Python str.isspace, "
-        "i.e. regex \\s), no line feed, no lone surrogate. Used by the JSON codec and meant for "
-        "REST paths too.",
-        "It is the published ^(?!\\s+$).+$ read as a full match ('.' excludes \\n), without "
-        "the trailing-newline quirk of '$'. JSON-schema maxLength counts code points.",
-    ),
-    Decision(
-        "json.event-name",
-        "Which user event names are acceptable?",
-        "1-1024 code points, no C0 control characters or DEL, no lone surrogate.",
-        "Event names become upstream HTTP header values (ce-type, ce-eventName) and a URL "
-        "segment: control characters would allow header injection. Length bounded like groups "
-        "(bounded everything); Azure's own limit is not documented.",
     ),
     Decision(
         "json.base64",

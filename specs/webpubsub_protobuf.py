@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import attrs
 
-from fabric.messages import DataType
+from specs.datatype import DataType
 from specs._decisions import Decision
 
 #: The .proto package (the C# client and the canonical schema; the 2021 docs had none).

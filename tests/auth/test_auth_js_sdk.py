@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.auth import TokenError, connection_string, verify_client_token, verify_rest_token
+from fabric.core.auth import TokenError, connection_string, verify_client_token, verify_rest_token
 
 pytestmark = pytest.mark.interop
 

@@ -16,7 +16,8 @@ from azure.messaging.webpubsubservice._patch import _parse_connection_string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric.auth import (
+from specs.names import is_valid_group_name, is_valid_hub_name
+from fabric.core.auth import (
     MAX_TOKEN_CHARS,
     ClientIdentity,
     TokenError,
@@ -24,8 +25,6 @@ from fabric.auth import (
     connection_string,
     endpoint_for,
     generate_access_key,
-    is_valid_group_name,
-    is_valid_hub_name,
     mint_client_token,
     mint_rest_token,
     parse_connection_string,

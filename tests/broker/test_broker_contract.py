@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from fabric.broker_memory import MemoryBus
+from fabric.core.broker_memory import MemoryBus
 
 
 class Node:

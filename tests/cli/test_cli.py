@@ -10,8 +10,8 @@ import time
 import pytest
 import trio
 
-from fabric import auth
-from fabric.inprocess import ConnectionClosed, connect_tcp
+from fabric.core import auth
+from fabric.testing import ConnectionClosed, connect_tcp
 from specs.errors import CloseCode
 
 FABRIC = [sys.executable, "-m", "fabric"]

@@ -9,8 +9,8 @@ from codec_strategies import client_cases, json_values, near_miss_frames, near_m
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric import codec_json as cj
-from fabric.codec_json import (
+from fabric.webpubsub import codec_json as cj
+from fabric.webpubsub.codec_json import (
     Event,
     InvalidMessage,
     JoinGroup,
@@ -23,7 +23,7 @@ from fabric.codec_json import (
     Unsupported,
     decode_client,
 )
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 from specs import webpubsub_json as spec
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,8 +10,8 @@ from codec_strategies import json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric import codec_json as cj
-from fabric.messages import DataType, Payload
+from fabric.webpubsub import codec_json as cj
+from fabric.core.payload import DataType, Payload
 from specs import errors as spec_errors
 from specs import webpubsub_json as spec
 

@@ -12,8 +12,8 @@ from codec_strategies import groups, json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric import codec_json as cj
-from fabric.messages import DataType, Payload
+from fabric.webpubsub import codec_json as cj
+from fabric.core.payload import DataType, Payload
 from specs import webpubsub_json as spec
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric import codec_json as cj
+from fabric.webpubsub import codec_json as cj
 from specs import errors, lifecycle
 from specs import webpubsub_json as spec
 from specs._decisions import render_decisions_markdown
@@ -112,9 +112,12 @@ def test_group_name_rule(name, ok):
 
 @given(st.text(max_size=1100))
 def test_group_rule_is_the_published_pattern_read_as_a_full_match(name):
+    """The published pattern, plus no control character (decision ``names.group``)."""
     import re
+    import unicodedata
 
     pattern_ok = re.fullmatch(r"(?!\s+$).+", name, flags=0) is not None and "\n" not in name
+    pattern_ok = pattern_ok and not any(unicodedata.category(c) == "Cc" for c in name)
     length_ok = 1 <= len(name) <= spec.GROUP_NAME_MAX_CHARS
     assert spec.is_valid_group_name(name) is (pattern_ok and length_ok)
 

@@ -19,9 +19,9 @@ from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric import codec_json as cj
-from fabric import codec_protobuf as cp
-from fabric.codec_protobuf import (
+from fabric.webpubsub import codec_json as cj
+from fabric.webpubsub import codec_protobuf as cp
+from fabric.webpubsub.codec_protobuf import (
     Event,
     InvalidMessage,
     JoinGroup,
@@ -34,7 +34,7 @@ from fabric.codec_protobuf import (
     Unsupported,
     decode_client,
 )
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 from specs import webpubsub_protobuf as ps
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

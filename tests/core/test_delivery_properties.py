@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import fabric
 from fabric.config import load_config
-from fabric.inprocess import client_target, connect_in_process, connect_tcp
+from fabric.testing import client_target, connect_in_process, connect_tcp
 
 from .conftest import ROLES
 

@@ -3,7 +3,7 @@
 import trio
 
 from fabric import Payload
-from fabric.inprocess import connect_in_process
+from fabric.testing import connect_in_process
 from specs.errors import CloseCode
 
 from .conftest import ROLES
@@ -144,8 +144,8 @@ async def test_a_crashed_hub_restarts_with_an_empty_registry(fab):
 
 async def test_a_message_that_waited_past_its_ttl_is_dropped_not_delivered(autojump_clock):
     from fabric import open_fabric
-    from fabric.broker import hub_topic
-    from fabric.publication import Publication
+    from fabric.core.broker import hub_topic
+    from fabric.core.publication import Publication
 
     from .conftest import quick_config
 

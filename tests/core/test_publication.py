@@ -3,9 +3,13 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric import codec_json, codec_protobuf, codec_simple
-from fabric.messages import DataType, Payload
-from fabric.publication import Publication
+from fabric.webpubsub import codec_json
+
+from fabric.webpubsub import codec_protobuf
+
+from fabric.webpubsub import codec_simple
+from fabric.core.payload import DataType, Payload
+from fabric.core.publication import Publication
 from transport.frames import encode_frame
 
 payloads = st.one_of(

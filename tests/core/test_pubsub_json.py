@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from fabric import ConnectRejected, ConnectResponse, EventHandler, Payload, UserEventError
-from fabric.inprocess import ConnectionClosed, ConnectionRejected, connect_in_process
+from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
 from specs.errors import CloseCode
 
 from .conftest import ROLES

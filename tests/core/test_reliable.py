@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fabric
 from fabric.config import load_config
-from fabric.inprocess import ConnectionClosed, connect_in_process
+from fabric.testing import ConnectionClosed, connect_in_process
 from specs.errors import CloseCode
 
 from .conftest import ROLES, quick_config

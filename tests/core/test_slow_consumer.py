@@ -5,7 +5,7 @@ import trio
 
 import fabric
 from fabric.config import load_config
-from fabric.inprocess import connect_in_process
+from fabric.testing import connect_in_process
 from specs.errors import CloseCode
 
 from .conftest import ROLES, quick_config

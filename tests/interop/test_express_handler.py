@@ -212,7 +212,7 @@ def test_handle_connect_sets_user_groups_and_roles(express_setup, clients):
 def test_failing_handle_connect_fails_the_handshake_with_its_status(express_setup, clients, status):
     import trio
 
-    from fabric.inprocess import ConnectionRejected, connect_tcp
+    from fabric.testing import ConnectionRejected, connect_tcp
 
     app, server = express_setup
     token = server.client_url(HUB).split("access_token=", 1)[1]

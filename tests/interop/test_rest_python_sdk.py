@@ -23,7 +23,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDataType, WebPubSubProtocolType
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from fabric.auth import mint_rest_token
+from fabric.core.auth import mint_rest_token
 from interop_support import WAIT_TIMEOUT, JSON_SUBPROTOCOL, open_raw_client, unique
 from specs import rest as spec
 

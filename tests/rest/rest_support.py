@@ -14,9 +14,9 @@ import trio
 import trio.testing
 
 import fabric
-from fabric.auth import mint_rest_token
+from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
-from fabric.inprocess import connect_in_process
+from fabric.testing import connect_in_process
 from transport.http import serve_connection
 from transport.memory import memory_stream_pair
 

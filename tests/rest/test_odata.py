@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.odata import MAX_DEPTH, MAX_NODES, FilterError, compile_filter
+from fabric.appserver.odata import MAX_DEPTH, MAX_NODES, FilterError, compile_filter
 
 
 class Conn:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabric
-from fabric.auth import mint_rest_token
+from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
 from transport.http import serve_connection
 from transport.memory import memory_stream_pair

@@ -14,7 +14,7 @@ import urllib.parse
 import jwt
 import pytest
 
-from fabric.inprocess import ConnectionClosed, connect_in_process
+from fabric.testing import ConnectionClosed, connect_in_process
 from specs import rest as spec
 from specs.errors import CloseCode
 

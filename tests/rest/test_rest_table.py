@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 from azure.messaging.webpubsubservice._operations import _operations as sdk_ops
 
-from fabric import rest
+from fabric.appserver import rest
 from specs import rest as spec
 from specs._decisions import render_decisions_markdown
 

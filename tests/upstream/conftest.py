@@ -15,8 +15,8 @@ import pytest
 import trio
 
 import fabric
-from fabric.handlers import EventHandler
-from fabric.inprocess import connect_in_process
+from fabric.core.events import EventHandler
+from fabric.testing import connect_in_process
 
 from .support import HUB, AppTransport, CloudEventsApp, make_config
 

@@ -23,11 +23,11 @@ import httpx
 import trio
 
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig, FabricConfig, HubConfig, ServerConfig
-from fabric.handlers import (
+from fabric.core.events import (
     ConnectionContext, ConnectRejected, ConnectRequest, ConnectResponse, EventHandler,
     UserEventError, UserEventResponse, UNCHANGED,
 )
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 from specs import upstream as spec
 from transport.http import Request, Response, _parse_target
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
-from fabric.handlers import EventHandler
-from fabric.inprocess import ConnectionRejected, connect_in_process
+from fabric.core.events import EventHandler
+from fabric.testing import ConnectionRejected, connect_in_process
 from specs import upstream as spec
 from transport.http import Response
 
@@ -81,7 +81,7 @@ async def test_bad_user_event_answer(name, bad, text, failure, caplog):
         assert ack["ackId"] == 1 and ack["success"] is False
         assert ack["error"]["name"] == "InternalServerError" and text in ack["error"]["message"], ack
         assert rig.webhook.statistics()["counters"][f"failed_{failure}"] == 1
-        assert any(failure in r.getMessage() and r.levelno >= logging.INFO and r.name == "fabric.upstream"
+        assert any(failure in r.getMessage() and r.levelno >= logging.INFO and r.name == "fabric.appserver.webhook"
                    for r in caplog.records)
         # the connection carries on
         await c.send_json({"type": "event", "event": "good", "ackId": 2, "dataType": "text", "data": "fine"})

@@ -14,11 +14,11 @@ import json
 import pytest
 import trio
 
-from fabric.handlers import (
+from fabric.core.events import (
     ConnectRejected, ConnectResponse, EventHandler, UserEventError, UserEventResponse,
 )
-from fabric.inprocess import ConnectionClosed, ConnectionRejected, connect_in_process
-from fabric.messages import DataType, Payload
+from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
+from fabric.core.payload import DataType, Payload
 from specs import upstream as spec
 from specs.errors import CLOSE_RULES, CloseSituation
 
@@ -320,7 +320,7 @@ def _ld(field: int, body: bytes) -> bytes:
 async def test_protobuf_client_event_reply_then_ack(rig, data_field, data_type, value):
     """A protobuf-subprotocol client's event reaches the same handler; reply and ack come back
     encoded for it (frames built by hand from the .proto field numbers)."""
-    from fabric import codec_protobuf
+    from fabric.webpubsub import codec_protobuf
 
     handler = Recorder()
     rig.use(handler)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import specs
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig, HubConfig
-from fabric.handlers import UNCHANGED, ConnectRequest, ConnectResponse, UserEventResponse
-from fabric.upstream import UpstreamFailure, WebhookEventHandler, _Answer, origin_from_endpoint
+from fabric.core.events import UNCHANGED, ConnectRequest, ConnectResponse, UserEventResponse
+from fabric.appserver.webhook import UpstreamFailure, WebhookEventHandler, _Answer, origin_from_endpoint
 from specs import upstream as spec
 from specs.upstream import FAILURES, Failure
 

@@ -12,9 +12,9 @@ import trio
 
 import fabric
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig
-from fabric.handlers import ConnectResponse, EventHandler, UserEventResponse
-from fabric.inprocess import ConnectionRejected, connect_in_process
-from fabric.messages import Payload
+from fabric.core.events import ConnectResponse, EventHandler, UserEventResponse
+from fabric.testing import ConnectionRejected, connect_in_process
+from fabric.core.payload import Payload
 from specs import upstream as spec
 from transport.http import HttpLimits, serve_connection
 

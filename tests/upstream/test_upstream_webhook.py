@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from fabric.config import EventHandlerConfig
-from fabric.handlers import ConnectResponse, EventHandler, UserEventResponse
-from fabric.inprocess import ConnectionRejected, connect_in_process
-from fabric.messages import Payload
-from fabric.upstream import WebhookEventHandler
+from fabric.core.events import ConnectResponse, EventHandler, UserEventResponse
+from fabric.testing import ConnectionRejected, connect_in_process
+from fabric.core.payload import Payload
+from fabric.appserver.webhook import WebhookEventHandler
 from specs import upstream as spec
 from transport.http import Response
 
@@ -442,7 +442,7 @@ async def test_statistics_shape(webhook_rig):
 
 async def test_handlers_from_a_config_file_and_flags_with_anonymous_connect():
     from fabric.config import loads_config, parse_event_handler_flag
-    from fabric.upstream import WebhookEventHandler as Webhook
+    from fabric.appserver.webhook import WebhookEventHandler as Webhook
 
     import fabric
     from .support import AppTransport

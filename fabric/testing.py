@@ -24,7 +24,7 @@ from transport.http import serve_connection
 from transport.memory import memory_stream_pair
 
 if TYPE_CHECKING:
-    from .app import Fabric
+    from fabric.app import Fabric
 
 
 class ConnectionRejected(Exception):

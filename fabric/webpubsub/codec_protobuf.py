@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
-from fabric.codec_json import (
+from fabric.webpubsub.codec_json import (
     ClientMessage,
     Event,
     InvalidMessage,
@@ -41,7 +41,7 @@ from fabric.codec_json import (
     SequenceAck,
     Unsupported,
 )
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 from specs import errors as _errors
 from specs import webpubsub_json as _json_spec
 from specs import webpubsub_protobuf as _spec

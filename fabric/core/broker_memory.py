@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .broker import OnPublication
+from fabric.core.broker import OnPublication
 
 
 class MemoryBus:

@@ -35,9 +35,9 @@ import trio
 
 from specs.errors import AckErrorName
 
-from .messages import Payload
+from fabric.core.payload import Payload
 
-log = logging.getLogger("fabric.handlers")
+log = logging.getLogger(__name__)
 
 #: The core bounds a handler call by ``server.upstream_timeout`` plus this, so that a
 #: webhook handler's own timeout (same configured value, more specific message) fires first.

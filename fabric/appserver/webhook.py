@@ -44,9 +44,9 @@ from specs import upstream as spec
 from specs.errors import AckErrorName
 from specs.upstream import Failure
 
-from .auth import is_valid_group_name
-from .config import EventHandlerConfig, HubConfig
-from .handlers import (
+from specs.names import is_valid_group_name
+from fabric.config import EventHandlerConfig, HubConfig
+from fabric.core.events import (
     UNCHANGED,
     ConnectionContext,
     ConnectRejected,
@@ -56,9 +56,9 @@ from .handlers import (
     UserEventError,
     UserEventResponse,
 )
-from .messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 
-log = logging.getLogger("fabric.upstream")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "fabric-webpubsub/0.1"
 DEFAULT_MAX_CONCURRENCY = 64

@@ -10,7 +10,7 @@ Rules this module keeps (reference: webpubsub-protocol.md §2.6, specs.webpubsub
 
 from __future__ import annotations
 
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 
 __all__ = ["frame_for", "payload_from_frame"]
 

@@ -33,18 +33,18 @@ from actors import Actor, ChildSpec, Overflow, Restart, Supervisor
 from specs import errors as spec_errors
 from specs.lifecycle import Effect, LifecycleEvent, State
 
-from . import broker as topics
-from . import codec_json
-from .config import HubConfig, ServerConfig
-from .connection import ClientConnection, DetachedTransport, WireProtocol
-from .handlers import EventHandler
-from .publication import Publication
-from .reliable import reconnection_token, valid_reconnection_token
+from fabric.core import broker as topics
+from fabric.webpubsub import codec_json
+from fabric.config import HubConfig, ServerConfig
+from fabric.webpubsub.connection import ClientConnection, DetachedTransport, WireProtocol
+from fabric.core.events import EventHandler
+from fabric.core.publication import Publication
+from fabric.webpubsub.reliable import reconnection_token, valid_reconnection_token
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from fabric.core.broker import Broker
 
-log = logging.getLogger("fabric.hub")
+log = logging.getLogger(__name__)
 
 
 def new_connection_id() -> str:

@@ -31,16 +31,17 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import msgspec
 
 from specs import rest as spec
+from specs import names
 from specs.rest import ErrorCode
 from transport.http import Request, Response
 
-from . import auth
-from .hub_api import HubHandle, InvalidArgument, check_group
-from .messages import DataType, Payload
-from .odata import FilterError
+from fabric.core import auth
+from fabric.appserver.service import HubHandle, InvalidArgument, check_group
+from fabric.core.payload import DataType, Payload
+from fabric.appserver.odata import FilterError
 
 if TYPE_CHECKING:
-    from .app import Fabric
+    from fabric.app import Fabric
 
 _SUPPORTED = ("api-supported-versions", ", ".join(spec.GA_API_VERSIONS))
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -524,7 +525,7 @@ async def handle(fabric: "Fabric", request: Request) -> Response:
                 raise HttpError(exc.status, exc.code, exc.message,
                                 headers=(("www-authenticate", 'Bearer error="invalid_token"'),)) from None
             name = path["hub"]
-            if not auth.is_valid_hub_name(name):
+            if not names.is_valid_hub_name(name):
                 raise HttpError(400, ErrorCode.INVALID_HUB_NAME,
                                 f"invalid hub name {name[:80]!r}: a letter, then up to 127 of A-Z a-z 0-9 _ ` , . [ ]",
                                 "hub")

@@ -28,17 +28,21 @@ from specs.lifecycle import Effect, Lifecycle, LifecycleEvent
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
 
-from . import codec_json, codec_protobuf, codec_simple
-from .auth import role_grants
-from .handlers import UNCHANGED, ConnectionContext, UserEventError, call_user_event
-from .messages import Payload
-from .publication import Publication
-from .reliable import ReplayBuffer
+from fabric.webpubsub import codec_json
+
+from fabric.webpubsub import codec_protobuf
+
+from fabric.webpubsub import codec_simple
+from fabric.core.auth import role_grants
+from fabric.core.events import UNCHANGED, ConnectionContext, UserEventError, call_user_event
+from fabric.core.payload import Payload
+from fabric.core.publication import Publication
+from fabric.webpubsub.reliable import ReplayBuffer
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from fabric.core.hub import Hub
 
-log = logging.getLogger("fabric.connection")
+log = logging.getLogger(__name__)
 
 ACK_MEMORY = 1024
 

@@ -36,6 +36,8 @@ import attrs
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
+from specs.names import is_valid_group_name, is_valid_hub_name
+
 __all__ = [
     "CLIENT_PATHS",
     "STANDARD_CLAIMS",
@@ -48,8 +50,6 @@ __all__ = [
     "connection_string",
     "endpoint_for",
     "generate_access_key",
-    "is_valid_group_name",
-    "is_valid_hub_name",
     "mint_client_token",
     "mint_rest_token",
     "parse_connection_string",
@@ -73,7 +73,6 @@ STANDARD_CLAIMS: frozenset[str] = frozenset(
 #: Longest token accepted (characters). Bounds the work an unauthenticated peer can cause.
 MAX_TOKEN_CHARS = 65536
 
-_HUB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
 _TOKEN_SHAPE_RE = re.compile(r"[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*")
 # Largest magnitude accepted for exp/nbf: a NumericDate beyond 2**53 seconds is nonsense and
 # would overflow float conversion.
@@ -115,25 +114,6 @@ class ClientIdentity:
     claims: dict[str, list[str]] = attrs.field(eq=True, hash=False)
     #: ``exp`` as epoch seconds (always set by :func:`verify_client_token`, which requires it).
     expires_at: float | None
-
-
-# --------------------------------------------------------------------------------------------
-# Names
-
-
-def is_valid_hub_name(name: object) -> bool:
-    """True for a hub name the SDKs accept: ``^[A-Za-z][A-Za-z0-9_`,.[\\]]{0,127}$``."""
-    return isinstance(name, str) and _HUB_NAME_RE.fullmatch(name) is not None
-
-
-def is_valid_group_name(name: object) -> bool:
-    """True for 1–1024 characters, not whitespace-only, without a line feed (REST spec rule)."""
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= 1024
-        and "\n" not in name
-        and not name.isspace()
-    )
 
 
 # --------------------------------------------------------------------------------------------

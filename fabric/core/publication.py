@@ -16,8 +16,12 @@ import trio
 
 from transport.frames import encode_frame
 
-from . import codec_json, codec_protobuf, codec_simple
-from .messages import Payload
+from fabric.webpubsub import codec_json
+
+from fabric.webpubsub import codec_protobuf
+
+from fabric.webpubsub import codec_simple
+from fabric.core.payload import Payload
 
 Origin = Literal["group", "server"]
 

@@ -27,7 +27,7 @@ from typing import Annotated, Union
 
 import msgspec
 
-from fabric.messages import DataType, Payload
+from fabric.core.payload import DataType, Payload
 from specs import errors as _errors
 from specs import webpubsub_json as _spec
 

@@ -32,16 +32,16 @@ import msgspec
 from specs import errors as spec_errors
 from specs import rest as spec
 
-from . import auth
-from . import broker as topics
-from .messages import DataType, Payload
-from .odata import Filter, compile_filter
-from .publication import Publication
+from fabric.core import auth
+from fabric.core import broker as topics
+from fabric.core.payload import DataType, Payload
+from fabric.appserver.odata import Filter, compile_filter
+from fabric.core.publication import Publication
 
 if TYPE_CHECKING:
-    from .app import Fabric
-    from .connection import ClientConnection
-    from .hub import Hub
+    from fabric.app import Fabric
+    from fabric.webpubsub.connection import ClientConnection
+    from fabric.core.hub import Hub
 
 PERMISSIONS = spec.PERMISSIONS
 DEFAULT_CLOSE_REASON = spec_errors.CloseReason.CLOSED_BY_APP_SERVER.value
