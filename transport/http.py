@@ -12,6 +12,16 @@ Rules this module keeps:
 - The application never sees a malformed request: those get 400 (or 426 for a wrong
   WebSocket version) with a JSON body. An exception in the application becomes a 500 with
   a JSON body and a log line; it never kills the listener.
+- A request whose body length is not certain is refused with 400 and the connection is
+  closed, so nothing after it is ever read as a next request (request smuggling, RFC 9112
+  §6.3 and §11.2). h11 already refuses differing Content-Length values and any
+  Transfer-Encoding but one ``chunked``; we also refuse Content-Length together with
+  Transfer-Encoding (h11 would let chunked win and keep the connection), Transfer-Encoding
+  in HTTP/1.0 (§6.1), and a body on an upgrade request (its bytes would go to the
+  WebSocket). A transfer coding h11 refuses is a 400 too, not the 501 RFC 9112 §6.1
+  suggests: h11 does not tell us whether ``chunked`` was final, and when it is not,
+  §6.3 requires 400 and close. Repeated identical Content-Length values are accepted as one
+  (RFC 9110 §8.6 allows it; every parser agrees on that length).
 - We own the accept loop (not ``trio.serve_listeners``) so that a connection's stream can
   outlive the task that accepted it when the application hands it to a supervisor.
 """
@@ -140,15 +150,22 @@ async def serve_connection(
             if isinstance(event, _BadRequest):
                 await _send_simple(stream, conn, Response.error(event.status, "BadRequest", event.message))
                 return
-            assert isinstance(event, h11.Request)
+            if not isinstance(event, h11.Request):  # h11 never does this; close rather than guess
+                log.error("h11 gave %r where a request head was due; closing", event)
+                return
             headers = tuple(
                 (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers
             )
+            upgrade = _is_upgrade(headers)
+            problem = _framing_problem(event, upgrade)
+            if problem is not None:
+                await _send_simple(stream, conn, Response.error(400, "BadRequest", problem))
+                return
             target = event.target.decode("latin-1")
             path, raw_path, query = _parse_target(target)
             method = event.method.decode("ascii", "replace")
 
-            if _is_upgrade(headers):
+            if upgrade:
                 handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits)
                 return
 
@@ -204,12 +221,39 @@ class _BadRequest:
     message: str
 
 
+def _framing_problem(event: h11.Request, upgrade: bool) -> str | None:
+    """Why this request's body length is ambiguous (to us or to a proxy before us), or None.
+
+    h11 has already refused differing Content-Length values and any Transfer-Encoding other
+    than one ``chunked``; its header names are lower-cased.
+    """
+    chunked = has_length = False
+    length = b""
+    for name, value in event.headers:
+        if name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            has_length = True
+            length = value
+    if chunked and has_length:
+        return ("malformed HTTP request: both Content-Length and Transfer-Encoding; "
+                "the body length is ambiguous (RFC 9112 section 6.3)")
+    if chunked and event.http_version == b"1.0":
+        return "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request (RFC 9112 section 6.1)"
+    if upgrade and (chunked or (has_length and length.lstrip(b"0") != b"")):
+        return "malformed HTTP request: an upgrade request must not carry a body"
+    return None
+
+
 async def _next_event(stream: trio.abc.Stream, conn: h11.Connection):
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            return _BadRequest(exc.error_status_hint, f"malformed HTTP request: {exc}")
+            # h11 hints 501 for a transfer coding it refuses; for us any unframeable body
+            # is a 400 (see the module header).
+            status = 400 if exc.error_status_hint == 501 else exc.error_status_hint
+            return _BadRequest(status, f"malformed HTTP request: {exc}")
         if event is h11.NEED_DATA:
             if conn.they_are_waiting_for_100_continue:
                 pass
