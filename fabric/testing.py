@@ -20,7 +20,6 @@ from wsproto.events import (
     TextMessage,
 )
 
-from transport.http import serve_connection
 from transport.memory import memory_stream_pair
 
 if TYPE_CHECKING:
@@ -173,7 +172,7 @@ async def connect_in_process(
     if token is None and not anonymous:
         token = fab.hub(hub).get_client_access_token(user_id=user_id, roles=roles, groups=groups)["token"]
     client_stream, server_stream = memory_stream_pair()
-    fab._nursery.start_soon(serve_connection, server_stream, fab, fab._limits)
+    fab.serve_stream(server_stream)
     return await Client.open(client_stream, "fabric.local", client_target(hub, token, **(query or {})),
                              [subprotocol] if subprotocol else [])
 

@@ -1,7 +1,7 @@
 """The REST data plane: Azure Web PubSub's ``/api/hubs/...`` operations and ``/api/health``.
 
 ``Fabric.handle_http`` hands every ``/api/...`` request to :func:`handle`. This module only
-translates HTTP into calls of the embedded API (``fabric/hub_api.py``) and their results and
+translates HTTP into calls of the embedded API (``fabric/appserver/service.py``) and their results and
 exceptions back into HTTP: one implementation, two surfaces.
 
 Rules this module keeps:
@@ -41,7 +41,7 @@ from fabric.core.payload import DataType, Payload
 from fabric.appserver.odata import FilterError
 
 if TYPE_CHECKING:
-    from fabric.app import Fabric
+    from fabric.core.hubs import HubRegistry
 
 _SUPPORTED = ("api-supported-versions", ", ".join(spec.GA_API_VERSIONS))
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -168,10 +168,10 @@ def _query(request: Request, op: spec.Operation) -> dict[str, Any]:
     return out
 
 
-def _payload(request: Request, fabric: "Fabric") -> Payload:
+def _payload(request: Request, registry: "HubRegistry") -> Payload:
     """The message of a send: its dataType from the Content-Type's media type."""
     body = request.body
-    limit = fabric.config.server.max_message_bytes
+    limit = registry.config.server.max_message_bytes
     if len(body) > limit:
         raise HttpError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"the message is {len(body)} bytes; at most {limit} are accepted")
     content_type = request.header("content-type")
@@ -264,11 +264,11 @@ def decode_cursor(keys: tuple[str, ...], group: str, token: str) -> str:
 class Call:
     """What a handler gets: the request, its operation, hub, path and query parameters."""
 
-    __slots__ = ("fabric", "request", "op", "hub", "path", "query", "api_version")
+    __slots__ = ("registry", "request", "op", "hub", "path", "query", "api_version")
 
-    def __init__(self, fabric: "Fabric", request: Request, op: spec.Operation, hub: HubHandle | None,
+    def __init__(self, registry: "HubRegistry", request: Request, op: spec.Operation, hub: HubHandle | None,
                  path: dict[str, str], query: dict[str, Any], api_version: str) -> None:
-        self.fabric = fabric
+        self.registry = registry
         self.request = request
         self.op = op
         self.hub = hub
@@ -289,14 +289,15 @@ _HANDLERS: dict[str, Handler] = {}
 
 def _handles(name: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        assert name in spec.OPERATIONS_BY_NAME, name
+        if name not in spec.OPERATIONS_BY_NAME:
+            raise LookupError(f"no operation {name!r} in specs.rest")
         _HANDLERS[name] = fn
         return fn
     return register
 
 
 def _message(call: Call) -> Payload:
-    return _payload(call.request, call.fabric)
+    return _payload(call.request, call.registry)
 
 
 @_handles("getServiceStatus")
@@ -477,7 +478,7 @@ async def _generate_token(call: Call) -> Response:
     q = call.query
     host = call.request.header("host") or ""
     if _HOST.fullmatch(host) is None:
-        host = urllib.parse.urlsplit(call.fabric.endpoint or "http://localhost").netloc or "localhost"
+        host = urllib.parse.urlsplit(call.registry.endpoint or "http://localhost").netloc or "localhost"
     user = q["userId"] or None
     token = call.hub.get_client_access_token(
         user_id=user, roles=q["role"], groups=q["group"], minutes_to_expire=q["minutesToExpire"],
@@ -490,7 +491,7 @@ async def _list_connections(call: Call) -> Response:
     q = call.query
     group = check_group(call.path["group"])
     token = q["continuationToken"]
-    after = decode_cursor(call.fabric.access_keys, group, token) if token else None
+    after = decode_cursor(call.registry.access_keys, group, token) if token else None
     page_size, top = q["maxpagesize"], q["top"]
     items, last = await call.hub.list_connections_page(group, max_page_size=page_size, top=top, after=after)
     body: dict[str, Any] = {"value": items}
@@ -498,20 +499,21 @@ async def _list_connections(call: Call) -> Response:
         params = [("api-version", call.api_version), ("maxpagesize", str(page_size))]
         if top is not None:
             params.append(("top", str(top - len(items))))
-        params.append(("continuationToken", encode_cursor(call.fabric.access_keys[0], group, last)))
+        params.append(("continuationToken", encode_cursor(call.registry.access_keys[0], group, last)))
         body["nextLink"] = (f"/api/hubs/{urllib.parse.quote(call.hub.name, safe='')}/groups/"
                             f"{urllib.parse.quote(group, safe='')}/connections?{urllib.parse.urlencode(params)}")
     return Response.json(200, body, (_SUPPORTED,))
 
 
 _missing = [op.name for op in spec.OPERATIONS if op.name not in _HANDLERS]
-assert not _missing, f"operations without a handler: {_missing}"
+if _missing:
+    raise LookupError(f"operations without a handler: {_missing}")
 
 
 # ---- entry point -----------------------------------------------------------------------------------
 
 
-async def handle(fabric: "Fabric", request: Request) -> Response:
+async def handle(registry: "HubRegistry", request: Request) -> Response:
     """Answer one ``/api/...`` request. Checkpoint."""
     try:
         op, path = route(request.method, request.raw_path)
@@ -519,7 +521,7 @@ async def handle(fabric: "Fabric", request: Request) -> Response:
         hub: HubHandle | None = None
         if "hub" in path:
             try:
-                auth.verify_rest_token(request.header("authorization"), keys=fabric.access_keys,
+                auth.verify_rest_token(request.header("authorization"), keys=registry.access_keys,
                                        request_path=request.raw_path)
             except auth.TokenError as exc:
                 raise HttpError(exc.status, exc.code, exc.message,
@@ -529,8 +531,8 @@ async def handle(fabric: "Fabric", request: Request) -> Response:
                 raise HttpError(400, ErrorCode.INVALID_HUB_NAME,
                                 f"invalid hub name {name[:80]!r}: a letter, then up to 127 of A-Z a-z 0-9 _ ` , . [ ]",
                                 "hub")
-            hub = fabric.hub(name)
-        call = Call(fabric, request, op, hub, path, _query(request, op), api_version)
+            hub = HubHandle(registry, name)
+        call = Call(registry, request, op, hub, path, _query(request, op), api_version)
         return await _HANDLERS[op.name](call)
     except HttpError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.target, exc.headers)

@@ -1,20 +1,20 @@
 """The embedded API for one hub: the operations Azure's REST API offers, as methods.
 
-One implementation, two surfaces: ``fabric/rest.py`` only translates HTTP into these calls
+One implementation, two surfaces: ``fabric/appserver/rest.py`` only translates HTTP into these calls
 (and their exceptions into status codes), so every rule below holds for both.
 
 Rules this module keeps:
 - Every argument is validated here, with the rules of ``specs/rest.py``: a bad group name,
   user id, connection id, permission, TTL, page size or filter raises :class:`InvalidArgument`
-  or ``fabric.odata.FilterError`` (both ``ValueError``) before anything changes or is sent.
+  or ``fabric.appserver.odata.FilterError`` (both ``ValueError``) before anything changes or is sent.
 - Unknown targets (reference §10 q6, ``specs.rest`` decision ``rest.unknown-target``): the
   "add" operations and ``grant_permission`` return False; sends, closes and removals do
   nothing and succeed.
-- Permissions change the live connection at once (``ClientConnection.roles`` and
-  ``.denied``, read by ``ClientConnection.may`` on every request); see decision
+- Permissions change the live connection at once (its ``fabric.core.permissions.Permissions``,
+  read on every request); see decision
   ``rest.permissions``. At most ``MAX_PERMISSION_ENTRIES`` per connection.
-- A connection that leaves while a REST join for it is in flight is taken out of the group
-  again (no member outlives its connection).
+- Every operation is one ``Hub`` method after validation, so the hub decides where the
+  target lives (this process, or another node through the broker).
 - Methods are checkpoints (they may start the hub or wait on the broker) unless they say
   otherwise.
 
@@ -33,20 +33,17 @@ from specs import errors as spec_errors
 from specs import rest as spec
 
 from fabric.core import auth
-from fabric.core import broker as topics
 from fabric.core.payload import DataType, Payload
 from fabric.appserver.odata import Filter, compile_filter
+from fabric.core.permissions import MAX_PERMISSION_ENTRIES, TooManyPermissions
 from fabric.core.publication import Publication
 
 if TYPE_CHECKING:
-    from fabric.app import Fabric
-    from fabric.webpubsub.connection import ClientConnection
     from fabric.core.hub import Hub
+    from fabric.core.hubs import HubRegistry
 
 PERMISSIONS = spec.PERMISSIONS
 DEFAULT_CLOSE_REASON = spec_errors.CloseReason.CLOSED_BY_APP_SERVER.value
-MAX_PERMISSION_ENTRIES = 1000
-_BY_APP = spec_errors.CloseSituation.CLOSED_BY_APP_SERVER
 _PARAM = spec.ErrorCode.INVALID_PARAMETER
 
 
@@ -59,13 +56,6 @@ class InvalidArgument(ValueError):
         self.code = code
         self.target = target
         self.message = message
-
-
-def _close_by_app(connections, skip, why: str) -> None:
-    """REST/embedded close of each connection not in ``skip`` (disconnected, then 1008)."""
-    for connection in list(connections):
-        if connection.connection_id not in skip:
-            connection.close_for(_BY_APP, why)
 
 
 def to_payload(data: Any) -> Payload:
@@ -167,25 +157,22 @@ def _reason(reason: str | None) -> str:
     return reason
 
 
-def _member(connection: "ClientConnection") -> dict:
-    if connection.user_id:
-        return {"connectionId": connection.connection_id, "userId": connection.user_id}
-    return {"connectionId": connection.connection_id}
+def _member(connection_id: str, user_id: str | None) -> dict:
+    if user_id:
+        return {"connectionId": connection_id, "userId": user_id}
+    return {"connectionId": connection_id}
 
 
 class HubHandle:
-    def __init__(self, fabric: "Fabric", name: str) -> None:
-        self._fabric = fabric
+    """The embedded API of one hub: Azure's data-plane operations as methods (see the
+    module's rules). Every operation validates here and then asks the ``Hub``."""
+
+    def __init__(self, registry: "HubRegistry", name: str) -> None:
+        self._registry = registry
         self.name = name
 
     async def _hub(self) -> "Hub":
-        return await self._fabric.get_hub(self.name)
-
-    async def _join(self, hub: "Hub", connection: "ClientConnection", group: str) -> None:
-        """Join, then undo it if the connection left while the join waited."""
-        await hub.join_group(connection, group)
-        if hub.connections.get(connection.connection_id) is not connection:
-            await hub.leave_group(connection, group)
+        return await self._registry.get(self.name)
 
     # ---- sending -----------------------------------------------------------------
 
@@ -195,8 +182,7 @@ class HubHandle:
         skip, selects = check_excluded(excluded), check_filter(filter)
         ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish_to(topics.hub_topic(self.name),
-                             Publication("server", to_payload(data), excluded=skip, filter=selects, ttl_seconds=ttl))
+        await hub.send_to_all(Publication("server", to_payload(data), excluded=skip, filter=selects, ttl_seconds=ttl))
 
     async def send_to_group(self, group: str, data: Any, *, excluded: Iterable[str] = (),
                             filter: str | Filter | None = None, message_ttl_seconds: int | None = None) -> None:
@@ -213,16 +199,14 @@ class HubHandle:
         selects = check_filter(filter)
         ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish_to(topics.user_topic(self.name, user_id),
-                             Publication("server", to_payload(data), filter=selects, ttl_seconds=ttl))
+        await hub.send_to_user(user_id, Publication("server", to_payload(data), filter=selects, ttl_seconds=ttl))
 
     async def send_to_connection(self, connection_id: str, data: Any, *,
                                  message_ttl_seconds: int | None = None) -> None:
         check_connection_id(connection_id)
         ttl = check_ttl(message_ttl_seconds)
         hub = await self._hub()
-        await hub.publish_to(topics.connection_topic(self.name, connection_id),
-                             Publication("server", to_payload(data), ttl_seconds=ttl))
+        await hub.send_to_connection(connection_id, Publication("server", to_payload(data), ttl_seconds=ttl))
 
     # ---- groups ------------------------------------------------------------------
 
@@ -230,74 +214,42 @@ class HubHandle:
         """False if there is no such connection."""
         check_group(group)
         check_connection_id(connection_id)
-        hub = await self._hub()
-        connection = hub.connections.get(connection_id)
-        if connection is None:
-            return False
-        await self._join(hub, connection, group)
-        return True
+        return await (await self._hub()).add_to_group(connection_id, group)
 
     async def remove_connection_from_group(self, group: str, connection_id: str) -> None:
         check_group(group)
         check_connection_id(connection_id)
-        hub = await self._hub()
-        connection = hub.connections.get(connection_id)
-        if connection is not None:
-            await hub.leave_group(connection, group)
+        await (await self._hub()).remove_from_group(connection_id, group)
 
     async def remove_connection_from_all_groups(self, connection_id: str) -> None:
         check_connection_id(connection_id)
-        hub = await self._hub()
-        connection = hub.connections.get(connection_id)
-        if connection is not None:
-            for group in list(connection.groups):
-                await hub.leave_group(connection, group)
+        await (await self._hub()).remove_from_all_groups(connection_id)
 
     async def add_user_to_group(self, group: str, user_id: str) -> bool:
         """Add every connection of the user. False if the user has no connection."""
         check_group(group)
         check_user(user_id)
-        hub = await self._hub()
-        connections = list(hub.users.get(user_id, {}).values())
-        for connection in connections:
-            await self._join(hub, connection, group)
-        return bool(connections)
+        return await (await self._hub()).add_user_to_group(user_id, group)
 
     async def remove_user_from_group(self, group: str, user_id: str) -> None:
         check_group(group)
         check_user(user_id)
-        hub = await self._hub()
-        for connection in list(hub.users.get(user_id, {}).values()):
-            await hub.leave_group(connection, group)
+        await (await self._hub()).remove_user_from_group(user_id, group)
 
     async def remove_user_from_all_groups(self, user_id: str) -> None:
         check_user(user_id)
-        hub = await self._hub()
-        for connection in list(hub.users.get(user_id, {}).values()):
-            for group in list(connection.groups):
-                await hub.leave_group(connection, group)
+        await (await self._hub()).remove_user_from_all_groups(user_id)
 
     async def add_connections_to_groups(self, groups: Iterable[str], filter: str | Filter | None = None) -> int:
         """Add every connection the filter selects (all, without one) to every group.
         Returns how many connections were selected."""
         names, selects = check_groups(groups), check_filter(filter)
-        hub = await self._hub()
-        chosen = [c for c in list(hub.connections.values()) if selects is None or selects(c)]
-        for connection in chosen:
-            for group in names:
-                if hub.connections.get(connection.connection_id) is connection:
-                    await self._join(hub, connection, group)
-        return len(chosen)
+        return await (await self._hub()).add_connections_to_groups(names, selects)
 
     async def remove_connections_from_groups(self, groups: Iterable[str], filter: str | Filter | None = None) -> int:
         """Remove every connection the filter selects (all, without one) from every group."""
         names, selects = check_groups(groups), check_filter(filter)
-        hub = await self._hub()
-        chosen = [c for c in list(hub.connections.values()) if selects is None or selects(c)]
-        for connection in chosen:
-            for group in names:
-                await hub.leave_group(connection, group)
-        return len(chosen)
+        return await (await self._hub()).remove_connections_from_groups(names, selects)
 
     async def list_connections_in_group(self, group: str) -> list[dict]:
         """Every member as ``{"connectionId", "userId"?}``, ordered by connection id."""
@@ -315,61 +267,50 @@ class HubHandle:
         check_int(max_page_size, "maxpagesize", 1, 2**31 - 1)
         if top is not None:
             check_int(top, "top", 1, 2**31 - 1)
-        hub = await self._hub()
-        local = hub.groups.get(group)
-        members = local.members if local is not None else {}
-        ids = sorted(members)
-        start = bisect.bisect_right(ids, after) if after is not None else 0
+        members = await (await self._hub()).group_members(group)
+        start = bisect.bisect_right([cid for cid, _ in members], after) if after is not None else 0
         limit = max_page_size if top is None else min(max_page_size, top)
-        page = ids[start:start + limit]
-        more = start + limit < len(ids) and (top is None or top > limit)
-        return [_member(members[cid]) for cid in page], (page[-1] if more and page else None)
+        page = members[start:start + limit]
+        more = start + limit < len(members) and (top is None or top > limit)
+        return [_member(cid, user) for cid, user in page], (page[-1][0] if more and page else None)
 
     # ---- closing -----------------------------------------------------------------
 
     async def close_connection(self, connection_id: str, reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         check_connection_id(connection_id)
         why = _reason(reason)
-        hub = await self._hub()
-        connection = hub.connections.get(connection_id)
-        if connection is not None:
-            connection.close_for(_BY_APP, why)
+        await (await self._hub()).close_connection(connection_id, why)
 
     async def close_all_connections(self, *, excluded: Iterable[str] = (),
                                     reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         skip, why = check_excluded(excluded), _reason(reason)
-        hub = await self._hub()
-        _close_by_app(hub.connections.values(), skip, why)
+        await (await self._hub()).close_all(skip, why)
 
     async def close_group_connections(self, group: str, *, excluded: Iterable[str] = (),
                                       reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         check_group(group)
         skip, why = check_excluded(excluded), _reason(reason)
-        hub = await self._hub()
-        local = hub.groups.get(group)
-        _close_by_app(local.members.values() if local else (), skip, why)
+        await (await self._hub()).close_group(group, skip, why)
 
     async def close_user_connections(self, user_id: str, *, excluded: Iterable[str] = (),
                                      reason: str | None = DEFAULT_CLOSE_REASON) -> None:
         check_user(user_id)
         skip, why = check_excluded(excluded), _reason(reason)
-        hub = await self._hub()
-        _close_by_app(hub.users.get(user_id, {}).values(), skip, why)
+        await (await self._hub()).close_user(user_id, skip, why)
 
     # ---- queries -----------------------------------------------------------------
 
     async def connection_exists(self, connection_id: str) -> bool:
         check_connection_id(connection_id)
-        return connection_id in (await self._hub()).connections
+        return await (await self._hub()).connection_exists(connection_id)
 
     async def group_exists(self, group: str) -> bool:
         check_group(group)
-        local = (await self._hub()).groups.get(group)
-        return bool(local and local.members)
+        return await (await self._hub()).group_exists(group)
 
     async def user_exists(self, user_id: str) -> bool:
         check_user(user_id)
-        return bool((await self._hub()).users.get(user_id))
+        return await (await self._hub()).user_exists(user_id)
 
     # ---- permissions (decision rest.permissions) --------------------------------------
 
@@ -383,59 +324,27 @@ class HubHandle:
         """Allow ``permission`` on ``target`` (a group), or on every group. False if there is
         no such connection."""
         self._permission_args(permission, connection_id, target)
-        connection = (await self._hub()).connections.get(connection_id)
-        if connection is None:
-            return False
-        role = f"webpubsub.{permission}"
-        denied = connection.denied
-        if target is None:
-            connection.roles.add(role)
-            if denied:
-                denied.difference_update([d for d in denied if d[0] == permission])
-        else:
-            if denied:
-                denied.discard((permission, target))
-            scoped = f"{role}.{target}"
-            if scoped not in connection.roles:
-                _check_room(connection)
-                connection.roles.add(scoped)
-        return True
+        hub = await self._hub()
+        try:
+            return await hub.grant_permission(connection_id, permission, target)
+        except TooManyPermissions:
+            raise _too_many(connection_id) from None
 
     async def revoke_permission(self, permission: str, connection_id: str, *, target: str | None = None) -> None:
         """Take ``permission`` away on ``target``, or on every group (scoped and pattern roles
         included). Revoking one group that a broader role still allows denies that group."""
         self._permission_args(permission, connection_id, target)
-        connection = (await self._hub()).connections.get(connection_id)
-        if connection is None:
-            return
-        role = f"webpubsub.{permission}"
-        roles = connection.roles
-        denied = connection.denied
-        if target is None:
-            scoped, patterns = role + ".", f"webpubsub.{permission}s."
-            for r in [r for r in roles if r == role or r.startswith(scoped) or r.startswith(patterns)]:
-                roles.discard(r)
-            if denied:
-                denied.difference_update([d for d in denied if d[0] == permission])
-            return
-        roles.discard(f"{role}.{target}")
-        if auth.role_grants(roles, permission, target) and (permission, target) not in (denied or ()):
-            _check_room(connection)
-            if denied is None:
-                denied = connection.denied = set()
-            denied.add((permission, target))
+        hub = await self._hub()
+        try:
+            await hub.revoke_permission(connection_id, permission, target)
+        except TooManyPermissions:
+            raise _too_many(connection_id) from None
 
     async def has_permission(self, permission: str, connection_id: str, *, target: str | None = None) -> bool:
         """With a target: may the connection act on that group now. Without: on every group
         (the unscoped role, and no group revoked). False if there is no such connection."""
         self._permission_args(permission, connection_id, target)
-        connection = (await self._hub()).connections.get(connection_id)
-        if connection is None:
-            return False
-        if target is None:
-            return f"webpubsub.{permission}" in connection.roles and not any(
-                d[0] == permission for d in (connection.denied or ()))
-        return connection.may(permission, target)
+        return await (await self._hub()).has_permission(connection_id, permission, target)
 
     # ---- tokens ------------------------------------------------------------------
 
@@ -458,21 +367,20 @@ class HubHandle:
             if not isinstance(role, str) or not role or len(role) > 2048:
                 raise InvalidArgument(_PARAM, "role", f"invalid role {_show(role)}")
         group_list = [check_group(g) for g in groups]
-        endpoint = endpoint or self._fabric.endpoint or "http://127.0.0.1:8080"
+        endpoint = endpoint or self._registry.endpoint or "http://127.0.0.1:8080"
         token = auth.mint_client_token(
-            key=self._fabric.access_keys[0], endpoint=endpoint, hub=self.name, user_id=user_id,
+            key=self._registry.access_keys[0], endpoint=endpoint, hub=self.name, user_id=user_id,
             roles=tuple(role_list), groups=tuple(group_list), ttl_seconds=minutes_to_expire * 60,
             client_type=kind)
         url = auth.client_url(endpoint, self.name, token, client_type=kind)
         return {"token": token, "url": url, "baseUrl": url.split("?", 1)[0]}
 
     def statistics(self) -> dict | None:
-        hub = self._fabric.running_hubs().get(self.name)
+        hub = self._registry.running(self.name)
         return hub.statistics() if hub else None
 
 
-def _check_room(connection: "ClientConnection") -> None:
-    if len(connection.roles) + len(connection.denied or ()) >= MAX_PERMISSION_ENTRIES:
-        raise InvalidArgument(_PARAM, "targetName",
-                              f"connection {connection.connection_id} already holds {MAX_PERMISSION_ENTRIES} "
-                              "permission entries; grant or revoke without targetName instead")
+def _too_many(connection_id: str) -> InvalidArgument:
+    return InvalidArgument(_PARAM, "targetName",
+                           f"connection {connection_id} already holds {MAX_PERMISSION_ENTRIES} "
+                           "permission entries; grant or revoke without targetName instead")

@@ -46,6 +46,7 @@ from specs.upstream import Failure
 
 from specs.names import is_valid_group_name
 from fabric.config import EventHandlerConfig, HubConfig
+from fabric.core.counters import WEBHOOK_COUNTERS, Counters
 from fabric.core.events import (
     UNCHANGED,
     ConnectionContext,
@@ -203,7 +204,7 @@ class WebhookEventHandler(EventHandler):
         self._ids = itertools.count(1)
         self._log = _LogLimiter()
         self._warned_state = False
-        self.counters: collections.Counter[str] = collections.Counter()
+        self.counters = Counters(WEBHOOK_COUNTERS)
         #: Seconds spent in upstream exchanges of user events (for overhead accounting).
         self.user_event_seconds = 0.0
         self.running = False
@@ -286,7 +287,7 @@ class WebhookEventHandler(EventHandler):
             "validated": sorted(url for url, v in self._validations.items() if v.ok),
             "queued_notifications": sum(s.statistics().current_buffer_used for s in self._senders or ()),
             "user_event_seconds": self.user_event_seconds,
-            "counters": dict(self.counters),
+            "counters": self.counters.as_dict(),
         }
 
     # ---- the events --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Access tokens (JWT), connection strings and group permissions.
+"""Access tokens (JWT) and connection strings.
 
 Rules this module keeps:
 - Sans-IO: pure functions over strings and numbers; never imports trio, never reads the clock
@@ -14,22 +14,19 @@ Rules this module keeps:
   ignored. ``aud`` is required and only its *path* is compared (percent-decoded, trailing ``/``
   stripped, ASCII case-insensitive): clients and reverse proxies legitimately reach the server
   through another scheme, host or port than the token was minted for.
-- :func:`role_grants` runs on every ``sendToGroup``/``joinGroup``: role sets and wildcard
-  patterns are compiled once and cached (bounded LRU caches). Wildcard matching never
-  backtracks exponentially: patterns with two or more stars run on a bit-parallel NFA.
+- Roles and their wildcard patterns are ``fabric.core.permissions``.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import math
 import re
 import secrets
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -42,18 +39,14 @@ __all__ = [
     "CLIENT_PATHS",
     "STANDARD_CLAIMS",
     "ClientIdentity",
-    "RoleSet",
     "TokenError",
     "client_url",
-    "compile_group_pattern",
-    "compile_roles",
     "connection_string",
     "endpoint_for",
     "generate_access_key",
     "mint_client_token",
     "mint_rest_token",
     "parse_connection_string",
-    "role_grants",
     "verify_client_token",
     "verify_rest_token",
 ]
@@ -528,182 +521,3 @@ def generate_access_key() -> str:
         key = secrets.token_urlsafe(32)
         if not key.startswith("-"):
             return key
-
-
-# --------------------------------------------------------------------------------------------
-# Permissions: literal roles and wildcard group patterns
-
-_ACTIONS = {"joinLeaveGroup": "webpubsub.joinLeaveGroups.", "sendToGroup": "webpubsub.sendToGroups."}
-MAX_PATTERN_CHARS = 1024
-MAX_PATTERN_STARS = 5
-
-_LIT, _ONE, _STAR, _DSTAR = range(4)
-
-
-def _tokenize_pattern(pattern: str) -> list[tuple[int, str]]:
-    if not pattern:
-        raise ValueError("a group pattern must not be empty")
-    if len(pattern) > MAX_PATTERN_CHARS:
-        raise ValueError(f"a group pattern is at most {MAX_PATTERN_CHARS} characters")
-    tokens: list[tuple[int, str]] = []
-    stars = 0
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise ValueError("a group pattern must not end with a lone backslash")
-            escaped = pattern[i + 1]
-            if escaped not in "\\*?":
-                raise ValueError(f"invalid escape '\\{escaped}' (only \\\\, \\* and \\? are allowed)")
-            tokens.append((_LIT, escaped))
-            i += 2
-        elif c == "*":
-            if i + 1 < n and pattern[i + 1] == "*":
-                tokens.append((_DSTAR, ""))
-                stars += 2
-                i += 2
-            else:
-                tokens.append((_STAR, ""))
-                stars += 1
-                i += 1
-        elif c == "?":
-            tokens.append((_ONE, ""))
-            i += 1
-        else:
-            tokens.append((_LIT, c))
-            i += 1
-    if stars > MAX_PATTERN_STARS:
-        raise ValueError(f"a group pattern has at most {MAX_PATTERN_STARS} '*' characters ('**' counts two)")
-    return tokens
-
-
-def _regex_matcher(tokens: list[tuple[int, str]]) -> Callable[[str], bool]:
-    parts = []
-    for kind, char in tokens:
-        if kind == _LIT:
-            parts.append(re.escape(char))
-        elif kind == _ONE:
-            parts.append("[^.]")
-        elif kind == _STAR:
-            parts.append("[^.]*")
-        else:
-            parts.append(".*")
-    compiled = re.compile("".join(parts), re.DOTALL)
-    fullmatch = compiled.fullmatch
-    return lambda group: fullmatch(group) is not None
-
-
-def _nfa_matcher(tokens: list[tuple[int, str]]) -> Callable[[str], bool]:
-    """Bit-parallel NFA: bit i set = "the first i tokens are matched". Linear in the group."""
-    lit: dict[str, int] = {}
-    one = star = dstar = 0
-    for i, (kind, char) in enumerate(tokens):
-        bit = 1 << i
-        if kind == _LIT:
-            lit[char] = lit.get(char, 0) | bit
-        elif kind == _ONE:
-            one |= bit
-        elif kind == _STAR:
-            star |= bit
-        else:
-            dstar |= bit
-    anystar = star | dstar
-    accept = 1 << len(tokens)
-    dot_mask = lit.get(".", 0)
-
-    def closure(state: int) -> int:
-        while True:  # a star may match nothing; at most five stars, so at most five rounds
-            grown = state | ((state & anystar) << 1)
-            if grown == state:
-                return state
-            state = grown
-
-    start = closure(1)
-
-    def match(group: str) -> bool:
-        state = start
-        for c in group:
-            if c == ".":
-                state = closure(((state & dot_mask) << 1) | (state & dstar))
-            else:
-                state = closure(((state & (lit.get(c, 0) | one)) << 1) | (state & anystar))
-            if not state:
-                return False
-        return bool(state & accept)
-
-    return match
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_group_pattern(pattern: str) -> Callable[[str], bool]:
-    """Compile a wildcard group pattern to a predicate. Raises ValueError when invalid.
-
-    ``?`` one character except ``.``; ``*`` zero or more characters except ``.``; ``**`` zero
-    or more of any character; ``\\`` escapes ``\\``, ``*`` and ``?``; at most five ``*``;
-    case-sensitive. Cached.
-    """
-    tokens = _tokenize_pattern(pattern)
-    if all(kind == _LIT for kind, _ in tokens):
-        literal = "".join(char for _, char in tokens)
-        return lambda group: group == literal
-    if sum(kind in (_STAR, _DSTAR) for kind, _ in tokens) <= 1:
-        return _regex_matcher(tokens)  # at most one star: re cannot backtrack badly
-    return _nfa_matcher(tokens)
-
-
-@attrs.frozen(eq=False)
-class RoleSet:
-    """A precompiled set of roles; ``grants(action, group)`` is a set lookup plus patterns.
-
-    Invalid pattern roles are kept in ``invalid`` (with the reason) and grant nothing.
-    """
-
-    roles: tuple[str, ...]
-    _literal: frozenset[str] = attrs.field(alias="literal")
-    _patterns: Mapping[str, tuple[Callable[[str], bool], ...]] = attrs.field(alias="patterns")
-    invalid: tuple[tuple[str, str], ...] = ()
-
-    def grants(self, action: str, group: str) -> bool:
-        if action not in _ACTIONS:
-            raise ValueError(f"unknown permission {action!r}; expected joinLeaveGroup or sendToGroup")
-        literal = self._literal
-        prefix = "webpubsub." + action
-        if prefix in literal or f"{prefix}.{group}" in literal:
-            return True
-        for matches in self._patterns[action]:
-            if matches(group):
-                return True
-        return False
-
-
-@functools.lru_cache(maxsize=4096)
-def compile_roles(roles: tuple[str, ...]) -> RoleSet:
-    """Precompile a role tuple (cached: connections with the same roles share one RoleSet)."""
-    patterns: dict[str, list[Callable[[str], bool]]] = {action: [] for action in _ACTIONS}
-    invalid: list[tuple[str, str]] = []
-    for role in roles:
-        for action, prefix in _ACTIONS.items():
-            if role.startswith(prefix):
-                try:
-                    patterns[action].append(compile_group_pattern(role[len(prefix):]))
-                except ValueError as exc:
-                    invalid.append((role, str(exc)))
-    return RoleSet(
-        roles=roles,
-        literal=frozenset(roles),
-        patterns={action: tuple(found) for action, found in patterns.items()},
-        invalid=tuple(invalid),
-    )
-
-
-def role_grants(roles: Iterable[str] | RoleSet, action: str, group: str) -> bool:
-    """True if ``roles`` allow ``action`` (``joinLeaveGroup`` or ``sendToGroup``) on ``group``.
-
-    Granted by ``webpubsub.<action>`` (any group), ``webpubsub.<action>.<group>`` (that group)
-    or a pattern role ``webpubsub.joinLeaveGroups.<pattern>`` /
-    ``webpubsub.sendToGroups.<pattern>`` matching the group. Pass a :class:`RoleSet` (from
-    :func:`compile_roles`) to skip even the cache lookup.
-    """
-    role_set = roles if isinstance(roles, RoleSet) else compile_roles(tuple(roles))
-    return role_set.grants(action, group)

@@ -1,35 +1,55 @@
 """A message on its way to many connections, encoded at most once per wire format.
 
-Rules:
-- A ``Publication`` is immutable once published; the frame cache is filled lazily, the
-  first time a recipient of each wire format needs it, and then shared by every other
-  recipient of that format (the bytes of an unmasked server frame are the same for all).
-- Per-connection variations (the reliable ``sequenceId``) are derived from the cached
-  JSON body, not by re-encoding the message.
+Rules this module keeps:
+- A ``Publication`` is immutable once published. Wire formats are supplied by the edges
+  (``WireFormat``: a name and an encode function); the core knows none of them. The cache
+  is filled lazily, the first time a recipient of each format needs it, and then shared by
+  every other recipient of that format (an unmasked server frame is the same for all).
+- Per-connection variations (a reliable ``sequenceId``) are derived by the edge from cached
+  parts, never by re-encoding the message.
+- What crosses a process boundary is ``to_wire()`` / ``from_wire()``: payload bytes, data
+  type and metadata, target, sender, exclusions, the filter as OData source text and the TTL
+  as a wall-clock deadline. No closure and no trio-clock value ever leaves the process.
+- Nothing here imports an edge. ``trio.current_time`` is read only when a TTL is set.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import time
+from typing import Any, Callable, Literal, Mapping
 
+import msgspec
 import trio
 
-from transport.frames import encode_frame
-
-from fabric.webpubsub import codec_json
-
-from fabric.webpubsub import codec_protobuf
-
-from fabric.webpubsub import codec_simple
-from fabric.core.payload import Payload
+from fabric.core.payload import DataType, Payload
 
 Origin = Literal["group", "server"]
 
 
+class WireFormat:
+    """One edge's encoding of publications: ``encode(publication) -> bytes``, called at most
+    once per publication (the result is cached on the publication, keyed by this object)."""
+
+    __slots__ = ("name", "encode")
+
+    def __init__(self, name: str, encode: Callable[["Publication"], bytes]) -> None:
+        self.name = name
+        self.encode = encode
+
+    def __repr__(self) -> str:
+        return f"<WireFormat {self.name}>"
+
+
 class Publication:
+    """A message to a group or from the server (to all, a user or a connection).
+
+    ``filter`` is a compiled predicate over a connection with a ``source`` attribute (the
+    OData text), or None. ``expires_at`` is a trio-clock deadline (None: never expires).
+    """
+
     __slots__ = (
-        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter", "expires_at",
-        "_json", "_json_frame", "_json_rel", "_simple_frame", "_pb", "_pb_frame",
+        "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
+        "expires_at", "metadata", "_cache",
     )
 
     def __init__(
@@ -43,7 +63,8 @@ class Publication:
         no_echo: bool = False,
         excluded: frozenset[str] = frozenset(),
         filter: Callable[[Any], bool] | None = None,
-        ttl_seconds: int | None = None,
+        ttl_seconds: float | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.origin = origin
         #: trio clock deadline after which this message is dropped instead of delivered
@@ -55,15 +76,11 @@ class Publication:
         self.sender_id = sender_id
         self.no_echo = no_echo
         self.excluded = excluded
-        #: Recipients must also satisfy this predicate (a compiled ``fabric.odata`` filter,
-        #: called with the connection; it never raises). None: no filter.
+        #: Recipients must also satisfy this predicate (a compiled OData filter, called with
+        #: the connection; it never raises). None: no filter.
         self.filter = filter
-        self._json: bytes | None = None
-        self._json_frame: bytes | None = None
-        self._simple_frame: bytes | None = None
-        self._json_rel: dict[int, bytes] | None = None
-        self._pb: bytes | None = None
-        self._pb_frame: bytes | None = None
+        self.metadata = metadata
+        self._cache: dict[Any, bytes] | None = None
 
     def expired(self) -> bool:
         """True once the message outlived its TTL (checked at delivery and at replay)."""
@@ -75,62 +92,79 @@ class Publication:
             return True
         return connection_id in self.excluded
 
-    def json_body(self) -> bytes:
-        body = self._json
-        if body is None:
-            if self.origin == "group":
-                body = codec_json.encode_group_message(self.group, self.payload, self.from_user_id)
-            else:
-                body = codec_json.encode_server_message(self.payload)
-            self._json = body
-        return body
+    def encoded(self, fmt: WireFormat) -> bytes:
+        """This publication in ``fmt``, encoded on first use and cached. No checkpoint."""
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        else:
+            data = cache.get(fmt)
+            if data is not None:
+                return data
+        data = cache[fmt] = fmt.encode(self)
+        return data
 
-    def json_frame(self) -> bytes:
-        frame = self._json_frame
-        if frame is None:
-            frame = self._json_frame = encode_frame(self.json_body(), text=True)
-        return frame
+    # ---- crossing a process boundary ----------------------------------------------------
 
-    def json_frame_with_sequence(self, sequence_id: int) -> bytes:
-        """The reliable variant for one connection: what ``codec_json.with_sequence_id``
-        makes, framed. This runs once per recipient, so the frame header plus the body up
-        to the id is cut once per publication (per id width) and each recipient's frame is
-        one concatenation: ``head + b"1234}"``."""
-        tail = b"%d}" % sequence_id
-        heads = self._json_rel
-        if heads is None:
-            heads = self._json_rel = {}
-        head = heads.get(len(tail))
-        if head is None:
-            prefix = self.json_body()[:-1] + b',"sequenceId":'
-            head = heads[len(tail)] = encode_frame(prefix + tail, text=True)[: -len(tail)]
-        return head + tail
+    def to_wire(self) -> bytes:
+        """The publication as bytes for another process (msgpack). No checkpoint."""
+        deadline = None
+        if self.expires_at is not None:
+            deadline = time.time() + (self.expires_at - trio.current_time())
+        return _ENCODER.encode(_Wire(
+            origin=self.origin, data_type=self.payload.data_type.value, body=self.payload.body,
+            metadata=dict(self.metadata) if self.metadata else None, group=self.group,
+            from_user_id=self.from_user_id, sender_id=self.sender_id, no_echo=self.no_echo,
+            excluded=sorted(self.excluded) if self.excluded else None,
+            filter=getattr(self.filter, "source", None) if self.filter is not None else None,
+            expires_at=deadline,
+        ))
 
-    def protobuf_body(self) -> bytes:
-        body = self._pb
-        if body is None:
-            if self.origin == "group":
-                body = codec_protobuf.encode_group_message(self.group, self.payload, self.from_user_id)
-            else:
-                body = codec_protobuf.encode_server_message(self.payload)
-            self._pb = body
-        return body
-
-    def protobuf_frame(self) -> bytes:
-        frame = self._pb_frame
-        if frame is None:
-            frame = self._pb_frame = encode_frame(self.protobuf_body(), text=False)
-        return frame
-
-    def protobuf_frame_with_sequence(self, sequence_id: int) -> bytes:
-        return encode_frame(codec_protobuf.with_sequence_id(self.protobuf_body(), sequence_id), text=False)
-
-    def simple_frame(self) -> bytes:
-        frame = self._simple_frame
-        if frame is None:
-            is_text, data = codec_simple.frame_for(self.payload)
-            frame = self._simple_frame = encode_frame(data, text=is_text)
-        return frame
+    @classmethod
+    def from_wire(cls, data: bytes, *, compile_filter: Callable[[str], Any] | None = None) -> "Publication":
+        """Rebuild a publication from ``to_wire`` bytes. Raises ``ValueError`` for anything
+        that is not one (foreign or corrupt data). ``compile_filter`` turns the OData text
+        back into a predicate; a filtered publication without it is refused."""
+        try:
+            wire = _DECODER.decode(data)
+            data_type = DataType(wire.data_type)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise ValueError(f"not a publication: {exc}") from None
+        if wire.origin not in ("group", "server") or (wire.origin == "group") != (wire.group is not None):
+            raise ValueError("not a publication: origin and group disagree")
+        selects = None
+        if wire.filter is not None:
+            if compile_filter is None:
+                raise ValueError("a filtered publication needs a filter compiler")
+            selects = compile_filter(wire.filter)
+        publication = cls(
+            wire.origin, Payload(data_type, wire.body), group=wire.group, from_user_id=wire.from_user_id,
+            sender_id=wire.sender_id, no_echo=wire.no_echo, excluded=frozenset(wire.excluded or ()),
+            filter=selects, metadata=wire.metadata,
+        )
+        if wire.expires_at is not None:
+            publication.expires_at = trio.current_time() + (wire.expires_at - time.time())
+        return publication
 
     def __repr__(self) -> str:
         return f"<Publication {self.origin} group={self.group!r} {self.payload.data_type.value} {len(self.payload.body)}B>"
+
+
+class _Wire(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag="pub1"):
+    """Version-tagged field order; ``tag`` makes foreign msgpack arrays fail to decode."""
+
+    origin: str
+    data_type: str
+    body: bytes
+    metadata: dict[str, str] | None
+    group: str | None
+    from_user_id: str | None
+    sender_id: str | None
+    no_echo: bool
+    excluded: list[str] | None
+    filter: str | None
+    expires_at: float | None
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Wire)

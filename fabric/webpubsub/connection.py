@@ -24,7 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from specs import errors as spec_errors
-from specs.lifecycle import Effect, Lifecycle, LifecycleEvent
+from specs.lifecycle import Effect, Lifecycle, LifecycleEvent, State
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
 
@@ -33,11 +33,11 @@ from fabric.webpubsub import codec_json
 from fabric.webpubsub import codec_protobuf
 
 from fabric.webpubsub import codec_simple
-from fabric.core.auth import role_grants
-from fabric.core.events import UNCHANGED, ConnectionContext, UserEventError, call_user_event
-from fabric.core.payload import Payload
+from fabric.webpubsub import formats
+from fabric.core.permissions import Permissions
+from fabric.core.events import UNCHANGED, ConnectionContext, call_user_event
 from fabric.core.publication import Publication
-from fabric.webpubsub.reliable import ReplayBuffer
+from fabric.webpubsub.reliable import ReplayBuffer, reconnection_token, valid_reconnection_token
 
 if TYPE_CHECKING:
     from fabric.core.hub import Hub
@@ -116,20 +116,20 @@ class DetachedTransport:
 
 
 _FRAME_OF = {
-    WireProtocol.JSON: Publication.json_frame,
-    WireProtocol.SIMPLE: Publication.simple_frame,
-    WireProtocol.PROTOBUF: Publication.protobuf_frame,
-    WireProtocol.JSON_RELIABLE: Publication.json_frame_with_sequence,
-    WireProtocol.PROTOBUF_RELIABLE: Publication.protobuf_frame_with_sequence,
+    WireProtocol.JSON: formats.json_frame,
+    WireProtocol.SIMPLE: formats.simple_frame,
+    WireProtocol.PROTOBUF: formats.protobuf_frame,
+    WireProtocol.JSON_RELIABLE: formats.json_frame_with_sequence,
+    WireProtocol.PROTOBUF_RELIABLE: formats.protobuf_frame_with_sequence,
 }
 
 
 class ClientConnection:
     __slots__ = (
-        "hub", "connection_id", "ws", "protocol", "user_id", "roles", "groups",
+        "hub", "connection_id", "ws", "protocol", "user_id", "permissions", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "denied", "codec", "_text", "deliver_nowait", "_frame_of", "__weakref__",
+        "codec", "_text", "deliver_nowait", "_frame_of", "__weakref__",
     )
 
     def __init__(
@@ -157,9 +157,7 @@ class ClientConnection:
         self.codec = protocol.codec  # codec_json or codec_protobuf (same API)
         self._text = not protocol.is_binary
         self.user_id = user_id
-        self.roles: set[str] = set(roles)
-        #: (action, group) pairs revoked through the REST/embedded API (see ``may``).
-        self.denied: set[tuple[str, str]] | None = None
+        self.permissions = Permissions(roles)
         self.groups: set[str] = set()
         self.connection_state = connection_state
         self.simple_mode = simple_mode
@@ -190,16 +188,9 @@ class ClientConnection:
         )
 
     def may(self, action: str, group: str) -> bool:
-        """Whether this connection may ``joinLeaveGroup``/``sendToGroup`` on ``group`` now.
-
-        Its roles grant (token, connect handler, REST grants), unless the REST/embedded API
-        revoked that group (``denied``, kept by ``fabric.hub_api``). Read on every request,
-        so grants and revocations apply to the next one.
-        """
-        denied = self.denied
-        if denied and (action, group) in denied:
-            return False
-        return role_grants(self.roles, action, group)
+        """Whether this connection may ``joinLeaveGroup``/``sendToGroup`` on ``group`` now
+        (read on every request, so grants and revocations apply to the next one)."""
+        return self.permissions.may(action, group)
 
     # ---- outbound ------------------------------------------------------------------
 
@@ -304,6 +295,86 @@ class ClientConnection:
             elif effect is Effect.ABORT_TRANSPORT:
                 ws.abort_soon(grace=0.5)
 
+    # ---- the connection's life (its TEMPORARY task under the hub) --------------------
+
+    async def run(self, initial_groups=(), *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Own this connection for its whole life: register, say ``connected``, run the socket
+        (and, for a reliable session, every socket it recovers onto), unregister.
+
+        Checkpoint. Never raises for client faults.
+        """
+        task_status.started()
+        hub = self.hub
+        await hub.register(self)
+        life = self.lifecycle
+        ws = self.ws
+        try:
+            life.handle(LifecycleEvent.CONNECT_ACCEPTED)
+            for effect in life.effects:  # in the table's order: connected precedes every frame
+                if effect is Effect.SEND_CONNECTED:
+                    token = self.reconnection_token() if life.reliable else None
+                    self.send_protocol_nowait(self.codec.encode_connected(self.connection_id, self.user_id, token))
+                elif effect is Effect.JOIN_INITIAL_GROUPS:
+                    for group in initial_groups:
+                        await hub.join_group(self, group)
+                elif effect is Effect.FIRE_CONNECTED:
+                    hub.notify("connected", self)
+            while True:
+                await ws.run(self.on_message)
+                nxt = self.pending_ws
+                if nxt is None and not life.closed:
+                    if life.state is not State.DETACHED:
+                        life.handle(LifecycleEvent.CLIENT_CLOSE if ws.peer_closed else LifecycleEvent.TRANSPORT_LOST)
+                    if life.state is State.DETACHED:
+                        nxt = await self._await_recovery()
+                if nxt is None:
+                    break
+                ws = nxt
+                self.attach(ws)
+                hub.counters["sessions_recovered"] += 1
+        finally:
+            fire = Effect.FIRE_DISCONNECTED in life.effects
+            if self.pending_ws is not None:  # recovered at the very end: refuse it
+                self.pending_ws.abort_soon()
+            reason = (self.ws.close_reason or _close_reason(self.ws.close_code)) if fire else None
+            with trio.CancelScope(shield=True):
+                await hub.unregister(self, disconnected_reason=reason)
+
+    async def _await_recovery(self):
+        """Keep a dropped reliable session for ``reconnect_window``. The new socket, or None."""
+        self.hub.counters["sessions_detached"] += 1
+        wakeup = self.detach()
+        with trio.move_on_after(self.hub.server_config.reconnect_window):
+            await wakeup.wait()
+        life = self.lifecycle
+        if life.state is State.DETACHED:  # nobody came back in time
+            life.handle(LifecycleEvent.TIMEOUT)
+            self.hub.counters["sessions_expired"] += 1
+        return self.pending_ws
+
+    def reconnection_token(self) -> str:
+        return reconnection_token(self.hub.server_config.access_keys[0], self.hub.name, self.connection_id)
+
+    def can_recover(self, token: str, protocol_name: str | None) -> bool:
+        """Whether a recovery request with this token and subprotocol may resume this session."""
+        if not self.lifecycle.reliable or self.protocol.value != protocol_name:
+            return False
+        if not valid_reconnection_token(token, self.hub.server_config.access_keys, self.hub.name,
+                                        self.connection_id):
+            return False
+        return self.lifecycle.can_handle(LifecycleEvent.RECOVERED)
+
+    def heartbeat(self, now: float, idle_timeout: float) -> bool:
+        """The hub's keepalive tick: ping, or act on a client silent past ``idle_timeout``."""
+        ws = self.ws
+        if now - ws.last_received > idle_timeout:
+            if isinstance(ws, DetachedTransport):
+                return False
+            self.ping_timeout()
+            return True
+        ws.ping_nowait()
+        return False
+
     # ---- reliable sessions: detach, wait, recover -----------------------------------
 
     def detach(self) -> trio.Event:
@@ -340,7 +411,7 @@ class ClientConnection:
         for effect in self.lifecycle.effects:
             if effect is Effect.SEND_CONNECTED:
                 self.send_protocol_nowait(self.codec.encode_connected(
-                    self.connection_id, self.user_id, self.hub.reconnection_token(self.connection_id)))
+                    self.connection_id, self.user_id, self.reconnection_token()))
             elif effect is Effect.REPLAY_UNACKED:
                 for sequence_id, publication in self.replay.unacked():
                     if publication.expires_at is not None and publication.expired():
@@ -540,3 +611,11 @@ _DISPATCH = {
     codec_json.Ping: ClientConnection._ping,
     codec_json.SequenceAck: ClientConnection._sequence_ack,
 }
+
+
+def _close_reason(code: int | None) -> str:
+    if code in (None, 1006):
+        return "connection lost"
+    if code == 1000:
+        return "Normal"
+    return f"closed with code {code}"

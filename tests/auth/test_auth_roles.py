@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric.core.auth import RoleSet, compile_group_pattern, compile_roles, role_grants
+from fabric.core.permissions import RoleSet, compile_group_pattern, compile_roles, role_grants
 
 ACTIONS = ("joinLeaveGroup", "sendToGroup")
 

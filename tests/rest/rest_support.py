@@ -17,7 +17,6 @@ import fabric
 from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
 from fabric.testing import connect_in_process
-from transport.http import serve_connection
 from transport.memory import memory_stream_pair
 
 KEY = "test-key-0123456789-0123456789-0123456789"
@@ -84,7 +83,7 @@ class RestClient:
 
     async def raw_request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> RestResponse:
         client_stream, server_stream = memory_stream_pair()
-        self.fab._nursery.start_soon(serve_connection, server_stream, self.fab, self.fab._limits)
+        self.fab.serve_stream(server_stream)
         conn = h11.Connection(h11.CLIENT)
         data = conn.send(h11.Request(method=method, target=target.encode("latin-1"), headers=headers))
         if body:

@@ -38,7 +38,7 @@ class Rig:
 
     @property
     def webhook(self):
-        return self.fab._webhooks.get(self.hub)
+        return self.fab.webhook(self.hub)
 
     async def connect(self, **kw: Any):
         client = await connect(self.fab, self.hub, **kw)

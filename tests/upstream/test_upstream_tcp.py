@@ -162,7 +162,7 @@ async def test_a_handler_app_over_tcp_with_connection_reuse():
                 assert (await c.receive_json())["data"] == f"tcp-zed:{i}"
                 assert (await c.receive_json())["success"] is True
             await c.aclose()
-            stats = fab._webhooks[HUB].statistics()
+            stats = fab.webhook(HUB).statistics()
         nursery.cancel_scope.cancel()
     events = app.events("n")
     assert events[0].header("ce-connectionState") == state_of({"n": 0})

@@ -464,7 +464,7 @@ system_events = ["connect"]
         fab.upstream_transport = AppTransport(app)
         c = await connect(fab, HUB, anonymous=True)
         assert c.user_id == "anon-named-by-handler"
-        assert isinstance(fab._webhooks[HUB], Webhook)
+        assert isinstance(fab.webhook(HUB), Webhook)
         for i, event in enumerate(("a", "z"), 1):
             await c.send_json({"type": "event", "event": event, "ackId": i, "dataType": "text", "data": event})
             assert (await c.receive_json())["data"] == event

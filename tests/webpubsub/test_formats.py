@@ -1,13 +1,9 @@
-"""A publication's per-format frames equal what the codecs and the frame builder make."""
+"""A publication's Web PubSub frames (fabric.webpubsub.formats) equal what the codecs and the frame builder make."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_json
-
-from fabric.webpubsub import codec_protobuf
-
-from fabric.webpubsub import codec_simple
+from fabric.webpubsub import codec_json, codec_protobuf, codec_simple, formats
 from fabric.core.payload import DataType, Payload
 from fabric.core.publication import Publication
 from transport.frames import encode_frame
@@ -23,10 +19,10 @@ payloads = st.one_of(
 def test_frames_match_codecs(payload, sequence_id, group_origin, group):
     pub = Publication("group", payload, group=group, from_user_id="u") if group_origin else Publication("server", payload)
     body = codec_json.encode_group_message(group, payload, "u") if group_origin else codec_json.encode_server_message(payload)
-    assert pub.json_frame() == encode_frame(body, text=True)
-    assert pub.json_frame_with_sequence(sequence_id) == encode_frame(codec_json.with_sequence_id(body, sequence_id), text=True)
+    assert formats.json_frame(pub) == encode_frame(body, text=True)
+    assert formats.json_frame_with_sequence(pub, sequence_id) == encode_frame(codec_json.with_sequence_id(body, sequence_id), text=True)
     pb = codec_protobuf.encode_group_message(group, payload, "u") if group_origin else codec_protobuf.encode_server_message(payload)
-    assert pub.protobuf_frame() == encode_frame(pb, text=False)
-    assert pub.protobuf_frame_with_sequence(sequence_id) == encode_frame(codec_protobuf.with_sequence_id(pb, sequence_id), text=False)
+    assert formats.protobuf_frame(pub) == encode_frame(pb, text=False)
+    assert formats.protobuf_frame_with_sequence(pub, sequence_id) == encode_frame(codec_protobuf.with_sequence_id(pb, sequence_id), text=False)
     is_text, data = codec_simple.frame_for(payload)
-    assert pub.simple_frame() == encode_frame(data, text=is_text)
+    assert formats.simple_frame(pub) == encode_frame(data, text=is_text)

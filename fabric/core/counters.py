@@ -1,0 +1,101 @@
+"""Declared counters: every count the fabric keeps has a name and a help text here.
+
+Rules this module keeps:
+- A counter that is not in its catalogue cannot be created: ``counters["typo"] += 1`` raises
+  ``KeyError`` instead of inventing a new metric.
+- Counting is a dict update (no lock, no task): cheap enough for any path but the
+  per-recipient delivery loop, which counts per publication, never per recipient.
+- Catalogues are data (name, help) that metrics exposition and docs render from.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class CounterSpec:
+    """One declared counter: its name (a Prometheus-safe identifier) and what it counts."""
+
+    name: str
+    help: str
+
+
+class Counters:
+    """A fixed set of integer counters, indexed by name like a dict."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, catalogue: Iterable[CounterSpec]) -> None:
+        self._values = {spec.name: 0 for spec in catalogue}
+
+    def __getitem__(self, name: str) -> int:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not a declared counter") from None
+
+    def __setitem__(self, name: str, value: int) -> None:
+        if name not in self._values:
+            raise KeyError(f"{name!r} is not a declared counter")
+        self._values[name] = value
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self._values)
+
+    def clear(self) -> None:
+        for name in self._values:
+            self._values[name] = 0
+
+
+def _catalogue(*rows: tuple[str, str]) -> tuple[CounterSpec, ...]:
+    return tuple(CounterSpec(name, help) for name, help in rows)
+
+
+#: What a hub counts (``Hub.statistics()["counters"]``).
+HUB_COUNTERS = _catalogue(
+    ("connections_opened", "Connections registered with the hub."),
+    ("connections_closed", "Connections removed from the hub."),
+    ("connect_rejected", "Handshakes refused by the connect handler or its answer."),
+    ("ping_timeouts", "Connections closed (or detached) because the client stopped answering pings."),
+    ("handler_failures", "connected/disconnected notification handlers that raised."),
+    ("notifications_dropped", "connected/disconnected notifications dropped because the queue was full."),
+    ("group_publications_lost", "Group publications lost because the group actor stopped meanwhile."),
+    ("expired", "Publications dropped because their TTL passed before delivery."),
+    ("expired_not_replayed", "Unacked reliable messages not replayed because their TTL passed."),
+    ("lagged", "Messages dropped for slow consumers under the 'drop' policy."),
+    ("slow_consumer_closed", "Connections closed as slow consumers."),
+    ("reliable_buffer_full", "Reliable sessions closed because their replay buffer overflowed."),
+    ("sessions_detached", "Reliable sessions that lost their socket and waited for recovery."),
+    ("sessions_recovered", "Reliable sessions resumed on a new socket."),
+    ("sessions_expired", "Reliable sessions discarded after the reconnect window."),
+    ("recoveries_refused", "Recovery requests refused (unknown session, bad token, wrong subprotocol)."),
+    ("malformed_frames", "Client frames that could not be parsed (connection closed)."),
+    ("invalid_messages", "Parseable client messages that broke a rule."),
+    ("unsupported_messages", "Client messages of a kind this server does not implement."),
+    ("unhandled_events", "User events with no handler."),
+    ("event_handler_failures", "User events whose handler failed."),
+)
+
+
+#: What a hub's webhook client counts (``WebhookEventHandler.statistics()["counters"]``).
+#: ``failed_<failure>`` has one row per ``specs.upstream.Failure`` value.
+WEBHOOK_COUNTERS = _catalogue(
+    ("requests", "HTTP requests sent to event handlers."),
+    ("validations_ok", "Abuse-protection validations that passed."),
+    ("validations_failed", "Abuse-protection validations that failed."),
+    ("connect_rejected", "connect events the handler refused."),
+    ("connected_delivered", "connected notifications delivered."),
+    ("connected_failed", "connected notifications that failed after retries."),
+    ("disconnected_delivered", "disconnected notifications delivered."),
+    ("disconnected_failed", "disconnected notifications that failed after retries."),
+    ("notification_retries", "Notification retries after an unreachable handler."),
+    ("notifications_dropped", "Notifications dropped because a queue was full or the client stopped."),
+    ("state_not_base64", "ce-connectionState answers that were not base64 (kept as text)."),
+) + tuple(CounterSpec(f"failed_{failure}", f"Upstream calls that failed: {failure}.") for failure in (
+    "unreachable", "timeout", "validation_failed", "client_error", "server_error", "redirect",
+    "unexpected_status", "body_too_large", "content_encoding", "bad_content_type", "bad_body",
+    "subprotocol_not_offered", "bad_connection_state", "unsendable", "handler_error", "not_running",
+))
