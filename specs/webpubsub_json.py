@@ -6,11 +6,10 @@ against ``SERVER_MESSAGES`` (exact key orders). Conformance tooling can read the
 to drive any endpoint.
 
 Rules this module keeps:
-- Pure data plus tiny pure functions; imports nothing from ``fabric`` except the shared
-  ``DataType`` enum, so codecs may import it without cycles.
+- Pure data plus tiny pure functions; imports nothing of ours outside ``specs``.
 - Every choice where Microsoft's sources are open is a ``Decision`` in ``DECISIONS``
-  (reference: shared/reference/webpubsub-protocol.md §2.4, §2.6, §3, §5, §10 and
-  newer-features.md §2).
+  (sources: "WebSocket client protocols for Azure Web PubSub" on learn.microsoft.com,
+  the JSON subprotocol pages there, and Azure/azure-webpubsub ``protocols/client``).
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ independently written ``tests/proto/webpubsub.v1.proto``. Conformance tooling ca
 tables.
 
 Rules this module keeps:
-- Pure data plus tiny pure functions; imports nothing from ``fabric`` except ``DataType``.
+- Pure data plus tiny pure functions; imports nothing of ours outside ``specs``.
 - The schema is the canonical one (Azure/azure-webpubsub
   ``protocols/protobuf.webpubsub.azure.v1/webpubsub.v1.proto`` @45d1999d, proto3, package
-  ``azure.webpubsub``), as listed in shared/reference/newer-features.md and
-  webpubsub-protocol.md §4. Field numbers are exact; names are the .proto snake_case names.
+  ``azure.webpubsub``), as published there and on learn.microsoft.com ("Protobuf
+  WebSocket subprotocol supported by Azure Web PubSub"). Field numbers are exact; names are the .proto snake_case names.
 - Every choice where Microsoft's sources are open is a ``Decision`` in ``DECISIONS``. Rules
   shared with the JSON subprotocol (group/event names, null JSON, metadata, streams) are the
   JSON decisions in ``specs.webpubsub_json`` and are only referenced here.

@@ -5,7 +5,7 @@
     always matches a small model, under random crashes, normal exits, stops, new children
     and the passage of time. hypothesis-trio does not import with current Hypothesis, so the
     state machine is synchronous, runs in a worker thread, and drives trio through
-    ``trio.from_thread.run`` (see shared/reference/dependency-measurements.md section 5).
+    ``trio.from_thread.run``.
 """
 
 from __future__ import annotations
