@@ -233,7 +233,7 @@ class EncodedPacket:
       frame it builds from ``ws``, so a broadcast frames once for all recipients.
     """
 
-    __slots__ = ("is_text", "ws", "_segment", "ws_frame")
+    __slots__ = ("_segment", "is_text", "ws", "ws_frame")
 
     def __init__(self, is_text: bool, ws: bytes) -> None:
         self.is_text = is_text

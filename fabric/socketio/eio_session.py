@@ -74,8 +74,8 @@ __all__ = [
     "SessionClosed",
     "SessionMisuse",
     "SessionState",
-    "Upgraded",
     "UpgradeAborted",
+    "Upgraded",
     "generate_sid",
 ]
 
@@ -227,9 +227,23 @@ class Session:
     """
 
     __slots__ = (
-        "sid", "config", "transport", "state", "close_reason", "_queue", "_qbytes",
-        "_next_ping", "_pong_deadline", "_upgrade_deadline", "_close_deadline",
-        "_interval", "_timeout", "_get_parked", "_final_get", "_post_pending", "_probed",
+        "_close_deadline",
+        "_final_get",
+        "_get_parked",
+        "_interval",
+        "_next_ping",
+        "_pong_deadline",
+        "_post_pending",
+        "_probed",
+        "_qbytes",
+        "_queue",
+        "_timeout",
+        "_upgrade_deadline",
+        "close_reason",
+        "config",
+        "sid",
+        "state",
+        "transport",
     )
 
     def __init__(self, sid: str, config: EngineConfig, transport: str, now: float) -> None:
@@ -400,6 +414,7 @@ class Session:
         else:
             self.state = SessionState.CLOSING
             self.close_reason = reason
+            self._next_ping = self._pong_deadline = _INF
             self._close_deadline = now + self.config.close_timeout_ms / 1000
         return tuple(events)
 
