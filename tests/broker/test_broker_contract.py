@@ -1,10 +1,23 @@
-"""The shared suite every broker must pass (memory now; Redis will join the factories)."""
+"""The shared suite every broker must pass: the memory broker and the Redis broker (several
+``RedisBus`` instances on one real redis-server, i.e. several fabric nodes).
+
+Delivery to another node may be asynchronous (Redis), so the tests never assume it has
+happened when ``publish`` returns: they wait for a last marker message from the same
+publisher on the same topic (per-publisher order then says everything before it arrived)
+and check exact contents after it. "Nothing arrives" is checked the same way: the node
+subscribes again and the marker published after that must be the next thing it sees.
+"""
+
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
 from fabric.core.broker_memory import MemoryBus
+from fabric.core.broker_redis import RedisBus
+
+WAIT = 10.0  # seconds for anything expected to arrive
 
 
 class Node:
@@ -14,58 +27,139 @@ class Node:
     async def on_publication(self, topic, message):
         self.received.append((topic, message))
 
+    def messages(self, topic="t"):
+        return [m for t, m in self.received if t == topic]
 
-def memory_factory():
+
+async def eventually(predicate, timeout=WAIT):
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.002)
+
+
+async def wait_for(nodes, message, topic="t"):
+    await eventually(lambda: all((topic, message) in n.received for n in nodes))
+
+
+@asynccontextmanager
+async def memory_factory(request):
     bus = MemoryBus()
-    return lambda node: bus.attach(node.on_publication)
+
+    async def attach(node):
+        return bus.attach(node.on_publication)
+
+    yield attach
 
 
-FACTORIES = {"memory": memory_factory}
+@asynccontextmanager
+async def redis_factory(request):
+    """Each ``attach`` is a new node: its own ``RedisBus`` (two connections) on one server."""
+    server = request.getfixturevalue("redis_server")
+    prefix = request.getfixturevalue("channel_prefix")
+    codec = request.getfixturevalue("codec")
+    buses = []
+    async with trio.open_nursery() as nursery:
+
+        async def attach(node):
+            bus = RedisBus(server.url, channel_prefix=prefix, node_id=f"node{len(buses)}", **codec)
+            await nursery.start(bus.run)
+            buses.append(bus)
+            return bus.attach(node.on_publication)
+
+        try:
+            yield attach
+        finally:
+            for bus in buses:
+                await bus.aclose()
+
+
+FACTORIES = {"memory": memory_factory, "redis": redis_factory}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def attach(request):
-    return FACTORIES[request.param]()
+async def attach(request):
+    async with FACTORIES[request.param](request) as attach:
+        yield attach
 
 
 async def test_publish_reaches_subscribed_nodes_once_in_order(attach):
     a, b, c = Node(), Node(), Node()
-    ba, bb, bc = attach(a), attach(b), attach(c)
+    ba, bb, bc = await attach(a), await attach(b), await attach(c)
     await ba.subscribe("t")
     await bb.subscribe("t")
     await bb.subscribe("t")  # idempotent
     for i in range(50):
         await bc.publish("t", i)
-    assert [m for _, m in a.received] == list(range(50))
-    assert [m for _, m in b.received] == list(range(50))
+    await bc.publish("t", "end")
+    await wait_for([a, b], "end")
+    assert a.messages() == list(range(50)) + ["end"]
+    assert b.messages() == list(range(50)) + ["end"]
     assert c.received == []
 
 
-async def test_nothing_after_unsubscribe(attach):
-    a = Node()
-    ba = attach(a)
+async def test_publisher_receives_its_own_publications_once(attach):
+    a, b = Node(), Node()
+    ba, bb = await attach(a), await attach(b)
     await ba.subscribe("t")
-    await ba.publish("t", 1)
+    await bb.subscribe("t")
+    for i in range(20):
+        await ba.publish("t", i)
+    await ba.publish("t", "end")
+    await wait_for([a, b], "end")
+    assert a.messages() == list(range(20)) + ["end"]
+    assert b.messages() == list(range(20)) + ["end"]
+
+
+@pytest.mark.parametrize("publisher", ["self", "other"])
+async def test_nothing_after_unsubscribe(attach, publisher):
+    a = Node()
+    ba = await attach(a)
+    bp = ba if publisher == "self" else await attach(Node())
+    await ba.subscribe("t")
+    await bp.publish("t", 1)
+    await wait_for([a], 1)
     await ba.unsubscribe("t")
-    await ba.publish("t", 2)
+    await bp.publish("t", 2)
     await ba.unsubscribe("t")  # idempotent
-    assert a.received == [("t", 1)]
+    await ba.subscribe("t")  # only to see the end: the next message must be 3, never 2
+    await bp.publish("t", 3)
+    await wait_for([a], 3)
+    assert a.received == [("t", 1), ("t", 3)]
 
 
 async def test_topics_are_isolated(attach):
     a = Node()
-    ba = attach(a)
+    ba = await attach(a)
+    bp = await attach(Node())
     await ba.subscribe("x")
-    await ba.publish("y", 1)
-    await ba.publish("x", 2)
-    assert a.received == [("x", 2)]
+    await bp.publish("y", 1)
+    await bp.publish("x", 2)
+    await ba.publish("y", 3)
+    await ba.publish("x", 4)
+    await wait_for([a], 2, "x")
+    await wait_for([a], 4, "x")
+    assert a.received == [("x", 2), ("x", 4)]
+
+
+async def test_topics_with_separators_stay_apart(attach):
+    """Topic parts may contain ':' and '%' (group names do); distinct topics never mix."""
+    a = Node()
+    ba = await attach(a)
+    bp = await attach(Node())
+    topics = ["g\x00hub\x00a:b", "g\x00hub:a\x00b", "g\x00hub\x00a%3Ab", "g\x00hub\x00a\x00b"]
+    await ba.subscribe(topics[0])
+    for i, topic in enumerate(topics):
+        await bp.publish(topic, i)
+    await bp.publish(topics[0], "end")
+    await wait_for([a], "end", topics[0])
+    assert a.received == [(topics[0], 0), (topics[0], "end")]
 
 
 async def test_per_publisher_order_with_concurrent_publishers(attach):
     a = Node()
-    ba = attach(a)
+    ba = await attach(a)
     await ba.subscribe("t")
-    pubs = [attach(Node()) for _ in range(4)]
+    pubs = [await attach(Node()) for _ in range(4)]
 
     async def run(i, broker):
         for n in range(100):
@@ -76,11 +170,34 @@ async def test_per_publisher_order_with_concurrent_publishers(attach):
     async with trio.open_nursery() as nursery:
         for i, p in enumerate(pubs):
             nursery.start_soon(run, i, p)
+    await eventually(lambda: len(a.received) >= 400)
     for i in range(4):
         assert [n for _, (j, n) in a.received if j == i] == list(range(100))
+    assert len(a.received) == 400
+
+
+async def test_concurrent_publishes_from_one_node_each_arrive_once(attach):
+    a = Node()
+    ba = await attach(a)
+    await ba.subscribe("t")
+    bp = await attach(Node())
+
+    async def run(i):
+        for n in range(50):
+            await bp.publish("t", (i, n))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(8):
+            nursery.start_soon(run, i)
+    await eventually(lambda: len(a.received) >= 400)
+    for i in range(8):
+        assert [n for _, (j, n) in a.received if j == i] == list(range(50))
+    assert len(a.received) == 400
 
 
 async def test_slow_subscriber_pushes_back_on_publisher(attach):
+    """A slow subscriber on the publishing node pushes back on the publisher (across
+    nodes, the Redis broker's bound is Redis' output buffer: see test_broker_redis.py)."""
     gate = trio.Event()
 
     class Slow(Node):
@@ -89,7 +206,7 @@ async def test_slow_subscriber_pushes_back_on_publisher(attach):
             await super().on_publication(topic, message)
 
     s = Slow()
-    bs = attach(s)
+    bs = await attach(s)
     await bs.subscribe("t")
     done = trio.Event()
 
@@ -103,3 +220,14 @@ async def test_slow_subscriber_pushes_back_on_publisher(attach):
         assert not done.is_set()
         gate.set()
     assert s.received == [("t", 1)]
+
+
+async def test_statistics_name_the_kind(attach):
+    a = Node()
+    ba = await attach(a)
+    await ba.subscribe("t")
+    stats = ba.statistics()
+    assert stats["kind"] in ("memory", "redis")
+    assert stats["topics"] == 1
+    await ba.aclose()
+    assert ba.statistics()["topics"] == 0
