@@ -40,7 +40,7 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .websocket import WebSocket
+from .websocket import MAX_MESSAGE_FRAGMENTS, WebSocket
 
 log = logging.getLogger("transport.http")
 
@@ -95,6 +95,7 @@ class WebSocketAccept:
     subprotocol: str | None
     run: Callable[[WebSocket], Awaitable[None]]
     max_message_bytes: int = 1 << 20
+    max_message_fragments: int = MAX_MESSAGE_FRAGMENTS
     outbox_max_items: int = 1024
     outbox_max_bytes: int = 4 << 20
 
@@ -344,6 +345,7 @@ async def _upgrade(stream, conn: h11.Connection, app: Application, request: Requ
         subprotocol=decision.subprotocol,
         trailing_data=bytes(trailing),
         max_message_bytes=decision.max_message_bytes,
+        max_message_fragments=decision.max_message_fragments,
         outbox_max_items=decision.outbox_max_items,
         outbox_max_bytes=decision.outbox_max_bytes,
     )

@@ -11,7 +11,23 @@ Rules this module keeps:
 - The close code is recorded once, by whoever closes first: the peer's close frame, our
   close, or the transport failing (1006). ``run`` returns when the socket is finished and
   the stream is closed; it never raises for a peer's misbehaviour.
-- Inbound messages are bounded by ``max_message_bytes`` across fragments (1009 beyond).
+- Inbound messages are bounded by ``max_message_bytes`` across fragments and by
+  ``max_message_fragments`` frames (1009 beyond either). The fragment cap exists because
+  the cost of a message is per frame as much as per byte: 100,000 one-byte continuation
+  frames are a 100 kB message but a second of parsing. The default, 1024, lets a
+  maximum-size (1 MiB) message arrive in 1 KiB frames; clients that fragment at all do so
+  at their write-buffer size (several KiB), so real messages stay far below it. Exceeding
+  it closes with 1009 ("message too big", RFC 6455 §7.4.1), not 1008: the message is too
+  big to process, counted in frames instead of bytes, and RFC 6455 names 1008 as the code
+  for when no more specific one (such as 1009) fits. The application hears about it
+  through ``farewell`` exactly as for an oversize message. After that close the reader
+  drops what the peer sends without parsing it (no honest client gets there, and the
+  rest of such a flood would be the same per-frame work); the close then ends at
+  ``close_timeout``, as the peer's close frame is never looked for.
+- No single peer monopolises the event loop: the reader yields to the scheduler every
+  ``EVENTS_PER_YIELD`` wsproto events, so one 64 KiB receive of tiny frames (about 10,000
+  events) is worked through in slices between other tasks' turns. Per-event cost is a
+  counter decrement; the yield is amortised over the slice.
 """
 
 from __future__ import annotations
@@ -39,6 +55,10 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
 RECEIVE_SIZE = 65536
+#: Default cap on the frames of one inbound message (see the module header).
+MAX_MESSAGE_FRAGMENTS = 1024
+#: The reader yields to the scheduler after this many wsproto events from one receive.
+EVENTS_PER_YIELD = 64
 
 
 class WebSocket:
@@ -48,7 +68,8 @@ class WebSocket:
     """
 
     __slots__ = (
-        "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "close_timeout",
+        "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "max_message_fragments",
+        "close_timeout",
         "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
         "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed", "_aborted",
     )
@@ -60,15 +81,19 @@ class WebSocket:
         subprotocol: str | None,
         trailing_data: bytes = b"",
         max_message_bytes: int = 1 << 20,
+        max_message_fragments: int = MAX_MESSAGE_FRAGMENTS,
         outbox_max_items: int = 1024,
         outbox_max_bytes: int = 4 << 20,
         close_timeout: float = 2.0,
     ) -> None:
+        if max_message_fragments < 1:
+            raise ValueError("max_message_fragments must be at least 1")
         self._stream = stream
         self._ws = Connection(ConnectionType.SERVER)
         self.outbox = Outbox(outbox_max_items, outbox_max_bytes)
         self.subprotocol = subprotocol
         self.max_message_bytes = max_message_bytes
+        self.max_message_fragments = max_message_fragments
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self.close_reason: str = ""
@@ -226,6 +251,10 @@ class WebSocket:
         stream = self._stream
         parts: list[str | bytes] = []
         size = 0
+        frames = 0  # frames of the message in ``parts``
+        max_fragments = self.max_message_fragments
+        checkpoint = trio.lowlevel.checkpoint
+        discard = False  # past the fragment cap: read and drop, parse nothing more
         try:
             while True:
                 try:
@@ -239,12 +268,19 @@ class WebSocket:
                     return
                 self.last_received = trio.current_time()
                 self.bytes_received += len(data)
+                if discard:
+                    continue
                 try:
                     ws.receive_data(data)
                 except LocalProtocolError:  # data after the close handshake
                     self._set_peer_closed()
                     return
+                budget = EVENTS_PER_YIELD
                 for event in ws.events():
+                    budget -= 1
+                    if not budget:  # fairness: see the module header
+                        budget = EVENTS_PER_YIELD
+                        await checkpoint()
                     if isinstance(event, (TextMessage, BytesMessage)):
                         if self._final_queued:
                             continue  # closing: nothing more reaches the fabric
@@ -253,16 +289,27 @@ class WebSocket:
                         if size > self.max_message_bytes:
                             self._close_from_transport(CLOSE_TOO_BIG, f"message over {self.max_message_bytes} bytes")
                             parts.clear()
-                            size = 0
+                            size = frames = 0
                             continue
                         if event.message_finished and not parts:
                             message = chunk
                         else:
+                            # A frame that arrives over several reads is several events but
+                            # one fragment: count finished frames only.
+                            if event.frame_finished:
+                                frames += 1
+                                if frames > max_fragments:
+                                    self._close_from_transport(
+                                        CLOSE_TOO_BIG, f"message in more than {max_fragments} fragments")
+                                    parts.clear()
+                                    discard = True
+                                    break
                             parts.append(chunk)
                             if not event.message_finished:
                                 continue
                             message = ("" if isinstance(chunk, str) else b"").join(parts)
                             parts.clear()
+                            frames = 0
                         size = 0
                         self.messages_received += 1
                         try:
