@@ -28,6 +28,10 @@ from specs._decisions import Decision
 #: ``ackId`` and ``sequenceId`` are uint64 on the wire (client spec, .proto ``uint64``).
 UINT64_MAX = 2**64 - 1
 
+#: The deepest nesting of arrays and objects accepted in any JSON the fabric reads: client
+#: frames, REST bodies, event-handler answers (decision ``json.max-depth``).
+MAX_JSON_DEPTH = 64
+
 #: A numeric-string ``ackId``/``sequenceId`` is 1 to 20 ASCII digits (20 = len(str(UINT64_MAX))).
 NUMERIC_STRING_PATTERN = r"[0-9]{1,20}"
 
@@ -459,6 +463,16 @@ SERVER_MESSAGES: Mapping[str, ServerMessageSpec] = MappingProxyType(
 # --------------------------------------------------------------------------- decisions
 
 DECISIONS: tuple[Decision, ...] = (
+    Decision(
+        "json.max-depth",
+        "How deeply may JSON be nested (client messages, REST bodies, handler answers)?",
+        "At most MAX_JSON_DEPTH = 64 levels of arrays and objects, counting the message envelope. "
+        "Deeper input is malformed: a client frame closes 1007 (after system/disconnected), a REST "
+        "body is 400 InvalidJson, a handler answer is a BadBody failure. Never a 5xx.",
+        "64 is System.Text.Json's default MaxDepth, the .NET reader Azure's service is built on; "
+        "without a bound, a 4 KB body of brackets reached the interpreter's recursion limit inside "
+        "the JSON decoder (a 500 on REST).",
+    ),
     Decision(
         "json.unknown-type",
         "A well-formed object whose string type we do not implement (stream*, invoke, "

@@ -37,7 +37,7 @@ from transport.http import Request, Response
 
 from fabric.core import auth
 from fabric.appserver.service import HubHandle, InvalidArgument, check_group
-from fabric.core.payload import DataType, Payload
+from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from fabric.appserver.odata import FilterError
 
 if TYPE_CHECKING:
@@ -183,6 +183,9 @@ def _payload(request: Request, registry: "HubRegistry") -> Payload:
                         + ", ".join(spec.MESSAGE_CONTENT_TYPES), "Content-Type")
     if kind == "json":
         body = body.strip(_WS)
+        if json_too_deep(body):
+            raise HttpError(400, ErrorCode.INVALID_JSON,
+                            f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels", "message")
         try:
             msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
@@ -207,6 +210,9 @@ def _groups_body(request: Request) -> _GroupsBody:
     if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise HttpError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                         f"Content-Type {content_type[:80]!r} is not supported; use application/json", "Content-Type")
+    if json_too_deep(request.body):
+        raise HttpError(400, ErrorCode.INVALID_JSON, f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels",
+                        "body")
     try:
         parsed = msgspec.json.decode(request.body, type=_GroupsBody)
     except msgspec.ValidationError as exc:

@@ -57,7 +57,7 @@ from fabric.core.events import (
     UserEventError,
     UserEventResponse,
 )
-from fabric.core.payload import DataType, Payload
+from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 
 log = logging.getLogger(__name__)
 
@@ -588,6 +588,8 @@ class WebhookEventHandler(EventHandler):
         if media is not None and media != "application/json" and not media.endswith("+json"):
             raise UpstreamFailure(Failure.BAD_CONTENT_TYPE,
                                   f"the connect answer has Content-Type {media!r}; expected application/json")
+        if json_too_deep(answer.body):
+            raise UpstreamFailure(Failure.BAD_BODY, f"the connect answer nests JSON deeper than {MAX_JSON_DEPTH} levels")
         try:
             data = msgspec.json.decode(answer.body)
         except msgspec.DecodeError as exc:
@@ -649,6 +651,9 @@ class WebhookEventHandler(EventHandler):
                                           f"the event handler's text/plain reply is not valid {charset}") from None
                 body = text.encode("utf-8") if charset.replace("-", "").lower() != "utf8" else body
             elif data_type is DataType.JSON:
+                if json_too_deep(body):
+                    raise UpstreamFailure(Failure.BAD_BODY,
+                                          f"the event handler's JSON reply nests deeper than {MAX_JSON_DEPTH} levels")
                 try:
                     msgspec.json.decode(body)
                 except msgspec.DecodeError as exc:

@@ -27,7 +27,7 @@ from typing import Annotated, Union
 
 import msgspec
 
-from fabric.core.payload import DataType, Payload
+from fabric.core.payload import DataType, Payload, json_too_deep
 from specs import errors as _errors
 from specs import webpubsub_json as _spec
 
@@ -480,6 +480,8 @@ def decode_client(frame: str | bytes) -> ClientMessage:
         MalformedFrame: not UTF-8/JSON, not an object, or no string ``type``.
         InvalidMessage: a known message type with a missing or invalid field.
     """
+    if json_too_deep(frame):
+        raise MalformedFrame(f"the frame nests JSON deeper than {_spec.MAX_JSON_DEPTH} levels")
     try:
         m = _fast_decoder.decode(frame)
     except _DECODE_ERRORS:

@@ -41,7 +41,7 @@ from fabric.webpubsub.codec_json import (
     SequenceAck,
     Unsupported,
 )
-from fabric.core.payload import DataType, Payload
+from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from specs import errors as _errors
 from specs import webpubsub_json as _json_spec
 from specs import webpubsub_protobuf as _spec
@@ -586,6 +586,8 @@ def _payload(
         raise InvalidMessage(ack_id, "'data' is required")
     dt, body = data
     if dt is _JSON_DT:
+        if json_too_deep(body):
+            raise InvalidMessage(ack_id, f"'json_data' nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             raw = _raw_json.decode(body)
         except (msgspec.DecodeError, RecursionError):
