@@ -424,7 +424,9 @@ class ServerConfig:
     #: Accepted access keys (primary first). Empty: the caller generates a random key.
     access_keys: tuple[str, ...] = attrs.field(default=(), converter=_to_unique_tuple)
     #: The http(s) URL clients and SDKs should use, when it differs from ``http://host:port``
-    #: (behind a proxy, or listening on 0.0.0.0). Used for the printed connection string.
+    #: (behind a proxy, or listening on 0.0.0.0). When set, token audiences (client and REST)
+    #: must name it (scheme, host, port), not only the path; the upstream
+    #: ``WebHook-Request-Origin`` names its host.
     public_endpoint: str | None = None
     #: Largest message a client may send (a bigger frame closes with 1009).
     max_message_bytes: int = 1 * MiB

@@ -528,7 +528,8 @@ async def handle(registry: "HubRegistry", request: Request) -> Response:
         if "hub" in path:
             try:
                 auth.verify_rest_token(request.header("authorization"), keys=registry.access_keys,
-                                       request_path=request.raw_path)
+                                       request_path=request.raw_path,
+                                       public_endpoint=registry.config.server.public_endpoint)
             except auth.TokenError as exc:
                 raise HttpError(exc.status, exc.code, exc.message,
                                 headers=(("www-authenticate", 'Bearer error="invalid_token"'),)) from None

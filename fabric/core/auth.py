@@ -11,9 +11,11 @@ Rules this module keeps:
   input. Values from a token that appear in a message are truncated.
 - ``exp`` is required (all SDKs set it; a token without expiry would be valid forever) and is
   checked with ``leeway`` seconds of clock skew; ``nbf`` is honoured when present; ``iat`` is
-  ignored. ``aud`` is required and only its *path* is compared (percent-decoded, trailing ``/``
-  stripped, ASCII case-insensitive): clients and reverse proxies legitimately reach the server
-  through another scheme, host or port than the token was minted for.
+  ignored. ``aud`` is required and its *path* is compared (percent-decoded, trailing ``/``
+  stripped, ASCII case-insensitive). Its scheme, host and port are compared only when the
+  operator names the public endpoint (``public_endpoint=``): without it, clients and reverse
+  proxies legitimately reach the server through another host or port than the token names,
+  and the server cannot know which one is its own.
 - Roles and their wildcard patterns are ``fabric.core.permissions``.
 """
 
@@ -252,6 +254,30 @@ def _audience_path(aud: str) -> str | None:
     return _normalise_path(path)
 
 
+def url_origin(url: str) -> tuple[bool, str, int] | None:
+    """``(secure, host, port)`` of an absolute http(s)/ws(s) URL, or None. Hosts compare
+    case-insensitively; default ports are filled in; ws is http and wss is https."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        return None
+    secure = scheme in ("https", "wss")
+    return secure, parts.hostname.lower(), port if port is not None else (443 if secure else 80)
+
+
+def _check_origin(audiences: list[str], origin: tuple[bool, str, int] | None, shown: str | None) -> None:
+    """With a public endpoint configured, some ``aud`` must name it (scheme, host, port)."""
+    if origin is None:
+        return
+    if not any(url_origin(a) == origin for a in audiences):
+        raise TokenError("InvalidAudience",
+                         f"audience {_short(audiences[0])} is not for this service's public endpoint {shown}")
+
+
 def _audiences(claims: Mapping[str, Any], expected_text: str) -> list[str]:
     if "aud" not in claims:
         raise TokenError("InvalidAudience", f"token has no 'aud' claim; expected a URL whose path is {expected_text}")
@@ -304,13 +330,16 @@ def verify_client_token(
     now: float | None = None,
     leeway: float = 30.0,
     client_path_prefixes: Sequence[str] = ("/client/hubs/",),
+    public_endpoint: str | None = None,
 ) -> ClientIdentity:
     """Verify a client access token for ``hub`` and return the identity it carries.
 
     ``token`` is the ``access_token`` query value or the Bearer value of an Authorization
     header (None or empty: ``MissingToken``). ``aud`` must have a path equal to one of
     ``prefix + hub`` (e.g. ``/client/hubs/chat``; pass ``("/clients/socketio/hubs/",)`` for
-    Socket.IO). Raises :class:`TokenError`; ValueError only when ``keys`` is empty.
+    Socket.IO). With ``public_endpoint`` (``[server] public_endpoint``), the scheme, host and
+    port of ``aud`` must name it too, so a token minted for another service sharing the key
+    is refused. Raises :class:`TokenError`; ValueError only when ``keys`` is empty.
     """
     if token is None or not token.strip():
         raise TokenError(
@@ -326,6 +355,7 @@ def verify_client_token(
     audiences = _audiences(claims, expected_text)
     if not any(_audience_path(a) in wanted for a in audiences):
         raise TokenError("InvalidAudience", f"audience {_short(audiences[0])} does not match {expected_text}")
+    _check_origin(audiences, url_origin(public_endpoint) if public_endpoint else None, public_endpoint)
 
     sub = claims.get("sub")
     if sub is not None and not isinstance(sub, str):
@@ -354,12 +384,14 @@ def verify_rest_token(
     request_path: str,
     now: float | None = None,
     leeway: float = 30.0,
+    public_endpoint: str | None = None,
 ) -> dict[str, Any]:
     """Verify the ``Authorization: Bearer <JWT>`` header of a REST request; return the claims.
 
     ``aud`` is the full request URL the SDK signed; only its path is compared with
-    ``request_path`` (the request target as received; a query part is ignored). Raises
-    :class:`TokenError`; ValueError only when ``keys`` is empty.
+    ``request_path`` (the request target as received; a query part is ignored), and with
+    ``public_endpoint`` its scheme, host and port too. Raises :class:`TokenError`; ValueError
+    only when ``keys`` is empty.
     """
     if authorization is None or not authorization.strip():
         raise TokenError("MissingToken", "missing Authorization header; expected 'Authorization: Bearer <JWT>'")
@@ -377,6 +409,7 @@ def verify_rest_token(
         raise TokenError(
             "InvalidAudience", f"audience {_short(audiences[0])} does not match the request path {_short(path)}"
         )
+    _check_origin(audiences, url_origin(public_endpoint) if public_endpoint else None, public_endpoint)
     return claims
 
 

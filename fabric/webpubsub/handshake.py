@@ -65,7 +65,8 @@ async def handle_websocket(registry: HubRegistry, hub_name: str, request: Reques
         identity = auth.ClientIdentity(user_id=None, roles=(), groups=(), claims={}, expires_at=None)
     else:
         try:
-            identity = auth.verify_client_token(token, keys=registry.access_keys, hub=hub_name)
+            identity = auth.verify_client_token(token, keys=registry.access_keys, hub=hub_name,
+                                                public_endpoint=config.server.public_endpoint)
         except auth.TokenError as exc:
             return Response.error(exc.status, exc.code, str(exc))
 
