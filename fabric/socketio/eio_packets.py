@@ -238,8 +238,7 @@ class EncodedPacket:
     def __init__(self, is_text: bool, ws: bytes) -> None:
         self.is_text = is_text
         self.ws = ws
-        # For text, the segment is the same object unless it would break the payload.
-        self._segment: bytes | None = ws if is_text and _SEP_BYTES not in ws else None
+        self._segment: bytes | None = None  # built on first use: most recipients are WebSockets
         self.ws_frame: bytes | None = None
 
     @property
@@ -250,9 +249,14 @@ class EncodedPacket:
     def segment(self) -> bytes:
         seg = self._segment
         if seg is None:
-            if self.is_text:
+            ws = self.ws
+            if not self.is_text:
+                seg = b"b" + _b64(ws)
+            elif _SEP_BYTES in ws:
                 raise PacketEncodeError("text containing U+001E cannot travel in a polling payload")
-            seg = self._segment = b"b" + _b64(self.ws)
+            else:
+                seg = ws  # for text, the segment is the WebSocket payload itself
+            self._segment = seg
         return seg
 
     def __repr__(self) -> str:

@@ -376,9 +376,12 @@ def _check_common(ptype: PacketType, nsp: str, ack_id: int | None) -> None:
         raise InvalidPacket(f"{ptype.name} packets need an ack id")
 
 
+_json_encode = msgspec.json.Encoder().encode
+
+
 def _json(data: Any) -> bytes:
     try:
-        return msgspec.json.encode(data)
+        return _json_encode(data)
     except (TypeError, ValueError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidPacket(f"payload is not JSON-encodable: {exc}") from None
 
@@ -420,37 +423,44 @@ def encode(packet: Packet) -> tuple[bytes, list[bytes]]:
     return header, buffers
 
 
-_PREFIX_CACHE: dict[tuple[int, str], bytes] = {}
+_EVENT_PREFIX: dict[str, bytes] = {"/": b"2"}
+_ACK_PREFIX: dict[str, bytes] = {"/": b"3"}
 
 
-def _prefix(ptype: PacketType, nsp: str) -> bytes:
-    key = (ptype, nsp)
-    prefix = _PREFIX_CACHE.get(key)
-    if prefix is None:
-        _check_common(ptype, nsp, 0 if ptype is _ACK else None)
-        prefix = (str(int(ptype)) + ("" if nsp == "/" else nsp + ",")).encode("utf-8")
-        if len(_PREFIX_CACHE) >= 4096:
-            _PREFIX_CACHE.clear()
-        _PREFIX_CACHE[key] = prefix
+def _prefix(cache: dict[str, bytes], ptype: PacketType, nsp: str) -> bytes:
+    _check_common(ptype, nsp, 0 if ptype is _ACK else None)
+    prefix = (str(int(ptype)) + ("" if nsp == "/" else nsp + ",")).encode("utf-8")
+    if len(cache) >= 4096:  # bounded
+        cache.clear()
+    cache[nsp] = prefix
     return prefix
 
 
 def encode_event(data: list, nsp: str = "/", ack_id: int | None = None) -> bytes:
     """Fast path: the text of an EVENT whose ``data`` (event name first) holds no binary.
 
-    One msgspec encode and one concatenation. Raises ``InvalidPacket`` for a bad event
-    name, namespace or ack id; binary leaves are *not* detected (see the module rules).
+    One msgspec encode and one concatenation; the namespace prefix is cached. Raises
+    ``InvalidPacket`` for a bad event name, namespace or ack id; binary leaves are *not*
+    detected (see the module rules).
     """
-    if type(data) is not list or not data or not (
-        (type(data[0]) is str and data[0] not in RESERVED_EVENTS) or _is_number(data[0])
-    ):
+    if type(data) is not list or not data:
         raise InvalidPacket(_payload_problem(_EVENT, data) or "invalid EVENT payload")
-    prefix = _PREFIX_CACHE.get((_EVENT, nsp)) or _prefix(_EVENT, nsp)
+    name = data[0]
+    if type(name) is str:
+        if name in RESERVED_EVENTS:
+            raise InvalidPacket(f"{name!r} is a reserved event name")
+    elif type(name) is not int and type(name) is not float:
+        raise InvalidPacket(_payload_problem(_EVENT, data) or "invalid EVENT payload")
+    prefix = _EVENT_PREFIX.get(nsp) or _prefix(_EVENT_PREFIX, _EVENT, nsp)
+    try:
+        body = _json_encode(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidPacket(f"payload is not JSON-encodable: {exc}") from None
     if ack_id is None:
-        return prefix + _json(data)
+        return prefix + body
     if type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID:
         raise InvalidPacket(f"ack id must be an integer in 0..2**53-1, not {ack_id!r}")
-    return b"".join((prefix, str(ack_id).encode("ascii"), _json(data)))
+    return b"".join((prefix, str(ack_id).encode("ascii"), body))
 
 
 def encode_ack(data: list, ack_id: int, nsp: str = "/") -> bytes:
@@ -459,5 +469,5 @@ def encode_ack(data: list, ack_id: int, nsp: str = "/") -> bytes:
         raise InvalidPacket("an ACK payload must be an array")
     if type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID:
         raise InvalidPacket(f"ack id must be an integer in 0..2**53-1, not {ack_id!r}")
-    prefix = _PREFIX_CACHE.get((_ACK, nsp)) or _prefix(_ACK, nsp)
+    prefix = _ACK_PREFIX.get(nsp) or _prefix(_ACK_PREFIX, _ACK, nsp)
     return b"".join((prefix, str(ack_id).encode("ascii"), _json(data)))

@@ -374,3 +374,10 @@ def test_has_binary():
     assert has_binary({"k": (bytearray(),)})
     assert has_binary(memoryview(b""))
     assert not has_binary("bytes")
+
+
+def test_prefix_cache_is_bounded_and_stays_right():
+    for i in range(5000):
+        assert encode_event(["x"], f"/n{i}") == f'2/n{i},["x"]'.encode()
+    assert encode_event(["x"]) == b'2["x"]'
+    assert encode_ack([], 1) == b"31[]"
