@@ -31,8 +31,9 @@ and ``transports/polling.ts``; the official Engine.IO v4 suite):
   the WebSocket, nothing is written before it). Anything else on the probe, its close, or
   ``upgrade_timeout`` aborts the upgrade and the session stays on polling.
 - Closing: ``SessionClosed`` is returned exactly once, with one of ``CloseReason``. After
-  it the session answers nothing but a final parked-GET reply or the last WebSocket batch
-  (only a server ``close()`` keeps the queue for that; every other reason discards it).
+  it the session yields no events and no data except a final parked-GET reply or the last
+  WebSocket batch (only a server ``close()`` keeps the queue for that; every other reason
+  discards it); requests still reaching it get 400 ``Session ID unknown``.
 - The outgoing queue is bounded in packets and bytes; ``send`` never grows past the bounds
   and returns ``OVERFLOW`` instead (the caller applies its slow-consumer policy). Control
   packets (open, ping) are always queued: they take a place in the count but no bytes.

@@ -166,3 +166,22 @@ def test_parse_query():
     assert parse_query(b"sid=a%2Bb&sid=c") == {"sid": "c"}  # last wins, percent-decoded
     assert parse_query("EIO=&x") == {"EIO": "", "x": ""}
     assert parse_query("") == {}
+
+
+def test_routes_with_real_sessions():
+    from fabric.socketio.eio_session import EngineConfig, Session
+
+    sessions = {"p": Session("p", EngineConfig(), "polling", 0.0), "w": Session("w", EngineConfig(), "websocket", 0.0)}
+
+    def go(query, method="GET", upgrade=False):
+        return route_request(method=method, query=parse_query(query), upgrade=upgrade, lookup=sessions.get)
+
+    assert go("EIO=4&transport=polling&sid=p").kind is RouteKind.POLL
+    assert go("EIO=4&transport=websocket&sid=p", upgrade=True).kind is RouteKind.PROBE
+    sessions["p"].attach_probe(0.0)
+    assert go("EIO=4&transport=websocket&sid=p", upgrade=True).kind is RouteKind.ACCEPT_AND_CLOSE
+    sessions["p"].receive_probe("5", 0.0)
+    assert go("EIO=4&transport=websocket&sid=p", upgrade=True).kind is RouteKind.ACCEPT_AND_CLOSE
+    with pytest.raises(RequestRejected):
+        go("EIO=4&transport=polling&sid=p")
+    assert go("EIO=4&transport=websocket&sid=w", upgrade=True).kind is RouteKind.ACCEPT_AND_CLOSE
