@@ -40,7 +40,7 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .websocket import MAX_MESSAGE_FRAGMENTS, WebSocket
+from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket
 
 log = logging.getLogger("transport.http")
 
@@ -98,6 +98,7 @@ class WebSocketAccept:
     max_message_fragments: int = MAX_MESSAGE_FRAGMENTS
     outbox_max_items: int = 1024
     outbox_max_bytes: int = 4 << 20
+    close_timeout: float = CLOSE_TIMEOUT
 
 
 class Application(Protocol):
@@ -348,6 +349,7 @@ async def _upgrade(stream, conn: h11.Connection, app: Application, request: Requ
         max_message_fragments=decision.max_message_fragments,
         outbox_max_items=decision.outbox_max_items,
         outbox_max_bytes=decision.outbox_max_bytes,
+        close_timeout=decision.close_timeout,
     )
     await decision.run(ws)
     return True

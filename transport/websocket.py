@@ -11,6 +11,16 @@ Rules this module keeps:
 - The close code is recorded once, by whoever closes first: the peer's close frame, our
   close, or the transport failing (1006). ``run`` returns when the socket is finished and
   the stream is closed; it never raises for a peer's misbehaviour.
+- Closing is bounded: from the moment a close frame is queued (ours, or our answer to the
+  peer's), flushing what is queued before it, sending it and hearing the peer's close must
+  all fit in ``close_timeout``, including when the writer is stuck in ``send_all`` because
+  the peer stopped reading. Past it, reader and writer are cancelled.
+- Only a completed closing handshake (our close frame sent, the peer's received) ends
+  with an orderly TCP close (FIN). Any other end (close timeout, abort, cancellation,
+  broken stream, protocol error) resets the connection: SO_LINGER with a zero timeout,
+  then close, which sends RST and frees the kernel's send and receive buffers at once
+  (a FIN close would leave an orphaned socket holding its unsent data for minutes when
+  the peer has stopped reading).
 - Inbound messages are bounded by ``max_message_bytes`` across fragments and by
   ``max_message_fragments`` frames (1009 beyond either). The fragment cap exists because
   the cost of a message is per frame as much as per byte: 100,000 one-byte continuation
@@ -23,7 +33,7 @@ Rules this module keeps:
   through ``farewell`` exactly as for an oversize message. After that close the reader
   drops what the peer sends without parsing it (no honest client gets there, and the
   rest of such a flood would be the same per-frame work); the close then ends at
-  ``close_timeout``, as the peer's close frame is never looked for.
+  ``close_timeout`` with a reset, as the peer's close frame is never looked for.
 - No single peer monopolises the event loop: the reader yields to the scheduler every
   ``EVENTS_PER_YIELD`` wsproto events, so one 64 KiB receive of tiny frames (about 10,000
   events) is worked through in slices between other tasks' turns. Per-event cost is a
@@ -33,6 +43,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from typing import Awaitable, Callable
 
 import trio
@@ -59,6 +71,10 @@ RECEIVE_SIZE = 65536
 MAX_MESSAGE_FRAGMENTS = 1024
 #: The reader yields to the scheduler after this many wsproto events from one receive.
 EVENTS_PER_YIELD = 64
+#: Default bound on a close, from the close frame being queued to the stream closed.
+CLOSE_TIMEOUT = 2.0
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}: close sends RST
 
 
 class WebSocket:
@@ -70,7 +86,7 @@ class WebSocket:
     __slots__ = (
         "_stream", "_ws", "outbox", "subprotocol", "max_message_bytes", "max_message_fragments",
         "close_timeout",
-        "close_code", "close_reason", "last_received", "_final_queued", "_peer_closed",
+        "close_code", "close_reason", "last_received", "_final_queued", "_final_sent", "_peer_closed",
         "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed", "_aborted",
     )
 
@@ -84,7 +100,7 @@ class WebSocket:
         max_message_fragments: int = MAX_MESSAGE_FRAGMENTS,
         outbox_max_items: int = 1024,
         outbox_max_bytes: int = 4 << 20,
-        close_timeout: float = 2.0,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         if max_message_fragments < 1:
             raise ValueError("max_message_fragments must be at least 1")
@@ -99,6 +115,7 @@ class WebSocket:
         self.close_reason: str = ""
         self.last_received = trio.current_time()
         self._final_queued = False
+        self._final_sent = False
         self._peer_closed: trio.Event | None = None  # created when someone waits for it
         self._cancel_scope: trio.CancelScope | None = None
         self.messages_received = 0
@@ -165,6 +182,13 @@ class WebSocket:
             return
         self._final_queued = True
         self.outbox.put_final(frame)  # bypasses the bounds: the close frame always fits
+        self._arm_close_deadline()
+
+    def _arm_close_deadline(self) -> None:
+        """The whole close (flush, close frame, peer's answer) ends within close_timeout."""
+        scope = self._cancel_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, trio.current_time() + self.close_timeout)
 
     def _set_peer_closed(self) -> None:
         if self._peer_closed is None:
@@ -201,6 +225,8 @@ class WebSocket:
                 return
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
+                if self._final_queued:  # closed before it ran: the clock starts now
+                    self._arm_close_deadline()
                 nursery.start_soon(self._reader, handler)
                 await self._writer()
                 nursery.cancel_scope.cancel()
@@ -210,6 +236,8 @@ class WebSocket:
             self.outbox.close_data()
             self.outbox.discard_data()
             with trio.CancelScope(shield=True):
+                if not (self._final_sent and self.peer_closed):
+                    _reset_on_close(self._stream)
                 await trio.aclose_forcefully(self._stream)
 
     async def _writer(self) -> None:
@@ -235,16 +263,16 @@ class WebSocket:
                 else:
                     await stream.send_all(data)
                 if self._final_queued and not len(outbox):
+                    self._final_sent = True
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self.close_code is None:
                 self.close_code = CLOSE_ABNORMAL
             return
-        # Our close frame is out: give the peer a bounded time to answer with its own.
+        # Our close frame is out: wait for the peer's (the close deadline bounds the wait).
         if self._peer_closed is None:
             self._peer_closed = trio.Event()
-        with trio.move_on_after(self.close_timeout):
-            await self._peer_closed.wait()
+        await self._peer_closed.wait()
 
     async def _reader(self, handler: MessageHandler) -> None:
         ws = self._ws
@@ -347,6 +375,23 @@ class WebSocket:
             "subprotocol": self.subprotocol, "outbox": s, "close_code": self.close_code,
             "messages_received": self.messages_received, "bytes_received": self.bytes_received,
         }
+
+
+def _reset_on_close(stream: trio.abc.Stream) -> None:
+    """Make the coming close of a TCP stream abortive (RST, buffers freed). No checkpoint.
+
+    SO_LINGER with l_onoff=1 and l_linger=0 (socket(7)); the ABORT of RFC 9293 §3.10.5.
+    Streams that are not sockets (in-process pipes) have nothing to free.
+    """
+    while not isinstance(stream, trio.SocketStream):
+        inner = getattr(stream, "transport_stream", None)  # e.g. trio.SSLStream
+        if inner is None:
+            return
+        stream = inner
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    except OSError:  # already reset by the peer, or closed
+        pass
 
 
 def _truncate_reason(reason: str) -> str:
