@@ -4,6 +4,10 @@
 once ``max_buffer`` bytes wait unread, like a socket with a full send buffer. It backs the
 fabric's in-process client, so embedded tests exercise the real HTTP/WebSocket path with
 the same backpressure as TCP.
+
+Closing a stream while another task waits in its ``send_all`` or ``receive_some`` makes
+that call raise ``trio.ClosedResourceError``, as ``trio.abc.AsyncResource.aclose``
+requires of streams.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class MemoryStream(trio.abc.Stream):
             room = out.max_buffer - len(out.buffer)
             if room <= 0:
                 await out.lot.park()
+                if self._closed:
+                    raise trio.ClosedResourceError("stream closed while sending")
                 continue
             out.buffer += view[:room]
             view = view[room:]
@@ -49,6 +55,8 @@ class MemoryStream(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         while len(self._out.buffer) >= self._out.max_buffer and not self._out.closed_read:
             await self._out.lot.park()
+            if self._closed:
+                raise trio.ClosedResourceError("stream closed while waiting")
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._closed:
@@ -60,6 +68,8 @@ class MemoryStream(trio.abc.Stream):
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return b""
             await pipe.lot.park()
+            if self._closed:
+                raise trio.ClosedResourceError("stream closed while receiving")
         n = len(pipe.buffer) if max_bytes is None else min(max_bytes, len(pipe.buffer))
         data = bytes(pipe.buffer[:n])
         del pipe.buffer[:n]
