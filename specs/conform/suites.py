@@ -1,0 +1,242 @@
+"""The suites besides the state machine: fixed handshake and REST checks, and a Hypothesis
+property over single client frames (valid messages and near misses).
+
+Rules this module keeps:
+- Each check opens its own short-lived connections in the run's hub, with per-run names, and
+  closes them; nothing here closes or changes connections it did not open.
+- A probe's expected outcome comes from ``Probe.expect`` (``specs.conform.strategies``), i.e.
+  from ``specs.errors``; the crash rule (``inbound.no-crash``: never 1011, never a dropped
+  socket) is checked before the probe's own rule, since it holds whatever was decided.
+- Departures are raised like the state machine's, with the probe's transcript.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from specs.conform.driver import HandshakeFailed, WireClient
+from specs.conform.endpoint import client_path, mint_client_token, seg
+from specs.conform.machine import Context, count_clean_frames
+from specs.conform.report import departure
+from specs.conform.strategies import Probe
+from specs.conform.transcript import Transcript
+from specs.conform.wire import encode_client
+from specs.rest import OPERATIONS_BY_NAME
+from specs.webpubsub_json import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_V1
+
+ALL_ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
+
+
+class Checks:
+    """Helpers shared by the fixed checks and the probes of one run."""
+
+    def __init__(self, ctx: Context, transcript: Transcript | None = None) -> None:
+        self.ctx = ctx
+        self.t = transcript or Transcript()
+
+    def ok(self, rule_id: str, n: int = 1) -> None:
+        if rule_id in self.ctx.enabled and n:
+            self.ctx.ledger.ok(rule_id, n)
+
+    def depart(self, rule_id: str, detail: str) -> None:
+        if rule_id not in self.ctx.enabled:
+            self.ctx.ledger.skipped.setdefault(rule_id, "disabled for this run")
+            return
+        raise departure(rule_id, detail, self.t.render())
+
+    def check(self, cond: bool, rule_id: str, detail: str) -> None:
+        if cond:
+            self.ok(rule_id)
+        else:
+            self.depart(rule_id, detail)
+
+    async def open(self, label: str, protocol, *, token: str | None = None, extra: dict | None = None,
+                   user: str | None = "conform-user") -> WireClient:
+        ctx = self.ctx
+        if token is None:
+            token = mint_client_token(ctx.endpoint, ctx.hub, user_id=user, roles=ALL_ROLES)
+        client = WireClient(label, self.t, protocol)
+        await client.open(ctx.portal.nursery, ctx.endpoint, client_path(ctx.hub, token, extra),
+                          [protocol.name] if protocol else [], ctx.timeout)
+        return client
+
+    async def rest(self, op: str, path: str, **kw):
+        method = OPERATIONS_BY_NAME[op].method
+        return await self.ctx.rest.call(method, f"/api/hubs/{seg(self.ctx.hub)}{path}", transcript=self.t, **kw)
+
+
+# =========================================================================== fixed checks
+
+
+def run_fixed_checks(ctx: Context) -> None:
+    """Handshake, authentication, recovery refusal and REST status checks (one pass each).
+    Raises the first departure."""
+    chk = Checks(ctx)
+    run_id = ctx.run_id
+
+    async def go():
+        # ---- a wrong key is refused before the upgrade
+        bad = mint_client_token(ctx.endpoint, ctx.hub, user_id="x", key=ctx.endpoint.access_key + "-not")
+        try:
+            c = await chk.open("wrongkey", JSON_V1, token=bad)
+        except HandshakeFailed as exc:
+            chk.check(exc.status == 401, "auth.reject",
+                      f"a client token signed with another key was refused with {exc.status}, expected 401")
+        else:
+            await c.close()
+            chk.depart("auth.reject", "a client token signed with another key was accepted")
+        r = await chk.ctx.rest.call("HEAD", f"/api/hubs/{seg(ctx.hub)}/groups/{seg(run_id + 'g')}",
+                                    key=ctx.endpoint.access_key + "-not", transcript=chk.t)
+        chk.check(r.status == 401, "auth.reject", f"a REST call signed with another key answered {r.status}, expected 401")
+
+        # ---- recovering an unknown session: accepted, then closed with 1008
+        extra = {"awps_connection_id": "conform-" + secrets.token_hex(8), "awps_reconnection_token": "bogus"}
+        try:
+            c = await chk.open("recover", JSON_RELIABLE_V1, extra=extra)
+        except HandshakeFailed as exc:
+            chk.depart("reliable.recovery-refused",
+                       f"recovering an unknown session was refused with HTTP {exc.status}; clients retry that for 30 s")
+        else:
+            await c.wait_closed(ctx.timeout)
+            code = c.closed.code if c.closed else None
+            await c.close()
+            chk.check(code == 1008, "reliable.recovery-refused",
+                      f"recovering an unknown session was closed with {code}, expected 1008")
+
+        # ---- REST operations on our own connection: the table's success status
+        c = await chk.open("rest", JSON_V1)
+        await c.wait_until(lambda: bool(c.frames), ctx.timeout)
+        cid = c.frames[0].connection_id if c.frames and c.frames[0].kind == "connected" else None
+        if cid is None:
+            chk.depart("connect.first-frame", "no system/connected on a fresh JSON connection")
+        grp, uid = f"{run_id}-fixed", "conform-user"
+        steps = [
+            ("connectionExists", f"/connections/{seg(cid)}", {}, 200),
+            ("addConnectionToGroup", f"/groups/{seg(grp)}/connections/{seg(cid)}", {}, None),
+            ("groupExists", f"/groups/{seg(grp)}", {}, 200),
+            ("listConnectionsInGroup", f"/groups/{seg(grp)}/connections", {}, None),
+            ("removeConnectionFromGroup", f"/groups/{seg(grp)}/connections/{seg(cid)}", {}, None),
+            ("addUserToGroup", f"/users/{seg(uid)}/groups/{seg(grp)}", {}, None),
+            ("removeUserFromGroup", f"/users/{seg(uid)}/groups/{seg(grp)}", {}, None),
+            ("removeUserFromAllGroups", f"/users/{seg(uid)}/groups", {}, None),
+            ("removeConnectionFromAllGroups", f"/connections/{seg(cid)}/groups", {}, None),
+            ("userExists", f"/users/{seg(uid)}", {}, 200),
+            ("grantPermission", f"/permissions/sendToGroup/connections/{seg(cid)}", {"query": [("targetName", grp)]}, None),
+            ("checkPermission", f"/permissions/sendToGroup/connections/{seg(cid)}", {"query": [("targetName", grp)]}, 200),
+            ("revokePermission", f"/permissions/sendToGroup/connections/{seg(cid)}", {"query": [("targetName", grp)]}, None),
+            ("sendToConnection", f"/connections/{seg(cid)}/:send", {"body": b"hello", "content_type": "text/plain"}, None),
+            ("sendToUser", f"/users/{seg(uid + '-nobody')}/:send", {"body": b"{}", "content_type": "application/json"}, None),
+            ("sendToGroup", f"/groups/{seg(grp + '-empty')}/:send", {"body": b"x", "content_type": "application/octet-stream"}, None),
+            ("generateClientToken", "/:generateToken", {"query": [("userId", uid)]}, None),
+            ("closeGroupConnections", f"/groups/{seg(grp + '-empty')}/:closeConnections", {}, None),
+            ("closeUserConnections", f"/users/{seg(uid + '-nobody')}/:closeConnections", {}, None),
+        ]
+        for op, path, kw, want in steps:
+            r = await chk.rest(op, path, **kw)
+            expected = want if want is not None else OPERATIONS_BY_NAME[op].success
+            chk.check(r.status == expected, "rest.status",
+                      f"{op} answered {r.status or r.error} {r.body[:160]!r}, expected {expected}")
+        # an unknown connection: 404 on PUT (decision rest.unknown-target)
+        ghost = "conform-" + secrets.token_hex(8)
+        r = await chk.rest("addConnectionToGroup", f"/groups/{seg(grp)}/connections/{seg(ghost)}")
+        chk.check(r.status == 404, "rest.unknown-target", f"addConnectionToGroup(unknown connection) answered {r.status}")
+        r = await chk.rest("connectionExists", f"/connections/{seg(ghost)}")
+        chk.check(r.status == 404, "rest.exists", f"connectionExists(unknown connection) answered {r.status}")
+        await c.close()
+
+    ctx.portal.run(go)
+
+
+# =========================================================================== probes
+
+FAMILIES = {"json": JSON_V1, "protobuf": PROTOBUF_V1}
+
+
+def run_probe(ctx: Context, probe: Probe) -> None:
+    """Send one frame on a fresh connection and check the endpoint's answer."""
+    chk = Checks(ctx)
+    protocol = FAMILIES[probe.protocol]
+
+    async def go():
+        try:
+            c = await chk.open("p", protocol)
+        except HandshakeFailed as exc:
+            chk.depart("connect.accept", f"the probe connection was refused: {exc}")
+            return
+        await c.wait_until(lambda: bool(c.frames) or c.closed is not None, ctx.timeout)
+        start = 1 if c.frames and c.frames[0].kind == "connected" else 0
+        if probe.frame == "raw-text":
+            await c.send_raw_frame(0x1, probe.data if isinstance(probe.data, bytes) else probe.data.encode(),
+                                   f"text frame with bytes {probe.data!r}"[:200])
+        else:
+            await c.send(probe.data)
+        expect = probe.expect
+        if expect.startswith("close:"):
+            await c.wait_closed(ctx.timeout)
+        else:
+            def answered() -> bool:
+                frames = c.frames[start:]
+                if c.closed is not None:
+                    return True
+                if probe.ack_id is not None:
+                    return any(f.kind == "ack" and f.ack_id == probe.ack_id for f in frames)
+                if expect == "pong":
+                    return any(f.kind == "pong" for f in frames)
+                return True
+            await c.wait_until(answered, ctx.timeout)
+            if c.closed is None:  # the connection must still work: ping -> pong
+                _, ping = encode_client(protocol, {"type": "ping"})
+                n = sum(1 for f in c.frames if f.kind == "pong")
+                await c.send(ping, quiet=True)
+                await c.wait_until(lambda: c.closed is not None or sum(1 for f in c.frames if f.kind == "pong") > n,
+                                   ctx.timeout)
+        frames = c.frames[start:]
+        closed = c.closed
+        await c.close()
+        return frames, closed
+
+    result = ctx.portal.run(go)
+    if result is None:
+        return
+    frames, closed = result
+    what = f"probe {probe.name}"
+    # ---- never an internal error or a dropped socket for bad input
+    if closed is not None and closed.by in ("server", "drop") and (closed.code in (None, 1006, 1011)):
+        chk.depart("inbound.no-crash", f"{what}: the endpoint ended the connection with "
+                                       f"{closed.code or 'no close frame'} {closed.reason!r}")
+    chk.ok("inbound.no-crash")
+    for f in frames:
+        for rule_id, text in f.problems:
+            chk.depart(rule_id, f"{what}: the answer {f.render}: {text}")
+    count_clean_frames(chk.ok, protocol, frames)
+    expect = probe.expect
+    rule_id = probe.rule
+    server_closed = closed is not None and closed.by in ("server", "drop")
+    if expect.startswith("close:"):
+        code = int(expect.split(":", 1)[1])
+        if not server_closed:
+            chk.depart(rule_id, f"{what}: the connection stayed open, expected close {code}")
+        chk.check(closed.code == code, rule_id, f"{what}: closed with {closed.code} {closed.reason!r}, expected {code}")
+        return
+    if server_closed:
+        chk.depart(rule_id, f"{what}: the endpoint closed the connection ({closed.code} {closed.reason!r}), "
+                            f"expected {expect} and the connection kept")
+    if expect == "pong":
+        chk.check(any(f.kind == "pong" for f in frames), rule_id, f"{what}: no pong within {ctx.timeout:g} s")
+        return
+    acks = [f for f in frames if f.kind == "ack" and f.ack_id == probe.ack_id]
+    if expect == "silent":
+        others = [f for f in frames if f.kind not in ("pong",)]
+        chk.check(not others, rule_id, f"{what}: expected no answer, got {others[0].render if others else ''}")
+        return
+    if not acks:
+        chk.depart(rule_id if probe.ack_id is not None else "ack.once",
+                   f"{what}: no ack for ackId {probe.ack_id} within {ctx.timeout:g} s")
+    ack = acks[0]
+    if expect == "ack":
+        chk.check(bool(ack.success), rule_id, f"{what}: acked {ack.error}, expected success")
+    else:
+        name = expect.split(":", 1)[1]
+        chk.check(not ack.success and ack.error is not None and ack.error[0] == name, rule_id,
+                  f"{what}: acked {'success' if ack.success else ack.error}, expected error {name}")
+
