@@ -2,9 +2,10 @@
 
 The per-connection state machine is ``specs.lifecycle`` (its DETACHED state and the
 RECOVERED/TIMEOUT events are the reliable part); this module names the *session* view of
-it that users reason about, and the guarantees the server keeps. ``fabric/reliable.py``
-(replay buffer, tokens) and ``fabric/hub.py`` (detach, wait, recover) implement it;
-``tests/core/test_reliable.py`` checks it, including a Hypothesis property over random
+it that users reason about, and the guarantees the server keeps. ``fabric/webpubsub/reliable.py``
+(replay buffer, tokens), ``fabric/webpubsub/connection.py`` (detach, wait) and
+``fabric/webpubsub/handshake.py`` (recover) implement it;
+``tests/webpubsub/test_reliable.py`` checks it, including a Hypothesis property over random
 schedules of publishes, acks, drops and reconnect delays.
 """
 

@@ -1,8 +1,8 @@
 """The Azure Web PubSub protobuf subprotocols as data: messages, field numbers, decisions.
 
-``fabric.codec_protobuf`` derives its wire tags and its schema-driven (slow-path) decoder from
+``fabric.webpubsub.codec_protobuf`` derives its wire tags and its schema-driven (slow-path) decoder from
 ``MESSAGES``; the tests compare ``MESSAGES`` with the descriptors protoc generates from an
-independently written ``tests/proto/webpubsub.v1.proto``. Conformance tooling can read the same
+independently written ``tests/webpubsub/proto/webpubsub.v1.proto``. Conformance tooling can read the same
 tables.
 
 Rules this module keeps:

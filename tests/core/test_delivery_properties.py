@@ -17,7 +17,7 @@ import fabric
 from fabric.config import load_config
 from fabric.testing import client_target, connect_in_process, connect_tcp
 
-from .conftest import ROLES
+from tests.webpubsub.client_support import ROLES
 
 GROUPS = ("g0", "g1")
 MAX_CLIENTS = 5

@@ -2,12 +2,14 @@
 
 import trio
 
-from fabric import Payload
+from fabric import Payload, open_fabric
+from fabric.core.broker import hub_topic
+from fabric.core.publication import Publication
 from fabric.testing import connect_in_process
 from specs.errors import CloseCode
 
-from .conftest import ROLES
-from .test_pubsub_json import connect
+from tests.fabric_support import quick_config
+from tests.webpubsub.client_support import ROLES, connect
 
 
 async def test_send_to_all_user_connection_group(fab):
@@ -143,12 +145,6 @@ async def test_a_crashed_hub_restarts_with_an_empty_registry(fab):
 
 
 async def test_a_message_that_waited_past_its_ttl_is_dropped_not_delivered(autojump_clock):
-    from fabric import open_fabric
-    from fabric.core.broker import hub_topic
-    from fabric.core.publication import Publication
-
-    from .conftest import quick_config
-
     async with open_fabric(quick_config(keepalive_interval=100.0, idle_timeout=200.0), access_key="k") as f:
         c = await connect(f, "ttl")
         hub = f.running_hubs()["ttl"]

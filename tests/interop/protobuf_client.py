@@ -25,7 +25,7 @@ and does what those clients do (reference webpubsub-protocol.md §4, §5; the JS
 
 Rules this module keeps:
 - Independent of the server: frames are built and parsed only with the classes protoc
-  generated from `tests/proto/webpubsub.v1.proto` (the `pb` module handed in) and the
+  generated from `tests/webpubsub/proto/webpubsub.v1.proto` (the `pb` module handed in) and the
   official protobuf runtime; nothing from `fabric` is imported.
 - Every wait is bounded (`WAIT_TIMEOUT` unless told); failures carry `describe()`.
 - One supervisor task owns the current socket and decides recover / reconnect / stop; the ack

@@ -1,8 +1,8 @@
 """The protobuf subprotocols over real sockets, with a client generated from the published schema.
 
 Microsoft's protobuf clients are not installable here (issue 6), so the client is
-`protobuf_client.py`: protoc's classes from `tests/proto/webpubsub.v1.proto` (compiled once per
-session by `tests/proto/conftest.py`) plus the JS SDK's connection logic (acks, sequence acks,
+`protobuf_client.py`: protoc's classes from `tests/webpubsub/proto/webpubsub.v1.proto` (compiled once per
+session by `tests/webpubsub/proto/oracle.py`) plus the JS SDK's connection logic (acks, sequence acks,
 dedupe, recovery, new connection on 1008). It never imports the server's codec.
 
 What is checked, and where the expectation comes from:
@@ -62,9 +62,9 @@ from protobuf_client import (
 BOTH_ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
 DUPLICATE_TEXT = "Message with ack-id: {} has been processed"  # concept-ack.md, specs/errors.py
 
-# Load the session fixture `pb` (protoc's generated module) from tests/proto/conftest.py.
-_PROTO_CONFTEST = Path(__file__).resolve().parents[1] / "proto" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_fabric_tests_proto_oracle_interop", _PROTO_CONFTEST)
+# Load the session fixture `pb` (protoc's generated module) from tests/webpubsub/proto/oracle.py.
+_PROTO_ORACLE = Path(__file__).resolve().parents[1] / "webpubsub" / "proto" / "oracle.py"
+_spec = importlib.util.spec_from_file_location("_fabric_tests_proto_oracle_interop", _PROTO_ORACLE)
 assert _spec is not None and _spec.loader is not None
 _oracle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_oracle)

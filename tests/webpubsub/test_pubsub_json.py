@@ -2,24 +2,17 @@
 
 import json
 
+import attrs
 import pytest
 import trio
 
-from fabric import ConnectRejected, ConnectResponse, EventHandler, Payload, UserEventError
+from fabric import ConnectRejected, ConnectResponse, EventHandler, Payload, UserEventError, open_fabric
+from fabric.config import HubConfig
 from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
 from specs.errors import CloseCode
 
-from .conftest import ROLES
-
-
-async def connect(fab, hub="chat", **kw):
-    client = await connect_in_process(fab, hub, **kw)
-    if client.subprotocol:
-        connected = await client.receive_json()
-        assert connected["type"] == "system" and connected["event"] == "connected"
-        client.connection_id = connected["connectionId"]
-        client.user_id = connected.get("userId")
-    return client
+from tests.fabric_support import quick_config
+from .client_support import ROLES, connect
 
 
 async def test_connected_is_first_and_carries_ids(fab):
@@ -177,13 +170,6 @@ async def test_in_process_handlers(fab):
 
 
 async def test_anonymous_connect_hub():
-    import attrs
-
-    from fabric import open_fabric
-    from fabric.config import HubConfig
-
-    from .conftest import quick_config
-
     config = quick_config()
     config = attrs.evolve(config, hubs={"open": HubConfig(anonymous_connect=True)})
     async with open_fabric(config) as f:

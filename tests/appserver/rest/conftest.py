@@ -1,4 +1,3 @@
-import importlib.util
 import inspect
 from pathlib import Path
 
@@ -9,17 +8,11 @@ import trio.testing
 import fabric
 from fabric.config import load_config
 
+from tests.webpubsub.proto.oracle import pb  # noqa: F401 (fixture: protoc's generated module)
+
 from .rest_support import KEY, RestClient
 
 _HERE = Path(__file__).resolve().parent
-
-# The protobuf oracle (protoc-generated classes) from tests/proto, loaded under a unique name.
-_spec = importlib.util.spec_from_file_location("_fabric_tests_rest_proto_oracle", _HERE.parent / "proto" / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_oracle = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_oracle)
-#: Session fixture: the generated module (``pb.DownstreamMessage``...).
-pb = _oracle.pb
 
 
 def run_with_autojump(fn, clock=None, instruments=()):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from codec_strategies import client_cases, json_values, near_miss_frames, near_miss_objects
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,8 @@ from fabric.webpubsub.codec_json import (
 )
 from fabric.core.payload import DataType, Payload
 from specs import webpubsub_json as spec
+
+from .codec_strategies import client_cases, json_values, near_miss_frames, near_miss_objects
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,13 +8,14 @@ import json
 
 from azure.messaging.webpubsubclient.models import WebPubSubDataType
 from azure.messaging.webpubsubclient.models import _models as sdk
-from codec_strategies import groups, json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fabric.webpubsub import codec_json as cj
 from fabric.core.payload import DataType, Payload
 from specs import webpubsub_json as spec
+
+from .codec_strategies import groups, json_values
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 write = sdk.WebPubSubClientProtocol.write_message

@@ -5,8 +5,8 @@ the ``grpcio-tools`` package, a test dependency) on the schema next to this file
 the result; the session fixture ``pb`` does it once per test session in a temporary
 directory. Nothing generated is committed, and the server itself never depends on protobuf.
 
-Tests outside this directory get the fixture through their own conftest (which loads this
-file under a unique module name): see ``tests/codec_protobuf/conftest.py``.
+A folder's conftest re-exports the fixture (``from tests.webpubsub.proto.oracle import pb``);
+tests/interop, which is not a package, loads this file by its path.
 """
 
 from __future__ import annotations

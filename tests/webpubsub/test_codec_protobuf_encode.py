@@ -8,7 +8,6 @@ import base64
 
 import msgspec
 import pytest
-from codec_protobuf_oracle import payloads
 from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +16,8 @@ from fabric.webpubsub import codec_protobuf as cp
 from fabric.core.payload import DataType, Payload
 from specs import errors as spec_errors
 from specs import webpubsub_protobuf as ps
+
+from .codec_protobuf_oracle import payloads
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 UINT64_MAX = 2**64 - 1

@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-from codec_strategies import json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,8 @@ from fabric.webpubsub import codec_json as cj
 from fabric.core.payload import DataType, Payload
 from specs import errors as spec_errors
 from specs import webpubsub_json as spec
+
+from .codec_strategies import json_values
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

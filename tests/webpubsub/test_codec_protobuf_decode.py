@@ -7,14 +7,6 @@ import base64
 
 import msgspec
 import pytest
-from codec_protobuf_oracle import (
-    client_cases,
-    model,
-    mutations,
-    outcome,
-    payloads,
-    wire_has_group,
-)
 from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,6 +28,8 @@ from fabric.webpubsub.codec_protobuf import (
 )
 from fabric.core.payload import DataType, Payload
 from specs import webpubsub_protobuf as ps
+
+from .codec_protobuf_oracle import client_cases, model, mutations, outcome, payloads, wire_has_group
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

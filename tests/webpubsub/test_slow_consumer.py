@@ -8,7 +8,9 @@ from fabric.config import load_config
 from fabric.testing import connect_in_process
 from specs.errors import CloseCode
 
-from .conftest import ROLES, quick_config
+from tests.fabric_support import quick_config
+
+from .client_support import ROLES
 
 N_READERS = 100
 N_MESSAGES = 300
