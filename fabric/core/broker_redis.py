@@ -356,7 +356,10 @@ class RedisBus:
             return "closed"
         if not self._started:
             return "starting"
-        return "connected" if self._pub_up and self._sub_up else "reconnecting"
+        # Connected once both connections are up and, after a reconnect, every topic is
+        # confirmed resubscribed (the gap closed).
+        up = self._pub_up and self._sub_up and self._gap_since is None
+        return "connected" if up else "reconnecting"
 
     def channel(self, topic: str) -> bytes:
         return channel_name(self.prefix, topic)
@@ -376,7 +379,7 @@ class RedisBus:
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._publisher)
-                        nursery.start_soon(self._subscriber, conn)
+                        await nursery.start(self._subscriber, conn)
                         conn = None  # owned by the subscriber task now
                         self._started = True
                         task_status.started(self)
@@ -462,7 +465,8 @@ class RedisBus:
             self.failed += 1
             if isinstance(batch.error, trio.ClosedResourceError):
                 raise trio.ClosedResourceError(str(batch.error))
-            raise RedisUnavailable(str(batch.error))
+            raise RedisUnavailable(f"{batch.error} (the message reached this node's subscribers; "
+                                   "other nodes may have missed it)")
 
     def _enqueue(self, channel: bytes, data: bytes, size: int) -> _Batch:
         batch = self._batches[-1] if self._batches else None
@@ -596,9 +600,10 @@ class RedisBus:
         self._sync_progress.set()
         self._sync_progress = trio.Event()
 
-    async def _subscriber(self, conn: _Subscriber) -> None:
+    async def _subscriber(self, conn: _Subscriber, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Own the subscriber connection: read, keep it healthy, reconnect when it fails."""
         delay = self._backoff_initial
+        started = False
         while True:
             up_since = trio.current_time()
             try:
@@ -608,6 +613,9 @@ class RedisBus:
                 self._last_rx = trio.current_time()
                 self._sub_up = True
                 self._sync_needed.set()
+                if not started:
+                    started = True
+                    task_status.started()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._sync_subscriptions, conn)
                     nursery.start_soon(self._health, conn)

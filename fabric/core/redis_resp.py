@@ -196,6 +196,8 @@ class RespParser:
             if buf.startswith(_MESSAGE_HEAD, pos):
                 # Fast path for the common case, a pub/sub message: >3 message channel payload.
                 channel, pos = _bulk(buf, pos + _MESSAGE_HEAD_LEN)
+                if pos >= len(buf):
+                    return NEED_MORE
                 if buf[pos] != 36:  # '$'
                     raise RedisProtocolError("unexpected RESP3 pub/sub message layout")
                 data, pos = _bulk(buf, pos + 1)
