@@ -457,23 +457,28 @@ class Supervisor:
         return handle
 
     async def _start_incarnation(self, handle: ChildHandle) -> None:
-        assert self._nursery is not None
-        handle._scope = trio.CancelScope()
+        if self._nursery is None:  # run() and start_child() check the state before this
+            raise ActorStopped(
+                f"supervisor {self.name!r} is {self._state}: nowhere to start {handle.name!r}"
+            )
+        scope = handle._scope = trio.CancelScope()
         handle._target = None
         handle._kind = _TASK if handle._is_task else None
         handle._stop_mode = None
         handle._started = False
         handle._exit_event = None
         handle._running = True
-        await self._nursery.start(self._run_incarnation, handle)
+        await self._nursery.start(self._run_incarnation, handle, scope)
 
     async def _run_incarnation(
-        self, handle: ChildHandle, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        handle: ChildHandle,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         status = _ChildStatus(handle, task_status)
         crash: BaseException | None = None
-        scope = handle._scope
-        assert scope is not None
         try:
             with scope:
                 try:
@@ -577,7 +582,10 @@ class Supervisor:
                 self._forget(handle)
             return
         scope = handle._scope
-        assert scope is not None
+        if scope is None:  # _running is set only after _start_incarnation made the scope
+            raise RuntimeError(
+                f"child {handle.name!r} of supervisor {self.name!r} runs without a cancel scope"
+            )
         if handle._kind is _TASK:
             scope.cancel()  # a task child has no stop protocol
             return

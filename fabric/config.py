@@ -633,7 +633,9 @@ _SERVER_FIELD_TYPES: dict[str, str] = {
     "reconnect_window": "float", "reliable_buffer_messages": "int", "reliable_buffer_bytes": "int",
     "ack_cache_size": "int", "upstream_timeout": "float", "log_level": "str",
 }
-assert set(_SERVER_FIELD_TYPES) == set(_public_fields(ServerConfig))
+if set(_SERVER_FIELD_TYPES) != set(_public_fields(ServerConfig)):
+    raise LookupError("ServerConfig fields and their environment-variable types disagree: "
+                      f"{sorted(set(_SERVER_FIELD_TYPES) ^ set(_public_fields(ServerConfig)))}")
 
 
 def _parse_text(kind: str, text: str) -> Any:
@@ -858,7 +860,8 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
 
     if problems:
         raise ConfigError(problems=problems)
-    assert server is not None
+    if server is None:  # unreachable: a [server] that does not structure has added its problems
+        raise RuntimeError("[server] could not be structured, yet no configuration problem was recorded")
     try:
         return FabricConfig(server=server, hubs=hubs)
     except ConfigError as exc:

@@ -517,7 +517,9 @@ _FUNCTIONS: dict[str, Callable[..., Callable[[Any], Any]]] = {
     "substring": _substring,
     "length": _length,
 }
-assert set(_FUNCTIONS) == set(FUNCTIONS) == set(_RESULT)
+if not set(_FUNCTIONS) == set(FUNCTIONS) == set(_RESULT):
+    _partial = (set(_FUNCTIONS) | set(FUNCTIONS) | set(_RESULT)) - (set(_FUNCTIONS) & set(FUNCTIONS) & set(_RESULT))
+    raise LookupError(f"filter functions missing a signature, result type or implementation: {sorted(_partial)}")
 
 
 # --------------------------------------------------------------------------------------------
