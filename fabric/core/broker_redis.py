@@ -134,18 +134,23 @@ class _Batch:
 
 
 class _Subscriber:
-    """One subscriber connection: a trio stream, its parser and a write lock."""
+    """One subscriber connection: a trio stream, its parser, a write lock, and the replies
+    it awaits in the order their commands were sent: (generation of a sync pass, or None
+    for a health PING; time sent). At most one sync pass and one PING are outstanding."""
 
-    __slots__ = ("stream", "parser", "_send_lock", "server_version")
+    __slots__ = ("stream", "parser", "replies", "_send_lock", "server_version")
 
     def __init__(self, stream: trio.abc.Stream, max_message_bytes: int) -> None:
         self.stream = stream
         self.parser = RespParser(max_message_bytes)
+        self.replies: collections.deque[tuple[int | None, float]] = collections.deque()
         self._send_lock = trio.StrictFIFOLock()
         self.server_version = "?"
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, reply: int | None = None, expects_reply: bool = False) -> None:
         async with self._send_lock:
+            if expects_reply:
+                self.replies.append((reply, trio.current_time()))
             await self.stream.send_all(data)
 
     async def receive_reply(self) -> Any:
@@ -309,9 +314,6 @@ class RedisBus:
         self._synced_gen = 0
         self._sync_needed = trio.Event()
         self._sync_progress = trio.Event()
-        # Replies awaited on the subscriber connection, in order: (generation or None for a
-        # health PING, time sent). Bounded: one sync pass and one health PING at a time.
-        self._replies: collections.deque[tuple[int | None, float]] = collections.deque()
         self._pass_done = trio.Event()
         # Subscriber health.
         self._reading = False
@@ -371,11 +373,11 @@ class RedisBus:
             raise RuntimeError("a RedisBus runs once")
         conn: _Subscriber | None = None
         try:
-            conn = await _open_subscriber(
-                self.url, client_name=_client_name("sub", self.node_id),
-                timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
-            self.server_version = conn.server_version
             with trio.CancelScope() as self._cancel_scope:
+                conn = await _open_subscriber(
+                    self.url, client_name=_client_name("sub", self.node_id),
+                    timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
+                self.server_version = conn.server_version
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._publisher)
@@ -384,7 +386,9 @@ class RedisBus:
                         self._started = True
                         task_status.started(self)
                 except BaseExceptionGroup as group:
-                    if self._started:
+                    # A start-up failure is raised as itself (one clear error), not as a
+                    # group; cancellation and anything after start propagate unchanged.
+                    if self._started or not all(isinstance(leaf, Exception) for leaf in _leaves(group)):
                         raise
                     raise _map_coredis_error(self.url, group) from None
         finally:
@@ -609,7 +613,6 @@ class RedisBus:
             try:
                 self._redis_channels = set()
                 self._dirty.update(self._channel_topics)  # resubscribe everything wanted
-                self._replies.clear()
                 self._last_rx = trio.current_time()
                 self._sub_up = True
                 self._sync_needed.set()
@@ -676,8 +679,7 @@ class RedisBus:
                     commands.append(encode_command(command, *channels[i:i + _CHANNELS_PER_COMMAND]))
             commands.append(_PING)
             self._pass_done = trio.Event()
-            self._replies.append((gen, trio.current_time()))
-            await conn.send(b"".join(commands))
+            await conn.send(b"".join(commands), gen, expects_reply=True)
             await self._pass_done.wait()  # set by the reader, in stream order
             if self._gap_since is not None:
                 self.gap_seconds += trio.current_time() - self._gap_since
@@ -685,10 +687,10 @@ class RedisBus:
                 log.warning("Redis broker: subscriber reconnected to %s, %d channels resubscribed",
                             self.url.redacted, len(self._redis_channels))
 
-    def _on_reply(self, item: Any) -> None:
-        if not self._replies:
+    def _on_reply(self, conn: _Subscriber, item: Any) -> None:
+        if not conn.replies:
             raise RedisProtocolError(f"unexpected reply on the subscriber connection: {item!r:.200}")
-        gen, _ = self._replies.popleft()
+        gen, _ = conn.replies.popleft()
         if isinstance(item, RespError):
             # Our SUBSCRIBE refused (an ACL without access to our channels, say): start over
             # on a new connection, with backoff.
@@ -707,13 +709,12 @@ class RedisBus:
             if not self._reading:
                 continue
             now = trio.current_time()
-            if self._replies:
-                if now - max(self._replies[0][1], self._read_started) > self._command_timeout:
+            if conn.replies:
+                if now - max(conn.replies[0][1], self._read_started) > self._command_timeout:
                     raise RedisUnavailable(f"Redis at {self.url.redacted} stopped answering "
                                            f"(no reply within {self._command_timeout:g} s)")
             elif now - self._last_rx >= interval:
-                self._replies.append((None, now))
-                await conn.send(_PING)
+                await conn.send(_PING, None, expects_reply=True)
 
     async def _read(self, conn: _Subscriber) -> None:
         parser = conn.parser
@@ -740,7 +741,7 @@ class RedisBus:
                     self._redis_channels.discard(item[1])
                 # Other pushes (pmessage, invalidate, ...) are not ours: ignored.
             else:
-                self._on_reply(item)  # the answer to one of our PINGs, in order
+                self._on_reply(conn, item)  # the answer to one of our PINGs, in order
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         topic = self._channel_topics.get(channel)

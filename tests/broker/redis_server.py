@@ -47,18 +47,25 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process. ``restart`` keeps the port, so clients can reconnect."""
 
-    def __init__(self, *, password: str | None = None, port: int | None = None) -> None:
+    def __init__(self, *, password: str | None = None, port: int | None = None, unix_socket: bool = False) -> None:
         self.executable = require_tool("redis-server")
         self.password = password
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="fabric-redis-")
         self._log = Path(self._dir.name) / "redis.log"
+        self.unix_socket = str(Path(self._dir.name) / "redis.sock") if unix_socket else None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if not self.unix_socket:
+            raise RuntimeError("started without a unix socket")
+        return f"unix://{self.unix_socket}?db=0"
 
     @property
     def pid(self) -> int | None:
@@ -73,6 +80,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.unix_socket:
+            args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT

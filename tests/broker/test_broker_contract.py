@@ -8,11 +8,14 @@ and check exact contents after it. "Nothing arrives" is checked the same way: th
 subscribes again and the marker published after that must be the next thing it sees.
 """
 
+import itertools
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fabric.core.broker_memory import MemoryBus
 from fabric.core.broker_redis import RedisBus
@@ -231,3 +234,60 @@ async def test_statistics_name_the_kind(attach):
     assert stats["topics"] == 1
     await ba.aclose()
     assert ba.statistics()["topics"] == 0
+
+
+_examples = itertools.count()
+_ops = st.lists(
+    st.tuples(st.sampled_from(["sub", "unsub", "pub", "pub"]), st.integers(0, 2), st.sampled_from("abc")),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("kind", sorted(FACTORIES))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_ops)
+def test_random_interleavings_keep_order_and_deliver_exactly_once(request, kind, ops):
+    """Three nodes run a random sequence of subscribe / unsubscribe / publish (each awaited
+    before the next). Every node gets exactly the messages published while it was
+    subscribed, and each publisher's messages to a topic in publish order."""
+    trio.run(_run_interleaving, request, kind, ops)
+
+
+async def _run_interleaving(request, kind, ops):
+    example = next(_examples)
+    topics = {name: f"g\x00h{example}\x00{name}" for name in "abc"}
+    nodes = [Node() for _ in range(3)]
+    async with FACTORIES[kind](request) as attach:
+        brokers = [await attach(node) for node in nodes]
+        subscribed = [set() for _ in nodes]
+        expected = [[] for _ in nodes]
+        for serial, (op, n, name) in enumerate(ops):
+            topic = topics[name]
+            if op == "sub":
+                await brokers[n].subscribe(topic)
+                subscribed[n].add(topic)
+            elif op == "unsub":
+                await brokers[n].unsubscribe(topic)
+                subscribed[n].discard(topic)
+            else:
+                await brokers[n].publish(topic, (n, serial))
+                for m in range(3):
+                    if topic in subscribed[m]:
+                        expected[m].append((topic, (n, serial)))
+        # The end: everyone subscribes everywhere, every publisher sends a last marker to
+        # every topic; once all markers are in, everything before them is in.
+        for broker in brokers:
+            for topic in topics.values():
+                await broker.subscribe(topic)
+        for n, broker in enumerate(brokers):
+            for topic in topics.values():
+                await broker.publish(topic, ("end", n))
+        markers = [(t, ("end", n)) for t in topics.values() for n in range(3)]
+        await eventually(lambda: all(m in node.received for node in nodes for m in markers))
+    for node, want in zip(nodes, expected):
+        got = [item for item in node.received if item[1][0] != "end"]
+        assert sorted(got) == sorted(want), "exactly the messages published while subscribed"
+        for topic in topics.values():
+            for n in range(3):
+                serials = [s for t, (p, s) in got if t == topic and p == n]
+                assert serials == sorted(serials), "per-publisher order"

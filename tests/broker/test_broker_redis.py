@@ -226,6 +226,17 @@ async def test_a_server_without_resp3_is_a_clear_error(answer, words, codec):
         nursery.cancel_scope.cancel()
 
 
+async def test_a_unix_socket_url_works(redis_server_factory, nodes):
+    server = redis_server_factory(unix_socket=True)
+    a = Node()
+    ba = (await nodes(server.unix_url)).attach(a.on_publication)
+    bp = (await nodes(server.url)).attach(Node().on_publication)  # TCP and unix: one fabric
+    await ba.subscribe("t")
+    await bp.publish("t", "over tcp")
+    await ba.publish("t", "over unix")
+    await eventually(lambda: a.messages() == ["over tcp", "over unix"])
+
+
 # ---- messages on our channels that are not ours --------------------------------------------
 
 
