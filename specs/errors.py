@@ -12,8 +12,12 @@ Rules this module keeps:
   attempt is refused with 1008 anyway.
 - Azure's documented close *reasons* (Normal, ClosedByAppServer, ServiceReload, PingTimeout,
   SlowClient) are categories for logs and metrics; ours are marked ``ours=True``.
-- Decisions where the reference is open are in ``DECISIONS`` with their reasons
-  (reference: webpubsub-protocol.md §3.4, §5.4, §10; newer-features.md §2c, §2g).
+- Decisions where Microsoft's sources are silent are in ``DECISIONS`` with their reasons.
+  The sources: Microsoft Learn's concept-ack.md (ack errors, Duplicate) and
+  reference-json-webpubsub-subprotocol.md (the ``disconnected`` message); the client protocol
+  spec, Azure/azure-webpubsub ``protocols/client/client-spec.md`` §1.3, §1.4 (1008), §3.1,
+  §3.2; the close reasons in Web PubSub's metrics and live-trace docs; RFC 6455; Microsoft's
+  emulator where the docs are silent (evidence tags: ``specs._decisions``).
 """
 
 from __future__ import annotations
@@ -93,7 +97,8 @@ ACK_ERRORS: Mapping[AckErrorName, AckErrorRule] = MappingProxyType(
                 AckErrorName.NOT_FOUND,
                 "An `event` with ackId that no event handler or listener takes.",
                 "No event handler is interested in the event.",
-                "[SPEC] 2021 json.webpubsub.azure.v1 schema; the use is ours (open question 2)",
+                "[SPEC] 2021 json.webpubsub.azure.v1 schema; the use is ours (no public source "
+                "says what an unhandled event with ackId gets)",
                 ours=True,
             ),
             AckErrorRule(
@@ -336,7 +341,7 @@ CLOSE_RULES: Mapping[CloseSituation, CloseRule] = MappingProxyType(
                 session_kept=False,
                 clients=_NO_RECOVERY,
                 when="more than 1000 unacked messages or 16 MB for a reliable connection",
-                why="client spec §3.2: 'the connection is unrecoverable'",
+                why="[SPEC] client-spec.md §3.2: 'the connection is unrecoverable'",
             ),
             CloseRule(
                 CloseSituation.PING_TIMEOUT,
@@ -361,7 +366,7 @@ CLOSE_RULES: Mapping[CloseSituation, CloseRule] = MappingProxyType(
                 clients="clients abandon recovery and open a brand-new connection",
                 when="a recovery request (awps_connection_id + awps_reconnection_token) for an "
                 "unknown/expired session or with a bad token: accept the upgrade, then close",
-                why="the only documented use of 1008 [SPEC client-spec §1.4]; an HTTP error "
+                why="the only documented use of 1008 [SPEC] (client-spec.md §1.4); an HTTP error "
                 "instead makes clients retry for 30 s [OBS]",
             ),
             CloseRule(
@@ -597,9 +602,9 @@ DECISIONS: tuple[Decision, ...] = (
         "close.rest",
         "Close code for REST-initiated closes (ClosedByAppServer).",
         "system/disconnected with the REST reason, then 1008.",
-        "Azure's code is undocumented (open question 1); the emulator uses 1000 and refuses "
-        "the follow-up recovery with 1008. 1008 reaches the same state without the futile "
-        "recovery.",
+        "Azure's code is undocumented (only 1008 has a documented meaning); the emulator uses "
+        "1000 and refuses the follow-up recovery with 1008. 1008 reaches the same state "
+        "without the futile recovery.",
     ),
     Decision(
         "close.ping-timeout",
@@ -652,7 +657,7 @@ DECISIONS: tuple[Decision, ...] = (
     ),
     Decision(
         "ack.event-no-handler",
-        "An `event` with ackId that no handler takes (open question 2).",
+        "An `event` with ackId that no handler takes (undocumented).",
         "ack NotFound; the connection stays open.",
         "The client asked for confirmation and nothing processed the event; NotFound is in "
         "the 2021 schema and clients treat unknown failures as failures. Simple clients in "

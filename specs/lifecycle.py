@@ -13,7 +13,14 @@ Rules this module keeps:
   when the logical connection ends (for reliable sessions: when the session is discarded, not
   when a transport drops).
 - ``CLOSED`` is terminal: any event there is illegal.
-- Never imports trio (reference: webpubsub-protocol.md §2.5, §5.2, §7; newer-features.md §2g).
+- Never imports trio.
+
+Sources: the first frame from Microsoft's integration test (Azure/azure-webpubsub
+``tests/integration-tests/csharp/ClientConnectTests.cs``: "first message must be the
+connected message"); the disconnected message from Microsoft Learn's
+reference-json-webpubsub-subprotocol.md; recovery and 1008 from the client protocol spec
+(Azure/azure-webpubsub ``protocols/client/client-spec.md`` §1.3, §1.4); the upstream events
+from Microsoft Learn's reference-cloud-events.md.
 """
 
 from __future__ import annotations
@@ -333,8 +340,8 @@ DECISIONS: tuple[Decision, ...] = (
         "lifecycle.connected-on-recovery",
         "Send system/connected again after a successful recovery? Rotate the token?",
         "Send it again (same connectionId, same reconnectionToken) before the replay.",
-        "Open question 4: clients accept either and do not re-fire their callbacks; sending it "
-        "makes every (re)attached transport start the same way.",
+        "Undocumented; the client SDKs accept either and do not re-fire their callbacks "
+        "[SDK]; sending it makes every (re)attached transport start the same way.",
     ),
     Decision(
         "lifecycle.recover-while-open",
@@ -355,7 +362,8 @@ DECISIONS: tuple[Decision, ...] = (
         "Upstream events around recovery.",
         "No connect/connected on recovery; disconnected only when the session is discarded "
         "(DETACHED timeout, REST close), never when a transport merely drops.",
-        "[INF] in the reference §5.2; a recoverable blip is not a disconnection for the app.",
+        "[INF]: no public source specifies upstream events around recovery; a recoverable "
+        "blip is not a disconnection for the app.",
     ),
     Decision(
         "lifecycle.disconnected-once",

@@ -84,8 +84,8 @@ DECISIONS: tuple[Decision, ...] = (
         "reliable.connected-again",
         "Does the server send system/connected again after a recovery, and rotate the token?",
         "Yes, connected again with the same connectionId and the same reconnectionToken.",
-        "Open question 4 in the reference; both SDKs accept either and do not re-fire their "
-        "connected callback; a stable token keeps a second drop during replay recoverable.",
+        "No public source settles it; the Python and JS client SDKs accept either and do not re-fire "
+        "their connected callback [SDK]; a stable token keeps a second drop during replay recoverable.",
     ),
     Decision(
         "reliable.half-open",

@@ -1,18 +1,20 @@
 """Azure Web PubSub's data-plane REST API as data: versions, operations, parameters, errors.
 
-``fabric/rest.py`` builds its router from ``OPERATIONS`` and nothing else, so this table is
+``fabric/appserver/rest.py`` builds its router from ``OPERATIONS`` and nothing else, so this table is
 the one source of truth for paths, methods, success codes and query parameters; a test
 checks that every row has a handler and every handler a row. A conformance run can replay
 the table against any endpoint.
 
 Rules this module keeps:
 - Paths, methods and success codes are exactly those of api-version ``2024-12-01``
-  (reference: webpubsub-protocol.md §6.3; Azure/azure-rest-api-specs ``routes.tsp``). The
-  Python SDK raises on any other success code, so ``success`` is a single status.
+  (Azure/azure-rest-api-specs ``specification/webpubsub/data-plane/WebPubSub/routes.tsp``
+  and ``stable/2024-12-01/webpubsub.json``; the operations of the azure-messaging-webpubsubservice
+  Python SDK). The Python SDK raises on any other success code, so ``success`` is a single status.
 - Every choice where Microsoft's sources are silent is a ``Decision`` in ``DECISIONS``
-  (reference §10 q6: unknown targets; error codes; TTL; permissions; paging...).
+  (no public source gives the status for unknown targets or the error codes; TTL;
+  permissions; paging...).
 - The name rules (``is_valid_*``) are shared by both surfaces (REST and the embedded API in
-  ``fabric/hub_api.py``): one set of rules, one implementation.
+  ``fabric/appserver/service.py``): one set of rules, one implementation.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from specs._decisions import Decision
 
 #: Stable (GA) data-plane versions, oldest first [SPEC].
 GA_API_VERSIONS: tuple[str, ...] = ("2021-10-01", "2022-11-01", "2023-07-01", "2024-01-01", "2024-12-01")
-#: Preview versions listed in the spec repository; accepted too (reference §6.1: "Accept any of these").
+#: Preview versions listed in the spec repository (Azure/azure-rest-api-specs
+#: ``specification/webpubsub/data-plane/WebPubSub/preview/``); accepted too [SPEC].
 PREVIEW_API_VERSIONS: tuple[str, ...] = (
     "2020-10-01", "2021-01-01", "2021-05-01-preview", "2021-08-01-preview", "2022-10-01-preview",
 )
@@ -195,7 +198,7 @@ class ErrorCode:
     USER_NOT_FOUND = "UserNotFound"  # 404 (addUserToGroup)
     NOT_FOUND = "NotFound"  # 404: no such path, or a HEAD probe's "absent"
     METHOD_NOT_ALLOWED = "MethodNotAllowed"  # 405
-    # 401: the codes of fabric.auth.TokenError (MissingToken, InvalidToken, InvalidSignature,
+    # 401: the codes of fabric.core.auth.TokenError (MissingToken, InvalidToken, InvalidSignature,
     # TokenExpired, TokenNotYetValid, InvalidAudience, InvalidAlgorithm).
 
 
@@ -212,7 +215,7 @@ from specs.names import (  # noqa: E402,F401
 DECISIONS: tuple[Decision, ...] = (
     Decision(
         "rest.unknown-target",
-        "Status for operations on unknown connections/users (reference §10 q6).",
+        "Status for operations on unknown connections/users (not documented).",
         "PUT operations (addConnectionToGroup, grantPermission: unknown connection; addUserToGroup: user "
         "without connections) answer 404 with ErrorDetail ConnectionNotFound/UserNotFound. HEAD probes "
         "answer 404 by definition (checkPermission also for an unknown connection). Sends (202), closes "
@@ -229,8 +232,9 @@ DECISIONS: tuple[Decision, ...] = (
         "The five GA versions and the listed previews are accepted, each with every operation (no "
         "per-version gating). A missing api-version means 2024-12-01. An unknown value, or more than one, "
         "is 400 InvalidApiVersion (target api-version). Responses carry api-supported-versions.",
-        "Reference §6.1 'Accept any of these'; Microsoft's emulator checks api-version only when present "
-        "and sends api-supported-versions [EMU]. Gating old versions would only break old SDKs.",
+        "Every listed version is in Azure/azure-rest-api-specs and every SDK request carries one [SPEC][SDK]; "
+        "Microsoft's emulator checks api-version only when present and sends api-supported-versions [EMU]. "
+        "Gating old versions would only break old SDKs.",
     ),
     Decision(
         "rest.audience",
@@ -238,14 +242,15 @@ DECISIONS: tuple[Decision, ...] = (
         "Only the path: percent-decoded, trailing '/' stripped, ASCII case-insensitive, against the "
         "request's own path (scheme, host, port and query ignored). exp is required, nbf honoured, 30 s "
         "skew; every configured access key is tried.",
-        "Reference §6.2 recommended rule: SDKs put the full URL (with query) in aud, proxies rewrite hosts.",
+        "[INF] from the SDKs: every SDK puts the full request URL (with query) in aud [SDK][OBS] (docs PR "
+        "MicrosoftDocs/azure-docs #112208: 'exact request URL'), and behind a proxy the host differs.",
     ),
     Decision(
         "rest.error-codes",
         "ErrorDetail.code / x-ms-error-code values.",
         "Ours (ErrorCode), specific per failure, with 'target' naming the parameter at fault. 401 uses "
-        "fabric.auth.TokenError codes and adds WWW-Authenticate: Bearer.",
-        "The service's codes are not documented (§10 q6); SDKs map errors by status only.",
+        "fabric.core.auth.TokenError codes and adds WWW-Authenticate: Bearer.",
+        "The service's codes are not documented; the SDKs map errors by status only [SDK].",
     ),
     Decision(
         "rest.content-type",
@@ -256,7 +261,9 @@ DECISIONS: tuple[Decision, ...] = (
         "text (must be UTF-8: else 400 InvalidText), application/octet-stream -> binary. Any other type: "
         "415. No Content-Type: application/octet-stream. Simple clients get the body as a text frame "
         "(json, text) or a binary frame (binary).",
-        "Reference §6.3 and §2.6; RFC 9110 §8.3 for the absent header; the emulator answers 415 [EMU].",
+        "The three media types of the send operations in routes.tsp [SPEC]; what simple clients receive "
+        "per Microsoft Learn's reference-json-webpubsub-subprotocol.md [DOC]; RFC 9110 §8.3 for the absent "
+        "header; the emulator answers 415 [EMU].",
     ),
     Decision(
         "rest.ttl",
@@ -268,19 +275,20 @@ DECISIONS: tuple[Decision, ...] = (
         "connection's outbox it is sent: the outbox is bounded and a recipient that cannot keep up "
         "is closed (or lagged) by the slow-consumer policy long before 300 s. The Python SDK 1.3.0 "
         "cannot send it (TypeError), the JS SDK can.",
-        "newer-features.md §2d: TTL bounds time queued in the service; expired messages may be silently "
-        "dropped. Microsoft's emulator also validates and never expires [EMU].",
+        "routes.tsp messageTtlSeconds [SPEC]: 'messages that are not consumed by the client within the "
+        "specified TTL will be dropped by the service'; dropping silently is [INF]. Microsoft's emulator "
+        "also validates and never expires [EMU].",
     ),
     Decision(
         "rest.filter",
         "OData filter semantics where the doc is silent.",
-        "See fabric/odata.py: identifier names case-insensitive, values compared exactly (ordinal); "
+        "See fabric/appserver/odata.py: identifier names case-insensitive, values compared exactly (ordinal); "
         "null propagation as Microsoft's emulator; operands type-checked when the filter is compiled, so "
         "a bad filter is 400 InvalidFilter (message 'Invalid syntax for <part> at position N: ...') "
         "before anything is sent; gt/ge/lt/le also order strings; lengths count code points; an empty "
         "filter= means no filter; limits 16 KiB, depth 100, 2000 terms.",
-        "reference-odata-filter.md (EBNF, examples, the 'not length(userId) gt 5' error); emulator "
-        "ODataFilterExecutor [EMU].",
+        "Microsoft Learn's reference-odata-filter.md [DOC] (EBNF, examples, the 'not length(userId) gt 5' "
+        "error); emulator ODataFilterExecutor [EMU].",
     ),
     Decision(
         "rest.permissions",
@@ -292,7 +300,7 @@ DECISIONS: tuple[Decision, ...] = (
         "check g: allowed and not denied; check without targetName: allow-all and no denial. Changes "
         "apply to the next request of the live connection (a revoked sendToGroup fails with Forbidden).",
         "Microsoft's emulator GroupPermissionManager (allow/deny literals over an allow-all/deny-all "
-        "default) [EMU]; reference §2.3 (no targetName = all groups).",
+        "default) [EMU]; routes.tsp grant/revoke/checkPermission: no targetName = all groups [SPEC].",
     ),
     Decision(
         "rest.paging",
@@ -302,8 +310,8 @@ DECISIONS: tuple[Decision, ...] = (
         "InvalidContinuationToken); nextLink is relative (/api/hubs/...?api-version=..&maxpagesize=..&"
         "top=<remaining>&continuationToken=..), present only when more members follow and top is not "
         "reached. Each page reads membership when it is requested.",
-        "Reference §6.3 (Python resolves a relative nextLink against its endpoint; JS appends it to its "
-        "endpoint); emulator paging by connection id [EMU].",
+        "The SDKs' pagers (Python resolves a relative nextLink against its endpoint; JS appends it to its "
+        "endpoint) [SDK][OBS]; emulator paging by connection id [EMU].",
     ),
     Decision(
         "rest.names",
@@ -328,7 +336,8 @@ DECISIONS: tuple[Decision, ...] = (
         "The HTTP front rejects bodies over server.max_request_body_bytes (413) and a body that arrives "
         "too slowly (408) without stalling the listener; a send body over server.max_message_bytes is "
         "413 PayloadTooLarge.",
-        "design.md 'Bad input'; §8: 1 MB messages.",
+        "Ours: bad input gets a specific 4xx, never a stall or a 5xx; Web PubSub's documented service "
+        "limits: 1 MB per message [DOC].",
     ),
     Decision(
         "rest.generate-token",
@@ -352,6 +361,6 @@ DECISIONS: tuple[Decision, ...] = (
         "404 NotFound for a path no operation has; 405 MethodNotAllowed with an Allow header for a known "
         "path and another method. GET and HEAD /api/health both answer 200 (GET with "
         "{\"status\":\"healthy\"}).",
-        "design.md: GET /api/health returns 200; the spec has HEAD.",
+        "Our documented contract (README: GET/HEAD /api/health -> 200); routes.tsp has HEAD [SPEC].",
     ),
 )

@@ -1,15 +1,16 @@
 """Upstream event handlers as data: the CloudEvents requests the server sends, and what every
 way a handler can fail does to the client.
 
-The server (``fabric.upstream``, ``fabric.handlers``, the connect block of ``fabric.app`` and
-``ClientConnection._event``/``_on_simple``) imports these names and never spells a header, a
+The server (``fabric.appserver.webhook``, ``fabric.core.events``, ``fabric.core.counters`` and
+``fabric.webpubsub.connection``) imports these names and never spells a header, a
 content type, a status or an error name itself, so this module is the whole contract.
 
 Rules this module keeps:
 - Requests are CloudEvents 1.0 in HTTP *binary* mode, exactly as Azure Web PubSub sends them
-  (reference: webpubsub-protocol.md §7; Microsoft's reference-cloud-events.md): the headers in
-  ``REQUEST_HEADERS`` order, ``ce-awpsversion: 1.0`` on every request (the express and
-  ASP.NET Core SDKs ignore requests without it), ``ce-signature`` with one ``sha256=<hex>``
+  (Microsoft Learn's reference-cloud-events.md; the CloudEvents model in Azure/azure-webpubsub
+  ``protocols/server/cloud-events/main.tsp``; the express and ASP.NET Core handler SDKs): the
+  headers in ``REQUEST_HEADERS`` order, ``ce-awpsversion: 1.0`` on every request (the express
+  and ASP.NET Core SDKs ignore requests without it), ``ce-signature`` with one ``sha256=<hex>``
   entry per access key, ``WebHook-Request-Origin`` = the service host without scheme or port.
 - Every handler failure has exactly one outcome per situation in ``FAILURES``: a refused
   handshake (HTTP status), an ack error (name), a close (``specs.errors`` situation), or a
@@ -82,8 +83,8 @@ VALIDATION_HEADERS: tuple[str, ...] = (H_ORIGIN, H_AWPS_VERSION)
 #: disconnected: ``{"reason": ...}``).
 SYSTEM_CONTENT_TYPE = "application/json; charset=utf-8"
 
-#: A user event's body and Content-Type by the client's dataType (reference §7.6; simple
-#: clients: text frame = text, binary frame = binary).
+#: A user event's body and Content-Type by the client's dataType (Microsoft Learn's
+#: reference-cloud-events.md [DOC]; simple clients: text frame = text, binary frame = binary).
 USER_CONTENT_TYPES: Mapping[str, str] = MappingProxyType({
     "text": "text/plain",
     "json": "application/json",
@@ -311,7 +312,7 @@ OUTCOMES: Mapping[str, str] = MappingProxyType({
 DECISIONS: tuple[Decision, ...] = (
     Decision(
         "upstream.user-event-no-ack",
-        "A PubSub client's `event` without ackId whose handler fails (open question 2).",
+        "A PubSub client's `event` without ackId whose handler fails (undocumented).",
         "Close: system/disconnected naming the problem, then 1011.",
         "[DOC] reference-cloud-events.md: 'the connection would be dropped if the response status "
         "code isn't success'; concept-ack.md: without an ackId errors close the connection with a "
@@ -332,7 +333,8 @@ DECISIONS: tuple[Decision, ...] = (
         "upstream.failed-ack-not-remembered",
         "Is the ackId of an event whose handler failed remembered for Duplicate detection?",
         "No: only successful events are remembered.",
-        "newer-features.md §2c [EMU]: failed acks are not cached, so the same ackId may retry.",
+        "[EMU] Microsoft's emulator caches only successful acks (AckCache), so the same ackId "
+        "may retry.",
     ),
     Decision(
         "upstream.connect-failure-status",
@@ -434,7 +436,8 @@ DECISIONS: tuple[Decision, ...] = (
         "Message metadata headers (x-webpubsub-metadata-*).",
         "Not sent yet: the JSON codec answers events carrying metadata as unsupported "
         "(BadRequest), so no metadata ever reaches a handler.",
-        "newer-features.md §2a marks the behaviour as emulator-only; it arrives with codec "
+        "Only Microsoft's emulator and the canonical webpubsub.v1.proto show metadata "
+        "[EMU][SPEC]; no Learn page or REST spec version documents it. It arrives with codec "
         "support for metadata.",
     ),
     Decision(

@@ -1,6 +1,6 @@
 """The Azure Web PubSub JSON subprotocol as data: the single source of truth.
 
-``fabric.codec_json`` validates names and ranges through the functions here, the server
+``fabric.webpubsub.codec_json`` validates names and ranges through the functions here, the server
 negotiates subprotocols from ``SUBPROTOCOLS``, and the tests check the encoder's output
 against ``SERVER_MESSAGES`` (exact key orders). Conformance tooling can read the same tables
 to drive any endpoint.
@@ -40,11 +40,12 @@ NUMERIC_STRING_PATTERN = r"[0-9]{1,20}"
 
 @attrs.frozen(slots=True)
 class Subprotocol:
-    """One predefined WebSocket subprotocol (webpubsub-protocol.md §2.4).
+    """One predefined WebSocket subprotocol (Learn: WebSocket client protocols for Azure Web PubSub).
 
     Attributes:
         name: the ``Sec-WebSocket-Protocol`` token, echoed verbatim on accept.
-        reliable: messages carry ``sequenceId``; sessions can be recovered (§5).
+        reliable: messages carry ``sequenceId``; sessions can be recovered (client-spec.md
+            §1.4, §3.2).
         binary: frames are protobuf (binary frames) rather than JSON (text frames).
     """
 
@@ -66,7 +67,7 @@ PROTOBUF_RELIABLE_V1 = Subprotocol(
 )
 
 #: Predefined subprotocols by exact name. Any other offered name, or none, makes the
-#: connection a *simple WebSocket client* (§2.6).
+#: connection a *simple WebSocket client* ("WebSocket client protocols for Azure Web PubSub" [DOC]).
 SUBPROTOCOLS: Mapping[str, Subprotocol] = MappingProxyType(
     {p.name: p for p in (JSON_V1, JSON_RELIABLE_V1, PROTOBUF_V1, PROTOBUF_RELIABLE_V1)}
 )
@@ -82,7 +83,7 @@ def subprotocol_for(name: str | None) -> Subprotocol | None:
 def choose_subprotocol(offered: list[str] | tuple[str, ...]) -> Subprotocol | None:
     """The first predefined subprotocol the client offered, in the client's order.
 
-    Microsoft's clients always offer exactly one (§2.4). With several offers and no
+    Microsoft's clients always offer exactly one [SDK][OBS]. With several offers and no
     ``connect`` handler the spec leaves the choice open; see decision ``subprotocol.pick``.
     """
     for name in offered:
@@ -114,7 +115,8 @@ class DataEncoding:
     Attributes:
         data_type: the enum member (its ``.value`` is the JSON spelling we emit).
         json_data: what ``data`` holds in the JSON subprotocol.
-        simple_frame: the frame kind a simple WebSocket client receives (§2.6).
+        simple_frame: the frame kind a simple WebSocket client receives (what simple clients in
+            a group receive, per Microsoft Learn's reference-json-webpubsub-subprotocol.md [DOC]).
         protobuf_field: the ``MessageData`` oneof field used by the protobuf subprotocol.
     """
 
@@ -293,7 +295,8 @@ CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
                 reliable_only=True,
             ),
             ClientMessageSpec("ping", (), notes="answered with pong"),
-            # ---- known, not implemented: decoded as Unsupported (newer-features.md §2e, §2f)
+            # ---- known, not implemented: decoded as Unsupported (invoke: the JS client
+            # @azure/web-pubsub-client 1.0.4+; streaming: client-spec.md §3.6)
             ClientMessageSpec(
                 "streamData",
                 (
@@ -488,22 +491,23 @@ DECISIONS: tuple[Decision, ...] = (
         "json.type-case",
         "Is the type value compared case-insensitively like dataType?",
         "No: exact match; 'JoinGroup' is an unknown (Unsupported) type.",
-        "The reference grants leniency only for dataType (the .NET enum spelling); every "
-        "client writes type values in camelCase.",
+        "Only dataType needs leniency: the .NET client writes it from a C# enum, capitalised "
+        "[SDK]; every client writes type values in camelCase.",
     ),
     Decision(
         "json.missing-data",
         "sendToGroup/event without data.",
         "InvalidMessage ('data' is required) for every dataType, except a metadata-only "
         "message (metadata present, no data) which is Unsupported(feature='metadata').",
-        "The reference lists data as a field of both messages; delivering an invented empty "
-        "value would hide a client bug. The emulator's metadata-only form is a newer feature.",
+        "The JSON subprotocol page lists data as a field of both messages [DOC]; delivering an "
+        "invented empty value would hide a client bug. The emulator's metadata-only form is a "
+        "newer feature.",
     ),
     Decision(
         "json.null-json-data",
         "data: null with dataType json.",
         "InvalidMessage.",
-        "The .NET client throws on receiving data: null for json [SDK §3.3]; forwarding it "
+        "The .NET client throws on receiving data: null for json [SDK]; forwarding it "
         "would break .NET subscribers of the group.",
     ),
     Decision(
@@ -518,7 +522,8 @@ DECISIONS: tuple[Decision, ...] = (
         "What counts as a numeric string for ackId/sequenceId?",
         "JSON integers 0..2**64-1, or strings of 1-20 ASCII digits within that range. Floats "
         "(even 1.0), signs, whitespace, hex, exponents: InvalidMessage.",
-        "The reference asks for numeric strings; nothing suggests any client sends the rest.",
+        "Numeric strings are the leniency the client SDKs call for [SDK]; nothing suggests any "
+        "client sends the rest.",
     ),
     Decision(
         "json.invalid-ackid",
@@ -572,7 +577,7 @@ DECISIONS: tuple[Decision, ...] = (
         "json.no-echo",
         "Values accepted for noEcho.",
         "true/false, null or absent = false; anything else InvalidMessage.",
-        "The reference gives no leniency for it.",
+        "Neither the docs nor the SDKs call for leniency here.",
     ),
     Decision(
         "json.ack-on-ackless-types",
@@ -597,7 +602,7 @@ DECISIONS: tuple[Decision, ...] = (
         "json.user-id-null",
         "userId in system/connected for an anonymous connection.",
         "Written as null (the key is always present).",
-        "A real-service capture shows \"userId\":null [§3.2].",
+        "A real-service capture quoted in a public README shows \"userId\":null.",
     ),
     Decision(
         "subprotocol.pick",

@@ -1,7 +1,8 @@
 """The OData ``filter`` language of Azure Web PubSub: tokenizer, parser, type checker, compiler.
 
-A filter selects connections by ``userId``, ``connectionId`` and ``groups`` (reference:
-webpubsub-protocol.md §6.4 and Microsoft's ``reference-odata-filter.md`` EBNF). It is used by
+A filter selects connections by ``userId``, ``connectionId`` and ``groups`` (Microsoft Learn's
+"OData filter syntax in Azure Web PubSub service", ``reference-odata-filter.md``: its EBNF and
+examples). It is used by
 the ``filter`` parameter of the send operations and by ``:addToGroups``/``:removeFromGroups``.
 
     f = compile_filter("userId in ('u1','u2') and not ('muted' in groups)")

@@ -7,7 +7,7 @@ Rules this module keeps:
 - Every argument is validated here, with the rules of ``specs/rest.py``: a bad group name,
   user id, connection id, permission, TTL, page size or filter raises :class:`InvalidArgument`
   or ``fabric.appserver.odata.FilterError`` (both ``ValueError``) before anything changes or is sent.
-- Unknown targets (reference §10 q6, ``specs.rest`` decision ``rest.unknown-target``): the
+- Unknown targets (undocumented by Microsoft; ``specs.rest`` decision ``rest.unknown-target``): the
   "add" operations and ``grant_permission`` return False; sends, closes and removals do
   nothing and succeed.
 - Permissions change the live connection at once (its ``fabric.core.permissions.Permissions``,

@@ -291,7 +291,7 @@ def _required_str(raw: msgspec.Raw, name: str, ack_id: int | None) -> str:
 
 
 def _decode_slow(frame: str | bytes) -> ClientMessage:
-    """The lenient path: every rule of the reference, one property at a time."""
+    """The lenient path: every rule of ``specs.webpubsub_json``, one property at a time."""
     try:
         loose = _loose_decoder.decode(frame)
     except msgspec.ValidationError:

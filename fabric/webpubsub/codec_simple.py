@@ -1,6 +1,7 @@
 """The one mapping between Payloads and frames for simple WebSocket clients (no subprotocol).
 
-Rules this module keeps (reference: webpubsub-protocol.md §2.6, specs.webpubsub_json.DATA_ENCODINGS):
+Rules this module keeps (``specs.webpubsub_json.DATA_ENCODINGS``; what simple clients in a group
+receive: Microsoft Learn's ``reference-json-webpubsub-subprotocol.md``):
 - Outbound: TEXT and JSON payloads are text frames carrying the body bytes (UTF-8; a JSON
   string arrives with its quotes); BINARY and PROTOBUF payloads are binary frames carrying
   the body bytes (for PROTOBUF: the serialized ``google.protobuf.Any``).

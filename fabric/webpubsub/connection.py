@@ -9,9 +9,9 @@ Rules this module keeps:
   client that sends faster than the fabric routes is slowed by TCP.
 - Every request with an ``ackId`` gets exactly one ack; a repeated ackId gets
   ``Duplicate`` (remembered for the last ``ACK_MEMORY`` ackIds).
-- A malformed frame closes the connection (the reference: the service "declines the
-  client"); an invalid-but-parseable request is answered with an ack error; no error of a
-  client's making escapes this module.
+- A malformed frame closes the connection (Microsoft Learn's JSON subprotocol reference: the
+  service "declines the client"); an invalid-but-parseable request is answered with an ack
+  error; no error of a client's making escapes this module.
 """
 
 from __future__ import annotations
