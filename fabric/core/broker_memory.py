@@ -14,17 +14,44 @@ from fabric.core.broker import OnPublication
 
 
 class MemoryBus:
+    """The topic table shared by the nodes (``MemoryBroker``) attached to it; ``published``
+    counts publish calls across all of them."""
+
     def __init__(self) -> None:
         # topic -> subscribed nodes; a list (not a dict) because most topics have one node
         # and one list per connection topic is the cheaper shape.
-        self._subscribers: dict[str, list["MemoryBroker"]] = {}
+        self._subscribers: dict[str, list[MemoryBroker]] = {}
         self.published = 0
 
-    def attach(self, on_publication: OnPublication) -> "MemoryBroker":
+    def attach(self, on_publication: OnPublication) -> MemoryBroker:
+        """A new node on this bus that hands what it receives to ``on_publication``."""
         return MemoryBroker(self, on_publication)
+
+    def add_subscriber(self, topic: str, node: MemoryBroker) -> None:
+        """Append ``node`` to the topic's subscribers (the caller keeps it from subscribing twice)."""
+        nodes = self._subscribers.get(topic)
+        if nodes is None:
+            self._subscribers[topic] = [node]
+        else:
+            nodes.append(node)
+
+    def remove_subscriber(self, topic: str, node: MemoryBroker) -> None:
+        """Remove a subscribed ``node``; the topic goes when its last node does."""
+        nodes = self._subscribers.get(topic)
+        if nodes is not None:
+            nodes.remove(node)
+            if not nodes:
+                del self._subscribers[topic]
+
+    def subscribers(self, topic: str) -> list[MemoryBroker] | None:
+        """The nodes subscribed to ``topic`` in subscription order, or None. The bus's own list
+        (no copy on the publish path): copy it before awaiting anything while iterating."""
+        return self._subscribers.get(topic)
 
 
 class MemoryBroker:
+    """One node on a ``MemoryBus``: a ``fabric.core.broker.Broker`` for one process."""
+
     def __init__(self, bus: MemoryBus, on_publication: OnPublication) -> None:
         self._bus = bus
         self._on_publication = on_publication
@@ -36,26 +63,18 @@ class MemoryBroker:
         if topic in self._topics:
             return
         self._topics.add(topic)
-        nodes = self._bus._subscribers.get(topic)
-        if nodes is None:
-            self._bus._subscribers[topic] = [self]
-        else:
-            nodes.append(self)
+        self._bus.add_subscriber(topic, self)
 
     async def unsubscribe(self, topic: str) -> None:
         if topic not in self._topics:
             return
         self._topics.discard(topic)
-        nodes = self._bus._subscribers.get(topic)
-        if nodes is not None:
-            nodes.remove(self)
-            if not nodes:
-                del self._bus._subscribers[topic]
+        self._bus.remove_subscriber(topic, self)
 
     async def publish(self, topic: str, message: Any) -> None:
         """Deliver to every subscribed node. Checkpoint: only if a callback checkpoints."""
         self._bus.published += 1
-        nodes = self._bus._subscribers.get(topic)
+        nodes = self._bus.subscribers(topic)
         if not nodes:
             return
         for node in nodes if len(nodes) == 1 else list(nodes):

@@ -135,8 +135,9 @@ async def test_a_crashed_hub_restarts_with_an_empty_registry(fab):
     # fails, and the fabric's supervisor restarts it (TRANSIENT) from a clean registry.
     await running.supervisor.start_child(ChildSpec("bomb", bomb, restart=Restart.PERMANENT))
     with trio.fail_after(5):
-        while running.supervisor is old_supervisor or not running._started.is_set():
+        while running.supervisor is old_supervisor:
             await trio.sleep(0.01)
+        await running.wait_started()
     assert await c.wait_closed() in (1006, 1001, 1011)
     assert not await hub.connection_exists(c.connection_id)
     c2 = await connect(fab, "crashy", user_id="u2", roles=ROLES)

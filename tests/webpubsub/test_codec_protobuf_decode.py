@@ -28,6 +28,7 @@ from fabric.webpubsub.codec_protobuf import (
 )
 from fabric.core.payload import DataType, Payload
 from specs import webpubsub_protobuf as ps
+from specs.webpubsub_json import is_valid_group_name
 
 from .codec_protobuf_oracle import client_cases, model, mutations, outcome, payloads, wire_has_group
 
@@ -92,7 +93,7 @@ def test_bytes_like_frames(pb, kind, case):
 
 @FAST
 @given(
-    group=st.text(min_size=1, max_size=20).filter(cj._spec.is_valid_group_name),
+    group=st.text(min_size=1, max_size=20).filter(is_valid_group_name),
     ack_id=st.none() | st.integers(0, 2**64 - 1),
     no_echo=st.booleans(),
     payload_fill=payloads(),

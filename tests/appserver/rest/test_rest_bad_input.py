@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 import fabric
 from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
-from transport.http import serve_connection
 from transport.memory import memory_stream_pair
 
 from .rest_support import HOST, KEY, ROLES, RestClient, connect, open_rest_fabric
@@ -319,7 +318,7 @@ async def test_messages_over_max_message_bytes_are_413():
 async def test_a_slow_body_does_not_stall_other_requests(fab, rest):
     c = await connect(fab)
     client_stream, server_stream = memory_stream_pair()
-    fab._nursery.start_soon(serve_connection, server_stream, fab, fab._limits)
+    fab.serve_stream(server_stream)
     conn = h11.Connection(h11.CLIENT)
     target = rest.target(f"{HUB}/:send")
     await client_stream.send_all(conn.send(h11.Request(method="POST", target=target, headers=[
