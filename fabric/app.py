@@ -29,6 +29,8 @@ from fabric.core.broker_memory import MemoryBus
 from fabric.core.events import EventHandler
 from fabric.core.hub import Hub
 from fabric.core.hubs import HubRegistry
+from fabric.socketio.endpoint import SocketIOEdge
+from fabric.socketio.server import Server as SocketIOServer
 from fabric.webpubsub import handshake
 
 log = logging.getLogger("fabric")
@@ -55,6 +57,8 @@ class Fabric:
         #: embedding); read when a hub starts.
         self.upstream_transport = None
         self._nursery: trio.Nursery | None = None
+        #: The Socket.IO edge: ``/clients/socketio/hubs/{hub}/`` and ``[socketio] path``.
+        self.socketio_edge = SocketIOEdge(self.hubs, config, self._start_service)
 
     @property
     def access_keys(self) -> tuple[str, ...]:
@@ -86,6 +90,16 @@ class Fabric:
             if isinstance(handler, WebhookEventHandler) and not handler.running:
                 self._nursery.start_soon(self._start_upstream, hub, handler)
             running.handler = handler if handler is not None else self._webhooks.get(hub)
+
+    def socketio(self, hub: str | None = None) -> SocketIOServer:
+        """The Socket.IO server of ``hub`` (default: ``[socketio] hub``, served at
+        ``[socketio] path``); every hub's is also at ``/clients/socketio/hubs/{hub}/``."""
+        return self.socketio_edge.server(hub)
+
+    async def _start_service(self, name: str, run) -> None:
+        """Run an edge's long-lived task under the fabric's supervisor. Checkpoint."""
+        if name not in self.supervisor.children():
+            await self.supervisor.start_child(ChildSpec(name, run, restart=Restart.PERMANENT))
 
     def webhook(self, hub: str) -> WebhookEventHandler | None:
         """The webhook client built from ``hub``'s configured event handlers, once it started."""
@@ -158,11 +172,15 @@ class Fabric:
     async def handle_http(self, request: Request) -> Response:
         if request.raw_path.lstrip("/")[:4] == "api/":
             return await rest.handle(self.hubs, request)
+        if self.socketio_edge.owns(request):
+            return await self.socketio_edge.handle_http(request)
         if handshake.client_hub(request) is not None:
             return Response.error(400, "BadRequest", "this endpoint expects a WebSocket upgrade")
         return Response.error(404, "NotFound", f"no such resource: {request.method} {request.raw_path}")
 
     async def handle_websocket(self, request: Request) -> Response | WebSocketAccept:
+        if self.socketio_edge.owns(request):
+            return await self.socketio_edge.handle_websocket(request)
         hub_name = handshake.client_hub(request)
         if hub_name is None:
             return Response.error(404, "NotFound", f"no WebSocket endpoint at {request.raw_path}")
@@ -182,7 +200,8 @@ class Fabric:
         await self.supervisor.aclose()
 
     def statistics(self) -> dict:
-        return {"hubs": self.hubs.statistics(), "supervisor": self.supervisor.statistics()}
+        return {"hubs": self.hubs.statistics(), "supervisor": self.supervisor.statistics(),
+                "socketio": self.socketio_edge.statistics()}
 
 
 @asynccontextmanager

@@ -43,6 +43,8 @@ __all__ = [
     "FabricConfig",
     "HubConfig",
     "ServerConfig",
+    "SocketIOConfig",
+    "SocketIOHubConfig",
     "config_as_dict",
     "load_config",
     "loads_config",
@@ -392,6 +394,43 @@ def _event_handlers(value: Any) -> str | None:
     return None
 
 
+_NAMESPACE_RE = re.compile(r"/[^,\x00-\x1f\x7f]*")
+
+
+def _namespaces(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(n, str) for n in value):
+        return f"expected an array of namespace names, got {_describe(value)}"
+    if len(value) > 1024:
+        return f"at most 1024 namespaces, got {len(value)}"
+    for name in value:
+        if name != "*" and not _NAMESPACE_RE.fullmatch(name):
+            return f"namespace {name!r} must be \"*\" or start with '/' and contain no ',' or control characters"
+    return None
+
+
+@attrs.frozen
+class SocketIOHubConfig:
+    """A hub's Socket.IO endpoint (``[hubs.NAME.socketio]``): ``/clients/socketio/hubs/NAME/``."""
+
+    #: Serve Socket.IO clients for this hub at ``/clients/socketio/hubs/NAME/``.
+    enabled: bool = True
+    #: Namespaces clients may connect to when the app registered no handler for them:
+    #: ``["*"]`` (any), or a list such as ``["/", "/chat"]``.
+    namespaces: tuple[str, ...] = attrs.field(default=("*",), converter=_to_unique_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _validate(self, {"enabled": _bool, "namespaces": _namespaces})
+        if problems:
+            raise ConfigError(problems=problems)
+
+
+_DEFAULT_HUB_SOCKETIO = SocketIOHubConfig()
+
+
+def _hub_socketio(value: Any) -> str | None:
+    return None if isinstance(value, SocketIOHubConfig) else f"expected a table, got {_describe(value)}"
+
+
 @attrs.frozen
 class HubConfig:
     """Settings of one hub. Unconfigured hubs use ``HubConfig()``."""
@@ -400,9 +439,12 @@ class HubConfig:
     anonymous_connect: bool = False
     #: Ordered; for each event the first matching handler wins.
     event_handlers: tuple[EventHandlerConfig, ...] = attrs.field(default=(), converter=_to_tuple)
+    #: The hub's Socket.IO endpoint (``[hubs.NAME.socketio]``).
+    socketio: SocketIOHubConfig = _DEFAULT_HUB_SOCKETIO
 
     def __attrs_post_init__(self) -> None:
-        problems = _validate(self, {"anonymous_connect": _bool, "event_handlers": _event_handlers})
+        problems = _validate(self, {"anonymous_connect": _bool, "event_handlers": _event_handlers,
+                                    "socketio": _hub_socketio})
         if problems:
             raise ConfigError(problems=problems)
 
@@ -508,18 +550,129 @@ def _to_mapping(value: Any) -> Any:
     return types.MappingProxyType(dict(value)) if isinstance(value, Mapping) else value
 
 
+_TRANSPORTS = ("polling", "websocket")
+
+
+def _path(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a string, got {_describe(value)}"
+    if value == "":
+        return None
+    if not value.startswith("/") or "?" in value or "#" in value or any(c.isspace() or ord(c) < 32 for c in value):
+        return f"must be \"\" (off) or a path starting with '/' without '?', '#' or whitespace, got {value!r}"
+    if value.rstrip("/").startswith(("/api", "/client/", "/clients/")) or value.rstrip("/") in ("/client", "/clients"):
+        return f"{value!r} overlaps the service's own paths (/api, /client, /clients)"
+    return None
+
+
+def _socketio_hub(value: Any) -> str | None:
+    if not isinstance(value, str) or not is_valid_hub_name(value):
+        return (f"must be a valid hub name (a letter, then letters, digits and _ ` , . [ ]), "
+                f"got {_describe(value)}")
+    return None
+
+
+def _transports(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(t, str) for t in value):
+        return f"expected an array of strings, got {_describe(value)}"
+    if not value:
+        return "must name at least one transport"
+    for transport in value:
+        if transport not in _TRANSPORTS:
+            return f"unknown transport {transport!r}; expected any of {', '.join(_TRANSPORTS)}"
+    return None
+
+
+def _origins(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(o, str) for o in value):
+        return f"expected an array of origins, got {_describe(value)}"
+    for origin in value:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            return f"origin {origin!r} must be \"*\" or scheme://host[:port] without a path"
+    return None
+
+
+def _cookie(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a string, got {_describe(value)}"
+    if value and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", value):
+        return f"must be \"\" (no cookie) or a cookie name (an HTTP token), got {value!r}"
+    return None
+
+
+@attrs.frozen
+class SocketIOConfig:
+    """Socket.IO and Engine.IO settings (``[socketio]``; Node's option names in the comments).
+
+    ``path`` serves the hub ``hub`` without a token, for apps that embed the fabric as their
+    Socket.IO server; ``/clients/socketio/hubs/NAME/`` serves every hub with Azure's client
+    tokens.
+    """
+
+    #: The plain endpoint's path ("" for none).
+    path: str = "/socket.io/"
+    #: The hub the plain path serves.
+    hub: str = "socketio"
+    #: Seconds between server pings (pingInterval).
+    ping_interval: float = attrs.field(default=25.0, converter=_to_float)
+    #: Seconds a client has to answer a ping (pingTimeout).
+    ping_timeout: float = attrs.field(default=20.0, converter=_to_float)
+    #: Seconds an upgrade to WebSocket may take (upgradeTimeout).
+    upgrade_timeout: float = attrs.field(default=10.0, converter=_to_float)
+    #: Seconds a connection has to join a namespace (connectTimeout).
+    connect_timeout: float = attrs.field(default=45.0, converter=_to_float)
+    #: Largest polling POST body and WebSocket message, advertised as maxPayload
+    #: (maxHttpBufferSize). The HTTP front's ``server.max_request_body_bytes`` bounds POSTs too.
+    max_http_buffer_size: int = 1_000_000
+    #: Enabled transports (transports).
+    transports: tuple[str, ...] = attrs.field(default=_TRANSPORTS, converter=_to_unique_tuple)
+    #: Let polling clients upgrade to WebSocket (allowUpgrades).
+    allow_upgrades: bool = True
+    #: CORS for polling: [] (off), ["*"] or explicit origins (cors.origin).
+    cors_allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_to_unique_tuple)
+    #: Send Access-Control-Allow-Credentials with an explicit origin (cors.credentials).
+    cors_credentials: bool = True
+    #: Cookie set to the sid on a polling handshake ("" for none; Node's default name is "io").
+    cookie: str = ""
+    #: Seconds a dropped socket is kept for connection-state recovery (0: off; Node: 120).
+    connection_state_recovery: float = attrs.field(default=0.0, converter=_to_float)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _validate(self, {
+            "path": _path, "hub": _socketio_hub,
+            "ping_interval": _float_in(0.0, 3600.0, low_open=True),
+            "ping_timeout": _float_in(0.0, 3600.0, low_open=True),
+            "upgrade_timeout": _float_in(0.0, 3600.0, low_open=True),
+            "connect_timeout": _float_in(0.0, 3600.0, low_open=True),
+            "max_http_buffer_size": _int_in(1, 1 << 30),
+            "transports": _transports, "allow_upgrades": _bool,
+            "cors_allowed_origins": _origins, "cors_credentials": _bool, "cookie": _cookie,
+            "connection_state_recovery": _float_in(0.0, 86400.0),
+        })
+        if problems:
+            raise ConfigError(problems=problems)
+
+
+def _socketio_config(value: Any) -> str | None:
+    return None if isinstance(value, SocketIOConfig) else f"expected a SocketIOConfig, got {_describe(value)}"
+
+
 @attrs.frozen
 class FabricConfig:
     """The whole configuration. ``hub(name)`` works for every hub, configured or not."""
 
     server: ServerConfig = attrs.field(factory=ServerConfig)
     hubs: Mapping[str, HubConfig] = attrs.field(factory=dict, converter=_to_mapping, hash=False)
+    #: ``[socketio]``: the Socket.IO and Engine.IO settings.
+    socketio: SocketIOConfig = attrs.field(factory=SocketIOConfig)
     _hubs_by_lower: Mapping[str, HubConfig] = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         problems = []
         if not isinstance(self.server, ServerConfig):
             problems.append(Problem(None, "server", f"expected a ServerConfig, got {_describe(self.server)}"))
+        if not isinstance(self.socketio, SocketIOConfig):
+            problems.append(Problem(None, "socketio", _socketio_config(self.socketio) or ""))
         if not isinstance(self.hubs, Mapping):
             raise ConfigError(f"expected a mapping of hub name to HubConfig, got {_describe(self.hubs)}", key="hubs")
         by_lower: dict[str, str] = {}
@@ -799,8 +952,9 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
            overrides: Mapping[str, Any]) -> FabricConfig:
     problems: list[Problem] = []
     for key in raw:
-        if key not in ("server", "hubs"):
-            problems.append(Problem(file_source, _key_part(key), "unknown key" + _suggest(key, ["server", "hubs"])))
+        if key not in ("server", "hubs", "socketio"):
+            problems.append(Problem(file_source, _key_part(key),
+                                    "unknown key" + _suggest(key, ["server", "hubs", "socketio"])))
 
     # [server] merged with the environment and the overrides, remembering where each came from
     raw_server = raw.get("server", {})
@@ -825,6 +979,14 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
         for p in exc.problems:
             field = (p.key or "").split(".")[0].split("[")[0]
             problems.append(Problem(sources.get(field, file_source), _join("server", p.key), p.message))
+
+    # [socketio]
+    socketio = SocketIOConfig()
+    if "socketio" in raw:
+        try:
+            socketio = _structure_table(raw["socketio"], SocketIOConfig)
+        except ConfigError as exc:
+            problems.extend(Problem(file_source, _join("socketio", p.key), p.message) for p in exc.problems)
 
     # [hubs.NAME]
     hubs: dict[str, HubConfig] = {}
@@ -863,7 +1025,7 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
     if server is None:  # unreachable: a [server] that does not structure has added its problems
         raise RuntimeError("[server] could not be structured, yet no configuration problem was recorded")
     try:
-        return FabricConfig(server=server, hubs=hubs)
+        return FabricConfig(server=server, hubs=hubs, socketio=socketio)
     except ConfigError as exc:
         raise ConfigError(problems=[attrs.evolve(p, source=file_source) for p in exc.problems]) from None
 
@@ -903,7 +1065,12 @@ def config_as_dict(config: FabricConfig, *, redact_keys: bool = True) -> dict[st
                  "system_events": list(h.system_events)}
                 for h in hub.event_handlers
             ],
+            "socketio": {"enabled": hub.socketio.enabled, "namespaces": list(hub.socketio.namespaces)},
         }
         for name, hub in config.hubs.items()
     }
-    return {"server": server, "hubs": hubs}
+    socketio = {a.name: getattr(config.socketio, a.name) for a in attrs.fields(SocketIOConfig)}
+    for key, value in socketio.items():
+        if isinstance(value, tuple):
+            socketio[key] = list(value)
+    return {"server": server, "hubs": hubs, "socketio": socketio}

@@ -1,4 +1,8 @@
-"""The Socket.IO cores are sans-IO: they import only the standard library, msgspec and each other."""
+"""The Socket.IO cores are sans-IO: they import only the standard library, msgspec and each other.
+
+The trio adapters beside them (``engine``, ``server``, ``endpoint``, ``formats``, ...) are
+not cores; the list below names the cores, and a new core must be added to it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import pytest
 import fabric.socketio
 
 PACKAGE = pathlib.Path(fabric.socketio.__file__).parent
-MODULES = sorted(PACKAGE.glob("*.py"))
+SANS_IO = ("__init__.py", "eio_packets.py", "eio_requests.py", "eio_session.py", "parser.py")
+MODULES = [PACKAGE / name for name in SANS_IO]
 ALLOWED_THIRD_PARTY = {"msgspec"}
 
 
@@ -27,6 +32,8 @@ def test_imports_are_sans_io(path):
             continue
         for name in names:
             top = name.split(".")[0]
-            if name.startswith("fabric.socketio.") or top == "__future__":
+            if name.startswith("fabric.socketio.") and name.rpartition(".")[2] + ".py" in SANS_IO:
+                continue
+            if top == "__future__":
                 continue
             assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, f"{path.name} imports {name}"

@@ -1,0 +1,1391 @@
+"""The Socket.IO v5 server on trio: connections as hub members, sockets, and the handler API.
+
+``Server`` is what an app uses (python-socketio's ``AsyncServer`` vocabulary: ``on``/``event``
+decorators, namespace classes, ``emit``/``send``/``call`` with ``to``/``room``/``skip_sid``/
+``namespace``, ``enter_room``/``leave_room``/``rooms``, sessions, ``disconnect``) plus Node's
+broadcast operators (``to``/``except_``/``volatile``/``local``/``timeout``). One ``Server``
+serves one hub; the fabric routes every Socket.IO path of that hub to it.
+
+Rules this module keeps (reference: socketio-protocol.md §b, §e):
+- An Engine.IO connection is one hub ``Member`` (``SioConnection``; its connection id is the
+  Engine.IO sid). Its sockets (one per namespace) are this module's objects. Rooms are hub
+  groups (``formats.room_group``); a connected socket is in its namespace's group; so a send
+  to a room is a hub group publication, encoded once per format for all recipients.
+- A socket's own room (its sid) is not a hub group: a group per socket would cost a group
+  actor per connection. Sends to a sid go to the socket directly; a broadcast naming sids
+  and rooms is one hub-wide publication whose filter selects those connections.
+- CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``; the connect
+  handler runs before the reply and may refuse (``False`` or ``ConnectionRefusedError``);
+  what the handler emits to the socket is held and written after the ``40`` reply. A packet
+  for a namespace the client has not joined, a second CONNECT for a joined one, or an
+  undecodable packet closes the whole Engine.IO connection.
+- Event handlers: plain functions run inline in the connection's reader (their return value
+  is the ack); coroutine functions run as tasks in the server's handler nursery, at most
+  ``max_handlers_per_connection`` at a time per connection (the reader waits for a slot:
+  backpressure), so a slow handler or one awaiting the client's own ack never blocks other
+  connections or deadlocks its own. A handler that raises is logged and counted; the
+  connection carries on.
+- Disconnect reasons are Socket.IO's (§b.5). ``disconnect`` handlers run once per socket,
+  after its rooms were left, as tasks.
+- Connection-state recovery (§b.6), when enabled: every broadcast without ack and not
+  volatile gets an offset (appended as the last argument) and is kept in a bounded buffer;
+  a socket closed for a recoverable reason is kept for ``max_disconnection_duration``; a
+  CONNECT carrying its ``pid`` and an ``offset`` still in the buffer restores the sid, rooms
+  and session data and replays the missed packets after the ``40`` reply.
+- Bounded: attachments per packet, acks pending per socket, handler tasks per connection,
+  the recovery buffer (packets and sessions), the outbox (slow consumers are closed).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import inspect
+import itertools
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
+
+import msgspec
+import trio
+
+from specs.errors import CloseSituation
+
+from fabric.core.counters import CounterSpec, Counters
+from fabric.core.events import ConnectionContext
+from fabric.core.permissions import Permissions
+from fabric.core.publication import Publication
+from fabric.socketio import parser
+from fabric.socketio.eio_packets import EncodedPacket, text_message
+from fabric.socketio.eio_session import CloseReason
+from fabric.socketio.engine import EngineConnection
+from fabric.socketio.exceptions import ConnectionRefusedError, DisconnectedError, TimeoutError
+from fabric.socketio.formats import (
+    PACKETS,
+    WS_FRAMES,
+    SioPublication,
+    namespace_group,
+    packets_of,
+    parse_group,
+    room_group,
+)
+
+if TYPE_CHECKING:
+    from transport.http import Request
+
+    from fabric.core.hub import Hub
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BroadcastOperator", "Namespace", "Reason", "Server", "SioConnection", "Socket"]
+
+SOCKETIO_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
+    ("connections", "Engine.IO connections opened for Socket.IO."),
+    ("sockets_connected", "Namespace connections accepted."),
+    ("sockets_refused", "Namespace connections refused (unknown namespace or connect handler)."),
+    ("sockets_recovered", "Sockets restored by connection-state recovery."),
+    ("invalid_packets", "Connections closed for an undecodable or out-of-state packet."),
+    ("events", "Events received from clients."),
+    ("unhandled_events", "Events with no handler."),
+    ("handler_failures", "Handlers that raised."),
+    ("acks_timed_out", "Acknowledgements not received in time."),
+    ("broadcasts", "Broadcasts published."),
+    ("connect_timeouts", "Connections closed because no namespace was joined in time."),
+))
+
+
+class Reason:
+    """Disconnect reasons (socket.io's ``DisconnectReason``; python-socketio's ``sio.reason``)."""
+
+    TRANSPORT_ERROR = "transport error"
+    TRANSPORT_CLOSE = "transport close"
+    FORCED_CLOSE = "forced close"
+    PING_TIMEOUT = "ping timeout"
+    PARSE_ERROR = "parse error"
+    SERVER_SHUTTING_DOWN = "server shutting down"
+    FORCED_SERVER_CLOSE = "forced server close"
+    CLIENT_DISCONNECT = "client namespace disconnect"
+    SERVER_DISCONNECT = "server namespace disconnect"
+
+
+_RECOVERABLE = frozenset({
+    Reason.TRANSPORT_ERROR, Reason.TRANSPORT_CLOSE, Reason.FORCED_CLOSE, Reason.PING_TIMEOUT,
+    Reason.SERVER_SHUTTING_DOWN, Reason.FORCED_SERVER_CLOSE,
+})
+_MAX_PENDING_ACKS = 1024
+_json_decode = msgspec.json.decode
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(15)
+
+
+def _as_args(data: Any) -> list:
+    """python-socketio's ``data``: a tuple is several arguments, None none, else one."""
+    if data is None:
+        return []
+    if type(data) is tuple:
+        return list(data)
+    return [data]
+
+
+def _ack_value(args: list) -> Any:
+    """``call``'s result: None, the one argument, or a tuple of them."""
+    if not args:
+        return None
+    if len(args) == 1:
+        return args[0]
+    return tuple(args)
+
+
+def _encode_event(nsp: str, args: list, ack_id: int | None = None) -> tuple[EncodedPacket, ...]:
+    if parser.has_binary(args):
+        header, attachments = parser.encode(parser.Packet(parser.PacketType.EVENT, nsp, args, ack_id))
+        return packets_of(header, attachments)
+    return (text_message(parser.encode_event(args, nsp, ack_id)),)
+
+
+def _encode_ack(nsp: str, args: list, ack_id: int) -> tuple[EncodedPacket, ...]:
+    if parser.has_binary(args):
+        header, attachments = parser.encode(parser.Packet(parser.PacketType.ACK, nsp, args, ack_id))
+        return packets_of(header, attachments)
+    return (text_message(parser.encode_ack(args, ack_id, nsp)),)
+
+
+def _control(ptype: parser.PacketType, nsp: str, data: Any = None) -> EncodedPacket:
+    header, _ = parser.encode(parser.Packet(ptype, nsp, data))
+    return text_message(header)
+
+
+def _arity(fn: Callable) -> int:
+    """Positional parameters a handler takes (a large number for ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 99
+    n = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return 99
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n
+
+
+def _is_async(fn: Callable) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class _Handler:
+    """A registered handler with what calling it needs (arity, sync or async)."""
+
+    __slots__ = ("fn", "is_async", "arity")
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.is_async = _is_async(fn)
+        self.arity = _arity(fn)
+
+
+class _RoomFilter:
+    """A broadcast's recipients as a predicate over members, with its OData ``source`` (so it
+    can cross a process): in any of ``groups`` or one of ``connections``, and in none of
+    ``except_groups``."""
+
+    __slots__ = ("connections", "except_groups", "groups", "source")
+
+    def __init__(self, groups: frozenset[str], connections: frozenset[str], except_groups: frozenset[str],
+                 everyone_in: str | None) -> None:
+        self.groups = groups
+        self.connections = connections
+        self.except_groups = except_groups
+        picks = [f"'{g}' in groups" for g in sorted(groups)]
+        picks += [f"connectionId eq '{c}'" for c in sorted(connections)]
+        if everyone_in is not None and not picks:
+            picks = [f"'{everyone_in}' in groups"]
+            self.groups = frozenset((everyone_in,))
+        source = " or ".join(picks)
+        if except_groups:
+            nots = " and ".join(f"not ('{g}' in groups)" for g in sorted(except_groups))
+            source = f"({source}) and {nots}" if source else nots
+        self.source = source
+
+    def __call__(self, member: Any) -> bool:
+        groups = member.groups
+        if self.except_groups and not self.except_groups.isdisjoint(groups):
+            return False
+        if member.connection_id in self.connections:
+            return True
+        return not self.groups.isdisjoint(groups)
+
+
+class _AckWaiter:
+    """One pending acknowledgement: a callback, or an event a caller waits on."""
+
+    __slots__ = ("args", "callback", "event")
+
+    def __init__(self, callback: Callable | None) -> None:
+        self.callback = callback
+        self.event: trio.Event | None = None if callback is not None else trio.Event()
+        self.args: list | None = None
+
+
+class Socket:
+    """One namespace connection of a client (python-socketio's ``sid``)."""
+
+    __slots__ = (
+        "_ack_ids", "acks", "auth", "conn", "connected", "nsp", "pending", "pid", "recovered", "session", "sid",
+    )
+
+    def __init__(self, conn: "SioConnection", nsp: str, sid: str, auth: dict) -> None:
+        self.conn = conn
+        self.nsp = nsp
+        self.sid = sid
+        self.auth = auth
+        self.pid: str | None = None
+        self.session: dict = {}
+        self.acks: dict[int, _AckWaiter] | None = None
+        self._ack_ids = 0
+        self.connected = False
+        self.recovered = False
+        #: Packets emitted while the connect handler runs (written after the ``40`` reply).
+        self.pending: list[EncodedPacket] | None = []
+
+    def __repr__(self) -> str:
+        return f"<Socket {self.nsp} {self.sid} on {self.conn.connection_id}>"
+
+    def send_packets(self, packets: Iterable[EncodedPacket]) -> bool:
+        if self.pending is not None:
+            self.pending.extend(packets)
+            return True
+        return self.conn.engine.send_packets(packets)
+
+    def next_ack_id(self) -> int:
+        self._ack_ids += 1
+        return self._ack_ids
+
+    def add_ack(self, callback: Callable | None) -> tuple[int, _AckWaiter]:
+        acks = self.acks
+        if acks is None:
+            acks = self.acks = {}
+        if len(acks) >= _MAX_PENDING_ACKS:
+            raise DisconnectedError(f"too many acknowledgements pending for {self.sid}")
+        ack_id = self.next_ack_id()
+        waiter = acks[ack_id] = _AckWaiter(callback)
+        return ack_id, waiter
+
+
+class SioConnection:
+    """One Engine.IO connection speaking Socket.IO: a hub ``Member`` with its sockets."""
+
+    __slots__ = (
+        "connection_id", "decoder", "engine", "environ", "groups", "hub", "identity", "permissions", "server",
+        "sockets", "user_id", "_slots", "_slot_free", "_initial_groups",
+    )
+
+    def __init__(self, server: "Server", hub: "Hub", engine: EngineConnection, *, user_id: str | None,
+                 roles: tuple[str, ...], groups: tuple[str, ...], environ: dict, identity: Any) -> None:
+        self.server = server
+        self.hub = hub
+        self.engine = engine
+        self.connection_id = engine.sid
+        self.user_id = user_id
+        self.permissions = Permissions(roles)
+        self.groups: set[str] = set()
+        self._initial_groups = groups
+        self.environ = environ
+        self.identity = identity
+        self.decoder = parser.Decoder(server.max_attachments)
+        self.sockets: dict[str, Socket] = {}
+        self._slots = server.max_handlers_per_connection
+        self._slot_free: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<SioConnection {self.hub.name}/{self.connection_id} {self.engine.transport}>"
+
+    # ---- Member ------------------------------------------------------------------------
+
+    @property
+    def context(self) -> ConnectionContext:
+        return ConnectionContext(hub=self.hub.name, connection_id=self.connection_id, user_id=self.user_id,
+                                 subprotocol="socket.io")
+
+    def deliver_nowait(self, publication: Publication) -> None:
+        """The fan-out path: the publication's shared packets, never awaiting."""
+        packets = publication.encoded(PACKETS)
+        if not packets:
+            return
+        engine = self.engine
+        if getattr(publication, "volatile", False) and not engine.writable:
+            return
+        engine.send_ws_frames(publication.encoded(WS_FRAMES), packets)
+
+    def close_for(self, situation: CloseSituation, message: str | None = None, *, discard: bool = False) -> None:
+        engine = self.engine
+        if situation is CloseSituation.SERVER_SHUTDOWN:
+            engine.close(CloseReason.SERVER_SHUTTING_DOWN)
+        elif situation is CloseSituation.SLOW_CLIENT:
+            engine._overflow()
+        elif situation is CloseSituation.CLOSED_BY_APP_SERVER:
+            for socket in list(self.sockets.values()):
+                if socket.connected:
+                    self.server._close_socket(socket, Reason.SERVER_DISCONNECT, send=True)
+            engine.close(CloseReason.FORCED_SERVER_CLOSE)
+        else:
+            engine.close(CloseReason.FORCED_CLOSE)
+
+    def heartbeat(self, now: float, idle_timeout: float) -> bool:
+        return False  # Engine.IO's own pings (the engine server's ticker) keep this connection
+
+    def statistics(self) -> dict:
+        return {
+            "connection_id": self.connection_id, "user_id": self.user_id, "transport": self.engine.transport,
+            "namespaces": sorted(self.sockets), "groups": len(self.groups),
+        }
+
+    # ---- the connection's task ---------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Register, serve the Engine.IO connection until it ends, unregister. Checkpoint."""
+        task_status.started()
+        hub = self.hub
+        await hub.register(self)
+        try:
+            for group in self._initial_groups:
+                await hub.join_group(self, group)
+            await self.engine.serve()
+        finally:
+            for socket in list(self.sockets.values()):
+                self.server._close_socket(socket, self.server._engine_reason(self.engine))
+            with trio.CancelScope(shield=True):
+                await hub.unregister(self)
+
+    # ---- inbound -----------------------------------------------------------------------
+
+    async def on_message(self, data: str | bytes) -> None:
+        """One Engine.IO message from the client. Checkpoint: maybe."""
+        try:
+            packet = self.decoder.feed(data)
+        except parser.ParseError as exc:
+            self._invalid(f"invalid Socket.IO packet: {exc}", CloseReason.PARSE_ERROR)
+            return
+        if packet is None:
+            return
+        ptype, nsp, payload, ack_id = packet
+        server = self.server
+        if ptype is parser.PacketType.EVENT:
+            socket = self.sockets.get(nsp)
+            if socket is None or not socket.connected:
+                self._invalid(f"event for namespace {nsp!r}, not connected")
+                return
+            await server._on_event(socket, payload, ack_id)
+        elif ptype is parser.PacketType.ACK:
+            socket = self.sockets.get(nsp)
+            if socket is None or not socket.connected:
+                self._invalid(f"ack for namespace {nsp!r}, not connected")
+                return
+            server._on_ack(socket, payload, ack_id)
+        elif ptype is parser.PacketType.CONNECT:
+            if nsp in self.sockets:
+                self._invalid(f"second CONNECT for namespace {nsp!r}")
+                return
+            await server._on_connect(self, nsp, payload if payload is not None else {})
+        elif ptype is parser.PacketType.DISCONNECT:
+            socket = self.sockets.get(nsp)
+            if socket is None or not socket.connected:
+                self._invalid(f"DISCONNECT for namespace {nsp!r}, not connected")
+                return
+            server._close_socket(socket, Reason.CLIENT_DISCONNECT)
+        else:  # CONNECT_ERROR from a client
+            self._invalid("CONNECT_ERROR from a client")
+
+    def _invalid(self, why: str, reason: CloseReason = CloseReason.FORCED_CLOSE) -> None:
+        self.server.counters["invalid_packets"] += 1
+        log.info("%r closed: %s", self, why)
+        self.engine.close(reason)
+
+    async def _take_slot(self) -> None:
+        while self._slots <= 0:
+            if self._slot_free is None:
+                self._slot_free = trio.Event()
+            await self._slot_free.wait()
+        self._slots -= 1
+
+    def _give_slot(self) -> None:
+        self._slots += 1
+        event = self._slot_free
+        if event is not None:
+            self._slot_free = None
+            event.set()
+
+
+class _DisconnectedSession:
+    __slots__ = ("at", "nsp", "pid", "rooms", "session", "sid")
+
+    def __init__(self, sid: str, pid: str, nsp: str, rooms: list[str], session: dict, at: float) -> None:
+        self.sid, self.pid, self.nsp, self.rooms, self.session, self.at = sid, pid, nsp, rooms, session, at
+
+
+class _Recovery:
+    """Connection-state recovery's two bounded stores: broadcasts by offset, dropped sessions by pid."""
+
+    def __init__(self, max_disconnection: float, max_packets: int = 10_000, max_sessions: int = 10_000) -> None:
+        self.max_disconnection = max_disconnection
+        self.max_packets = max_packets
+        self.max_sessions = max_sessions
+        self.packets: collections.deque = collections.deque()  # (offset, at, nsp, filter, sid, packets)
+        self.index: dict[str, int] = {}
+        self._first = 0
+        self.sessions: dict[str, _DisconnectedSession] = {}
+        self._counter = itertools.count(1)
+        self._epoch = format(int(time.time() * 1000), "x")
+
+    def _expire(self, now: float) -> None:
+        limit = now - self.max_disconnection
+        packets = self.packets
+        while packets and (packets[0][1] < limit or len(packets) > self.max_packets):
+            offset = packets.popleft()[0]
+            self.index.pop(offset, None)
+            self._first += 1
+        sessions = self.sessions
+        while sessions:
+            pid, first = next(iter(sessions.items()))
+            if first.at >= limit and len(sessions) <= self.max_sessions:
+                break
+            del sessions[pid]
+
+    def new_offset(self) -> str:
+        return f"{self._epoch}-{next(self._counter)}"
+
+    def record(self, offset: str, nsp: str, selects: Callable[[Any], bool] | None, sid: str | None,
+               packets: tuple[EncodedPacket, ...]) -> None:
+        now = trio.current_time()
+        self._expire(now)
+        self.index[offset] = self._first + len(self.packets)
+        self.packets.append((offset, now, nsp, selects, sid, packets))
+
+    def keep(self, socket: Socket, rooms: list[str]) -> None:
+        if socket.pid is None:
+            return
+        now = trio.current_time()
+        self._expire(now)
+        self.sessions[socket.pid] = _DisconnectedSession(socket.sid, socket.pid, socket.nsp, rooms,
+                                                         socket.session, now)
+
+    def restore(self, pid: Any, offset: Any, nsp: str) -> tuple[_DisconnectedSession, list] | None:
+        if not isinstance(pid, str) or not isinstance(offset, str):
+            return None
+        self._expire(trio.current_time())
+        kept = self.sessions.get(pid)
+        position = self.index.get(offset)
+        if kept is None or kept.nsp != nsp or position is None:
+            return None
+        del self.sessions[pid]
+        start = position - self._first + 1
+        return kept, [self.packets[i] for i in range(start, len(self.packets))]
+
+
+class _Member:
+    """A stand-in member for recovery filtering: the groups a kept session will have."""
+
+    __slots__ = ("connection_id", "groups")
+
+    def __init__(self, connection_id: str, groups: set[str]) -> None:
+        self.connection_id = connection_id
+        self.groups = groups
+
+
+class BroadcastOperator:
+    """Node's broadcast operators: ``sio.to("a").except_("b").volatile.timeout(5).emit(...)``.
+
+    Immutable: each operator returns a new one. ``emit`` takes Node-style positional
+    arguments; with a ``timeout`` use ``emit_with_ack`` to collect every recipient's answer.
+    """
+
+    __slots__ = ("_except", "_local", "_nsp", "_rooms", "_server", "_timeout", "_volatile")
+
+    def __init__(self, server: "Server", nsp: str, rooms: frozenset[str] = frozenset(),
+                 excepts: frozenset[str] = frozenset(), volatile: bool = False, local: bool = False,
+                 timeout: float | None = None) -> None:
+        self._server, self._nsp, self._rooms, self._except = server, nsp, rooms, excepts
+        self._volatile, self._local, self._timeout = volatile, local, timeout
+
+    def _with(self, **changes: Any) -> "BroadcastOperator":
+        fields = {"rooms": self._rooms, "excepts": self._except, "volatile": self._volatile,
+                  "local": self._local, "timeout": self._timeout}
+        fields.update(changes)
+        return BroadcastOperator(self._server, self._nsp, **fields)
+
+    def to(self, room: str | Iterable[str]) -> "BroadcastOperator":
+        rooms = {room} if isinstance(room, str) else set(room)
+        return self._with(rooms=self._rooms | rooms)
+
+    in_ = to
+
+    def except_(self, room: str | Iterable[str]) -> "BroadcastOperator":
+        rooms = {room} if isinstance(room, str) else set(room)
+        return self._with(excepts=self._except | rooms)
+
+    @property
+    def volatile(self) -> "BroadcastOperator":
+        return self._with(volatile=True)
+
+    @property
+    def local(self) -> "BroadcastOperator":
+        return self._with(local=True)
+
+    def timeout(self, seconds: float) -> "BroadcastOperator":
+        return self._with(timeout=seconds)
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send ``event`` with ``args`` to every targeted socket. Checkpoint."""
+        await self._server._broadcast(self._nsp, event, list(args), self._rooms, self._except,
+                                      volatile=self._volatile)
+
+    async def emit_with_ack(self, event: str, *args: Any) -> list:
+        """Send and collect one acknowledgement per targeted (local) socket, within the
+        operator's timeout (default 60 s). Raises ``TimeoutError`` (its ``responses``
+        attribute has what arrived) if some did not answer. Checkpoint."""
+        return await self._server._broadcast_with_ack(self._nsp, event, list(args), self._rooms, self._except,
+                                                      self._timeout if self._timeout is not None else 60.0)
+
+    async def disconnect_sockets(self, close: bool = False) -> None:
+        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
+            await self._server.disconnect(socket.sid, namespace=self._nsp, close=close)
+
+    async def sockets_join(self, room: str | Iterable[str]) -> None:
+        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
+            await self._server.enter_room(socket.sid, room, namespace=self._nsp)
+
+    async def sockets_leave(self, room: str | Iterable[str]) -> None:
+        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
+            await self._server.leave_room(socket.sid, room, namespace=self._nsp)
+
+    async def fetch_sockets(self) -> list[str]:
+        """The sids of the targeted (local) sockets."""
+        return [s.sid for s in await self._server._targets(self._nsp, self._rooms, self._except)]
+
+
+class Namespace:
+    """A class-based namespace: ``on_<event>(self, sid, *args)`` methods are its handlers
+    (``on_connect(self, sid, environ[, auth])``, ``on_disconnect(self, sid[, reason])``).
+    Register with ``server.register_namespace(MyNamespace("/chat"))``; inside, ``self.emit``
+    and the other helpers have the namespace filled in."""
+
+    def __init__(self, namespace: str = "/") -> None:
+        self.namespace = namespace
+        self.server: Server | None = None
+
+    def _set_server(self, server: "Server") -> None:
+        self.server = server
+
+    def handler_for(self, event: str) -> Callable | None:
+        name = "on_" + event
+        fn = getattr(self, name, None)
+        return fn if callable(fn) else None
+
+    async def emit(self, event: str, data: Any = None, to: Any = None, room: Any = None, skip_sid: Any = None,
+                   namespace: str | None = None, callback: Callable | None = None) -> None:
+        await self.server.emit(event, data, to=to, room=room, skip_sid=skip_sid,
+                               namespace=namespace or self.namespace, callback=callback)
+
+    async def send(self, data: Any, to: Any = None, room: Any = None, skip_sid: Any = None,
+                   namespace: str | None = None, callback: Callable | None = None) -> None:
+        await self.server.send(data, to=to, room=room, skip_sid=skip_sid,
+                               namespace=namespace or self.namespace, callback=callback)
+
+    async def call(self, event: str, data: Any = None, to: Any = None, sid: Any = None,
+                   namespace: str | None = None, timeout: float = 60) -> Any:
+        return await self.server.call(event, data, to=to, sid=sid, namespace=namespace or self.namespace,
+                                      timeout=timeout)
+
+    async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        await self.server.enter_room(sid, room, namespace=namespace or self.namespace)
+
+    async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        await self.server.leave_room(sid, room, namespace=namespace or self.namespace)
+
+    async def close_room(self, room: str, namespace: str | None = None) -> None:
+        await self.server.close_room(room, namespace=namespace or self.namespace)
+
+    def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
+        return self.server.rooms(sid, namespace=namespace or self.namespace)
+
+    async def get_session(self, sid: str, namespace: str | None = None) -> dict:
+        return await self.server.get_session(sid, namespace=namespace or self.namespace)
+
+    async def save_session(self, sid: str, session: dict, namespace: str | None = None) -> None:
+        await self.server.save_session(sid, session, namespace=namespace or self.namespace)
+
+    def session(self, sid: str, namespace: str | None = None):
+        return self.server.session(sid, namespace=namespace or self.namespace)
+
+    async def disconnect(self, sid: str, namespace: str | None = None) -> None:
+        await self.server.disconnect(sid, namespace=namespace or self.namespace)
+
+
+class Server:
+    """A Socket.IO server on the fabric (see the module docstring).
+
+    Get one with ``fabric.socketio(hub)``; register handlers before clients connect.
+
+    - ``namespaces``: the namespaces accepted besides those with handlers: a list, or
+      ``"*"`` for every namespace. Default: those with handlers, and ``/``.
+    - ``connection_state_recovery``: ``None`` (off) or the seconds a dropped socket is kept
+      for recovery (Node's ``maxDisconnectionDuration``, 120 in Node).
+    - ``connect_timeout``: seconds a connection has to join a namespace (Node: 45).
+    - ``max_handlers_per_connection``: async handlers running at once per connection.
+    """
+
+    reason = Reason
+
+    def __init__(
+        self,
+        *,
+        namespaces: Iterable[str] | str | None = None,
+        connection_state_recovery: float | None = None,
+        connect_timeout: float = 45.0,
+        max_attachments: int = parser.DEFAULT_MAX_ATTACHMENTS,
+        max_handlers_per_connection: int = 64,
+    ) -> None:
+        self.namespaces: set[str] | str | None = (
+            namespaces if namespaces == "*" or namespaces is None else set(namespaces))  # type: ignore[arg-type]
+        self.connect_timeout = connect_timeout
+        self.max_attachments = max_attachments
+        self.max_handlers_per_connection = max_handlers_per_connection
+        self._handlers: dict[str, dict[str, _Handler]] = {}
+        self._dynamic: list[tuple[re.Pattern | Callable, str]] = []  # (matcher, handler key)
+        self._namespace_objects: dict[str, Namespace] = {}
+        self._sockets: dict[str, Socket] = {}
+        self._by_nsp: dict[str, dict[str, Socket]] = {}
+        self._recovery = _Recovery(connection_state_recovery) if connection_state_recovery else None
+        self._hub: Hub | None = None
+        self._hub_getter: Callable[[], Any] | None = None
+        self._nursery: trio.Nursery | None = None
+        self.counters = Counters(SOCKETIO_COUNTERS)
+
+    # ---- binding (the fabric calls these) ----------------------------------------------
+
+    def _bind(self, hub_getter: Callable[[], Any]) -> None:
+        self._hub_getter = hub_getter
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The server's handler nursery (the fabric runs it). Runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _get_hub(self) -> "Hub":
+        if self._hub is None:
+            if self._hub_getter is None:
+                raise RuntimeError("this Server is not attached to a fabric (use fabric.socketio(hub))")
+            self._hub = await self._hub_getter()
+        return self._hub
+
+    # ---- handlers ----------------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable | None = None, namespace: "str | re.Pattern | None" = None):
+        """Register ``handler`` for ``event`` in ``namespace`` (default ``/``); usable as a
+        decorator. ``namespace`` may be a compiled regex: a dynamic namespace (any matching
+        name is accepted and served by these handlers). ``"*"`` as event: every event without
+        its own handler, called ``(event, sid, *args)``."""
+        key = self._namespace_key(namespace)
+
+        def register(fn: Callable) -> Callable:
+            self._handlers.setdefault(key, {})[event] = _Handler(fn)
+            return fn
+
+        if handler is not None:
+            register(handler)
+            return handler
+        return register
+
+    def event(self, handler: Callable | None = None, namespace: "str | re.Pattern | None" = None):
+        """``@sio.event``: register a handler under its function name."""
+        if handler is not None and callable(handler):
+            return self.on(handler.__name__, handler, namespace)
+
+        def register(fn: Callable) -> Callable:
+            return self.on(fn.__name__, fn, namespace)
+
+        return register
+
+    def register_namespace(self, namespace: Namespace) -> None:
+        """Serve a class-based namespace."""
+        namespace._set_server(self)
+        self._namespace_objects[namespace.namespace] = namespace
+
+    def _namespace_key(self, namespace: "str | re.Pattern | None") -> str:
+        if namespace is None:
+            return "/"
+        if isinstance(namespace, str):
+            return namespace
+        key = f"\x00dynamic:{id(namespace)}"
+        if all(k != key for _, k in self._dynamic):
+            self._dynamic.append((namespace, key))
+        return key
+
+    def dynamic_namespace(self, matcher: "re.Pattern | Callable[[str, dict], bool]") -> str:
+        """Accept every namespace ``matcher`` matches (a regex, or ``f(name, auth) -> bool``);
+        returns the key to pass as ``namespace=`` when registering its handlers."""
+        key = f"\x00dynamic:{id(matcher)}"
+        if all(k != key for _, k in self._dynamic):
+            self._dynamic.append((matcher, key))
+        return key
+
+    def _resolve(self, nsp: str, auth: dict) -> str | None:
+        """The handler key serving ``nsp``, or None if the namespace is not accepted."""
+        if nsp in self._handlers or nsp in self._namespace_objects:
+            return nsp
+        for matcher, key in self._dynamic:
+            if isinstance(matcher, re.Pattern):
+                if matcher.fullmatch(nsp):
+                    return key
+            else:
+                try:
+                    if matcher(nsp, auth):
+                        return key
+                except Exception:
+                    log.exception("dynamic namespace matcher failed for %r", nsp)
+        allowed = self.namespaces
+        if allowed == "*" or (allowed is None and nsp == "/") or (isinstance(allowed, set) and nsp in allowed):
+            return nsp
+        return None
+
+    def _handler(self, key: str, event: str) -> tuple[_Handler | Callable | None, bool]:
+        """(handler, catch_all) for ``event`` in the namespace served by ``key``."""
+        handlers = self._handlers.get(key)
+        if handlers is not None:
+            found = handlers.get(event)
+            if found is not None:
+                return found, False
+        obj = self._namespace_objects.get(key)
+        if obj is not None:
+            fn = obj.handler_for(event)
+            if fn is not None:
+                return fn, False
+        star = self._handlers.get("*")
+        if star is not None and event in star:
+            return star[event], False
+        if handlers is not None and "*" in handlers and event not in ("connect", "disconnect"):
+            return handlers["*"], True
+        return None, False
+
+    # ---- the Engine.IO app (called by engine connections) ------------------------------
+
+    def engine_app(self, identify: Callable[["Request"], Any] | None = None) -> "_SioApp":
+        return _SioApp(self, identify)
+
+    def _engine_reason(self, engine: EngineConnection) -> str:
+        reason = engine.session.close_reason
+        return reason.value if reason is not None else Reason.TRANSPORT_CLOSE
+
+    # ---- connect -----------------------------------------------------------------------
+
+    async def _on_connect(self, conn: SioConnection, nsp: str, auth: Any) -> None:
+        if type(auth) is not dict:
+            auth = {}
+        key = self._resolve(nsp, auth)
+        if key is None:
+            self.counters["sockets_refused"] += 1
+            conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, {"message": "Invalid namespace"}))
+            return
+        restored = None
+        recovery = self._recovery
+        if recovery is not None and "pid" in auth:
+            restored = recovery.restore(auth.get("pid"), auth.get("offset"), nsp)
+            auth = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
+        sid = restored[0].sid if restored is not None else _new_id()
+        if sid in self._sockets:  # the old socket is somehow still here: start afresh
+            restored, sid = None, _new_id()
+        socket = Socket(conn, nsp, sid, auth)
+        conn.sockets[nsp] = socket
+        self._sockets[sid] = socket
+        self._by_nsp.setdefault(nsp, {})[sid] = socket
+        if restored is not None:
+            socket.session = restored[0].session
+            socket.recovered = True
+        if recovery is not None:
+            socket.pid = restored[0].pid if restored is not None else _new_id()
+        refusal: dict | None = None
+        handler = self._connect_handler(key)
+        if handler is not None:
+            try:
+                accepted = await self._call_connect(handler, key, nsp, socket, conn.environ, auth)
+            except ConnectionRefusedError as exc:
+                refusal = exc.error_args()
+            except Exception:
+                self.counters["handler_failures"] += 1
+                log.exception("connect handler failed for %r", socket)
+                refusal = {"message": "Connection rejected by server"}
+            else:
+                if accepted is False:
+                    refusal = {"message": "Connection rejected by server"}
+        if conn.sockets.get(nsp) is not socket or conn.engine.closed:  # closed while the handler ran
+            self._forget(socket)
+            return
+        if refusal is not None:
+            self.counters["sockets_refused"] += 1
+            self._forget(socket)
+            conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, refusal))
+            return
+        hub = conn.hub
+        await hub.join_group(conn, namespace_group(nsp))
+        if restored is not None:
+            for group in restored[0].rooms:
+                await hub.join_group(conn, group)
+        if conn.sockets.get(nsp) is not socket or conn.engine.closed:
+            self._forget(socket)
+            return
+        reply = {"sid": sid, "pid": socket.pid} if socket.pid is not None else {"sid": sid}
+        socket.connected = True
+        pending, socket.pending = socket.pending, None
+        conn.engine.send(_control(parser.PacketType.CONNECT, nsp, reply))
+        if restored is not None:
+            self.counters["sockets_recovered"] += 1
+            probe = _Member(conn.connection_id, conn.groups)
+            for _offset, _at, p_nsp, selects, p_sid, packets in restored[1]:
+                if p_nsp != nsp:
+                    continue
+                if p_sid is not None:
+                    if p_sid != sid:
+                        continue
+                elif selects is not None and not selects(probe):
+                    continue
+                conn.engine.send_packets(packets)
+        if pending:
+            conn.engine.send_packets(pending)
+        self.counters["sockets_connected"] += 1
+        conn.engine.app_deadline = float("inf")
+
+    def _connect_handler(self, key: str) -> _Handler | Callable | None:
+        handler, _ = self._handler(key, "connect")
+        return handler
+
+    async def _call_connect(self, handler: Any, key: str, nsp: str, socket: Socket, environ: dict, auth: dict) -> Any:
+        fn = handler.fn if isinstance(handler, _Handler) else handler
+        arity = handler.arity if isinstance(handler, _Handler) else _arity(fn)
+        star_ns = self._handlers.get("*", {}).get("connect") is handler
+        args: list = [nsp] if star_ns else []
+        args += [socket.sid, environ]
+        if arity >= len(args) + 1:
+            args.append(auth if auth else None)
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _forget(self, socket: Socket) -> None:
+        conn = socket.conn
+        if conn.sockets.get(socket.nsp) is socket:
+            del conn.sockets[socket.nsp]
+        if self._sockets.get(socket.sid) is socket:
+            del self._sockets[socket.sid]
+        mine = self._by_nsp.get(socket.nsp)
+        if mine is not None and mine.get(socket.sid) is socket:
+            del mine[socket.sid]
+            if not mine:
+                del self._by_nsp[socket.nsp]
+
+    # ---- disconnect --------------------------------------------------------------------
+
+    def _close_socket(self, socket: Socket, reason: str, *, send: bool = False) -> None:
+        """Close one socket (no checkpoint): optional ``41`` to the client, rooms left (as a
+        task), recovery kept, ``disconnect`` handler started."""
+        was_connected = socket.connected
+        socket.connected = False
+        conn = socket.conn
+        if send and was_connected:
+            conn.engine.send(_control(parser.PacketType.DISCONNECT, socket.nsp))
+        self._forget(socket)
+        acks = socket.acks
+        if acks:
+            socket.acks = None
+            for waiter in acks.values():
+                if waiter.event is not None:
+                    waiter.event.set()
+        if not was_connected:
+            return
+        prefix = namespace_group(socket.nsp)
+        rooms = [g for g in conn.groups if g.startswith(prefix) and g != prefix]
+        if self._recovery is not None and reason in _RECOVERABLE:
+            self._recovery.keep(socket, rooms)
+        if not conn.engine.closed:  # leave now; a closed connection leaves them all when it unregisters
+            self._spawn(self._leave_all, conn, [prefix, *rooms])
+        handler, _ = self._handler(self._resolve(socket.nsp, socket.auth) or socket.nsp, "disconnect")
+        if handler is not None:
+            self._spawn(self._call_disconnect, handler, socket, reason)
+
+    async def _leave_all(self, conn: SioConnection, groups: list[str]) -> None:
+        for group in groups:
+            await conn.hub.leave_group(conn, group)
+
+    async def _call_disconnect(self, handler: Any, socket: Socket, reason: str) -> None:
+        fn = handler.fn if isinstance(handler, _Handler) else handler
+        arity = handler.arity if isinstance(handler, _Handler) else _arity(fn)
+        star_ns = self._handlers.get("*", {}).get("disconnect") is handler
+        args: list = [socket.nsp] if star_ns else []
+        args.append(socket.sid)
+        if arity >= len(args) + 1:
+            args.append(reason)
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.counters["handler_failures"] += 1
+            log.exception("disconnect handler failed for %r", socket)
+
+    def _spawn(self, fn: Callable, *args: Any) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            log.warning("Socket.IO server not running: %s dropped", getattr(fn, "__name__", fn))
+            return
+        nursery.start_soon(fn, *args)
+
+    # ---- events and acks ---------------------------------------------------------------
+
+    async def _on_event(self, socket: Socket, data: list, ack_id: int | None) -> None:
+        self.counters["events"] += 1
+        event = data[0]
+        key = self._resolve(socket.nsp, socket.auth) or socket.nsp
+        handler, catch_all = self._handler(key, event if isinstance(event, str) else str(event))
+        if handler is None:
+            self.counters["unhandled_events"] += 1
+            return
+        star_ns = isinstance(handler, _Handler) and self._handlers.get("*", {}).get(event) is handler
+        args = [socket.sid, *data[1:]]
+        if catch_all:
+            args.insert(0, event)
+        if star_ns:
+            args.insert(0, socket.nsp)
+        if isinstance(handler, _Handler):
+            fn, is_async = handler.fn, handler.is_async
+        else:
+            fn, is_async = handler, _is_async(handler)
+        if not is_async:
+            try:
+                result = fn(*args)
+            except Exception:
+                self.counters["handler_failures"] += 1
+                log.exception("handler for %r failed on %r", event, socket)
+                return
+            if inspect.isawaitable(result):  # a sync callable returning an awaitable: run it as a task
+                await self._start_task(socket, self._finish_awaitable(socket, event, result, ack_id))
+                return
+            if ack_id is not None:
+                self._send_ack(socket, result, ack_id)
+            return
+        await self._start_task(socket, self._run_handler(socket, event, fn, args, ack_id))
+
+    async def _start_task(self, socket: Socket, coro: Any) -> None:
+        conn = socket.conn
+        await conn._take_slot()
+        nursery = self._nursery
+        if nursery is None:
+            conn._give_slot()
+            coro.close()
+            log.warning("Socket.IO server not running: event dropped")
+            return
+
+        async def runner() -> None:
+            try:
+                await coro
+            finally:
+                conn._give_slot()
+
+        nursery.start_soon(runner)
+
+    async def _finish_awaitable(self, socket: Socket, event: Any, awaitable: Any, ack_id: int | None) -> None:
+        try:
+            result = await awaitable
+        except Exception:
+            self.counters["handler_failures"] += 1
+            log.exception("handler for %r failed on %r", event, socket)
+            return
+        if ack_id is not None:
+            self._send_ack(socket, result, ack_id)
+
+    async def _run_handler(self, socket: Socket, event: Any, fn: Callable, args: list, ack_id: int | None) -> None:
+        try:
+            result = await fn(*args)
+        except Exception:
+            self.counters["handler_failures"] += 1
+            log.exception("handler for %r failed on %r", event, socket)
+            return
+        if ack_id is not None:
+            self._send_ack(socket, result, ack_id)
+
+    def _send_ack(self, socket: Socket, result: Any, ack_id: int) -> None:
+        if socket.conn.sockets.get(socket.nsp) is not socket:
+            return
+        try:
+            packets = _encode_ack(socket.nsp, _as_args(result), ack_id)
+        except parser.InvalidPacket as exc:
+            log.error("cannot acknowledge on %r: %s", socket, exc)
+            return
+        socket.send_packets(packets)
+
+    def _on_ack(self, socket: Socket, data: list, ack_id: int) -> None:
+        acks = socket.acks
+        waiter = acks.pop(ack_id, None) if acks else None
+        if waiter is None:
+            return  # unknown or late ack: ignored, as Node does
+        if waiter.callback is not None:
+            try:
+                result = waiter.callback(*data)
+                if inspect.isawaitable(result):
+                    self._spawn(_await, result)
+            except Exception:
+                self.counters["handler_failures"] += 1
+                log.exception("ack callback failed on %r", socket)
+        else:
+            waiter.args = data
+            waiter.event.set()
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def _socket(self, sid: str, namespace: str | None) -> Socket:
+        socket = self._sockets.get(sid)
+        if socket is None or (namespace is not None and socket.nsp != namespace):
+            raise DisconnectedError(f"no connected socket {sid!r}" + (f" in {namespace!r}" if namespace else ""))
+        return socket
+
+    def _local_socket(self, room: str, nsp: str) -> Socket | None:
+        """The socket whose sid is ``room`` in ``nsp`` (connected, or still connecting: what
+        is sent to it then is written after its CONNECT reply)."""
+        socket = self._sockets.get(room)
+        if socket is not None and socket.nsp == nsp:
+            return socket
+        return None
+
+    # ---- sending: the python-socketio API ----------------------------------------------
+
+    async def emit(self, event: str, data: Any = None, to: Any = None, room: Any = None, skip_sid: Any = None,
+                   namespace: str | None = None, callback: Callable | None = None, *, volatile: bool = False,
+                   **_ignored: Any) -> None:
+        """Emit ``event`` to one socket (``to=sid``), to rooms (``to=room`` or a list), or to
+        the whole namespace; ``skip_sid`` excludes sockets. ``callback(*args)`` receives the
+        acknowledgement of a single-socket emit. Checkpoint."""
+        nsp = namespace or "/"
+        args = [event, *_as_args(data)]
+        target = to if to is not None else room
+        rooms = frozenset() if target is None else frozenset((target,) if isinstance(target, str) else target)
+        skips = frozenset() if skip_sid is None else frozenset((skip_sid,) if isinstance(skip_sid, str) else skip_sid)
+        if callback is not None:
+            if len(rooms) != 1:
+                raise ValueError("a callback needs a single recipient (to=sid)")
+            socket = self._socket(next(iter(rooms)), nsp)
+            ack_id, _ = socket.add_ack(callback)
+            socket.send_packets(_encode_event(nsp, args, ack_id))
+            return
+        await self._broadcast(nsp, event, args[1:], rooms, skips, volatile=volatile)
+
+    async def send(self, data: Any, to: Any = None, room: Any = None, skip_sid: Any = None,
+                   namespace: str | None = None, callback: Callable | None = None, **kwargs: Any) -> None:
+        """``emit("message", data, ...)``."""
+        await self.emit("message", data, to=to, room=room, skip_sid=skip_sid, namespace=namespace,
+                        callback=callback, **kwargs)
+
+    async def call(self, event: str, data: Any = None, to: Any = None, sid: Any = None,
+                   namespace: str | None = None, timeout: float = 60, **_ignored: Any) -> Any:
+        """Emit to one socket and wait for its acknowledgement: None, its one argument, or a
+        tuple of them. Raises ``TimeoutError`` or ``DisconnectedError``. Checkpoint."""
+        target = to if to is not None else sid
+        socket = self._socket(target, namespace or "/")
+        ack_id, waiter = socket.add_ack(None)
+        socket.send_packets(_encode_event(socket.nsp, [event, *_as_args(data)], ack_id))
+        with trio.move_on_after(timeout):
+            await waiter.event.wait()
+        if waiter.args is None:
+            if socket.acks is not None:
+                socket.acks.pop(ack_id, None)
+            if not socket.connected:
+                raise DisconnectedError(f"{socket.sid} disconnected before acknowledging {event!r}")
+            self.counters["acks_timed_out"] += 1
+            raise TimeoutError(f"no acknowledgement of {event!r} from {socket.sid} within {timeout} s")
+        return _ack_value(waiter.args)
+
+    def to(self, room: str | Iterable[str], namespace: str = "/") -> BroadcastOperator:
+        """Node's ``io.to(room)``: a broadcast operator for ``namespace``."""
+        return BroadcastOperator(self, namespace).to(room)
+
+    in_ = to
+
+    def except_(self, room: str | Iterable[str], namespace: str = "/") -> BroadcastOperator:
+        return BroadcastOperator(self, namespace).except_(room)
+
+    def of(self, namespace: str) -> BroadcastOperator:
+        """Every socket of ``namespace`` (chain ``.to``/``.except_``/...)."""
+        return BroadcastOperator(self, namespace)
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        return BroadcastOperator(self, "/").volatile
+
+    @property
+    def local(self) -> BroadcastOperator:
+        return BroadcastOperator(self, "/").local
+
+    def timeout(self, seconds: float, namespace: str = "/") -> BroadcastOperator:
+        return BroadcastOperator(self, namespace).timeout(seconds)
+
+    # ---- broadcasting ------------------------------------------------------------------
+
+    async def _broadcast(self, nsp: str, event: str, args: list, rooms: frozenset[str], excepts: frozenset[str],
+                         *, volatile: bool = False) -> None:
+        hub = await self._get_hub()
+        self.counters["broadcasts"] += 1
+        recovery = self._recovery
+        offset = None
+        if recovery is not None and not volatile:
+            offset = recovery.new_offset()
+            args = [*args, offset]
+        packets = _encode_event(nsp, [event, *args])
+        # Sids are rooms too (not hub groups): split them out.
+        sid_targets = [s for s in (self._local_socket(r, nsp) for r in rooms) if s is not None]
+        room_names = [r for r in rooms if self._local_socket(r, nsp) is None]
+        except_sockets = [s for s in (self._local_socket(r, nsp) for r in excepts) if s is not None]
+        except_cids = frozenset(s.conn.connection_id for s in except_sockets)
+        except_groups = frozenset(room_group(nsp, r) for r in excepts if self._local_socket(r, nsp) is None)
+        if rooms and not room_names and len(sid_targets) == 1 and not except_groups:
+            socket = sid_targets[0]
+            if socket.conn.connection_id not in except_cids:
+                if not volatile or socket.conn.engine.writable:
+                    socket.send_packets(packets)
+                if offset is not None:
+                    recovery.record(offset, nsp, None, socket.sid, packets)
+            return
+        selects = None
+        if len(room_names) == 1 and not sid_targets:
+            group = room_group(nsp, room_names[0])
+            if except_groups:
+                selects = _RoomFilter(frozenset((group,)), frozenset(), except_groups, None)
+        elif not rooms:
+            group = namespace_group(nsp)
+            if except_groups:
+                selects = _RoomFilter(frozenset((group,)), frozenset(), except_groups, None)
+        else:
+            group = None
+            selects = _RoomFilter(frozenset(room_group(nsp, r) for r in room_names),
+                                  frozenset(s.conn.connection_id for s in sid_targets), except_groups, None)
+        publication = SioPublication(packets, nsp=nsp, group=group, excluded=except_cids, filter=selects,
+                                     volatile=volatile)
+        if offset is not None:
+            record_filter = selects or _RoomFilter(frozenset((group,)), frozenset(), frozenset(), None)
+            recovery.record(offset, nsp, _Excluding(record_filter, except_cids), None, packets)
+        if group is not None:
+            await hub.publish(publication)
+        else:
+            await hub.send_to_all(publication)
+
+    async def _targets(self, nsp: str, rooms: frozenset[str], excepts: frozenset[str]) -> list[Socket]:
+        """The local sockets a broadcast with these rooms and excepts reaches."""
+        mine = self._by_nsp.get(nsp, {})
+        room_groups = frozenset(room_group(nsp, r) for r in rooms)
+        except_groups = frozenset(room_group(nsp, r) for r in excepts)
+        out = []
+        for socket in list(mine.values()):
+            if not socket.connected:
+                continue
+            groups = socket.conn.groups
+            if socket.sid in excepts or not except_groups.isdisjoint(groups):
+                continue
+            if rooms and socket.sid not in rooms and room_groups.isdisjoint(groups):
+                continue
+            out.append(socket)
+        return out
+
+    async def _broadcast_with_ack(self, nsp: str, event: str, args: list, rooms: frozenset[str],
+                                  excepts: frozenset[str], timeout: float) -> list:
+        targets = await self._targets(nsp, rooms, excepts)
+        waiters = []
+        for socket in targets:
+            try:
+                ack_id, waiter = socket.add_ack(None)
+            except DisconnectedError:
+                continue
+            socket.send_packets(_encode_event(nsp, [event, *args], ack_id))
+            waiters.append((socket, ack_id, waiter))
+        with trio.move_on_after(timeout):
+            for _, _, waiter in waiters:
+                await waiter.event.wait()
+        responses = [_ack_value(w.args) for _, _, w in waiters if w.args is not None]
+        missing = [(s, i) for s, i, w in waiters if w.args is None]
+        for socket, ack_id in missing:
+            if socket.acks is not None:
+                socket.acks.pop(ack_id, None)
+        if missing:
+            self.counters["acks_timed_out"] += len(missing)
+            error = TimeoutError(f"{len(missing)} of {len(waiters)} sockets did not acknowledge {event!r} in time")
+            error.responses = responses  # type: ignore[attr-defined]
+            raise error
+        return responses
+
+    # ---- rooms -------------------------------------------------------------------------
+
+    async def enter_room(self, sid: str, room: str | Iterable[str], namespace: str | None = None) -> None:
+        """Put a socket in a room (a hub group). Checkpoint."""
+        socket = self._socket(sid, namespace)
+        for name in ((room,) if isinstance(room, str) else room):
+            if name == socket.sid:
+                continue  # every socket is in its own room already
+            await socket.conn.hub.join_group(socket.conn, room_group(socket.nsp, name))
+
+    async def leave_room(self, sid: str, room: str | Iterable[str], namespace: str | None = None) -> None:
+        socket = self._socket(sid, namespace)
+        for name in ((room,) if isinstance(room, str) else room):
+            await socket.conn.hub.leave_group(socket.conn, room_group(socket.nsp, name))
+
+    async def close_room(self, room: str, namespace: str | None = None) -> None:
+        """Take every socket out of ``room``."""
+        nsp = namespace or "/"
+        hub = await self._get_hub()
+        group = room_group(nsp, room)
+        for cid, _user in await hub.group_members(group):
+            await hub.remove_from_group(cid, group)
+
+    def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
+        """The rooms of a socket, its own (the sid) first. No checkpoint."""
+        socket = self._socket(sid, namespace)
+        out = [socket.sid]
+        prefix = namespace_group(socket.nsp)
+        for group in socket.conn.groups:
+            if group.startswith(prefix) and group != prefix:
+                parsed = parse_group(group)
+                if parsed is not None and parsed[1] is not None:
+                    out.append(parsed[1])
+        return out
+
+    # ---- sessions and lifecycle --------------------------------------------------------
+
+    async def get_session(self, sid: str, namespace: str | None = None) -> dict:
+        return self._socket(sid, namespace).session
+
+    async def save_session(self, sid: str, session: dict, namespace: str | None = None) -> None:
+        self._socket(sid, namespace).session = session
+
+    @contextlib.asynccontextmanager
+    async def session(self, sid: str, namespace: str | None = None) -> AsyncIterator[dict]:
+        """``async with sio.session(sid) as session:`` edits the socket's session in place."""
+        socket = self._socket(sid, namespace)
+        yield socket.session
+
+    async def disconnect(self, sid: str, namespace: str | None = None, *, close: bool = False,
+                         **_ignored: Any) -> None:
+        """Disconnect a socket (the client gets ``41``; reason ``server namespace disconnect``).
+        ``close=True`` closes its whole Engine.IO connection too. Checkpoint."""
+        socket = self._sockets.get(sid)
+        if socket is None or (namespace is not None and socket.nsp != namespace):
+            return
+        self._close_socket(socket, Reason.SERVER_DISCONNECT, send=True)
+        if close:
+            socket.conn.engine.close(CloseReason.FORCED_SERVER_CLOSE)
+        await trio.lowlevel.checkpoint()
+
+    def transport(self, sid: str, namespace: str | None = None) -> str:
+        """``"polling"`` or ``"websocket"``."""
+        return self._socket(sid, namespace).conn.engine.transport
+
+    def get_environ(self, sid: str, namespace: str | None = None) -> dict:
+        return self._socket(sid, namespace).conn.environ
+
+    def connection_id(self, sid: str, namespace: str | None = None) -> str:
+        """The hub connection id (the Engine.IO sid) of a socket, for the service API."""
+        return self._socket(sid, namespace).conn.connection_id
+
+    def recovered(self, sid: str, namespace: str | None = None) -> bool:
+        """True if the socket was restored by connection-state recovery."""
+        return self._socket(sid, namespace).recovered
+
+    def sids(self, namespace: str = "/") -> list[str]:
+        """The connected sockets of a namespace (this process)."""
+        return [sid for sid, s in self._by_nsp.get(namespace, {}).items() if s.connected]
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    def start_background_task(self, fn: Callable, *args: Any) -> None:
+        """Run ``await fn(*args)`` in the server's handler nursery."""
+        self._spawn(fn, *args)
+
+    def statistics(self) -> dict:
+        return {
+            "sockets": len(self._sockets), "namespaces": {n: len(s) for n, s in self._by_nsp.items()},
+            "counters": self.counters.as_dict(),
+            "recovery": None if self._recovery is None else {
+                "packets": len(self._recovery.packets), "sessions": len(self._recovery.sessions)},
+        }
+
+
+class _Excluding:
+    """A recovery filter: ``selects`` but not the excluded connections."""
+
+    __slots__ = ("excluded", "selects")
+
+    def __init__(self, selects: Callable[[Any], bool], excluded: frozenset[str]) -> None:
+        self.selects = selects
+        self.excluded = excluded
+
+    def __call__(self, member: Any) -> bool:
+        return member.connection_id not in self.excluded and self.selects(member)
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
+
+
+def _environ(request: "Request") -> dict:
+    """A WSGI-style environ for handlers (what python-socketio passes)."""
+    path, _, query = request.target.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method, "PATH_INFO": request.path, "QUERY_STRING": query,
+        "RAW_URI": request.target, "fabric.request": request,
+    }
+    for name, value in request.headers:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
+
+
+class _SioApp:
+    """The Engine.IO app of one Socket.IO endpoint: connections become hub members."""
+
+    def __init__(self, server: Server, identify: Callable[["Request"], Any] | None) -> None:
+        self.server = server
+        #: ``identify(request) -> (user_id, roles, groups, identity)``; None: anonymous.
+        self.identify = identify
+
+    async def on_open(self, conn: EngineConnection, request: "Request") -> None:
+        server = self.server
+        hub = await server._get_hub()
+        user_id, roles, groups, identity = (None, (), (), None)
+        if self.identify is not None:
+            user_id, roles, groups, identity = self.identify(request)
+        member = SioConnection(server, hub, conn, user_id=user_id, roles=roles, groups=groups,
+                               environ=_environ(request), identity=identity)
+        conn.app_state = member
+        server.counters["connections"] += 1
+        conn.app_deadline = trio.current_time() + server.connect_timeout
+        await hub.start_connection(member.connection_id, member.run)
+
+    async def on_message(self, conn: EngineConnection, data: str | bytes) -> None:
+        member = conn.app_state
+        if member is not None:
+            await member.on_message(data)
+
+    def on_close(self, conn: EngineConnection, reason: CloseReason, description: str) -> None:
+        member = conn.app_state
+        if member is None:
+            return
+        for socket in list(member.sockets.values()):
+            self.server._close_socket(socket, reason.value)
+
+    def on_deadline(self, conn: EngineConnection) -> None:
+        member = conn.app_state
+        if member is not None and not any(s.connected for s in member.sockets.values()):
+            self.server.counters["connect_timeouts"] += 1
+            conn.close(CloseReason.FORCED_SERVER_CLOSE)
