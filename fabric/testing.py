@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, RejectData, Request,
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
     TextMessage,
 )
 
@@ -134,8 +140,6 @@ class Client:
             return exc.code
 
     async def send(self, message: str | bytes) -> None:
-        from wsproto.events import Message
-
         event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         async with self._send_lock:
             await self.stream.send_all(self._ws.send(event))

@@ -30,15 +30,14 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgspec
 
-from specs import rest as spec
+from fabric.appserver.odata import FilterError
+from fabric.appserver.service import HubHandle, InvalidArgument, check_group
+from fabric.core import auth
+from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from specs import names
+from specs import rest as spec
 from specs.rest import ErrorCode
 from transport.http import Request, Response
-
-from fabric.core import auth
-from fabric.appserver.service import HubHandle, InvalidArgument, check_group
-from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
-from fabric.appserver.odata import FilterError
 
 if TYPE_CHECKING:
     from fabric.core.hubs import HubRegistry

@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import msgspec
 
-from specs import errors as spec_errors
-from specs import rest as spec
-
+from fabric.appserver.odata import Filter, compile_filter
 from fabric.core import auth
 from fabric.core.payload import DataType, Payload
-from fabric.appserver.odata import Filter, compile_filter
 from fabric.core.permissions import MAX_PERMISSION_ENTRIES, TooManyPermissions
 from fabric.core.publication import Publication
+from specs import errors as spec_errors
+from specs import rest as spec
 
 if TYPE_CHECKING:
     from fabric.core.hub import Hub

@@ -40,11 +40,6 @@ import httpx
 import msgspec
 import trio
 
-from specs import upstream as spec
-from specs.errors import AckErrorName
-from specs.upstream import Failure
-
-from specs.names import is_valid_group_name
 from fabric.config import EventHandlerConfig, HubConfig
 from fabric.core.counters import WEBHOOK_COUNTERS, Counters
 from fabric.core.events import (
@@ -58,6 +53,10 @@ from fabric.core.events import (
     UserEventResponse,
 )
 from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
+from specs import upstream as spec
+from specs.errors import AckErrorName
+from specs.names import is_valid_group_name
+from specs.upstream import Failure
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,8 @@ from typing import Any, Mapping
 import attrs
 import trio
 
-from specs.errors import AckErrorName
-
 from fabric.core.payload import Payload
+from specs.errors import AckErrorName
 
 log = logging.getLogger(__name__)
 

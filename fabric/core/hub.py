@@ -35,14 +35,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
 import trio
 
 from actors import Actor, ChildSpec, Overflow, Restart, Strategy, Supervisor
-from specs.errors import CloseSituation
-
 from fabric.config import HubConfig, ServerConfig
 from fabric.core import broker as topics
 from fabric.core.counters import HUB_COUNTERS, Counters
 from fabric.core.events import ConnectionContext, EventHandler
 from fabric.core.permissions import Permissions
 from fabric.core.publication import Publication
+from specs.errors import CloseSituation
 
 if TYPE_CHECKING:
     from fabric.core.broker import Broker

@@ -18,7 +18,6 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from actors import ChildSpec, Restart, Supervisor
-
 from fabric.config import FabricConfig
 from fabric.core.events import EventHandler
 from fabric.core.hub import Hub

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
+from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from fabric.webpubsub.codec_json import (
     ClientMessage,
     Event,
@@ -41,7 +42,6 @@ from fabric.webpubsub.codec_json import (
     SequenceAck,
     Unsupported,
 )
-from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from specs import errors as _errors
 from specs import webpubsub_json as _json_spec
 from specs import webpubsub_protobuf as _spec

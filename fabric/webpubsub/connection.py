@@ -18,26 +18,20 @@ from __future__ import annotations
 
 import enum
 import logging
-
-import trio
 from collections import deque
 from typing import TYPE_CHECKING
 
+import trio
+
+from fabric.core.events import UNCHANGED, ConnectionContext, call_user_event
+from fabric.core.permissions import Permissions
+from fabric.core.publication import Publication
+from fabric.webpubsub import codec_json, codec_protobuf, codec_simple, formats
+from fabric.webpubsub.reliable import ReplayBuffer, reconnection_token, valid_reconnection_token
 from specs import errors as spec_errors
 from specs.lifecycle import Effect, Lifecycle, LifecycleEvent, State
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
-
-from fabric.webpubsub import codec_json
-
-from fabric.webpubsub import codec_protobuf
-
-from fabric.webpubsub import codec_simple
-from fabric.webpubsub import formats
-from fabric.core.permissions import Permissions
-from fabric.core.events import UNCHANGED, ConnectionContext, call_user_event
-from fabric.core.publication import Publication
-from fabric.webpubsub.reliable import ReplayBuffer, reconnection_token, valid_reconnection_token
 
 if TYPE_CHECKING:
     from fabric.core.hub import Hub

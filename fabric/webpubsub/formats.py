@@ -10,10 +10,9 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from transport.frames import encode_frame
-
 from fabric.core.publication import Publication, WireFormat
 from fabric.webpubsub import codec_json, codec_protobuf, codec_simple
+from transport.frames import encode_frame
 
 
 def _json_body(publication: Publication) -> bytes:

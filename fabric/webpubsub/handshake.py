@@ -18,17 +18,16 @@ import logging
 
 import trio
 
-from specs import names
-from specs.errors import CLOSE_RULES, CloseSituation
-from specs.lifecycle import LifecycleEvent
-from transport.http import Request, Response, WebSocketAccept
-from transport.websocket import WebSocket
-
 from fabric.core import auth
 from fabric.core.events import ConnectRejected, ConnectRequest, call_connect, handles_system_event
 from fabric.core.hub import new_connection_id
 from fabric.core.hubs import HubRegistry
 from fabric.webpubsub.connection import ClientConnection, WireProtocol, new_lifecycle
+from specs import names
+from specs.errors import CLOSE_RULES, CloseSituation
+from specs.lifecycle import LifecycleEvent
+from transport.http import Request, Response, WebSocketAccept
+from transport.websocket import WebSocket
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ import pytest
 import trio
 import trio.testing
 
-from actor_testkit import Crash, Recorder
 from actors import (
     Actor,
     ActorError,
@@ -20,6 +19,8 @@ from actors import (
     Overflow,
     run_actor,
 )
+
+from actor_testkit import Crash, Recorder
 
 # -- order and basic delivery -------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from actor_testkit import StartCounter
 from actors import (
     Actor,
     ChildCrashed,
@@ -39,6 +38,8 @@ from actors import (
     Supervisor,
     run_actor,
 )
+
+from actor_testkit import StartCounter
 
 # -- (a) per-sender FIFO, nothing lost -------------------------------------------------------
 

@@ -8,7 +8,6 @@ import pytest
 import trio
 import trio.testing
 
-from actor_testkit import Crash, Recorder, StartCounter
 from actors import (
     ActorError,
     ActorStopped,
@@ -21,6 +20,8 @@ from actors import (
     Supervisor,
     open_supervisor,
 )
+
+from actor_testkit import Crash, Recorder, StartCounter
 
 
 async def settle() -> None:

@@ -16,7 +16,6 @@ from azure.messaging.webpubsubservice._patch import _parse_connection_string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specs.names import is_valid_group_name, is_valid_hub_name
 from fabric.core.auth import (
     MAX_TOKEN_CHARS,
     ClientIdentity,
@@ -31,6 +30,7 @@ from fabric.core.auth import (
     verify_client_token,
     verify_rest_token,
 )
+from specs.names import is_valid_group_name, is_valid_hub_name
 
 KEY = "primary-key-0123456789-0123456789-0123456789"  # >= 32 bytes: the SDK's PyJWT warns otherwise
 KEY2 = "secondary-key-0123456789-0123456789-012345678"

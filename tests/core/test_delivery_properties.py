@@ -8,7 +8,6 @@ the in-process client and through real TCP sockets.
 
 import itertools
 
-import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 import fabric
 from fabric.config import load_config
 from fabric.testing import client_target, connect_in_process, connect_tcp
-
 from tests.webpubsub.client_support import ROLES
 
 GROUPS = ("g0", "g1")

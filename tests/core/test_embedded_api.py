@@ -7,7 +7,6 @@ from fabric.core.broker import hub_topic
 from fabric.core.publication import Publication
 from fabric.testing import connect_in_process
 from specs.errors import CloseCode
-
 from tests.fabric_support import quick_config
 from tests.webpubsub.client_support import ROLES, connect
 

@@ -24,8 +24,9 @@ from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDa
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from fabric.core.auth import mint_rest_token
-from interop_support import WAIT_TIMEOUT, JSON_SUBPROTOCOL, open_raw_client, unique
 from specs import rest as spec
+
+from interop_support import JSON_SUBPROTOCOL, WAIT_TIMEOUT, open_raw_client, unique
 
 TEXT, JSON_DT, BINARY = WebPubSubDataType.TEXT, WebPubSubDataType.JSON, WebPubSubDataType.BINARY
 

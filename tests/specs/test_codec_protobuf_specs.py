@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.webpubsub import codec_protobuf as cp
 from fabric.core.payload import DataType
+from fabric.webpubsub import codec_protobuf as cp
 from specs import _decisions
 from specs import webpubsub_json as js
 from specs import webpubsub_protobuf as ps

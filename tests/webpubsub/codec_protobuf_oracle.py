@@ -15,8 +15,8 @@ from google.protobuf import unknown_fields as _unknown
 from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_protobuf as cp
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub import codec_protobuf as cp
 from specs import webpubsub_json as js
 from specs import webpubsub_protobuf as ps
 

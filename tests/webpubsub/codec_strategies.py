@@ -12,8 +12,8 @@ import json
 
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_json as cj
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub import codec_json as cj
 from specs import webpubsub_json as spec
 
 KNOWN_PROPERTIES = frozenset(

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fabric.core.payload import DataType, Payload
 from fabric.webpubsub import codec_json as cj
 from fabric.webpubsub.codec_json import (
     Event,
@@ -22,7 +23,6 @@ from fabric.webpubsub.codec_json import (
     Unsupported,
     decode_client,
 )
-from fabric.core.payload import DataType, Payload
 from specs import webpubsub_json as spec
 
 from .codec_strategies import client_cases, json_values, near_miss_frames, near_miss_objects

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_json as cj
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub import codec_json as cj
 from specs import errors as spec_errors
 from specs import webpubsub_json as spec
 

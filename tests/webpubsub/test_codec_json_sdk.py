@@ -11,8 +11,8 @@ from azure.messaging.webpubsubclient.models import _models as sdk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_json as cj
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub import codec_json as cj
 from specs import webpubsub_json as spec
 
 from .codec_strategies import groups, json_values

@@ -11,6 +11,7 @@ from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fabric.core.payload import DataType, Payload
 from fabric.webpubsub import codec_json as cj
 from fabric.webpubsub import codec_protobuf as cp
 from fabric.webpubsub.codec_protobuf import (
@@ -26,7 +27,6 @@ from fabric.webpubsub.codec_protobuf import (
     Unsupported,
     decode_client,
 )
-from fabric.core.payload import DataType, Payload
 from specs import webpubsub_protobuf as ps
 from specs.webpubsub_json import is_valid_group_name
 

@@ -12,8 +12,8 @@ from google.protobuf import any_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_protobuf as cp
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub import codec_protobuf as cp
 from specs import errors as spec_errors
 from specs import webpubsub_protobuf as ps
 from specs.webpubsub_json import group_name_problem

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric.webpubsub.codec_simple import frame_for, payload_from_frame
 from fabric.core.payload import DataType, Payload
+from fabric.webpubsub.codec_simple import frame_for, payload_from_frame
 from specs.webpubsub_json import DATA_ENCODINGS
 
 

@@ -3,9 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric.webpubsub import codec_json, codec_protobuf, codec_simple, formats
 from fabric.core.payload import DataType, Payload
 from fabric.core.publication import Publication
+from fabric.webpubsub import codec_json, codec_protobuf, codec_simple, formats
 from transport.frames import encode_frame
 
 payloads = st.one_of(

@@ -8,10 +8,10 @@ import trio
 
 from fabric import ConnectRejected, ConnectResponse, EventHandler, Payload, UserEventError, open_fabric
 from fabric.config import HubConfig
-from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
+from fabric.testing import ConnectionRejected, connect_in_process
 from specs.errors import CloseCode
-
 from tests.fabric_support import quick_config
+
 from .client_support import ROLES, connect
 
 

@@ -1,16 +1,13 @@
 """json.reliable.webpubsub.azure.v1: sequence ids, acks, detached sessions, recovery."""
 
-import attrs
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabric
-from fabric.config import load_config
 from fabric.testing import ConnectionClosed, connect_in_process
 from specs.errors import CloseCode
-
 from tests.fabric_support import quick_config
 
 from .client_support import ROLES

@@ -1,13 +1,10 @@
 """One member that never reads must not stall a group, and must be closed as documented."""
 
-import attrs
 import trio
 
 import fabric
-from fabric.config import load_config
 from fabric.testing import connect_in_process
 from specs.errors import CloseCode
-
 from tests.fabric_support import quick_config
 
 from .client_support import ROLES

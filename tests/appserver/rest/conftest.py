@@ -7,7 +7,6 @@ import trio.testing
 
 import fabric
 from fabric.config import load_config
-
 from tests.webpubsub.proto.oracle import pb  # noqa: F401 (fixture: protoc's generated module)
 
 from .rest_support import KEY, RestClient

@@ -14,8 +14,8 @@ import trio
 import trio.testing
 
 import fabric
-from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
+from fabric.core.auth import mint_rest_token
 from fabric.testing import connect_in_process
 from transport.memory import memory_stream_pair
 

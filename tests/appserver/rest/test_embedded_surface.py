@@ -7,8 +7,8 @@ import jwt
 import pytest
 
 from fabric import Payload
-from fabric.appserver.service import InvalidArgument
 from fabric.appserver.odata import FilterError, compile_filter
+from fabric.appserver.service import InvalidArgument
 
 from .rest_support import ROLES, connect
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabric
-from fabric.core.auth import mint_rest_token
 from fabric.config import load_config
+from fabric.core.auth import mint_rest_token
 from transport.memory import memory_stream_pair
 
 from .rest_support import HOST, KEY, ROLES, RestClient, connect, open_rest_fabric

@@ -24,8 +24,13 @@ import trio
 
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig, FabricConfig, HubConfig, ServerConfig
 from fabric.core.events import (
-    ConnectionContext, ConnectRejected, ConnectRequest, ConnectResponse, EventHandler,
-    UserEventError, UserEventResponse, UNCHANGED,
+    UNCHANGED,
+    ConnectionContext,
+    ConnectRejected,
+    ConnectRequest,
+    EventHandler,
+    UserEventError,
+    UserEventResponse,
 )
 from fabric.core.payload import DataType, Payload
 from specs import upstream as spec

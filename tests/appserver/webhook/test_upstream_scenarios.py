@@ -15,11 +15,14 @@ import pytest
 import trio
 
 from fabric.core.events import (
-    ConnectRejected, ConnectResponse, EventHandler, UserEventError, UserEventResponse,
+    ConnectRejected,
+    ConnectResponse,
+    EventHandler,
+    UserEventError,
+    UserEventResponse,
 )
-from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
 from fabric.core.payload import DataType, Payload
-from specs import upstream as spec
+from fabric.testing import ConnectionClosed, ConnectionRejected, connect_in_process
 from specs.errors import CLOSE_RULES, CloseSituation
 
 from .conftest import HUB

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import specs
+from fabric.appserver.webhook import UpstreamFailure, WebhookEventHandler, _Answer, origin_from_endpoint
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig, HubConfig
 from fabric.core.events import UNCHANGED, ConnectRequest, ConnectResponse, UserEventResponse
-from fabric.appserver.webhook import UpstreamFailure, WebhookEventHandler, _Answer, origin_from_endpoint
 from specs import upstream as spec
 from specs.upstream import FAILURES, Failure
 

@@ -13,8 +13,8 @@ import trio
 import fabric
 from fabric.config import SYSTEM_EVENTS, EventHandlerConfig
 from fabric.core.events import ConnectResponse, EventHandler, UserEventResponse
-from fabric.testing import ConnectionRejected, connect_in_process
 from fabric.core.payload import Payload
+from fabric.testing import ConnectionRejected, connect_in_process
 from specs import upstream as spec
 from transport.http import HttpLimits, serve_connection
 

@@ -11,11 +11,11 @@ import re
 import pytest
 import trio
 
+from fabric.appserver.webhook import WebhookEventHandler
 from fabric.config import EventHandlerConfig
 from fabric.core.events import ConnectResponse, EventHandler, UserEventResponse
-from fabric.testing import ConnectionRejected, connect_in_process
 from fabric.core.payload import Payload
-from fabric.appserver.webhook import WebhookEventHandler
+from fabric.testing import ConnectionRejected, connect_in_process
 from specs import upstream as spec
 from transport.http import Response
 
@@ -441,10 +441,10 @@ async def test_statistics_shape(webhook_rig):
 
 
 async def test_handlers_from_a_config_file_and_flags_with_anonymous_connect():
-    from fabric.config import loads_config, parse_event_handler_flag
-    from fabric.appserver.webhook import WebhookEventHandler as Webhook
-
     import fabric
+    from fabric.appserver.webhook import WebhookEventHandler as Webhook
+    from fabric.config import loads_config, parse_event_handler_flag
+
     from .support import AppTransport
 
     config = loads_config(f'''
