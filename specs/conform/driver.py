@@ -163,6 +163,7 @@ class WireClient:
         self.overflow = False
         self._closing = False
         self.quiet_pongs = 0  # fence pongs still expected: not written to the transcript
+        self.quiet_data = False  # data messages are kept but not written (a volume check summarizes)
         self._ws = None
         self._stream: trio.abc.Stream | None = None
         self._changed = trio.Event()
@@ -251,6 +252,8 @@ class WireClient:
             self.frames.append(frame)
             if frame.kind == "pong" and self.quiet_pongs > 0:
                 self.quiet_pongs -= 1
+            elif frame.kind in ("message", "raw") and self.quiet_data:
+                pass
             else:
                 self.transcript.add(self.label, "<", frame.render)
         self._poke()

@@ -22,6 +22,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
@@ -32,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings
 from hypothesis.errors import FlakyFailure
+from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from specs.conform.diagnose import diagnose
@@ -69,6 +71,7 @@ class Options:
     max_message_bytes: int = 1024 * 1024
     suites: tuple[str, ...] = SUITES
     shrink: bool = True
+    shrink_seconds: float = 60.0
     run_id: str = field(default_factory=lambda: "cf" + secrets.token_hex(3))
 
 
@@ -194,8 +197,10 @@ class Session:
     def _guard(self, name: str, fn) -> None:
         t0 = time.monotonic()
         before = set(self.ledger.found)
+        reports: list[str] = []
         try:
-            fn()
+            with _shrink_budget(self.options.shrink_seconds), with_reporter(reports.append):
+                fn()
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - departures and checker errors are both recorded
@@ -203,6 +208,8 @@ class Session:
         took = time.monotonic() - t0
         new = sorted(set(self.ledger.found) - before)
         outcome = f"{len(new)} departure(s): {', '.join(new)}" if new else "no departure"
+        if any("working to shrink" in str(r) for r in reports):
+            outcome += f"; shrinking stopped at the {self.options.shrink_seconds:g} s budget (--shrink-seconds)"
         self.ledger.suites.append((name, f"{outcome} ({took:.1f} s)"))
 
     def _collect(self, name: str, exc: BaseException, flaky: bool) -> None:
@@ -249,6 +256,25 @@ class Session:
         return EXIT_OK
 
 
+@contextlib.contextmanager
+def _shrink_budget(seconds: float):
+    """Bound the time Hypothesis spends shrinking one failure. Against a remote endpoint every
+    shrink attempt is a few network round trips, and Hypothesis's own bound is five minutes.
+    There is no public setting for it, so this sets the engine's module constant for the
+    duration of the run (and does nothing if a future Hypothesis renames it)."""
+    from hypothesis.internal.conjecture import engine
+
+    old = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if old is None:
+        yield
+        return
+    engine.MAX_SHRINKING_SECONDS = max(1, int(seconds))
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = old
+
+
 # =========================================================================== command line
 
 
@@ -273,6 +299,8 @@ def build_parser(prog: str = "python -m specs.conform") -> argparse.ArgumentPars
                    help="the endpoint's message size limit for the oversize probe (0: skip it)")
     p.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     p.add_argument("--no-shrink", action="store_true", help="report departures without shrinking them")
+    p.add_argument("--shrink-seconds", type=float, default=60.0,
+                   help="time budget for shrinking one departure (default 60)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of checker errors")
     return p
 
@@ -283,6 +311,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         examples=args.examples, steps=args.steps, seed=args.seed, report=args.report, timeout=args.timeout,
         only_documented=args.only_documented, probe_events=args.probe_events,
         max_message_bytes=args.max_message_bytes, suites=tuple(args.suite or SUITES), shrink=not args.no_shrink,
+        shrink_seconds=args.shrink_seconds,
     )
 
 

@@ -20,7 +20,7 @@ from specs.conform.machine import Context, count_clean_frames
 from specs.conform.report import departure
 from specs.conform.strategies import Probe
 from specs.conform.transcript import Transcript
-from specs.conform.wire import encode_client
+from specs.conform.wire import Payload, encode_client
 from specs.rest import OPERATIONS_BY_NAME
 from specs.webpubsub_json import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_V1
 
@@ -42,7 +42,7 @@ class Checks:
         if rule_id not in self.ctx.enabled:
             self.ctx.ledger.skipped.setdefault(rule_id, "disabled for this run")
             return
-        raise departure(rule_id, detail, self.t.render())
+        raise departure(rule_id, self.t.clean(detail), self.t.render())
 
     def check(self, cond: bool, rule_id: str, detail: str) -> None:
         if cond:
@@ -104,7 +104,7 @@ def run_fixed_checks(ctx: Context) -> None:
                       f"recovering an unknown session was closed with {code}, expected 1008")
 
         # ---- REST operations on our own connection: the table's success status
-        c = await chk.open("rest", JSON_V1)
+        c = await chk.open("c", JSON_V1)
         await c.wait_until(lambda: bool(c.frames), ctx.timeout)
         cid = c.frames[0].connection_id if c.frames and c.frames[0].kind == "connected" else None
         if cid is None:
@@ -145,6 +145,162 @@ def run_fixed_checks(ctx: Context) -> None:
         await c.close()
 
     ctx.portal.run(go)
+    run_membership_check(ctx, Checks(ctx))
+    run_fan_out_check(ctx, Checks(ctx))
+
+
+def run_membership_check(ctx: Context, chk: Checks) -> None:
+    """The ack of joinGroup/leaveGroup means it took effect: a group message sent right after
+    the join's ack reaches the connection, one sent right after the leave's ack does not; and a
+    join without the role is Forbidden and joins nothing."""
+    from specs.conform.strategies import marker_of
+
+    grp = f"{ctx.run_id}-members"
+    chk.t.alias(ctx.run_id + "-", "")
+    protocols = [p for p in ctx.protocols if p != "simple"] or ["json"]
+    from specs.conform.machine import PROTOCOLS
+
+    async def ack_of(cl: WireClient, ack_id: int):
+        await cl.wait_until(lambda: any(f.kind == "ack" and f.ack_id == ack_id for f in cl.frames), ctx.timeout)
+        return next((f for f in cl.frames if f.kind == "ack" and f.ack_id == ack_id), None)
+
+    async def fenced(cl: WireClient) -> None:
+        _, ping = encode_client(cl.protocol, {"type": "ping"})
+        n = sum(1 for f in cl.frames if f.kind == "pong")
+        await cl.send(ping, quiet=True)
+        await cl.wait_until(lambda: sum(1 for f in cl.frames if f.kind == "pong") > n, ctx.timeout)
+
+    async def go(i: int, name: str):
+        protocol = PROTOCOLS[name]
+        cl = await chk.open(f"j{i}", protocol)
+        await cl.wait_until(lambda: bool(cl.frames), ctx.timeout)
+        if cl.frames and cl.frames[0].connection_id:
+            chk.t.alias(cl.frames[0].connection_id, cl.label)
+        out = {"label": cl.label, "name": name}
+        for step, (kind, ack_id) in enumerate((("joinGroup", 1), ("leaveGroup", 2))):
+            _, data = encode_client(protocol, {"type": kind, "group": grp, "ackId": ack_id})
+            await cl.send(data)
+            out[kind] = await ack_of(cl, ack_id)
+            body = f"~m{i}{step}~after {kind}".encode()
+            r = await chk.rest("sendToGroup", f"/groups/{seg(grp)}/:send", body=body, content_type="text/plain",
+                               note=f"text:{body.decode()}")
+            out[f"{kind}-status"] = r.status
+            if kind == "joinGroup":
+                await cl.wait_until(lambda: any(marker_of(f.payload) == f"m{i}0" for f in cl.frames), ctx.timeout)
+                # noEcho: the first message must not come back, the second must (same publisher, so
+                # the first would arrive before the second if it were echoed)
+                for marker, no_echo, aid in ((f"m{i}5", True, 3), (f"m{i}6", False, 4)):
+                    msg = {"type": "sendToGroup", "group": grp, "ackId": aid, "noEcho": no_echo,
+                           "payload": Payload.text(f"~{marker}~noEcho={no_echo}")}
+                    await cl.send(encode_client(protocol, msg)[1])
+                await cl.wait_until(lambda: any(marker_of(f.payload) == f"m{i}6" for f in cl.frames), ctx.timeout)
+                out["echo-got"] = any(marker_of(f.payload) == f"m{i}5" for f in cl.frames)
+                out["plain-got"] = any(marker_of(f.payload) == f"m{i}6" for f in cl.frames)
+            else:
+                await fenced(cl)
+            out[f"{kind}-got"] = any(marker_of(f.payload) == f"m{i}{step}" for f in cl.frames)
+        await cl.close()
+        weak = await chk.open(f"w{i}", protocol, token=mint_client_token(ctx.endpoint, ctx.hub, user_id="conform-weak"))
+        await weak.wait_until(lambda: bool(weak.frames), ctx.timeout)
+        _, data = encode_client(protocol, {"type": "joinGroup", "group": grp, "ackId": 7})
+        await weak.send(data)
+        out["forbidden"] = await ack_of(weak, 7)
+        body = f"~m{i}9~after a forbidden join".encode()
+        await chk.rest("sendToGroup", f"/groups/{seg(grp)}/:send", body=body, content_type="text/plain",
+                       note=f"text:{body.decode()}")
+        await fenced(weak)
+        out["forbidden-got"] = any(marker_of(f.payload) == f"m{i}9" for f in weak.frames)
+        await weak.close()
+        return out
+
+    for i, name in enumerate(protocols):
+        out = ctx.portal.run(go, i, name)
+        who = f"{out['label']} ({out['name']})"
+        for kind in ("joinGroup", "leaveGroup"):
+            ack = out[kind]
+            if ack is None:
+                chk.depart("ack.once", f"{who} got no ack for its {kind}")
+            chk.check(bool(ack.success), "ack.success", f"{who}'s {kind} was refused: {ack.error}")
+        chk.check(out["joinGroup-got"], "deliver.group",
+                  f"{who} did not receive a group message sent right after its joinGroup was acked")
+        chk.check(not out["echo-got"], "deliver.no-echo", f"{who} received its own noEcho message")
+        chk.check(out["plain-got"], "deliver.group", f"{who} did not receive its own message sent without noEcho")
+        chk.check(not out["leaveGroup-got"], "deliver.non-member",
+                  f"{who} received a group message sent after its leaveGroup was acked")
+        ack = out["forbidden"]
+        if ack is None:
+            chk.depart("ack.once", f"{who}: no ack for a joinGroup without the role")
+        chk.check(not ack.success and ack.error is not None and ack.error[0] == "Forbidden", "ack.forbidden",
+                  f"{who}: a joinGroup without the role was acked {'success' if ack.success else ack.error}")
+        chk.check(not out["forbidden-got"], "ack.forbidden",
+                  f"{who}: a joinGroup without the role joined the group anyway")
+
+
+#: Messages in the fan-out volume check.
+FAN_OUT_MESSAGES = 120
+
+
+def run_fan_out_check(ctx: Context, chk: Checks) -> None:
+    """One publisher sends ``FAN_OUT_MESSAGES`` group messages back to back to a group of
+    members on every subprotocol under test; each member must receive all of them, once, in
+    order (with consecutive sequence ids on reliable subprotocols)."""
+    from specs.conform.machine import PROTOCOLS
+    from specs.conform.strategies import PayloadSpec, marker_of
+
+    grp = f"{ctx.run_id}-fanout"
+    members = [p for p in ctx.protocols if p != "simple"] or ["json"]
+    token = mint_client_token(ctx.endpoint, ctx.hub, user_id="conform-fanout", roles=ALL_ROLES, groups=(grp,))
+    chk.t.alias(ctx.run_id + "-", "")
+
+    async def go():
+        clients = []
+        for i, name in enumerate(members):
+            clients.append(await chk.open(f"m{i}", PROTOCOLS[name], token=token))
+        for cl in clients:
+            await cl.wait_until(lambda cl=cl: bool(cl.frames), ctx.timeout)
+            if cl.frames[0].kind == "connected" and cl.frames[0].connection_id:
+                chk.t.alias(cl.frames[0].connection_id, cl.label)
+        pub = clients[0]
+        for cl in clients:
+            cl.quiet_data = True
+        chk.t.add(pub.label, ">", f"{FAN_OUT_MESSAGES} x sendToGroup {grp} text '~mN~f<N-1>' for N = 1.."
+                                  f"{FAN_OUT_MESSAGES}, the last with ackId 1")
+        for i in range(FAN_OUT_MESSAGES):
+            msg = {"type": "sendToGroup", "group": grp, "payload": PayloadSpec("text", f"f{i}").bind(f"m{i + 1}")}
+            if i == FAN_OUT_MESSAGES - 1:
+                msg["ackId"] = 1
+            _, data = encode_client(pub.protocol, msg)
+            await pub.send(data, quiet=True)
+            pub.quiet_pongs -= 1  # (quiet sends count a pong; these are not pings)
+        for cl in clients:
+            await cl.wait_until(lambda cl=cl: sum(1 for f in cl.frames if f.kind == "message") >= FAN_OUT_MESSAGES,
+                                ctx.timeout * 2)
+        for cl in clients:
+            got = [marker_of(f.payload) for f in cl.frames if f.kind == "message"]
+            chk.t.add(cl.label, "<", f"{len(got)} group messages" + (f", first {got[0]}, last {got[-1]}" if got else ""))
+            await cl.close()
+        return clients
+
+    clients = ctx.portal.run(go)
+    want = [f"m{i + 1}" for i in range(FAN_OUT_MESSAGES)]
+    for cl in clients:
+        frames = [f for f in cl.frames if f.kind == "message"]
+        got = [marker_of(f.payload) for f in frames]
+        missing = [m for m in want if m not in got]
+        if missing:
+            chk.depart("deliver.group", f"{cl.label} ({cl.protocol.name}) did not receive {len(missing)} of "
+                                        f"{FAN_OUT_MESSAGES} group messages: {', '.join(missing[:10])}")
+        chk.ok("deliver.group", len(want))
+        if len(got) != len(want):
+            chk.depart("deliver.group", f"{cl.label} received {len(got)} messages for {len(want)} sent")
+        first_wrong = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), len(want))
+        chk.check(got == want, "deliver.order", f"{cl.label} received the burst out of order: message "
+                                                f"#{first_wrong + 1} was {got[first_wrong] if first_wrong < len(got) else None}, "
+                                                f"sent as {want[first_wrong] if first_wrong < len(want) else None}")
+        if cl.protocol.reliable:
+            seqs = [f.sequence_id for f in frames]
+            chk.check(seqs == list(range(seqs[0] or 1, (seqs[0] or 1) + len(seqs))), "reliable.sequence",
+                      f"{cl.label}: sequence ids are not consecutive: {seqs[:12]}")
 
 
 # =========================================================================== probes

@@ -51,6 +51,15 @@ class Transcript:
     def mark(self) -> int:
         return len(self._entries)
 
+    def clean(self, text: str) -> str:
+        """``text`` with connection ids and name prefixes replaced by their labels."""
+        with self._lock:
+            aliases = sorted(self._aliases.items(), key=lambda kv: -len(kv[0]))
+        for value, label in aliases:
+            if value in text:
+                text = text.replace(value, label)
+        return text
+
     def render(self, max_lines: int = 80, since: int = 0) -> str:
         with self._lock:
             entries = list(self._entries[since:])
