@@ -46,11 +46,12 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   topic is resubscribed, and ``statistics()`` counts reconnects, gaps and their duration,
   failed publishes and drops. Errors name the URL with the password redacted.
 
-Why our own subscriber rather than coredis' PubSub: coredis reads push messages eagerly
-into an unbounded in-memory stream (``create_memory_object_stream(math.inf)`` in
-coredis/connection/_base.py), so a slow node would buffer without limit; reading the socket
-ourselves only when the callbacks are done keeps the bound in the kernel and in Redis.
-It is also about 3x faster (../shared/reference/dependency-measurements.md §1).
+Why our own subscriber rather than coredis' PubSub: coredis 6.9 reads push messages
+eagerly into an unbounded in-memory stream (``create_memory_object_stream(math.inf)`` in
+coredis/connection/_base.py, https://github.com/alisaifee/coredis), so a slow node would
+buffer without limit; reading the socket ourselves only when the callbacks are done keeps
+the bound in the kernel and in Redis (default ``client-output-buffer-limit pubsub 32mb 8mb
+60``: https://raw.githubusercontent.com/redis/redis/7.0/redis.conf).
 """
 
 from __future__ import annotations

@@ -64,17 +64,17 @@ class RedisURL:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = sorted(set(query) - {"db"})
         if unknown:
-            raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: unknown parameter(s) {', '.join(unknown)}")
+            raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: unknown parameter(s) {', '.join(unknown)}")
         db_text = query.get("db")
         if scheme == "unix":
             self.host = None
             self.port = None
             self.path = unquote(parts.path)
             if not self.path:
-                raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: no socket path")
+                raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: no socket path")
         else:
             if not parts.hostname:
-                raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: no host")
+                raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: no host")
             self.host = parts.hostname
             self.port = port if port is not None else 6379
             self.path = None
@@ -82,13 +82,13 @@ class RedisURL:
             if path and db_text is None:
                 db_text = path
             elif path:
-                raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: the db is given twice")
+                raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: the db is given twice")
         try:
             self.db = int(db_text) if db_text not in (None, "") else 0
         except ValueError:
-            raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: the db must be a number, not {db_text!r}") from None
+            raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: the db must be a number, not {db_text!r}") from None
         if self.db < 0:
-            raise RedisURLError(f"bad Redis URL {self._redact(url)!r}: the db must not be negative")
+            raise RedisURLError(f"bad Redis URL {_scrub(url)!r}: the db must not be negative")
 
     @property
     def tls(self) -> bool:
@@ -104,9 +104,6 @@ class RedisURL:
             return f"unix://{auth}{self.path}?db={self.db}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
-
-    def _redact(self, url: str) -> str:
-        return _scrub(url)
 
     def __repr__(self) -> str:
         return f"<RedisURL {self.redacted}>"
