@@ -25,7 +25,7 @@ from redis_server import free_port
 
 WAIT = 10.0
 #: Timeouts that make fault tests quick; the defaults are for production.
-FAST = dict(command_timeout=0.5, health_interval=0.2, backoff_initial=0.02, backoff_max=0.3, connect_timeout=1.0)
+FAST = dict(command_timeout=1.0, health_interval=0.2, backoff_initial=0.02, backoff_max=0.3, connect_timeout=1.0)
 
 
 class Node:
