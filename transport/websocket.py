@@ -19,14 +19,15 @@ Rules this module keeps:
   with an orderly TCP close (FIN). Any other end (close timeout, abort, cancellation,
   broken stream, protocol error) resets the connection: SO_LINGER with a zero timeout,
   then close, which sends RST and frees the kernel's send and receive buffers at once
-  (a FIN close would leave an orphaned socket holding its unsent data for minutes when
-  the peer has stopped reading).
+  (a FIN close leaves an orphaned kernel socket in FIN_WAIT1, holding its unsent data
+  until the kernel gives up probing a peer that stopped reading).
 - Inbound messages are bounded by ``max_message_bytes`` across fragments and by
   ``max_message_fragments`` frames (1009 beyond either). The fragment cap exists because
   the cost of a message is per frame as much as per byte: 100,000 one-byte continuation
   frames are a 100 kB message but a second of parsing. The default, 1024, lets a
-  maximum-size (1 MiB) message arrive in 1 KiB frames; clients that fragment at all do so
-  at their write-buffer size (several KiB), so real messages stay far below it. Exceeding
+  maximum-size (1 MiB) message arrive in 1 KiB frames; the clients we know that fragment
+  outgoing messages cut them at their write-buffer size (gorilla/websocket: 4 KiB by
+  default), so real messages stay far below it. Exceeding
   it closes with 1009 ("message too big", RFC 6455 §7.4.1), not 1008: the message is too
   big to process, counted in frames instead of bytes, and RFC 6455 names 1008 as the code
   for when no more specific one (such as 1009) fits. The application hears about it
