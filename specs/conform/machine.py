@@ -374,6 +374,8 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 if client.closed is not None and m.state == "open" and w.close is None:
                     self.depart("close.unexpected", f"{label} was closed: code {client.closed.code} "
                                                     f"{client.closed.reason!r} ({client.closed.by})")
+                if m.state == "open":
+                    self.ok("close.unexpected")
             others = [f for f in frames if f.kind not in ("ack", "pong", "connected", "disconnected", "message", "raw")]
             if others:
                 self.depart("frame.type", f"{label} received {others[0].render}")
@@ -444,9 +446,10 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 same = Payload(exp.data_type, got.body).same_as(exp) if exp.data_type == "json" else got.body == exp.body
                 self.check(same, "deliver.payload", f"{label} received {d.marker} as {got.short()}, sent {exp.short()}")
                 return
-            if exp.data_type == "json" and m.protocol.binary and got.data_type == "text":
-                if Payload("json", got.body).same_as(exp):
+            if exp.data_type == "json" and m.protocol.binary:
+                if got.data_type == "text" and Payload("json", got.body).same_as(exp):
                     self.depart("protobuf.json-data", f"{label} received JSON {d.marker} as text_data, not json_data")
+                self.ok("protobuf.json-data")
             self.check(got.same_as(exp), "deliver.payload",
                        f"{label} received {d.marker} as {got.short()}, sent {exp.short()}")
 
@@ -739,8 +742,10 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
         # ============================================================== permissions and probes
 
         @rule(conn=c, permission=st.sampled_from([PERM_JOIN, PERM_SEND]), scope=st.none() | groups,
-              grant=st.booleans())
-        def grant_or_revoke(self, conn, permission, scope, grant):
+              grant=st.booleans(), then_try=st.booleans())
+        def grant_or_revoke(self, conn, permission, scope, grant, then_try):
+            """A REST grant or revoke; with ``then_try`` the connection at once makes the request
+            the permission governs (join, or send to the group), acked."""
             m = self.addressable(conn)
             if m is None:
                 return
@@ -751,6 +756,11 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             perm = m.perms[permission]
             (perm.grant if grant else perm.revoke)(self.g(scope) if scope else None)
             m.perms_changed = True
+            if then_try and self.usable(conn) is not None:
+                if permission == PERM_JOIN:
+                    self.join_or_leave(conn, scope or "g0", True, False)
+                else:
+                    self.send_to_group(conn, scope or "g0", PayloadSpec("text", "try"), False, True)
 
         @rule(conn=c, permission=st.sampled_from([PERM_JOIN, PERM_SEND]), scope=st.none() | groups)
         def check_permission(self, conn, permission, scope):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import secrets
 
+import trio
+
 from specs.conform.driver import HandshakeFailed, WireClient
 from specs.conform.endpoint import client_path, mint_client_token, seg
 from specs.conform.machine import Context, count_clean_frames
@@ -147,6 +149,86 @@ def run_fixed_checks(ctx: Context) -> None:
     ctx.portal.run(go)
     run_membership_check(ctx, Checks(ctx))
     run_fan_out_check(ctx, Checks(ctx))
+    run_reliable_check(ctx, Checks(ctx))
+
+
+def run_reliable_check(ctx: Context, chk: Checks) -> None:
+    """A reliable session survives a dropped transport: messages 1-3 arrive, the client acks 2,
+    the transport drops, messages 4-5 are sent meanwhile; the recovery (awps_connection_id +
+    awps_reconnection_token) gets system/connected with the same id, then 3, 4, 5 with their
+    original sequence ids, then live traffic (6)."""
+    from specs.conform.machine import PROTOCOLS
+    from specs.conform.strategies import marker_of
+
+    reliable = [p for p in ctx.protocols if PROTOCOLS[p] is not None and PROTOCOLS[p].reliable]  # type: ignore[union-attr]
+    grp = f"{ctx.run_id}-reliable"
+    chk.t.alias(ctx.run_id + "-", "")
+
+    def data(cl: WireClient):
+        return [(marker_of(f.payload), f.sequence_id) for f in cl.frames if f.kind == "message"]
+
+    async def go(i: int, name: str):
+        protocol = PROTOCOLS[name]
+        token = mint_client_token(ctx.endpoint, ctx.hub, user_id="conform-reliable", roles=ALL_ROLES, groups=(grp,))
+        cl = await chk.open(f"r{i}", protocol, token=token)
+        await cl.wait_until(lambda: bool(cl.frames), ctx.timeout)
+        first = cl.frames[0]
+        cid, rtok = first.connection_id, first.reconnection_token
+        if cid:
+            chk.t.alias(cid, cl.label)
+        if rtok:
+            chk.t.alias(rtok, f"<token of {cl.label}>")
+
+        async def send(n: int) -> None:
+            body = f"~m{i}{n}~".encode()
+            await chk.rest("sendToGroup", f"/groups/{seg(grp)}/:send", body=body, content_type="text/plain",
+                           note=f"text:{body.decode()}")
+
+        for n in (1, 2, 3):
+            await send(n)
+        await cl.wait_until(lambda: len(data(cl)) >= 3, ctx.timeout)
+        before = data(cl)
+        await cl.send(encode_client(protocol, {"type": "sequenceAck", "sequenceId": 2})[1])
+        await trio.sleep(0.05)  # let the ack land before the drop (the SDKs ack once a second)
+        await cl.drop()
+        for n in (4, 5):
+            await send(n)
+        back = WireClient(cl.label, chk.t, protocol)
+        try:
+            await back.open(ctx.portal.nursery, ctx.endpoint, client_path(ctx.hub, token, {
+                "awps_connection_id": cid or "", "awps_reconnection_token": rtok or ""}), [protocol.name], ctx.timeout)
+        except HandshakeFailed as exc:
+            return {"label": cl.label, "name": name, "before": before, "refused": str(exc)}
+        await back.wait_until(lambda: len(data(back)) >= 3 or back.closed is not None, ctx.timeout)
+        await send(6)
+        await back.wait_until(lambda: len(data(back)) >= 4 or back.closed is not None, ctx.timeout)
+        out = {"label": cl.label, "name": name, "before": before, "cid": cid, "after": data(back),
+               "first": back.frames[0] if back.frames else None, "closed": back.closed}
+        await back.close()
+        return out
+
+    for i, name in enumerate(reliable):
+        out = ctx.portal.run(go, i, name)
+        who = f"{out['label']} ({out['name']})"
+        want_before = [(f"m{i}{n}", n) for n in (1, 2, 3)]
+        chk.check(out["before"] == want_before, "reliable.sequence",
+                  f"{who} received {out['before']} before the drop, expected {want_before}")
+        if "refused" in out:
+            chk.depart("reliable.recover", f"{who}: the recovery was refused: {out['refused']}")
+        if out["closed"] is not None and out["closed"].by != "client":
+            chk.depart("reliable.recover", f"{who}: the recovered connection was closed: {out['closed'].code} "
+                                           f"{out['closed'].reason!r}")
+        first = out["first"]
+        if first is None or first.kind != "connected":
+            chk.depart("reliable.connected-again", f"{who}: the recovery did not start with system/connected")
+        else:
+            chk.check(first.connection_id == out["cid"], "reliable.recover",
+                      f"{who} recovered as {first.connection_id}, expected {out['cid']}")
+            chk.ok("reliable.connected-again")
+        want_after = [(f"m{i}{n}", n) for n in (3, 4, 5, 6)]
+        chk.check(out["after"] == want_after, "reliable.recover",
+                  f"{who} received {out['after']} after recovering, expected {want_after} (unacked replayed in "
+                  f"order with their sequence ids, then live)")
 
 
 def run_membership_check(ctx: Context, chk: Checks) -> None:
@@ -181,6 +263,11 @@ def run_membership_check(ctx: Context, chk: Checks) -> None:
             _, data = encode_client(protocol, {"type": kind, "group": grp, "ackId": ack_id})
             await cl.send(data)
             out[kind] = await ack_of(cl, ack_id)
+            if kind == "joinGroup":  # the same ackId again: Duplicate, not processed again
+                await cl.send(data)
+                await cl.wait_until(lambda: sum(1 for f in cl.frames if f.kind == "ack" and f.ack_id == 1) >= 2,
+                                    ctx.timeout)
+                out["duplicate"] = [f for f in cl.frames if f.kind == "ack" and f.ack_id == 1][1:2]
             body = f"~m{i}{step}~after {kind}".encode()
             r = await chk.rest("sendToGroup", f"/groups/{seg(grp)}/:send", body=body, content_type="text/plain",
                                note=f"text:{body.decode()}")
@@ -221,6 +308,10 @@ def run_membership_check(ctx: Context, chk: Checks) -> None:
             if ack is None:
                 chk.depart("ack.once", f"{who} got no ack for its {kind}")
             chk.check(bool(ack.success), "ack.success", f"{who}'s {kind} was refused: {ack.error}")
+        dup = out.get("duplicate") or [None]
+        chk.check(dup[0] is not None and not dup[0].success and dup[0].error is not None
+                  and dup[0].error[0] == "Duplicate", "ack.duplicate",
+                  f"{who}: a repeated joinGroup ackId was answered {dup[0].render if dup[0] else 'with no ack'}")
         chk.check(out["joinGroup-got"], "deliver.group",
                   f"{who} did not receive a group message sent right after its joinGroup was acked")
         chk.check(not out["echo-got"], "deliver.no-echo", f"{who} received its own noEcho message")
