@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from fabric.inprocess import Client, ConnectionClosed, ConnectionRejected
+from fabric.testing import Client, ConnectionClosed, ConnectionRejected
 from transport.http import HttpLimits, Response, WebSocketAccept, serve_connection
 from transport.memory import memory_stream_pair
 
