@@ -187,7 +187,8 @@ class EngineConnection:
                 return False
             if ws.send_nowait(frame_of(packet)):
                 return True
-            self._overflow()
+            if not ws.closing:
+                self._overflow()
             return False
         try:
             result = session.send(packet)
@@ -220,7 +221,8 @@ class EngineConnection:
                 return False
             if ws.send_nowait(frames):
                 return True
-            self._overflow()
+            if not ws.closing:
+                self._overflow()
             return False
         return self.send_packets(packets)
 
@@ -242,7 +244,8 @@ class EngineConnection:
             if session.queued:
                 for packet in session.take_ws_batch():
                     if not ws.send_nowait(frame_of(packet)):
-                        self._overflow()
+                        if not ws.closing:
+                            self._overflow()
                         return
         elif session.get_ready:
             self._wake_get()
