@@ -45,6 +45,7 @@ class MutatingProxy:
         self._stop: trio.Event | None = None
         self._thread = threading.Thread(target=lambda: trio.run(self._main), daemon=True)
         self._groups: dict[str, dict[bytes, int]] = {}  # group -> data -> ordinal (drop-50th)
+        self.errors: list[str] = []  # unexpected failures of single proxied connections
 
     def __enter__(self) -> "MutatingProxy":
         self._thread.start()
@@ -98,10 +99,18 @@ class MutatingProxy:
                 await self._websocket(client, server, srest)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError):
             pass  # one side went away: that connection is over, the proxy carries on
+        except* Exception as group:  # anything else ends this connection only, and is kept for the test
+            if len(self.errors) < 20:
+                self.errors.append(repr(group.exceptions[0]))
 
     async def _websocket(self, client: trio.SocketStream, server: trio.SocketStream, early: bytes) -> None:
         swallow: set[int] = set()  # ackIds whose server ack is replaced by the proxy's
-        lock = trio.Lock()
+        lock = trio.Lock()  # one writer at a time towards the client ...
+        up_lock = trio.Lock()  # ... and towards the server (delayed joins write too)
+
+        async def to_server(data: bytes) -> None:
+            async with up_lock:
+                await server.send_all(data)
 
         async def to_client(data: bytes, opcode: int = 1) -> None:
             async with lock:
@@ -110,11 +119,11 @@ class MutatingProxy:
         async def upstream() -> None:  # client -> server
             async for fin, opcode, payload in _frames(client, b""):
                 if fin and opcode == 1:
-                    out = await self._client_text(payload, to_client, server, swallow, nursery)
+                    out = await self._client_text(payload, to_client, to_server, swallow, nursery)
                     if out is None:
                         continue
                     payload = out
-                await server.send_all(_frame(opcode, payload, masked=True, fin=fin))
+                await to_server(_frame(opcode, payload, masked=True, fin=fin))
 
         async def downstream() -> None:  # server -> client
             async for fin, opcode, payload in _frames(server, early):
@@ -130,7 +139,7 @@ class MutatingProxy:
             await downstream()
             nursery.cancel_scope.cancel()
 
-    async def _client_text(self, payload: bytes, to_client, server, swallow: set[int], nursery) -> bytes | None:
+    async def _client_text(self, payload: bytes, to_client, to_server, swallow: set[int], nursery) -> bytes | None:
         try:
             msg = msgspec.json.decode(payload)
         except msgspec.DecodeError:
@@ -149,7 +158,7 @@ class MutatingProxy:
             async def later() -> None:
                 await trio.sleep(ACK_BEFORE_ROUTE_DELAY)
                 try:
-                    await server.send_all(_frame(1, payload, masked=True))
+                    await to_server(_frame(1, payload, masked=True))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 

@@ -21,3 +21,4 @@ def test_suite_catches_wire_mutation(fabric_serve, mutation) -> None:
     host, port = host_port.rsplit(":", 1)
     with MutatingProxy(host, int(port), mutation) as proxy:
         print(assert_catches(proxy.connection_string(ACCESS_KEY), mutation, hub=f"proxy{mutation.replace('-', '')}"))
+    assert not proxy.errors, proxy.errors
