@@ -50,7 +50,7 @@ def _b64(text: str) -> str:
 
 
 def _unb64(text: str) -> str:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True).decode("utf-8")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -77,6 +77,8 @@ def parse_group(group: str) -> tuple[str, str | None] | None:
         nsp = _unb64(parts[1])
         room = _unb64(parts[2]) if parts[2] else None
     except (ValueError, UnicodeDecodeError):
+        return None
+    if not nsp.startswith("/"):
         return None
     return nsp, room
 
