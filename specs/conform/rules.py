@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from specs import _decisions, errors, lifecycle, names, reliable, rest, upstream, webpubsub_json, webpubsub_protobuf
 
 
 @dataclass(frozen=True)
@@ -234,12 +233,9 @@ RULES: Mapping[str, Rule] = MappingProxyType({r.id: r for r in _RULES})
 
 
 def _all_decisions() -> set[str]:
-    ids: set[str] = set()
-    for module in (errors, lifecycle, names, reliable, rest, upstream, webpubsub_json, webpubsub_protobuf):
-        for d in getattr(module, "DECISIONS", ()):
-            if isinstance(d, _decisions.Decision):
-                ids.add(d.id)
-    return ids
+    from specs.render import all_decisions  # walks every specs module
+
+    return {d.id for _, d in all_decisions()}
 
 
 def _check() -> None:
