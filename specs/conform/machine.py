@@ -89,6 +89,7 @@ class Want:
     pongs: int = 0
     fence: bool = False
     close: str | None = None  # "rest" | "client"
+    close_rule: str | None = None  # the rule an unexpected close departs from, if not close.unexpected
     reason: str | None = None
     recovering: bool = False
 
@@ -370,12 +371,12 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 self.check(code == 1008, "close.rest", f"{label} was closed with {code}, the fabric's decision is 1008")
             else:
                 if disconnected:
-                    self.depart("close.unexpected", f"{label} received {disconnected[0].render}")
+                    self.depart(w.close_rule or "close.unexpected", f"{label} received {disconnected[0].render}")
                 if client.closed is not None and m.state == "open" and w.close is None:
-                    self.depart("close.unexpected", f"{label} was closed: code {client.closed.code} "
+                    self.depart(w.close_rule or "close.unexpected", f"{label} was closed: code {client.closed.code} "
                                                     f"{client.closed.reason!r} ({client.closed.by})")
                 if m.state == "open":
-                    self.ok("close.unexpected")
+                    self.ok(w.close_rule or "close.unexpected")
             others = [f for f in frames if f.kind not in ("ack", "pong", "connected", "disconnected", "message", "raw")]
             if others:
                 self.depart("frame.type", f"{label} received {others[0].render}")
@@ -606,9 +607,13 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             if m is None:
                 return
             grp = self.g(group)
+            if not ack and not m.perms[PERM_JOIN].allows(grp) and "forbidden.without-ack" not in ctx.enabled:
+                return  # what answers it is only our decision
             outcome = self.hub.leave(m, grp) if leave else self.hub.join(m, grp)
             msg: dict[str, object] = {"type": "leaveGroup" if leave else "joinGroup", "group": grp}
             want = Want()
+            if outcome is not None and not ack:
+                want.close_rule = "forbidden.without-ack"
             if ack:
                 aid = m.take_ack_id()
                 msg["ackId"] = aid
@@ -623,6 +628,8 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
             if m is None:
                 return
             grp = self.g(group)
+            if not ack and not self.hub.may_send(m, grp) and "forbidden.without-ack" not in ctx.enabled:
+                return  # what answers it is only our decision
             marker = self.hub.new_marker()
             p = payload.bind(marker)
             if self.hub.may_send(m, grp):
@@ -640,6 +647,8 @@ def build_machine(ctx: Context) -> type[RuleBasedStateMachine]:
                 aid = m.take_ack_id()
                 msg["ackId"] = aid
                 wants.setdefault(conn, Want()).acks[aid] = outcome
+            elif outcome is not None:
+                wants.setdefault(conn, Want()).close_rule = "forbidden.without-ack"
             self.send_messages(conn, [msg], wants)
             if ack and outcome is None:
                 m.ok_acks.append((msg["ackId"], msg))
