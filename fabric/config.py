@@ -58,6 +58,8 @@ SYSTEM_EVENTS: tuple[str, ...] = ("connect", "connected", "disconnected")
 KiB = 1024
 MiB = 1024 * 1024
 _INT_MAX = 2**31 - 1
+#: Azure Web PubSub's documented reliable-buffer capacity (the ``limits = "azure"`` profile).
+AZURE_RELIABLE_BUFFER_MESSAGES = 1000
 _MAX_ACCESS_KEYS = 16
 _MAX_EVENT_HANDLERS = 64
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -478,9 +480,14 @@ class ServerConfig:
     max_header_bytes: int = 64 * KiB
     #: Concurrent client connections across all hubs; more are refused with 503.
     max_connections: int = 100_000
-    #: Per-connection outbound queue bounds; past either, ``slow_consumer`` applies.
-    outbox_max_messages: int = 1024
+    #: Per-connection outbound queue bounds; past either, ``slow_consumer`` applies. Bytes
+    #: are the real bound; the count only caps per-frame overhead, so a one-second burst
+    #: to a client that keeps reading never reaches it (specs/limits.py, ``limits.outbox``).
+    outbox_max_messages: int = 65536
     outbox_max_bytes: int = 4 * MiB
+    #: Seconds a connection may hold queued data without its writer making any progress
+    #: (the peer stopped reading) before it is closed as a slow consumer (``limits.stall``).
+    stall_timeout: float = attrs.field(default=20.0, converter=_to_float)
     #: "close": close a slow consumer's connection; "drop": drop messages and signal a lag.
     slow_consumer: str = attrs.field(default="close", converter=_to_lower)
     #: Seconds between WebSocket pings the server sends.
@@ -495,15 +502,32 @@ class ServerConfig:
     token_leeway: float = attrs.field(default=30.0, converter=_to_float)
     #: Seconds a reliable-subprotocol session survives a dropped socket (for recovery).
     reconnect_window: float = attrs.field(default=60.0, converter=_to_float)
-    #: Unacknowledged messages kept per reliable connection for replay (Azure: 1000 / 16 MB).
-    reliable_buffer_messages: int = 1000
+    #: Unacknowledged messages kept per reliable connection for replay. Bytes are the real
+    #: bound; the count caps per-message overhead (``limits.reliable-buffer``). Azure documents
+    #: 1000 messages: ``limits = "azure"`` applies that count.
+    reliable_buffer_messages: int = 65536
     reliable_buffer_bytes: int = 16 * MiB
+    #: "fabric" (bounds by bytes, so no burst drops a reading client) or "azure" (Azure's
+    #: documented counts, for apps that want to see exactly what the cloud service does).
+    limits: str = attrs.field(default="fabric", converter=_to_lower)
+    #: Seconds a closing WebSocket may take (flush, close frame, the peer's close) before the
+    #: connection is reset; a peer that stopped reading cannot hold its socket longer.
+    close_timeout: float = attrs.field(default=2.0, converter=_to_float)
+    #: Frames one WebSocket message may arrive in (more closes with 1009).
+    max_message_fragments: int = 1024
     #: ackIds remembered per connection for ``Duplicate`` detection.
     ack_cache_size: int = 1000
     #: Seconds an upstream event handler request may take.
     upstream_timeout: float = attrs.field(default=20.0, converter=_to_float)
     #: debug, info, warning, error or critical.
     log_level: str = attrs.field(default="info", converter=_to_lower)
+
+    @property
+    def reliable_buffer_count(self) -> int:
+        """The reliable replay buffer's count bound under the chosen ``limits`` profile."""
+        if self.limits == "azure":
+            return min(self.reliable_buffer_messages, AZURE_RELIABLE_BUFFER_MESSAGES)
+        return self.reliable_buffer_messages
 
     def __attrs_post_init__(self) -> None:
         problems = _validate(self, _SERVER_CHECKS)
@@ -538,6 +562,10 @@ _SERVER_CHECKS: dict[str, Check] = {
     "reconnect_window": _float_in(0.0, 7 * 86400.0, low_open=True),
     "reliable_buffer_messages": _int_in(1),
     "reliable_buffer_bytes": _int_in(1),
+    "stall_timeout": _float_in(0.0, 86400.0, low_open=True),
+    "limits": _one_of("fabric", "azure"),
+    "close_timeout": _float_in(0.0, 3600.0, low_open=True),
+    "max_message_fragments": _int_in(1),
     "ack_cache_size": _int_in(0),
     "upstream_timeout": _float_in(0.0, 3600.0, low_open=True),
     "log_level": _one_of(*_LOG_LEVELS),
@@ -785,6 +813,7 @@ _SERVER_FIELD_TYPES: dict[str, str] = {
     "idle_timeout": "float", "shutdown_timeout": "float", "token_leeway": "float",
     "reconnect_window": "float", "reliable_buffer_messages": "int", "reliable_buffer_bytes": "int",
     "ack_cache_size": "int", "upstream_timeout": "float", "log_level": "str",
+    "stall_timeout": "float", "limits": "str", "close_timeout": "float", "max_message_fragments": "int",
 }
 if set(_SERVER_FIELD_TYPES) != set(_public_fields(ServerConfig)):
     raise LookupError("ServerConfig fields and their environment-variable types disagree: "

@@ -159,7 +159,7 @@ class ClientConnection:
         self._acked: deque[int] | None = None  # created on the first ackId (memory)
         self._acked_set: set[int] | None = None
         config = hub.server_config
-        self.replay = ReplayBuffer(config.reliable_buffer_messages, config.reliable_buffer_bytes) \
+        self.replay = ReplayBuffer(config.reliable_buffer_count, config.reliable_buffer_bytes) \
             if protocol.is_reliable else None
         self.pending_ws: WebSocket | None = None  # a recovering client's new socket
         self._wakeup: trio.Event | None = None  # set when a detached session must act
@@ -359,13 +359,21 @@ class ClientConnection:
         return self.lifecycle.can_handle(LifecycleEvent.RECOVERED)
 
     def heartbeat(self, now: float, idle_timeout: float) -> bool:
-        """The hub's keepalive tick: ping, or act on a client silent past ``idle_timeout``."""
+        """The hub's keepalive tick: ping; act on a client silent past ``idle_timeout``;
+        close as a slow consumer a client that took none of our data for ``stall_timeout``
+        (specs/limits.py: a slow client is one that stopped reading, not one with a backlog)."""
         ws = self.ws
+        if isinstance(ws, DetachedTransport):
+            return False
         if now - ws.last_received > idle_timeout:
-            if isinstance(ws, DetachedTransport):
-                return False
             self.ping_timeout()
             return True
+        blocked = ws.send_blocked_since
+        if blocked is not None and now - blocked > self.hub.server_config.stall_timeout and not ws.closing:
+            self.hub.counters["slow_consumer_closed"] += 1
+            log.warning("%r closed as a slow consumer (took no data for %.0f s)", self, now - blocked)
+            self.close_for(Situation.SLOW_CLIENT, discard=True)
+            return False
         ws.ping_nowait()
         return False
 

@@ -187,12 +187,14 @@ async def _ignore_messages(message) -> None:
 
 
 def _outbox_bounds(server, protocol: WireProtocol) -> dict:
-    """A reliable connection's outbox must hold a full replay on top of live traffic."""
+    """The socket's bounds. A reliable connection's outbox must hold a full replay on top of
+    live traffic."""
     items, size = server.outbox_max_messages, server.outbox_max_bytes
     if protocol is not None and protocol.is_reliable:
-        items += server.reliable_buffer_messages
+        items += server.reliable_buffer_count
         size += server.reliable_buffer_bytes
-    return {"outbox_max_items": items, "outbox_max_bytes": size}
+    return {"outbox_max_items": items, "outbox_max_bytes": size, "close_timeout": server.close_timeout,
+            "max_message_fragments": server.max_message_fragments}
 
 
 def _offered_subprotocols(request: Request) -> list[str]:

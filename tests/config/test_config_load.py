@@ -88,7 +88,8 @@ def test_no_file_no_env_gives_the_defaults():
     assert config == FabricConfig()
     server = config.server
     assert (server.host, server.port, server.access_keys) == ("127.0.0.1", 8080, ())
-    assert (server.outbox_max_messages, server.outbox_max_bytes, server.slow_consumer) == (1024, 4 * 1048576, "close")
+    assert (server.outbox_max_messages, server.outbox_max_bytes, server.slow_consumer) == (65536, 4 * 1048576, "close")
+    assert (server.reliable_buffer_count, server.limits, server.stall_timeout) == (65536, "fabric", 20.0)
     assert (server.keepalive_interval, server.handshake_timeout, server.idle_timeout) == (20.0, 10.0, 120.0)
     assert config.hubs == {}
     assert config.hub("chat").event_handlers == ()
@@ -120,9 +121,15 @@ def test_every_server_key_can_be_set():
         ack_cache_size = 0
         upstream_timeout = 3
         log_level = "DEBUG"
+        stall_timeout = 7
+        limits = "Azure"
+        close_timeout = 0.5
+        max_message_fragments = 16
         """
     )
     s = config.server
+    assert (s.stall_timeout, s.limits, s.close_timeout, s.max_message_fragments) == (7.0, "azure", 0.5, 16)
+    assert s.reliable_buffer_count == 10  # the azure profile caps the count at 1000; 10 is below
     assert s.port == 0 and s.access_keys == ("a", "b")  # duplicates dropped, order kept
     assert s.slow_consumer == "drop" and s.log_level == "debug"
     assert isinstance(s.keepalive_interval, float) and s.keepalive_interval == 5.0
@@ -747,3 +754,8 @@ def test_valid_documents_round_trip(server, hubs):
         hub = config.hub(name)
         assert hub.anonymous_connect == table.get("anonymous_connect", False)
         assert [h.url_template for h in hub.event_handlers] == [h["url_template"] for h in table.get("event_handlers", [])]
+
+
+def test_azure_limits_profile_applies_azures_reliable_buffer_count():
+    assert load('[server]\nlimits = "azure"\n').server.reliable_buffer_count == 1000
+    assert load("[server]\n").server.reliable_buffer_count == 65536
