@@ -3,7 +3,9 @@
 Run:  .venv/bin/python benchmarks/broker_redis.py [--messages 20000] [--redis-url URL] [--reps 3]
 
 Without ``--redis-url`` it starts its own ``redis-server`` (no persistence) on a free port
-of 127.0.0.1 and stops that PID at the end. Messages are real ``Publication``s (a 100-byte
+of 127.0.0.1 and stops that PID at the end. Brokers: ``memory``; ``redis`` (publishing
+through coredis pipelines, the default); ``redis-resp`` (``publisher="resp"``: our own
+RESP3 writer); the subscriber side is the same for both. Messages are real ``Publication``s (a 100-byte
 text payload to a group) in their wire form (``Publication.to_wire`` / ``from_wire``), as a
 hub will publish them.
 
@@ -118,7 +120,8 @@ async def run_round(kind: str, scenario: str, n: int, url: str | None, rep: int)
         else:
             for i in range(3):
                 b = RedisBus(url, encode=Publication.to_wire, decode=Publication.from_wire,
-                             channel_prefix=f"bench{rep}{scenario}:", node_id=f"bench{i}")
+                             channel_prefix=f"bench{rep}{scenario}:", node_id=f"bench{i}",
+                             publisher="resp" if kind == "redis-resp" else "coredis")
                 await nursery.start(b.run)
                 buses.append(b)
             attach = [b.attach for b in buses]
@@ -173,13 +176,14 @@ async def main_async(args) -> None:
     rows = []
     for scenario in scenarios:
         n = args.messages if scenario != "seq" else min(args.messages, args.seq_messages)
-        for kind in ("memory", "redis"):
+        for kind in ("memory", "redis", "redis-resp"):
             results = [await run_round(kind, scenario, n, args.redis_url, rep) for rep in range(args.reps)]
             med = {k: statistics.median(r[k] for r in results) for k in results[0]}
             rows.append((scenario, kind, n, med))
             print(f"  {scenario:13} {kind:6} done", file=sys.stderr)
     print(f"\n{args.messages} messages (seq: {min(args.messages, args.seq_messages)}), 2 subscriber nodes, "
-          f"median of {args.reps}; latency in ms\n")
+          f"median of {args.reps}; latency in ms; load average before/after: {args.load_before} / "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("| scenario | broker | messages/s | deliveries/s | p50 | p99 | x memory (msg/s) |")
     print("|---|---|---|---|---|---|---|")
     memory = {}
@@ -205,6 +209,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
+    args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.redis_url:
         trio.run(main_async, args)
     else:

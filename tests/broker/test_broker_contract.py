@@ -8,6 +8,7 @@ and check exact contents after it. "Nothing arrives" is checked the same way: th
 subscribes again and the marker published after that must be the next thing it sees.
 """
 
+import functools
 import itertools
 from contextlib import asynccontextmanager
 
@@ -55,7 +56,7 @@ async def memory_factory(request):
 
 
 @asynccontextmanager
-async def redis_factory(request):
+async def redis_factory(request, publisher="coredis"):
     """Each ``attach`` is a new node: its own ``RedisBus`` (two connections) on one server."""
     server = request.getfixturevalue("redis_server")
     prefix = request.getfixturevalue("channel_prefix")
@@ -64,7 +65,7 @@ async def redis_factory(request):
     async with trio.open_nursery() as nursery:
 
         async def attach(node):
-            bus = RedisBus(server.url, channel_prefix=prefix, node_id=f"node{len(buses)}", **codec)
+            bus = RedisBus(server.url, channel_prefix=prefix, node_id=f"node{len(buses)}", publisher=publisher, **codec)
             await nursery.start(bus.run)
             buses.append(bus)
             return bus.attach(node.on_publication)
@@ -76,7 +77,11 @@ async def redis_factory(request):
                 await bus.aclose()
 
 
-FACTORIES = {"memory": memory_factory, "redis": redis_factory}
+FACTORIES = {
+    "memory": memory_factory,
+    "redis": redis_factory,  # publishes through coredis pipelines (the default)
+    "redis-resp": functools.partial(redis_factory, publisher="resp"),  # through our RESP3 writer
+}
 
 
 @pytest.fixture(params=sorted(FACTORIES))

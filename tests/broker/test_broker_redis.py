@@ -45,6 +45,12 @@ async def eventually(predicate, timeout=WAIT):
             await trio.sleep(0.005)
 
 
+@pytest.fixture(params=["coredis", "resp"])
+def publisher(request):
+    """The publisher implementation, for tests of publishing faults (both must pass)."""
+    return request.param
+
+
 @pytest.fixture
 async def nodes(codec, channel_prefix):
     """``await nodes(url, **options) -> RedisBus``: running buses, closed at the end."""
@@ -302,14 +308,14 @@ async def test_large_messages_cross_intact(redis_server, nodes):
 # ---- faults mid-run ------------------------------------------------------------------------
 
 
-async def test_redis_restart_mid_stream_bounded_loss_then_normal_service(redis_server_factory, nodes):
+async def test_redis_restart_mid_stream_bounded_loss_then_normal_service(redis_server_factory, nodes, publisher):
     """The bound: a node misses only what was published between the moment its subscriber
     connection dropped and the moment its resubscription was confirmed (``gap_seconds``);
     every publish that did not reach Redis raised."""
     server = redis_server_factory()
     s = Node()
-    bus_s = await nodes(server.url, **FAST)
-    bus_p = await nodes(server.url, **FAST)
+    bus_s = await nodes(server.url, publisher=publisher, **FAST)
+    bus_p = await nodes(server.url, publisher=publisher, **FAST)
     bs, bp = bus_s.attach(s.on_publication), bus_p.attach(Node().on_publication)
     await bs.subscribe("t")
     ok, failed = [], []
@@ -355,11 +361,11 @@ async def test_redis_restart_mid_stream_bounded_loss_then_normal_service(redis_s
     assert stats_s["state"] == stats_p["state"] == "connected"
 
 
-async def test_a_stalled_redis_is_detected_and_service_resumes(redis_server_factory, nodes):
+async def test_a_stalled_redis_is_detected_and_service_resumes(redis_server_factory, nodes, publisher):
     server = redis_server_factory()
     a = Node()
-    bus_a = await nodes(server.url, **FAST)
-    bus_p = await nodes(server.url, **FAST)
+    bus_a = await nodes(server.url, publisher=publisher, **FAST)
+    bus_p = await nodes(server.url, publisher=publisher, **FAST)
     ba, bp = bus_a.attach(a.on_publication), bus_p.attach(Node().on_publication)
     await ba.subscribe("t")
     await bp.publish("t", "before")
@@ -378,11 +384,11 @@ async def test_a_stalled_redis_is_detected_and_service_resumes(redis_server_fact
     assert bus_a.reconnects >= 1
 
 
-async def test_during_an_outage_local_delivery_goes_on_and_publish_raises(redis_server_factory, nodes):
+async def test_during_an_outage_local_delivery_goes_on_and_publish_raises(redis_server_factory, nodes, publisher):
     server = redis_server_factory()
     local, remote = Node(), Node()
-    bus_l = await nodes(server.url, **FAST)
-    bus_r = await nodes(server.url, **FAST)
+    bus_l = await nodes(server.url, publisher=publisher, **FAST)
+    bus_r = await nodes(server.url, publisher=publisher, **FAST)
     bl, br = bus_l.attach(local.on_publication), bus_r.attach(remote.on_publication)
     await bl.subscribe("t")
     await br.subscribe("t")
@@ -466,10 +472,10 @@ async def test_two_hubs_on_one_node(redis_server, nodes):
     assert bus.statistics()["subscribed"] == 0
 
 
-async def test_pending_publishes_are_bounded(redis_server, nodes):
+async def test_pending_publishes_are_bounded(redis_server, nodes, publisher):
     a = Node()
     ba = (await nodes(redis_server.url)).attach(a.on_publication)
-    bus_p = await nodes(redis_server.url, max_pending=8, max_batch=4)
+    bus_p = await nodes(redis_server.url, max_pending=8, max_batch=4, publisher=publisher)
     bp = bus_p.attach(Node().on_publication)
     await ba.subscribe("t")
     peak = 0
