@@ -42,10 +42,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fabric.core.broker_memory import MemoryBus  # noqa: E402
-from fabric.core.broker_redis import RedisBus  # noqa: E402
-from fabric.core.payload import DataType, Payload  # noqa: E402
-from fabric.core.publication import Publication  # noqa: E402
+import trio.lowlevel
+
+from fabric.core.broker_memory import MemoryBus
+from fabric.core.broker_redis import RedisBus
+from fabric.core.payload import DataType, Payload
+from fabric.core.publication import Publication
 
 TOPIC = "g\x00bench\x00room"
 
@@ -103,6 +105,10 @@ class Sink:
             self.done.set()
 
 
+async def ignore(topic, publication) -> None:
+    """The publishing node's callback in scenarios where it subscribes to nothing."""
+
+
 def make_publications(n: int) -> list[Publication]:
     pad = b"x" * 92
     return [Publication("group", Payload(DataType.TEXT, b"%08d" % i + pad), group="room") for i in range(n)]
@@ -128,7 +134,7 @@ async def run_round(kind: str, scenario: str, n: int, url: str | None, rep: int)
         local = scenario == "local+remote"
         # local+remote: node 0 publishes and subscribes; otherwise node 2 only publishes.
         brokers = [attach[0](sinks[0].on_publication), attach[1](sinks[1].on_publication)]
-        publisher = brokers[0] if local else attach[2](lambda t, m: trio.sleep(0))
+        publisher = brokers[0] if local else attach[2](ignore)
         for broker in brokers:
             await broker.subscribe(TOPIC)
         tasks = 1 if scenario == "seq" else 16

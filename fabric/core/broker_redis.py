@@ -66,15 +66,21 @@ import random
 import secrets
 import socket
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
 from fabric.core.broker import OnPublication
-from fabric.core.redis_conn import RespConnection, StaleConnection, client_name, open_connection
+from fabric.core.redis_conn import (
+    RespConnection,
+    StaleConnection,
+    client_name,
+    open_connection,
+)
 from fabric.core.redis_resp import (
     NEED_MORE,
     Push,
@@ -89,8 +95,16 @@ from fabric.core.redis_resp import (
 )
 
 __all__ = [
-    "RedisBus", "RedisBroker", "open_redis_bus", "channel_name", "MAGIC",
-    "RedisBrokerError", "RedisURLError", "RedisUnavailable", "RedisAuthError", "RedisProtocolError",
+    "MAGIC",
+    "RedisAuthError",
+    "RedisBroker",
+    "RedisBrokerError",
+    "RedisBus",
+    "RedisProtocolError",
+    "RedisURLError",
+    "RedisUnavailable",
+    "channel_name",
+    "open_redis_bus",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +136,7 @@ def _default_node_id() -> str:
 class _Batch:
     """Publishes sent together in one pipeline; their callers wait on ``done``."""
 
-    __slots__ = ("commands", "nbytes", "done", "error", "sealed")
+    __slots__ = ("commands", "done", "error", "nbytes", "sealed")
 
     def __init__(self) -> None:
         self.commands: list[tuple[bytes, bytes]] = []
@@ -197,7 +211,7 @@ class RedisBus:
         self.node_id = node_id or _default_node_id()
         self._instance = secrets.token_bytes(_INSTANCE_BYTES)
         self._header = MAGIC + self._instance
-        self.prefix = f"{channel_prefix}{self.url.db}:".encode("utf-8")
+        self.prefix = f"{channel_prefix}{self.url.db}:".encode()
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._health_interval = health_interval
@@ -254,7 +268,7 @@ class RedisBus:
 
     # ---- public --------------------------------------------------------------------------
 
-    def attach(self, on_publication: OnPublication) -> "RedisBroker":
+    def attach(self, on_publication: OnPublication) -> RedisBroker:
         if self._closed:
             raise trio.ClosedResourceError("the Redis bus is closed")
         return RedisBroker(self, on_publication)
@@ -503,7 +517,7 @@ class RedisBus:
 
     # ---- subscribing ---------------------------------------------------------------------
 
-    async def _subscribe(self, broker: "RedisBroker", topic: str) -> None:
+    async def _subscribe(self, broker: RedisBroker, topic: str) -> None:
         self._change_gen += 1
         gen = self._change_gen
         broker._topics[topic] = gen
@@ -517,7 +531,7 @@ class RedisBus:
             brokers.append(broker)
         await self._await_sync(gen)
 
-    async def _unsubscribe(self, broker: "RedisBroker", topic: str) -> None:
+    async def _unsubscribe(self, broker: RedisBroker, topic: str) -> None:
         del broker._topics[topic]  # from here on, nothing of this topic reaches this broker
         brokers = self._local.get(topic)
         if brokers is None:
@@ -562,7 +576,7 @@ class RedisBus:
                     nursery.start_soon(self._sync_subscriptions, conn)
                     nursery.start_soon(self._health, conn)
                     await self._read(conn)
-            except Exception as e:  # noqa: BLE001 - any failure: reconnect, never crash
+            except Exception as e:
                 error = _map_coredis_error(self.url, e)
                 unexpected = not any(isinstance(leaf, (RedisBrokerError, OSError, trio.BrokenResourceError))
                                      for leaf in _leaves(e))
@@ -710,7 +724,7 @@ class RedisBus:
             self.delivered += 1
             try:
                 await broker._on_publication(topic, message)
-            except Exception:  # noqa: BLE001 - a hub's bug must not stop delivery to others
+            except Exception:
                 self.drops["callback_failed"] += 1
                 log.exception("Redis broker: on_publication failed for topic %r", topic)
 
@@ -730,7 +744,7 @@ class RedisBus:
 class RedisBroker:
     """One hub's view of a ``RedisBus``: the ``Broker`` protocol."""
 
-    __slots__ = ("_bus", "_on_publication", "_topics", "delivered", "published", "_closed")
+    __slots__ = ("_bus", "_closed", "_on_publication", "_topics", "delivered", "published")
 
     def __init__(self, bus: RedisBus, on_publication: OnPublication) -> None:
         self._bus = bus

@@ -57,7 +57,7 @@ class RespConnection:
     """A trio stream, its parser, a write lock, and the replies awaited in the order their
     commands were sent: (a marker chosen by the caller, time sent)."""
 
-    __slots__ = ("url", "stream", "parser", "replies", "_send_lock", "server_version")
+    __slots__ = ("_send_lock", "parser", "replies", "server_version", "stream", "url")
 
     def __init__(self, url: RedisURL, stream: trio.abc.Stream, max_message_bytes: int) -> None:
         self.url = url

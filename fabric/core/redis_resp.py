@@ -44,7 +44,7 @@ class RedisProtocolError(RedisBrokerError):
 class RedisURL:
     """A parsed ``redis://``, ``rediss://`` or ``unix://`` URL."""
 
-    __slots__ = ("scheme", "host", "port", "path", "db", "username", "password")
+    __slots__ = ("db", "host", "password", "path", "port", "scheme", "username")
 
     def __init__(self, url: str) -> None:
         if not isinstance(url, str) or not url:

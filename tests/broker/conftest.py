@@ -6,7 +6,6 @@ import itertools
 
 import msgspec
 import pytest
-
 from redis_server import RedisServer
 
 _prefixes = itertools.count(1)

@@ -71,7 +71,7 @@ class RedisServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("redis-server is already running")
         args = [

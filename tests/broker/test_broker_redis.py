@@ -9,6 +9,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis_server import free_port
 
 from fabric.core.broker_redis import (
     MAGIC,
@@ -20,12 +21,18 @@ from fabric.core.broker_redis import (
     channel_name,
     open_redis_bus,
 )
-from fabric.core.redis_resp import NEED_MORE, Push, RedisURL, RespError, RespParser, encode_command
-from redis_server import free_port
+from fabric.core.redis_resp import (
+    NEED_MORE,
+    Push,
+    RedisURL,
+    RespError,
+    RespParser,
+    encode_command,
+)
 
 WAIT = 10.0
 #: Timeouts that make fault tests quick; the defaults are for production.
-FAST = dict(command_timeout=1.0, health_interval=0.2, backoff_initial=0.02, backoff_max=0.3, connect_timeout=1.0)
+FAST = {"command_timeout": 1.0, "health_interval": 0.2, "backoff_initial": 0.02, "backoff_max": 0.3, "connect_timeout": 1.0}
 
 
 class Node:
