@@ -363,9 +363,10 @@ def run_fan_out_check(ctx: Context, chk: Checks) -> None:
             _, data = encode_client(pub.protocol, msg)
             await pub.send(data, quiet=True)
             pub.quiet_pongs -= 1  # (quiet sends count a pong; these are not pings)
+        deadline = trio.current_time() + ctx.timeout * 2  # one deadline for all members
         for cl in clients:
             await cl.wait_until(lambda cl=cl: sum(1 for f in cl.frames if f.kind == "message") >= FAN_OUT_MESSAGES,
-                                ctx.timeout * 2)
+                                max(0.0, deadline - trio.current_time()))
         for cl in clients:
             got = [marker_of(f.payload) for f in cl.frames if f.kind == "message"]
             chk.t.add(cl.label, "<", f"{len(got)} group messages" + (f", first {got[0]}, last {got[-1]}" if got else ""))
