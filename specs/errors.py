@@ -118,10 +118,11 @@ ACK_ERRORS: Mapping[AckErrorName, AckErrorRule] = MappingProxyType(
             ),
             AckErrorRule(
                 AckErrorName.INVOCATION_FAILED,
-                "Reserved for invokeResponse once invoke is implemented; not emitted today.",
+                "Only in invokeResponse (never in an ack): the handler answered an invocation with "
+                "a failure (a webhook's 4xx/5xx, an in-process handler's exception); "
+                "specs.invocation names every invokeResponse error.",
                 "The invocation failed.",
                 "[DOC] concept-ack.md",
-                emitted=False,
             ),
         )
     }
@@ -392,8 +393,10 @@ CLOSE_RULES: Mapping[CloseSituation, CloseRule] = MappingProxyType(
                 send_disconnected=True,
                 session_kept=False,
                 clients=_RECOVER_THEN_RECONNECT,
-                when="codec_json.InvalidMessage WITHOUT an ackId (with an ackId: ack BadRequest, "
-                "connection kept); the disconnected message carries the codec's explanation",
+                when="codec_json.InvalidMessage WITHOUT an ackId, invocationId or streamId to "
+                "answer (with one: ack BadRequest, invokeResponse BadRequest or streamClosed "
+                "BadRequest, connection kept); the disconnected message carries the codec's "
+                "explanation",
                 why="concept-ack.md: without an ackId 'connection will be closed with "
                 "disconnected message if any errors happen'; the emulator closes 1007 too",
             ),
@@ -548,7 +551,9 @@ INBOUND_POLICY: Mapping[str, InboundOutcome] = MappingProxyType(
             ),
             InboundOutcome(
                 "invalid_message",
-                "ack BadRequest with the codec's message; connection kept",
+                "ack BadRequest with the codec's message; connection kept (an invalid invoke "
+                "with an invocationId: invokeResponse BadRequest; an invalid stream message with a "
+                "streamId: streamClosed BadRequest, specs.streams)",
                 "system/disconnected with the codec's message, then close 1007",
                 AckErrorName.BAD_REQUEST,
                 CloseSituation.INVALID_MESSAGE,
@@ -556,8 +561,8 @@ INBOUND_POLICY: Mapping[str, InboundOutcome] = MappingProxyType(
             InboundOutcome(
                 "unsupported",
                 "ack BadRequest (unsupported_message()); connection kept",
-                "invoke: invokeResponse error BadRequest; stream start/streamData/streamEnd "
-                "with a streamId: streamClosed error BadRequest; anything else ignored",
+                "an invoke with a stream: invokeResponse error BadRequest; an event with a stream "
+                "and a streamId: streamClosed error BadRequest; anything else ignored",
                 AckErrorName.BAD_REQUEST,
                 None,
             ),
@@ -643,8 +648,8 @@ DECISIONS: tuple[Decision, ...] = (
         "ack.unsupported",
         "What answers an Unsupported message?",
         "ack BadRequest when it has an ackId; invokeResponse{success:false, error BadRequest} "
-        "for invoke; streamClosed{error BadRequest} for stream messages with a streamId; "
-        "otherwise ignore. Never close.",
+        "for an unsupported invoke (one with a stream); streamClosed{error BadRequest} for an "
+        "unsupported stream (an event with a stream); otherwise ignore. Never close.",
         "Forward compatibility: a newer client keeps its connection, and its pending "
         "operation fails fast instead of waiting for a timeout.",
     ),

@@ -41,6 +41,14 @@ SPEC_VERSION = "1.0"
 AWPS_VERSION = "1.0"
 SYSTEM_TYPE_PREFIX = "azure.webpubsub.sys."
 USER_TYPE_PREFIX = "azure.webpubsub.user."
+#: Group presence events (``joined``/``left``): ``azure.webpubsub.gp.<event>`` [SDK]
+#: (@azure/web-pubsub-express 1.1.0 ``cloudEventsDispatcher``: ``azure.webpubsub.gp.joined``,
+#: ``azure.webpubsub.gp.left``, ``ce-eventName`` ``joined``/``left``).
+GROUP_PRESENCE_TYPE_PREFIX = "azure.webpubsub.gp."
+#: The presence events a handler may opt into (Azure's ARM model: an event handler's
+#: ``groupPresenceEvents.eventNames``, valid values "joined", "left"; ``groupFilters``: group
+#: patterns, none = every group) [DOC].
+GROUP_PRESENCE_EVENTS: tuple[str, ...] = ("joined", "left")
 
 #: The event name used in ``url_template``'s ``{event}`` for the abuse-protection OPTIONS.
 VALIDATE_EVENT = "validate"
@@ -127,7 +135,15 @@ NOTIFICATION_RETRY_DELAYS: tuple[float, ...] = (0.2, 1.0)
 
 
 def ce_type(event: str, *, system: bool) -> str:
+    if system and event in GROUP_PRESENCE_EVENTS:
+        return GROUP_PRESENCE_TYPE_PREFIX + event
     return (SYSTEM_TYPE_PREFIX if system else USER_TYPE_PREFIX) + event
+
+
+def presence_body(group: str) -> dict:
+    """The JSON body of a ``joined``/``left`` event: ``{"group": <name>}`` (express 1.1 reads
+    ``GroupJoinedRequest.group`` / ``GroupLeftRequest.group`` from it) [SDK]."""
+    return {"group": group}
 
 
 def ce_source(hub: str, connection_id: str) -> str:
@@ -211,8 +227,9 @@ class FailureRule:
         ack_error: the ack error of a PubSub client's ``event`` that carried an ackId.
         close: without an ackId (PubSub clients) and for simple clients: this close
             situation (its code; PubSub clients get ``system/disconnected`` first).
-        notification: what happens on ``connected``/``disconnected``.
+        notification: what happens on ``connected``/``disconnected``/``joined``/``left``.
         when: the trigger.
+        invoke_error: the ``invokeResponse`` error name of an ``invoke`` (``specs.invocation``).
     """
 
     failure: Failure
@@ -221,6 +238,7 @@ class FailureRule:
     close: CloseSituation
     notification: str
     when: str
+    invoke_error: AckErrorName = AckErrorName.INTERNAL_SERVER_ERROR
 
 
 _LOGGED = "logged (rate-limited) and counted in the handler's statistics(); never retried"
@@ -235,7 +253,8 @@ FAILURES: Mapping[Failure, FailureRule] = MappingProxyType({
                     "connection refused/reset or a malformed HTTP answer"),
         FailureRule(Failure.TIMEOUT, 500, AckErrorName.TIMEOUT,
                     CloseSituation.EVENT_HANDLER_FAILED, _LOGGED,
-                    "no complete answer within server.upstream_timeout (default 20 s)"),
+                    "no complete answer within server.upstream_timeout (default 20 s)",
+                    AckErrorName.TIMEOUT),
         FailureRule(Failure.VALIDATION_FAILED, 500, AckErrorName.INTERNAL_SERVER_ERROR,
                     CloseSituation.EVENT_HANDLER_FAILED, _LOGGED,
                     "OPTIONS answered non-2xx, without WebHook-Allowed-Origin, or with origins "
@@ -243,9 +262,10 @@ FAILURES: Mapping[Failure, FailureRule] = MappingProxyType({
         FailureRule(Failure.CLIENT_ERROR, 0, AckErrorName.INTERNAL_SERVER_ERROR,
                     CloseSituation.EVENT_HANDLER_FAILED, _LOGGED,
                     "the handler answered 4xx (connect: the handshake is refused with that "
-                    "very status and the handler's text as the message)"),
+                    "very status and the handler's text as the message)", AckErrorName.INVOCATION_FAILED),
         FailureRule(Failure.SERVER_ERROR, 500, AckErrorName.INTERNAL_SERVER_ERROR,
-                    CloseSituation.EVENT_HANDLER_FAILED, _LOGGED, "the handler answered 5xx"),
+                    CloseSituation.EVENT_HANDLER_FAILED, _LOGGED, "the handler answered 5xx",
+                    AckErrorName.INVOCATION_FAILED),
         FailureRule(Failure.REDIRECT, 500, AckErrorName.INTERNAL_SERVER_ERROR,
                     CloseSituation.EVENT_HANDLER_FAILED, _LOGGED,
                     "the handler answered 3xx; redirects are not followed"),
@@ -279,11 +299,11 @@ FAILURES: Mapping[Failure, FailureRule] = MappingProxyType({
         FailureRule(Failure.UNSENDABLE, 500, AckErrorName.BAD_REQUEST,
                     CloseSituation.EVENT_HANDLER_FAILED, _LOGGED,
                     "a user id, event name or state with control characters cannot be an HTTP "
-                    "header value; the request is not sent"),
+                    "header value; the request is not sent", AckErrorName.BAD_REQUEST),
         FailureRule(Failure.HANDLER_ERROR, 500, AckErrorName.INTERNAL_SERVER_ERROR,
                     CloseSituation.EVENT_HANDLER_FAILED, "logged with the traceback and counted",
                     "an in-process handler raised something other than ConnectRejected / "
-                    "UserEventError, or returned a wrong type"),
+                    "UserEventError, or returned a wrong type", AckErrorName.INVOCATION_FAILED),
         FailureRule(Failure.NOT_RUNNING, 500, AckErrorName.INTERNAL_SERVER_ERROR,
                     CloseSituation.EVENT_HANDLER_FAILED, "dropped and counted",
                     "the hub's upstream client is stopped (shutdown) or restarting"),
@@ -303,8 +323,11 @@ OUTCOMES: Mapping[str, str] = MappingProxyType({
     "then close 1011 (CloseSituation.EVENT_HANDLER_FAILED)",
     "simple client message": "close 1011 (CloseSituation.EVENT_HANDLER_FAILED), reason = the "
     "problem",
-    "connected / disconnected": "never awaited by the connection; failures are logged "
-    "(rate-limited) and counted; a full notification queue drops the event and counts it",
+    "connected / disconnected / joined / left": "never awaited by the connection; failures are "
+    "logged (rate-limited) and counted; a full notification queue drops the event and counts it",
+    "invoke": "invokeResponse {success:false, error:{name, message}} with FailureRule.invoke_error "
+    "(Timeout, InvocationFailed for a 4xx/5xx answer, BadRequest for an unsendable request, "
+    "InternalServerError otherwise); the connection stays open",
 })
 
 # =========================================================================== decisions
@@ -434,11 +457,38 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "upstream.metadata",
         "Message metadata headers (x-webpubsub-metadata-*).",
-        "Not sent yet: the JSON codec answers events carrying metadata as unsupported "
-        "(BadRequest), so no metadata ever reaches a handler.",
+        "A user event or invocation carrying metadata sends one header per entry, "
+        "x-webpubsub-metadata-<lower-case key>: <value>, after the CloudEvents headers (never on "
+        "connect/connected/disconnected). A 2xx answer's X-WebPubSub-Metadata-* headers (folded by "
+        "specs.metadata.fold_headers) are the reply's metadata; invalid ones fail the event "
+        "(BadBody); a non-2xx answer's are ignored.",
         "Only Microsoft's emulator and the canonical webpubsub.v1.proto show metadata "
-        "[EMU][SPEC]; no Learn page or REST spec version documents it. It arrives with codec "
-        "support for metadata.",
+        "[EMU][SPEC]; no Learn page or REST spec version documents it. See specs.metadata.",
+    ),
+    Decision(
+        "upstream.group-presence",
+        "How do joined/left reach a handler, and when?",
+        "Non-blocking notifications like connected: ce-type azure.webpubsub.gp.joined / "
+        "azure.webpubsub.gp.left, ce-eventName joined / left, Content-Type application/json; "
+        "charset=utf-8, body {\"group\": \"<name>\"}, the usual CloudEvents headers. Sent only to a "
+        "handler that opts in (in-process: overrides on_group_joined/on_group_left; webhook: its "
+        "group_presence_events, filtered by group_filters patterns). joined fires when a connection "
+        "becomes a member of a group (client joinGroup, REST, token or connect-answer groups), left "
+        "when it stops being one (leaveGroup, REST removal, and every group when the connection "
+        "ends); a join of a group it is already in fires nothing.",
+        "[SDK] @azure/web-pubsub-express 1.1.0 dispatches exactly these types and reads `group` "
+        "from the JSON body (its tests send ce-eventName joined/left); [DOC] Azure's ARM model "
+        "(groupPresenceEvents: eventNames joined/left, groupFilters patterns) makes them opt-in "
+        "per handler. Leaving every group at disconnect is what presence needs to stay true.",
+    ),
+    Decision(
+        "upstream.invoke-errors",
+        "Which invokeResponse error does each upstream failure give?",
+        "FailureRule.invoke_error: a 4xx/5xx answer is InvocationFailed (the message quotes the "
+        "handler's text), a timeout Timeout, an unsendable request BadRequest, everything else "
+        "InternalServerError.",
+        "InvocationFailed is the documented name for an invocation that failed [DOC concept-ack.md]; "
+        "the others keep the meaning they have for `event` acks (specs.invocation invoke.error-names).",
     ),
     Decision(
         "upstream.client-certificates",

@@ -35,6 +35,9 @@ MAX_JSON_DEPTH = 64
 #: A numeric-string ``ackId``/``sequenceId`` is 1 to 20 ASCII digits (20 = len(str(UINT64_MAX))).
 NUMERIC_STRING_PATTERN = r"[0-9]{1,20}"
 
+#: ``ttlSeconds`` on a client ``sendToGroup`` (0 = never expires), as REST ``messageTtlSeconds``.
+MAX_TTL_SECONDS = 300
+
 # --------------------------------------------------------------------------- subprotocols
 
 
@@ -227,14 +230,20 @@ _STREAM = Field(
     "stream",
     "object",
     required=False,
-    constraints="{streamId, idleTimeoutMs?}: a stream start; decoded as Unsupported(feature='stream')",
+    constraints="{streamId, idleTimeoutMs?}: a stream start (specs.streams); then no data/dataType; "
+    "idleTimeoutMs 1..2**32-1, default 300000",
 )
 _METADATA = Field(
     "metadata",
     "object",
     required=False,
-    constraints="ignored for now; a metadata-only message (no data) is Unsupported(feature='metadata')",
+    constraints="an object of strings, rules of specs.metadata (keys lower-cased); a message with "
+    "metadata and no data is an empty text (decision metadata.only)",
 )
+_STREAM_ID = Field("streamId", "string", required=True,
+                   constraints="1-1024 code points, no control character (specs.invocation.identifier_problem)")
+_INVOCATION_ID = Field("invocationId", "string", required=True,
+                       constraints="1-1024 code points, no control character")
 
 CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
     {
@@ -260,9 +269,10 @@ CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
                     _DATA,
                     _STREAM,
                     _METADATA,
-                    Field("ttlSeconds", "uint32", required=False, constraints="ignored for now"),
+                    Field("ttlSeconds", "uint32", required=False, default=0,
+                          constraints="0..300; the message is dropped where it still waits after that long"),
                 ),
-                notes="needs webpubsub.sendToGroup[.<group>]",
+                notes="needs webpubsub.sendToGroup[.<group>]; with stream: a stream start",
             ),
             ClientMessageSpec(
                 "event",
@@ -279,7 +289,7 @@ CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
                     _STREAM,
                     _METADATA,
                 ),
-                notes="routed to upstream user event <event>",
+                notes="routed to upstream user event <event>; with stream: Unsupported (streams target groups)",
             ),
             ClientMessageSpec(
                 "sequenceAck",
@@ -295,43 +305,45 @@ CLIENT_MESSAGES: Mapping[str, ClientMessageSpec] = MappingProxyType(
                 reliable_only=True,
             ),
             ClientMessageSpec("ping", (), notes="answered with pong"),
-            # ---- known, not implemented: decoded as Unsupported (invoke: the JS client
-            # @azure/web-pubsub-client 1.0.4+; streaming: client-spec.md §3.6)
+            # ---- streams (client-spec.md §3.6; specs.streams) and invocations (the JS client
+            # @azure/web-pubsub-client 1.0.4+; specs.invocation)
             ClientMessageSpec(
                 "streamData",
                 (
-                    Field("streamId", "string", required=True),
-                    Field("streamSequenceId", "uint64", required=False),
+                    _STREAM_ID,
+                    Field("streamSequenceId", "uint64", required=False,
+                          constraints="with dataType and data: a fragment; 1, 2, 3... exactly",
+                          lenient="numeric string of 1-20 ASCII digits; null = absent"),
                     _DATA_TYPE,
                     Field("data", "any", required=False),
                 ),
-                supported=False,
-                notes="2026 streaming; only streamId = keepalive",
+                notes="only streamId = a keepalive; some but not all of the payload fields: invalid",
             ),
             ClientMessageSpec(
                 "streamEnd",
                 (
-                    Field("streamId", "string", required=True),
-                    Field("error", "object", required=False, constraints="{message?, userErrorCode?}"),
+                    _STREAM_ID,
+                    Field("error", "object", required=False,
+                          constraints="{message?, userErrorCode?} (strings; a name is ignored)"),
                 ),
-                supported=False,
             ),
             ClientMessageSpec(
                 "invoke",
                 (
-                    Field("invocationId", "string", required=True),
-                    Field("target", "string", required=True, constraints='"event"'),
-                    Field("event", "string", required=True),
+                    _INVOCATION_ID,
+                    Field("target", "string", required=False, default="event", constraints='"event"'),
+                    Field("event", "string", required=True, constraints="as event names"),
                     _DATA_TYPE,
-                    Field("data", "any", required=False),
+                    Field("data", "any", required=False,
+                          constraints="as for event; absent: an empty text (decision invoke.no-payload)"),
+                    _METADATA,
                 ),
-                supported=False,
-                notes="JS client 1.0.4+, .NET client",
+                notes="JS client 1.0.4+, .NET client; answered by exactly one invokeResponse",
             ),
             ClientMessageSpec(
                 "cancelInvocation",
-                (Field("invocationId", "string", required=True),),
-                supported=False,
+                (_INVOCATION_ID,),
+                notes="not answered (decision invoke.cancel)",
             ),
             ClientMessageSpec(
                 "setGroupState",
@@ -403,16 +415,19 @@ SERVER_MESSAGES: Mapping[str, ServerMessageSpec] = MappingProxyType(
             ServerMessageSpec(
                 "message.group",
                 "message",
-                ("type", "from", "group", "dataType", "data", "fromUserId", "sequenceId"),
-                optional=frozenset({"fromUserId", "sequenceId"}),
+                ("type", "from", "group", "dataType", "data", "fromUserId", "metadata", "stream", "sequenceId"),
+                optional=frozenset({"fromUserId", "metadata", "stream", "sequenceId"}),
                 constants={"type": "message", "from": "group"},
-                notes="fromUserId omitted for REST sends and anonymous publishers; sequenceId on reliable",
+                nested={"stream": ("streamId", "streamSequenceId", "endOfStream", "error")},
+                notes="fromUserId omitted for REST sends and anonymous publishers; metadata when the message "
+                "has some; stream on stream fragments (specs.streams; its error object: name, message, "
+                "userErrorCode); sequenceId on reliable",
             ),
             ServerMessageSpec(
                 "message.server",
                 "message",
-                ("type", "from", "dataType", "data", "sequenceId"),
-                optional=frozenset({"sequenceId"}),
+                ("type", "from", "dataType", "data", "metadata", "sequenceId"),
+                optional=frozenset({"metadata", "sequenceId"}),
                 constants={"type": "message", "from": "server"},
                 notes=(
                     'byte-exact: {"type":"message","from":"server","dataType":"text","data":"Hello"} '
@@ -443,12 +458,34 @@ SERVER_MESSAGES: Mapping[str, ServerMessageSpec] = MappingProxyType(
                 notes="only in reply to ping: the .NET client throws on an unknown type",
             ),
             ServerMessageSpec(
+                "invokeResponse.success",
+                "invokeResponse",
+                ("type", "invocationId", "success", "dataType", "data", "metadata"),
+                optional=frozenset({"dataType", "data", "metadata"}),
+                constants={"type": "invokeResponse", "success": True},
+                notes="the handler's answer (specs.invocation); dataType and data together or neither",
+            ),
+            ServerMessageSpec(
                 "invokeResponse.error",
                 "invokeResponse",
                 ("type", "invocationId", "success", "error"),
                 constants={"type": "invokeResponse", "success": False},
                 nested={"error": _ERROR_KEYS},
-                notes="answers an Unsupported invoke so the JS client does not wait for its timeout",
+                notes="a failed or refused invocation (specs.invocation.ERROR_WHEN)",
+            ),
+            ServerMessageSpec(
+                "streamAck",
+                "streamAck",
+                ("type", "streamId", "expectedSequenceId"),
+                constants={"type": "streamAck"},
+                notes="the next fragment expected (1 accepts a start); specs.streams",
+            ),
+            ServerMessageSpec(
+                "streamNack",
+                "streamNack",
+                ("type", "streamId", "expectedSequenceId", "name", "message"),
+                constants={"type": "streamNack"},
+                notes="name InvalidSequenceId or TransientError; the stream stays open",
             ),
             ServerMessageSpec(
                 "streamClosed",
@@ -457,7 +494,7 @@ SERVER_MESSAGES: Mapping[str, ServerMessageSpec] = MappingProxyType(
                 optional=frozenset({"error"}),
                 constants={"type": "streamClosed"},
                 nested={"error": _ERROR_KEYS},
-                notes="answers an Unsupported stream start/data so the publisher stops",
+                notes="the end of the publisher's stream: no error for a normal end, else specs.streams.ClosedName",
             ),
         )
     }
@@ -498,10 +535,12 @@ DECISIONS: tuple[Decision, ...] = (
         "json.missing-data",
         "sendToGroup/event without data.",
         "InvalidMessage ('data' is required) for every dataType, except a metadata-only "
-        "message (metadata present, no data) which is Unsupported(feature='metadata').",
+        "message (metadata present, no data and no dataType), which is an empty text "
+        "(decision metadata.only). An invoke without data is an empty text too "
+        "(decision invoke.no-payload).",
         "The JSON subprotocol page lists data as a field of both messages [DOC]; delivering an "
-        "invented empty value would hide a client bug. The emulator's metadata-only form is a "
-        "newer feature.",
+        "invented empty value would hide a client bug. The emulator's metadata-only form is an "
+        "empty text message [EMU].",
     ),
     Decision(
         "json.null-json-data",
@@ -548,17 +587,21 @@ DECISIONS: tuple[Decision, ...] = (
     ),
     Decision(
         "json.stream-start",
-        "sendToGroup/event carrying a stream object (2026 streaming start).",
-        "Unsupported(type, ack_id, feature='stream', stream_id=...) for any non-null stream.",
-        "Streaming is not implemented; treating it as a data message without data would be "
-        "wrong. The server may answer streamClosed{error BadRequest}.",
+        "sendToGroup/event/invoke carrying a stream object (client-spec.md §3.6.1).",
+        "sendToGroup: a StreamStart (a stream object without a string streamId is InvalidMessage; "
+        "data or dataType beside it is InvalidMessage with the streamId). event/invoke: "
+        "Unsupported(type, ack_id, feature='stream', ...), answered streamClosed/invokeResponse "
+        "BadRequest.",
+        "§3.6 streams target groups only; a start carries no payload (§3.6.1.2).",
     ),
     Decision(
         "json.metadata-ttl",
-        "metadata and ttlSeconds on sendToGroup/event (newer features, emulator-only evidence).",
-        "Ignored: neither validated nor forwarded, until the metadata/TTL issue lands.",
-        "No Microsoft client writes them today (JS 1.1.0 does not); unknown properties must be "
-        "ignored anyway.",
+        "metadata and ttlSeconds on sendToGroup/event (emulator and canonical-proto evidence).",
+        "metadata is read and validated on sendToGroup/event/invoke (specs.metadata) and travels "
+        "with the message; ttlSeconds (sendToGroup only, 0..300, null = absent) is the message's "
+        "TTL like REST messageTtlSeconds; out of range is InvalidMessage with the emulator's text.",
+        "[EMU] parser rules; [SPEC] webpubsub.v1.proto SendToGroupMessage.ttl_seconds = 5 and the "
+        "metadata maps. No JS client writes them yet (1.1.0 does not), other clients may.",
     ),
     Decision(
         "json.duplicate-keys",

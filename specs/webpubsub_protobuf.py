@@ -423,10 +423,10 @@ UPSTREAM_KINDS: Mapping[str, UpstreamKind] = MappingProxyType(
             UpstreamKind("leave_group_message", "leaveGroup", True),
             UpstreamKind("sequence_ack_message", "sequenceAck", True),
             UpstreamKind("ping_message", "ping", True),
-            UpstreamKind("invoke_event_message", "invoke", False),
-            UpstreamKind("cancel_invocation_message", "cancelInvocation", False),
-            UpstreamKind("stream_data_message", "streamData", False),
-            UpstreamKind("stream_end_message", "streamEnd", False),
+            UpstreamKind("invoke_event_message", "invoke", True),
+            UpstreamKind("cancel_invocation_message", "cancelInvocation", True),
+            UpstreamKind("stream_data_message", "streamData", True),
+            UpstreamKind("stream_end_message", "streamEnd", True),
             UpstreamKind("set_group_state_message", "setGroupState", False),
             UpstreamKind("subscribe_group_state_message", "subscribeGroupState", False),
             UpstreamKind("unsubscribe_group_state_message", "unsubscribeGroupState", False),
@@ -557,19 +557,41 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "protobuf.missing-data",
         "send_to_group/event without data, or with a MessageData that sets no member.",
-        "InvalidMessage ('data' is required); with metadata entries and no data it is "
-        "Unsupported(feature='metadata'); an empty text_data is valid (an empty TEXT).",
+        "InvalidMessage ('data' is required); with metadata entries and no data it is an empty "
+        "text (decision metadata.only; an empty map is no map); an invoke without data is an "
+        "empty text (invoke.no-payload); an empty text_data is valid (an empty TEXT).",
         "As json.missing-data. protobufjs and Google.Protobuf both write a oneof member "
         "even when it is empty, so an empty text is a real empty text.",
     ),
     Decision(
         "protobuf.unsupported",
-        "Upstream kinds we do not implement and stream starts.",
-        "Unsupported with the JSON type name (UPSTREAM_KINDS): invoke/cancelInvocation with "
-        "invocation_id, streamData/streamEnd with stream_id, group-state kinds with ack_id; "
-        "send_to_group/event with a stream field -> Unsupported(type, ack_id, 'stream', "
-        "stream_id). Empty ids are None. The whole message must still be well formed.",
+        "Upstream kinds we do not implement, and streams on event/invoke.",
+        "Unsupported with the JSON type name (UPSTREAM_KINDS): the group-state kinds with "
+        "ack_id; event_message/invoke_event_message with a stream field -> Unsupported(type, "
+        "ack_id, 'stream', invocation_id, stream_id). Empty ids are None. The whole message must "
+        "still be well formed.",
         "One dispatch for both subprotocols (json.unknown-type, json.stream-start).",
+    ),
+    Decision(
+        "protobuf.streams-invocations",
+        "Presence and defaults of the stream and invocation fields.",
+        "StreamStartInfo.idle_timeout_ms absent = 300000, present 0 = invalid; "
+        "StreamDataMessage with neither stream_sequence_id nor data = keepalive, with one of "
+        "them (or a MessageData without a member) = invalid; StreamEndMessage.error present "
+        "(even empty) = the publisher's error; SendToGroupMessage.ttl_seconds 0 or absent = "
+        "never expires, over 300 invalid. Ids and names follow the JSON rules "
+        "(specs.invocation.identifier_problem).",
+        "proto3 explicit presence ('optional') is what tells a keepalive from a fragment and "
+        "an absent timeout from 0 [SPEC webpubsub.v1.proto]; the JSON rules keep both "
+        "subprotocols one dispatch.",
+    ),
+    Decision(
+        "protobuf.metadata",
+        "Repeated and case-variant metadata keys in a protobuf map.",
+        "A key repeated exactly: the last value wins (protobuf map semantics). Keys that differ "
+        "only in case: invalid (specs.metadata decision metadata.case).",
+        "Protobuf parsers merge repeated map keys; the case rule is the JSON one, so both "
+        "subprotocols deliver the same map.",
     ),
     Decision(
         "protobuf.field-budget",
@@ -602,9 +624,10 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "protobuf.with-sequence-id",
         "How the reliable variant of an already-encoded data message is produced.",
-        "Append sequence_id (field 4) at the end of the DataMessage and re-frame the outer "
-        "length: O(len) bytes, payload not re-encoded. The result equals a full encode with "
-        "sequence_id because field 4 is the last field written.",
+        "Insert sequence_id (field 4) after data (3) and before metadata (5) and stream (6), "
+        "and re-frame the outer length: O(len) bytes, payload not re-encoded; the result equals "
+        "a full encode with sequence_id. A publication without metadata or stream skips the "
+        "search for fields 5/6 (the id is simply appended).",
         "Encode once per publication, stamp per connection (as the JSON codec does).",
     ),
 )

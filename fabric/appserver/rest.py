@@ -34,6 +34,7 @@ from fabric.appserver.odata import FilterError
 from fabric.appserver.service import HubHandle, InvalidArgument, check_group
 from fabric.core import auth
 from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
+from specs import metadata as spec_metadata
 from specs import names
 from specs import rest as spec
 from specs.rest import ErrorCode
@@ -305,6 +306,20 @@ def _message(call: Call) -> Payload:
     return _payload(call.request, call.registry)
 
 
+def _metadata(call: Call) -> dict[str, str] | None:
+    """``X-WebPubSub-Metadata-<key>`` request headers (``specs.metadata.fold_headers``); 400 when
+    they break a rule, with the header as the target."""
+    headers = call.request.headers  # lower-cased names, latin-1 values
+    prefix = spec_metadata.REST_HEADER_PREFIX
+    if not any(name.startswith(prefix) for name, _ in headers):
+        return None
+    folded = spec_metadata.fold_headers(headers, prefix)
+    metadata, problem = spec_metadata.normalize((key, spec_metadata.header_text(value)) for key, value in folded.items())
+    if problem is not None:
+        raise HttpError(400, spec_metadata.REST_ERROR_CODE, problem, "X-WebPubSub-Metadata-*")
+    return metadata
+
+
 @_handles("getServiceStatus")
 async def _health_head(call: Call) -> Response:
     return call.done()
@@ -319,7 +334,7 @@ async def _health_get(call: Call) -> Response:
 async def _send_to_all(call: Call) -> Response:
     q = call.query
     await call.hub.send_to_all(_message(call), excluded=q["excluded"], filter=q["filter"],
-                               message_ttl_seconds=q["messageTtlSeconds"])
+                               message_ttl_seconds=q["messageTtlSeconds"], metadata=_metadata(call))
     return call.done()
 
 
@@ -327,7 +342,7 @@ async def _send_to_all(call: Call) -> Response:
 async def _send_to_group(call: Call) -> Response:
     q = call.query
     await call.hub.send_to_group(call.path["group"], _message(call), excluded=q["excluded"], filter=q["filter"],
-                                 message_ttl_seconds=q["messageTtlSeconds"])
+                                 message_ttl_seconds=q["messageTtlSeconds"], metadata=_metadata(call))
     return call.done()
 
 
@@ -335,14 +350,14 @@ async def _send_to_group(call: Call) -> Response:
 async def _send_to_user(call: Call) -> Response:
     q = call.query
     await call.hub.send_to_user(call.path["userId"], _message(call), filter=q["filter"],
-                                message_ttl_seconds=q["messageTtlSeconds"])
+                                message_ttl_seconds=q["messageTtlSeconds"], metadata=_metadata(call))
     return call.done()
 
 
 @_handles("sendToConnection")
 async def _send_to_connection(call: Call) -> Response:
     await call.hub.send_to_connection(call.path["connectionId"], _message(call),
-                                      message_ttl_seconds=call.query["messageTtlSeconds"])
+                                      message_ttl_seconds=call.query["messageTtlSeconds"], metadata=_metadata(call))
     return call.done()
 
 

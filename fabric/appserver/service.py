@@ -19,13 +19,15 @@ Rules this module keeps:
   otherwise.
 
 Payloads: ``str`` is sent as text, ``bytes`` as binary, a ``Payload`` as it is, and any
-other value is JSON-encoded (``dataType: json``).
+other value is JSON-encoded (``dataType: json``). The four sends take ``metadata`` (a
+``str -> str`` mapping, ``specs.metadata``: keys lower-cased and validated; REST fills it
+from ``X-WebPubSub-Metadata-*`` headers).
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import msgspec
 
@@ -35,6 +37,7 @@ from fabric.core.payload import DataType, Payload
 from fabric.core.permissions import MAX_PERMISSION_ENTRIES, TooManyPermissions
 from fabric.core.publication import Publication
 from specs import errors as spec_errors
+from specs import metadata as spec_metadata
 from specs import rest as spec
 
 if TYPE_CHECKING:
@@ -118,6 +121,19 @@ def check_ttl(message_ttl_seconds: object) -> int | None:
     return check_int(message_ttl_seconds, "messageTtlSeconds", 0, 300)
 
 
+def check_metadata(metadata: Mapping[str, str] | None, target: str = "metadata") -> dict[str, str] | None:
+    """Message metadata (``specs.metadata``): None/empty is None; keys come back lower-case."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgument(spec_metadata.REST_ERROR_CODE, target,
+                              f"metadata must be a mapping of strings, got {_show(metadata)}")
+    out, problem = spec_metadata.normalize(metadata.items())
+    if problem is not None:
+        raise InvalidArgument(spec_metadata.REST_ERROR_CODE, target, problem)
+    return out
+
+
 def check_filter(filter: str | Filter | None) -> Filter | None:
     """None or an empty string: no filter. Raises ``FilterError``."""
     if filter is None or isinstance(filter, Filter):
@@ -176,36 +192,44 @@ class HubHandle:
     # ---- sending -----------------------------------------------------------------
 
     async def send_to_all(self, data: Any, *, excluded: Iterable[str] = (), filter: str | Filter | None = None,
-                          message_ttl_seconds: int | None = None) -> None:
+                          message_ttl_seconds: int | None = None, metadata: Mapping[str, str] | None = None) -> None:
         """Send to every connection of the hub (but ``excluded``; only those ``filter`` selects)."""
         skip, selects = check_excluded(excluded), check_filter(filter)
         ttl = check_ttl(message_ttl_seconds)
+        meta = check_metadata(metadata)
         hub = await self._hub()
-        await hub.send_to_all(Publication("server", to_payload(data), excluded=skip, filter=selects, ttl_seconds=ttl))
+        await hub.send_to_all(Publication("server", to_payload(data), excluded=skip, filter=selects, ttl_seconds=ttl,
+                                          metadata=meta))
 
     async def send_to_group(self, group: str, data: Any, *, excluded: Iterable[str] = (),
-                            filter: str | Filter | None = None, message_ttl_seconds: int | None = None) -> None:
+                            filter: str | Filter | None = None, message_ttl_seconds: int | None = None,
+                            metadata: Mapping[str, str] | None = None) -> None:
         check_group(group)
         skip, selects = check_excluded(excluded), check_filter(filter)
         ttl = check_ttl(message_ttl_seconds)
+        meta = check_metadata(metadata)
         hub = await self._hub()
         await hub.publish(Publication("group", to_payload(data), group=group, excluded=skip, filter=selects,
-                                      ttl_seconds=ttl))
+                                      ttl_seconds=ttl, metadata=meta))
 
     async def send_to_user(self, user_id: str, data: Any, *, filter: str | Filter | None = None,
-                           message_ttl_seconds: int | None = None) -> None:
+                           message_ttl_seconds: int | None = None, metadata: Mapping[str, str] | None = None) -> None:
         check_user(user_id)
         selects = check_filter(filter)
         ttl = check_ttl(message_ttl_seconds)
+        meta = check_metadata(metadata)
         hub = await self._hub()
-        await hub.send_to_user(user_id, Publication("server", to_payload(data), filter=selects, ttl_seconds=ttl))
+        await hub.send_to_user(user_id, Publication("server", to_payload(data), filter=selects, ttl_seconds=ttl,
+                                                    metadata=meta))
 
     async def send_to_connection(self, connection_id: str, data: Any, *,
-                                 message_ttl_seconds: int | None = None) -> None:
+                                 message_ttl_seconds: int | None = None, metadata: Mapping[str, str] | None = None) -> None:
         check_connection_id(connection_id)
         ttl = check_ttl(message_ttl_seconds)
+        meta = check_metadata(metadata)
         hub = await self._hub()
-        await hub.send_to_connection(connection_id, Publication("server", to_payload(data), ttl_seconds=ttl))
+        await hub.send_to_connection(connection_id, Publication("server", to_payload(data), ttl_seconds=ttl,
+                                                                metadata=meta))
 
     # ---- groups ------------------------------------------------------------------
 

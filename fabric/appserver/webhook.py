@@ -15,9 +15,18 @@ Rules this module keeps:
   ``max_response_bytes`` (checked against Content-Length, then while reading raw bytes).
 - ``on_connect`` / ``on_user_event`` raise only ``ConnectRejected`` / ``UserEventError``
   (plus Cancelled); each failure is logged (rate-limited) and counted.
-- ``on_connected`` / ``on_disconnected`` never await the network: they put the event in one
-  of ``notify_workers`` bounded queues (a connection always uses the same one, so its
-  connected precedes its disconnected) and return; a full queue drops and counts.
+- ``on_connected`` / ``on_disconnected`` / ``on_group_joined`` / ``on_group_left`` never await
+  the network: they put the event in one of ``notify_workers`` bounded queues (a connection
+  always uses the same one, so its events reach the handler in the order they were queued)
+  and return; a full queue drops and counts.
+- Group presence (``joined``/``left``) goes only to a handler whose configuration opts in
+  (``group_presence_events``, filtered by ``group_filters`` patterns; ``specs.upstream``
+  decision ``upstream.group-presence``).
+- Metadata (``specs.metadata``): a user event's or invocation's metadata goes out as
+  ``x-webpubsub-metadata-<key>`` headers; a 2xx answer's ``X-WebPubSub-Metadata-*`` headers are
+  the reply's metadata (an invalid map is a ``BadBody`` failure).
+- An invocation (``UserEventRequest.invocation_id``) is the same user event; only its failure
+  names differ (``specs.upstream.FailureRule.invoke_error``).
 - Abuse-protection validation (OPTIONS) happens before the first event sent to a URL;
   concurrent first events share one validation.
 - On shutdown (``run`` cancelled) the queued notifications get a short shielded drain, then
@@ -50,9 +59,12 @@ from fabric.core.events import (
     ConnectResponse,
     EventHandler,
     UserEventError,
+    UserEventRequest,
     UserEventResponse,
 )
 from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
+from fabric.core.permissions import compile_group_pattern
+from specs import metadata as spec_metadata
 from specs import upstream as spec
 from specs.errors import AckErrorName
 from specs.names import is_valid_group_name
@@ -217,7 +229,17 @@ class WebhookEventHandler(EventHandler):
         return self.config.handler_for_user_event(event) is not None
 
     def handles_system_event(self, event: str) -> bool:
+        if event in spec.GROUP_PRESENCE_EVENTS:
+            return any(event in _presence_events(h) for h in self.config.event_handlers)
         return self.config.handler_for_system_event(event) is not None
+
+    def _presence_handler(self, event: str, group: str) -> EventHandlerConfig | None:
+        """The first handler that opted into ``event`` for ``group`` (its ``group_filters``
+        patterns; none = every group)."""
+        for handler in self.config.event_handlers:
+            if event in _presence_events(handler) and _group_filter(handler)(group):
+                return handler
+        return None
 
     def origin(self) -> tuple[str, str]:
         if callable(self._origin):
@@ -322,20 +344,33 @@ class WebhookEventHandler(EventHandler):
                                   f"the connect event handler failed: {exc.message}") from None
 
     async def on_user_event(self, context: ConnectionContext, event: str, payload: Payload) -> UserEventResponse | None:
+        return await self.handle_user_event(UserEventRequest(context, event, payload))
+
+    async def handle_user_event(self, request: UserEventRequest) -> UserEventResponse | None:
+        event = request.event
+        context = request.context
+        payload = request.payload
         handler = self.config.handler_for_user_event(event)
         if handler is None:
             raise UserEventError(AckErrorName.NOT_FOUND.value, f"no event handler for event '{event}'")
+        if request.invocation_id is not None:
+            self.counters["invocations"] += 1
         started = time.perf_counter()
         try:
+            extra = _metadata_headers(request.metadata) if request.metadata else ()
             answer = await self._call(
                 handler, event, system=False, connection_id=context.connection_id,
                 user_id=context.user_id, subprotocol=context.subprotocol, state=context.connection_state,
-                content_type=spec.USER_CONTENT_TYPES[payload.data_type.value], body=payload.body)
+                content_type=spec.USER_CONTENT_TYPES[payload.data_type.value], body=payload.body, extra=extra)
             self._check_status(answer)
             return self._user_event_response(answer)
         except UpstreamFailure as exc:
+            rule = spec.FAILURES[exc.failure]
+            if request.invocation_id is not None:
+                self._failed(f"invocation of '{event}'", exc)
+                raise UserEventError(rule.invoke_error.value, exc.message) from None
             self._failed(f"user event '{event}'", exc)
-            raise UserEventError(spec.FAILURES[exc.failure].ack_error.value, exc.message) from None
+            raise UserEventError(rule.ack_error.value, exc.message) from None
         finally:
             self.user_event_seconds += time.perf_counter() - started
 
@@ -345,8 +380,19 @@ class WebhookEventHandler(EventHandler):
     async def on_disconnected(self, context: ConnectionContext, reason: str) -> None:
         self._enqueue("disconnected", context, reason)
 
+    async def on_group_joined(self, context: ConnectionContext, group: str) -> None:
+        self._enqueue("joined", context, group)
+
+    async def on_group_left(self, context: ConnectionContext, group: str) -> None:
+        self._enqueue("left", context, group)
+
+    def _notification_handler(self, kind: str, detail: str) -> EventHandlerConfig | None:
+        if kind in spec.GROUP_PRESENCE_EVENTS:
+            return self._presence_handler(kind, detail)
+        return self.config.handler_for_system_event(kind)
+
     def _enqueue(self, kind: str, context: ConnectionContext, reason: str) -> None:
-        if self.config.handler_for_system_event(kind) is None:
+        if self._notification_handler(kind, reason) is None:
             return
         senders = self._senders
         if senders is None:
@@ -365,11 +411,17 @@ class WebhookEventHandler(EventHandler):
                           self.hub, kind, context.connection_id, self.notify_queue)
 
     async def _notify(self, kind: str, context: ConnectionContext, reason: str) -> None:
-        """Deliver one connected/disconnected event; never raises (but Cancelled)."""
-        handler = self.config.handler_for_system_event(kind)
+        """Deliver one connected/disconnected/joined/left event (``reason``: the group of a
+        presence event); never raises (but Cancelled)."""
+        handler = self._notification_handler(kind, reason)
         if handler is None:
             return
-        body = b"{}" if kind == "connected" else msgspec.json.encode({"reason": reason})
+        if kind == "connected":
+            body = b"{}"
+        elif kind in spec.GROUP_PRESENCE_EVENTS:
+            body = msgspec.json.encode(spec.presence_body(reason))
+        else:
+            body = msgspec.json.encode({"reason": reason})
         delays = iter(spec.NOTIFICATION_RETRY_DELAYS)
         while True:
             try:
@@ -394,6 +446,7 @@ class WebhookEventHandler(EventHandler):
     async def _call(
         self, handler: EventHandlerConfig, event: str, *, system: bool, connection_id: str,
         user_id: str | None, subprotocol: str | None, state: str | None, content_type: str, body: bytes,
+        extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> _Answer:
         """Validate (once), then POST one CloudEvent; bounded by ``timeout``. Checkpoint."""
         if self._client is None:
@@ -422,6 +475,7 @@ class WebhookEventHandler(EventHandler):
         if state:
             headers.append((spec.H_CONNECTION_STATE.encode(), _header_bytes("connection state", state)))
         headers.append((spec.H_AWPS_VERSION.encode(), spec.AWPS_VERSION.encode()))
+        headers += extra
         key = (id(handler), event)
         url = self._urls.get(key)
         if url is None:
@@ -631,6 +685,7 @@ class WebhookEventHandler(EventHandler):
 
     def _user_event_response(self, answer: _Answer) -> UserEventResponse | None:
         state = self._state_from(answer)
+        metadata = self._metadata_from(answer)
         payload = None
         if answer.body:
             content_type = answer.get("content-type")
@@ -659,14 +714,62 @@ class WebhookEventHandler(EventHandler):
                     raise UpstreamFailure(Failure.BAD_BODY,
                                           f"the event handler's application/json reply is not valid JSON ({exc})") from None
             payload = Payload(data_type, body)
-        if payload is None and state is UNCHANGED:
+        if payload is None and state is UNCHANGED and metadata is None:
             return None
-        return UserEventResponse(payload=payload, connection_state=state)
+        return UserEventResponse(payload=payload, connection_state=state, metadata=metadata)
+
+    @staticmethod
+    def _metadata_from(answer: _Answer) -> dict[str, str] | None:
+        """A 2xx answer's X-WebPubSub-Metadata-* headers (decision metadata.reply)."""
+        pairs = [(name, value) for name, values in answer.headers.items()
+                 if name.startswith(spec_metadata.UPSTREAM_HEADER_PREFIX) for value in values]
+        if not pairs:
+            return None
+        folded = spec_metadata.fold_headers(pairs, spec_metadata.UPSTREAM_HEADER_PREFIX)
+        metadata, problem = spec_metadata.normalize((k, spec_metadata.header_text(v)) for k, v in folded.items())
+        if problem is not None:
+            raise UpstreamFailure(Failure.BAD_BODY, f"the event handler answered invalid metadata headers: {problem}")
+        return metadata
 
     def _failed(self, what: str, exc: UpstreamFailure) -> None:
         self.counters[f"failed_{exc.failure.value}"] += 1
         self._log.log((what.split(" ")[0], exc.failure), logging.WARNING, "hub %r: %s failed (%s): %s",
                       self.hub, what, exc.failure.value, exc.message)
+
+
+def _metadata_headers(metadata) -> list[tuple[bytes, bytes]]:
+    """``x-webpubsub-metadata-<key>: <value>`` per entry (keys are lower-case, values valid)."""
+    prefix = spec_metadata.UPSTREAM_HEADER_PREFIX
+    return [((prefix + key).encode("ascii"), _header_bytes("metadata value", value))
+            for key, value in metadata.items()]
+
+
+def _presence_events(handler: EventHandlerConfig) -> tuple[str, ...]:
+    """The presence events a handler configuration opted into (``group_presence_events``;
+    none on configurations that predate the setting)."""
+    return getattr(handler, "group_presence_events", ()) or ()
+
+
+_FILTERS: dict[tuple[str, ...], Callable[[str], bool]] = {}
+
+
+def _group_filter(handler: EventHandlerConfig) -> Callable[[str], bool]:
+    """A matcher of the handler's ``group_filters`` patterns (wildcard group-role syntax);
+    every group when there are none."""
+    patterns = tuple(getattr(handler, "group_filters", ()) or ())
+    if not patterns:
+        return _every_group
+    matcher = _FILTERS.get(patterns)
+    if matcher is None:
+        if len(_FILTERS) >= URL_CACHE:
+            _FILTERS.clear()
+        compiled = [compile_group_pattern(p) for p in patterns]
+        matcher = _FILTERS[patterns] = lambda group: any(m(group) for m in compiled)
+    return matcher
+
+
+def _every_group(group: str) -> bool:
+    return True
 
 
 def _charset(content_type: str | None) -> str | None:

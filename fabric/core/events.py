@@ -14,10 +14,19 @@ Rules:
 - ``on_connected`` / ``on_disconnected`` are notifications: the connection never waits
   for them and their failures are logged and counted, never propagated.
 - ``on_user_event`` may reply with a ``Payload`` (back to the sender only), or with a
-  ``UserEventResponse`` that also sets or clears the connection state. It is awaited by the
-  sender's reader, bounded by ``server.upstream_timeout`` (``call_user_event``), so a slow
-  handler slows only that connection. Raising ``UserEventError`` answers with that ack
-  error name; what a client *without* an ackId gets is ``specs.upstream``'s rule.
+  ``UserEventResponse`` that also sets or clears the connection state and carries reply
+  metadata. It is awaited by the sender's reader, bounded by ``server.upstream_timeout``
+  (``call_user_event``), so a slow handler slows only that connection. Raising
+  ``UserEventError`` answers with that ack error name; what a client *without* an ackId gets
+  is ``specs.upstream``'s rule.
+- ``handle_user_event(request)`` is the whole request (``UserEventRequest``: context, event,
+  payload, the message's metadata, the invocation id of an ``invoke``); its default calls
+  ``on_user_event``, so handlers that need metadata or invocations override it instead. An
+  invocation is the same user event (``specs.invocation``), run as a task of the hub so the
+  client can cancel it.
+- ``on_group_joined`` / ``on_group_left`` are notifications like ``on_connected`` (group
+  presence, opt-in: a handler gets them when it overrides them, a webhook when its
+  configuration asks for them).
 - Which events reach a handler: ``handles_system_event`` / ``handles_user_event``.
 - Nothing here creates tasks; ``call_*`` are checkpoints (they await the handler).
 
@@ -28,12 +37,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import types
 from typing import Any, Mapping
 
 import attrs
 import trio
 
 from fabric.core.payload import Payload
+from specs import metadata as spec_metadata
 from specs.errors import AckErrorName
 
 log = logging.getLogger(__name__)
@@ -55,7 +66,8 @@ class ConnectRejected(Exception):
 
 
 class UserEventError(Exception):
-    """Raised by ``on_user_event`` to answer the client with an ack error."""
+    """Raised by ``on_user_event`` to answer the client with an ack error (for an ``invoke``:
+    an ``invokeResponse`` error with that name)."""
 
     def __init__(self, name: str = "InternalServerError", message: str = "event handler failed") -> None:
         super().__init__(message)
@@ -115,6 +127,12 @@ class UserEventResponse:
 
     payload: Payload | None = None
     connection_state: str | None | _Unchanged = UNCHANGED
+    #: Metadata of the reply (``specs.metadata``); validated by the core, lower-case keys.
+    metadata: Mapping[str, str] | None = None
+
+
+#: No metadata.
+NO_METADATA: Mapping[str, str] = types.MappingProxyType({})
 
 
 @attrs.frozen
@@ -126,6 +144,22 @@ class ConnectionContext:
     user_id: str | None
     subprotocol: str | None
     connection_state: str | None = None
+
+
+@attrs.frozen
+class UserEventRequest:
+    """One user event or invocation, whole: what ``handle_user_event`` receives.
+
+    ``metadata``: the message's metadata (lower-case keys, ``specs.metadata``), empty when it
+    had none. ``invocation_id``: set for an ``invoke`` (the caller waits for the answer as an
+    ``invokeResponse``), None for an ``event``.
+    """
+
+    context: ConnectionContext
+    event: str
+    payload: Payload
+    metadata: Mapping[str, str] = NO_METADATA
+    invocation_id: str | None = None
 
 
 class EventHandler:
@@ -145,17 +179,33 @@ class EventHandler:
     ) -> Payload | UserEventResponse | None:
         raise NotImplementedError
 
+    async def handle_user_event(self, request: UserEventRequest) -> Payload | UserEventResponse | None:
+        """The whole request (metadata, invocation id); default: ``on_user_event``."""
+        return await self.on_user_event(request.context, request.event, request.payload)
+
+    async def on_group_joined(self, context: ConnectionContext, group: str) -> None:
+        return None
+
+    async def on_group_left(self, context: ConnectionContext, group: str) -> None:
+        return None
+
     def handles_user_event(self, event: str) -> bool:
         """Whether a user event named ``event`` is routed here (default: if overridden)."""
-        return type(self).on_user_event is not EventHandler.on_user_event
+        cls = type(self)
+        return (cls.on_user_event is not EventHandler.on_user_event
+                or cls.handle_user_event is not EventHandler.handle_user_event)
 
     def handles_system_event(self, event: str) -> bool:
-        """Whether ``connect``/``connected``/``disconnected`` go here (default: if overridden)."""
+        """Whether ``connect``/``connected``/``disconnected``/``joined``/``left`` go here
+        (default: if overridden)."""
         method = _SYSTEM_METHODS.get(event)
         return method is not None and getattr(type(self), method, None) is not getattr(EventHandler, method)
 
 
-_SYSTEM_METHODS = {"connect": "on_connect", "connected": "on_connected", "disconnected": "on_disconnected"}
+_SYSTEM_METHODS = {
+    "connect": "on_connect", "connected": "on_connected", "disconnected": "on_disconnected",
+    "joined": "on_group_joined", "left": "on_group_left",
+}
 
 
 def handles_system_event(handler: Any, event: str) -> bool:
@@ -203,27 +253,39 @@ class UserEventOutcome:
     reply: Payload | None = None
     connection_state: str | None | _Unchanged = UNCHANGED
     error: UserEventError | None = None
+    #: The reply's metadata (None: none).
+    metadata: Mapping[str, str] | None = None
 
 
 async def call_user_event(
-    handler: Any, context: ConnectionContext, event: str, payload: Payload, *, timeout: float
+    handler: Any, context: ConnectionContext, event: str, payload: Payload, *, timeout: float,
+    metadata: Mapping[str, str] | None = None, invocation_id: str | None = None,
 ) -> UserEventOutcome:
-    """Run ``on_user_event`` within ``timeout`` seconds; never raises (but Cancelled). Checkpoint.
+    """Run the handler's user event within ``timeout`` seconds; never raises (but Cancelled).
+    Checkpoint.
 
-    A timeout is the ack error ``Timeout``; an exception other than ``UserEventError`` or a
-    wrong return type is ``InternalServerError`` (logged).
+    ``handle_user_event`` gets the whole ``UserEventRequest`` when the handler has it (duck-typed
+    handlers with only ``on_user_event`` get the three arguments). A timeout is the error
+    ``Timeout``; an exception other than ``UserEventError`` is ``InternalServerError`` for an
+    event and ``InvocationFailed`` for an invocation (logged); a wrong return type is
+    ``InternalServerError``.
     """
     with trio.move_on_after(timeout + TIMEOUT_GRACE) as scope:
         try:
-            result = await handler.on_user_event(context, event, payload)
+            handle = getattr(handler, "handle_user_event", None)
+            if handle is not None:
+                result = await handle(UserEventRequest(
+                    context, event, payload, metadata if metadata else NO_METADATA, invocation_id))
+            else:
+                result = await handler.on_user_event(context, event, payload)
         except UserEventError as exc:
             return UserEventOutcome(error=exc)
         except Exception as exc:
             log.exception("event handler failed for event %r of connection %s in hub %r",
                           event, context.connection_id, context.hub)
+            name = AckErrorName.INVOCATION_FAILED if invocation_id is not None else AckErrorName.INTERNAL_SERVER_ERROR
             return UserEventOutcome(error=UserEventError(
-                AckErrorName.INTERNAL_SERVER_ERROR.value,
-                f"the event handler for '{event}' failed: {type(exc).__name__}"))
+                name.value, f"the event handler for '{event}' failed: {type(exc).__name__}"))
     if scope.cancelled_caught:
         log.warning("event handler for event %r of connection %s in hub %r did not answer within %g s",
                     event, context.connection_id, context.hub, timeout)
@@ -236,9 +298,31 @@ async def call_user_event(
     if isinstance(result, UserEventResponse) and (
         result.connection_state is UNCHANGED or result.connection_state is None
         or isinstance(result.connection_state, str)
-    ):
-        return UserEventOutcome(reply=result.payload, connection_state=result.connection_state)
+    ) and (result.payload is None or isinstance(result.payload, Payload)):
+        reply_metadata = result.metadata or None
+        if reply_metadata is not None:
+            reply_metadata, problem = spec_metadata.normalize(
+                reply_metadata.items() if isinstance(reply_metadata, Mapping) else ())
+            if problem is not None or not isinstance(result.metadata, Mapping):
+                log.error("event handler for %r in hub %r answered invalid metadata: %s",
+                          event, context.hub, problem or "not a mapping")
+                return UserEventOutcome(error=UserEventError(
+                    AckErrorName.INTERNAL_SERVER_ERROR.value,
+                    f"the event handler for '{event}' answered invalid metadata: {problem or 'not a mapping'}"))
+        return UserEventOutcome(reply=result.payload, connection_state=result.connection_state,
+                                metadata=reply_metadata)
     log.error("event handler for %r in hub %r returned %r, not a Payload, UserEventResponse or None",
               event, context.hub, result)
     return UserEventOutcome(error=UserEventError(
         AckErrorName.INTERNAL_SERVER_ERROR.value, f"the event handler for '{event}' returned an invalid answer"))
+
+
+async def call_notification(handler: Any, kind: str, context: ConnectionContext, detail: str, *,
+                            timeout: float) -> None:
+    """Run one notification (``joined``/``left``: ``detail`` is the group) within ``timeout``;
+    raises whatever the handler raised (the caller counts and logs). Checkpoint."""
+    method = getattr(handler, _SYSTEM_METHODS[kind], None)
+    if method is None:
+        return
+    with trio.move_on_after(timeout + TIMEOUT_GRACE):
+        await method(context, detail)

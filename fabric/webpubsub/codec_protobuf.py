@@ -10,17 +10,22 @@ Rules this module keeps:
   parser would reject, plus groups and a frame with no message), ``InvalidMessage`` for a
   well-formed message with a bad field (same rules and texts as the JSON codec).
 - Decoding is two-path, like the JSON codec. The fast path reads, straight through, the layout
-  every real client writes (the supported kinds, fields in number order, each at most once);
-  anything else (another order, a repeat, unknown or ignored fields, metadata, streams,
-  unimplemented kinds, anything malformed) goes to the slow path: a schema-driven decoder with
+  every real client writes (join/leave/send/event without metadata, TTL or stream, sequence
+  acks, pings and stream fragments; fields in number order, each at most once); anything else
+  (another order, a repeat, unknown fields, metadata, stream starts, invocations, anything
+  malformed) goes to the slow path: a schema-driven decoder with
   protobuf's full semantics (last scalar wins, repeated message fields merge, a later oneof
   member replaces an earlier one, every occurrence validated). Both finish in the same
   ``_build_*`` functions, and both read the whole frame before any semantic check, so a
   malformed frame is always ``MalformedFrame`` (the slow path produces every one of them).
 - Payload bodies stay the bytes the client sent (the serialized ``google.protobuf.Any`` for
   PROTOBUF, the JSON text for JSON); nothing is re-encoded.
+- Metadata maps are read entry by entry (protobuf semantics: a repeated key's last value wins),
+  then checked and lower-cased by ``specs.metadata.normalize`` (keys that differ only in case
+  are a duplicate, as in JSON).
 - Encoders write canonical proto3 (fields in number order, implicit-presence defaults
-  omitted): the same bytes protobuf's own serializer produces. They never raise on data.
+  omitted): the same bytes protobuf's own serializer produces, up to the order of map
+  entries. They never raise on data.
 - Everything is linear in the frame size; per-byte Python loops only inside varints.
 """
 
@@ -30,9 +35,11 @@ import msgspec
 
 from fabric.core.payload import MAX_JSON_DEPTH, DataType, Payload, json_too_deep
 from fabric.webpubsub.codec_json import (
+    CancelInvocation,
     ClientMessage,
     Event,
     InvalidMessage,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     MalformedFrame,
@@ -40,16 +47,25 @@ from fabric.webpubsub.codec_json import (
     ProtocolError,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamInfo,
+    StreamStart,
     Unsupported,
 )
 from specs import errors as _errors
+from specs import invocation as _invocation
+from specs import metadata as _metadata
+from specs import streams as _streams
 from specs import webpubsub_json as _json_spec
 from specs import webpubsub_protobuf as _spec
 
 __all__ = [
+    "CancelInvocation",
     "ClientMessage",
     "Event",
     "InvalidMessage",
+    "Invoke",
     "JoinGroup",
     "LeaveGroup",
     "MalformedFrame",
@@ -57,16 +73,23 @@ __all__ = [
     "ProtocolError",
     "SendToGroup",
     "SequenceAck",
+    "StreamData",
+    "StreamEnd",
+    "StreamInfo",
+    "StreamStart",
     "Unsupported",
     "decode_client",
     "encode_ack",
     "encode_connected",
     "encode_disconnected",
     "encode_group_message",
+    "encode_invoke_response",
     "encode_invoke_response_error",
     "encode_pong",
     "encode_server_message",
+    "encode_stream_ack",
     "encode_stream_closed",
+    "encode_stream_nack",
     "is_valid_any",
     "with_sequence_id",
 ]
@@ -125,7 +148,7 @@ def _varint(buf: bytes, pos: int, end: int, max_bytes: int = _MAX_VARINT) -> tup
 
 # Kinds of the schema-driven decoder.
 _K_STRING, _K_BYTES, _K_BOOL, _K_UINT64, _K_UINT32, _K_INT64 = range(6)
-_K_MESSAGE, _K_ANY, _K_COUNT = 6, 7, 8
+_K_MESSAGE, _K_ANY, _K_COUNT, _K_MAP = 6, 7, 8, 9
 
 _SCALAR_KINDS = {
     "string": _K_STRING,
@@ -152,7 +175,7 @@ def _table(message: _spec.ProtoMessage) -> dict[int, tuple]:
     table = _TABLES[message.name] = {}
     for f in message.fields:
         if f.type == _spec.MAP_STRING_STRING:
-            entry = (f.name, _K_COUNT, _table(_MAP_ENTRY), None)
+            entry = (f.name, _K_MAP, _table(_MAP_ENTRY), None)
         elif f.type == "google.protobuf.Any":
             entry = (f.name, _K_ANY, _table(_spec.MESSAGES[f.type]), f.oneof)
         elif f.is_message:
@@ -188,6 +211,7 @@ _T_JOIN = _t(_U, "join_group_message")
 _T_LEAVE = _t(_U, "leave_group_message")
 _T_SEQ_ACK = _t(_U, "sequence_ack_message")
 _T_PING = _t(_U, "ping_message")
+_T_STREAM_DATA = _t(_U, "stream_data_message")
 
 
 
@@ -208,7 +232,12 @@ _require(
 )
 _require(_t("UpstreamMessage.SequenceAckMessage", "sequence_id") == 0x08, "SequenceAck tag")
 _require(
-    max(_T_SEND_TO_GROUP, _T_EVENT, _T_JOIN, _T_LEAVE, _T_SEQ_ACK, _T_PING) < 0x80,
+    [_t("UpstreamMessage.StreamDataMessage", f) for f in ("stream_id", "stream_sequence_id", "data")]
+    == [0x0A, 0x10, 0x1A],
+    "StreamDataMessage tags",
+)
+_require(
+    max(_T_SEND_TO_GROUP, _T_EVENT, _T_JOIN, _T_LEAVE, _T_SEQ_ACK, _T_PING, _T_STREAM_DATA) < 0x80,
     "one-byte UpstreamMessage tags",
 )
 _T_ANY_TYPE_URL = _t("google.protobuf.Any", "type_url")
@@ -231,8 +260,8 @@ def _decode_generic(
     """Decode one message with protobuf's semantics into ``{field name: value}``.
 
     Strings are ``str``, bytes ``bytes``, messages nested dicts, ``google.protobuf.Any`` its
-    serialized bytes, repeated/map fields the number of entries (the server never reads
-    them; each entry is validated). A oneof's member name is stored under ``"oneof <name>"``.
+    serialized bytes, map fields a dict (a repeated key's last value wins), repeated message
+    fields the number of entries (the server never reads them; each entry is validated). A oneof's member name is stored under ``"oneof <name>"``.
     Absent fields are absent. ``budget[0]`` is the number of fields still allowed in the frame
     (decision ``protobuf.field-budget``); every field read, at any level, spends one.
     """
@@ -329,6 +358,14 @@ def _decode_generic(
         elif kind == _K_COUNT:
             _decode_generic(buf, s, e, sub, budget)
             out[name] = out.get(name, 0) + 1
+        elif kind == _K_MAP:
+            pair = _decode_generic(buf, s, e, sub, budget)
+            entries = out.get(name)
+            if entries is None:
+                entries = out[name] = {}
+            key = pair.get("key", "")
+            entries.pop(key, None)  # protobuf: a repeated key's last value wins
+            entries[key] = pair.get("value", "")
         elif kind == _K_UINT32:
             out[name] = value & 0xFFFFFFFF
         else:  # _K_INT64
@@ -356,21 +393,26 @@ def _decode_slow(frame: bytes) -> ClientMessage:
     m = top[case]
     kind = _KINDS_BY_FIELD[case]
     if case == "send_to_group_message":
-        return _build_send_to_group(
-            m.get("group", ""),
-            m.get("ack_id"),
-            m.get("no_echo", False),
-            _generic_data(m.get("data")),
-            _generic_stream(m.get("stream")),
-            m.get("metadata", 0) > 0,
-        )
+        try:
+            return _build_send_to_group(
+                m.get("group", ""),
+                m.get("ack_id"),
+                m.get("no_echo", False),
+                _generic_data(m.get("data")),
+                m.get("stream"),
+                m.get("metadata"),
+                m.get("ttl_seconds"),
+            )
+        except InvalidMessage as exc:
+            exc.stream_start = exc.stream_id is not None
+            raise
     if case == "event_message":
         return _build_event(
             m.get("event", ""),
             m.get("ack_id"),
             _generic_data(m.get("data")),
-            _generic_stream(m.get("stream")),
-            m.get("metadata", 0) > 0,
+            m.get("stream"),
+            m.get("metadata"),
         )
     if case == "join_group_message" or case == "leave_group_message":
         return _build_group_op(kind.json_type, m.get("group", ""), m.get("ack_id"))
@@ -378,6 +420,21 @@ def _decode_slow(frame: bytes) -> ClientMessage:
         return SequenceAck(m.get("sequence_id", 0))
     if case == "ping_message":
         return _PING
+    if case == "stream_data_message":
+        data = m.get("data")
+        return _build_stream_data(m.get("stream_id", ""), m.get("stream_sequence_id"),
+                                  None if data is None else _generic_data(data), data is not None)
+    if case == "stream_end_message":
+        stream_id = _stream_id_or_invalid(m.get("stream_id", ""))
+        error = m.get("error")
+        if error is None:
+            return StreamEnd(stream_id)
+        return StreamEnd(stream_id, True, error.get("message"), error.get("user_error_code"))
+    if case == "invoke_event_message":
+        return _build_invoke(m.get("invocation_id", ""), m.get("event", ""), _generic_data(m.get("data")),
+                             m.get("stream"), m.get("metadata"))
+    if case == "cancel_invocation_message":
+        return CancelInvocation(m.get("invocation_id", ""))
     return Unsupported(
         kind.json_type,
         m.get("ack_id"),
@@ -399,8 +456,11 @@ def _generic_data(data: dict | None) -> tuple[DataType, bytes] | None:
     return _DATA_FIELD_TYPES[case], value
 
 
-def _generic_stream(stream: dict | None) -> str | None:
-    return None if stream is None else stream.get("stream_id", "")
+def _stream_id_or_invalid(stream_id: str) -> str:
+    problem = _invocation.identifier_problem("stream_id", stream_id)
+    if problem is not None:
+        raise InvalidMessage(None, problem)
+    return stream_id
 
 
 def _no_message(frame: bytes) -> Unsupported:
@@ -505,7 +565,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
             no_echo = v != 0
         if pos != end:
             raise _SlowPath
-        return _build_send_to_group(group, ack_id, no_echo, data, None, False)
+        return _build_send_to_group(group, ack_id, no_echo, data, None, None, None)
     if kind == _T_EVENT:
         event = ""
         if pos < end and buf[pos] == 0x0A:  # event = 1
@@ -522,7 +582,7 @@ def _decode_fast(buf: bytes) -> ClientMessage:
                 ack_id, pos = _varint(buf, pos - 1, end)
         if pos != end:
             raise _SlowPath
-        return _build_event(event, ack_id, data, None, False)
+        return _build_event(event, ack_id, data, None, None)
     if kind == _T_SEQ_ACK:
         sequence_id = 0
         if pos < end and buf[pos] == 0x08:  # sequence_id = 1
@@ -533,6 +593,26 @@ def _decode_fast(buf: bytes) -> ClientMessage:
         if pos != end:
             raise _SlowPath
         return SequenceAck(sequence_id)
+    if kind == _T_STREAM_DATA:
+        stream_id = ""
+        if pos < end and buf[pos] == 0x0A:  # stream_id = 1
+            s, pos = _len(buf, pos + 1, end)
+            stream_id = buf[s:pos].decode("utf-8")
+        sequence_id = None
+        if pos < end and buf[pos] == 0x10:  # stream_sequence_id = 2
+            sequence_id = buf[pos + 1]
+            pos += 2
+            if sequence_id >= 0x80:
+                sequence_id, pos = _varint(buf, pos - 1, end)
+        data = None
+        has_data = False
+        if pos < end and buf[pos] == 0x1A:  # data = 3
+            s, pos = _len(buf, pos + 1, end)
+            data = _fast_data(buf, s, pos)
+            has_data = True
+        if pos != end:
+            raise _SlowPath
+        return _build_stream_data(stream_id, sequence_id, data, has_data)
     if kind == _T_PING and pos == end:
         return _PING
     raise _SlowPath
@@ -574,29 +654,46 @@ _group_name_problem = _json_spec.group_name_problem
 _event_name_problem = _json_spec.event_name_problem
 _raw_json = msgspec.json.Decoder(msgspec.Raw)
 _JSON_NULL = msgspec.Raw(b"null")
+_EMPTY_TEXT = Payload(DataType.TEXT, b"")
 
 
 def _payload(
-    ack_id: int | None, data: tuple[DataType, bytes] | None, has_metadata: bool
-) -> Payload | None:
-    """The payload of a send_to_group/event; None for a metadata-only message."""
+    ack_id: int | None, data: tuple[DataType, bytes] | None, metadata: dict | None, *,
+    invocation_id: str | None = None, stream_id: str | None = None, optional: bool = False,
+) -> Payload:
+    """The payload of a send_to_group/event/invoke/stream fragment. Without data: an empty
+    text when the message has metadata or the data is optional (an invoke), else invalid."""
+
+    def bad(message: str) -> InvalidMessage:
+        return InvalidMessage(ack_id, message, invocation_id=invocation_id, stream_id=stream_id)
+
     if data is None:
-        if has_metadata:
-            return None
-        raise InvalidMessage(ack_id, "'data' is required")
+        if metadata is not None or optional:
+            return _EMPTY_TEXT
+        raise bad("'data' is required")
     dt, body = data
     if dt is _JSON_DT:
         if json_too_deep(body):
-            raise InvalidMessage(ack_id, f"'json_data' nests deeper than {MAX_JSON_DEPTH} levels")
+            raise bad(f"'json_data' nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             raw = _raw_json.decode(body)
         except (msgspec.DecodeError, RecursionError):
-            raise InvalidMessage(ack_id, "'json_data' must be one JSON value") from None
+            raise bad("'json_data' must be one JSON value") from None
         if raw == _JSON_NULL:
-            raise InvalidMessage(ack_id, "'json_data' must not be null")
+            raise bad("'json_data' must not be null")
         if len(raw) != len(body):
             body = bytes(raw)  # surrounding whitespace dropped, as the JSON codec does
     return Payload(dt, body)
+
+
+def _metadata_of(entries: dict | None, ack_id: int | None, invocation_id: str | None = None,
+                 stream_id: str | None = None) -> dict | None:
+    if not entries:
+        return None
+    metadata, problem = _metadata.normalize(entries.items())
+    if problem is not None:
+        raise InvalidMessage(ack_id, problem, invocation_id=invocation_id, stream_id=stream_id)
+    return metadata
 
 
 def _build_group_op(type_: str, group: str, ack_id: int | None) -> JoinGroup | LeaveGroup:
@@ -611,36 +708,80 @@ def _build_send_to_group(
     ack_id: int | None,
     no_echo: bool,
     data: tuple[DataType, bytes] | None,
-    stream_id: str | None,
-    has_metadata: bool,
-) -> SendToGroup | Unsupported:
-    if stream_id is not None:
-        return Unsupported("sendToGroup", ack_id, "stream", None, stream_id or None)
+    stream: dict | None,
+    metadata_entries: dict | None,
+    ttl_seconds: int | None,
+) -> SendToGroup | StreamStart:
+    stream_id = None
+    if stream is not None:
+        stream_id = stream.get("stream_id", "")
+        problem = _invocation.identifier_problem("stream.stream_id", stream_id)
+        if problem is not None:
+            raise InvalidMessage(ack_id, problem)
     problem = _group_name_problem(group)
     if problem is not None:
-        raise InvalidMessage(ack_id, problem)
-    payload = _payload(ack_id, data, has_metadata)
-    if payload is None:
-        return Unsupported("sendToGroup", ack_id, "metadata")
-    return SendToGroup(group, payload, ack_id, no_echo)
+        raise InvalidMessage(ack_id, problem, stream_id=stream_id)
+    metadata = _metadata_of(metadata_entries, ack_id, stream_id=stream_id)
+    if ttl_seconds is not None and ttl_seconds > _json_spec.MAX_TTL_SECONDS:
+        raise InvalidMessage(ack_id, f"'ttl_seconds' is out of range. Allowed range is [0,{_json_spec.MAX_TTL_SECONDS}].",
+                             stream_id=stream_id)
+    ttl = ttl_seconds or None
+    if stream is not None:
+        if data is not None:
+            raise InvalidMessage(ack_id, "a stream start must not carry 'data'", stream_id=stream_id)
+        idle = stream.get("idle_timeout_ms")
+        if idle is None:
+            idle = _streams.DEFAULT_IDLE_TIMEOUT_MS
+        elif idle < 1:
+            raise InvalidMessage(ack_id, "'stream.idle_timeout_ms' must be greater than 0", stream_id=stream_id)
+        return StreamStart(group, stream_id, ack_id, no_echo, idle, metadata, ttl)
+    payload = _payload(ack_id, data, metadata)
+    return SendToGroup(group, payload, ack_id, no_echo, metadata, ttl)
 
 
 def _build_event(
     event: str,
     ack_id: int | None,
     data: tuple[DataType, bytes] | None,
-    stream_id: str | None,
-    has_metadata: bool,
+    stream: dict | None,
+    metadata_entries: dict | None,
 ) -> Event | Unsupported:
-    if stream_id is not None:
-        return Unsupported("event", ack_id, "stream", None, stream_id or None)
+    if stream is not None:
+        return Unsupported("event", ack_id, "stream", None, stream.get("stream_id") or None)
     problem = _event_name_problem(event)
     if problem is not None:
         raise InvalidMessage(ack_id, problem)
-    payload = _payload(ack_id, data, has_metadata)
-    if payload is None:
-        return Unsupported("event", ack_id, "metadata")
-    return Event(event, payload, ack_id)
+    metadata = _metadata_of(metadata_entries, ack_id)
+    payload = _payload(ack_id, data, metadata)
+    return Event(event, payload, ack_id, metadata)
+
+
+def _build_stream_data(
+    stream_id: str, sequence_id: int | None, data: tuple[DataType, bytes] | None, has_data: bool
+) -> StreamData:
+    """A fragment (sequence id and a MessageData with a member) or a keepalive (neither)."""
+    stream_id = _stream_id_or_invalid(stream_id)
+    if sequence_id is None and not has_data:
+        return StreamData(stream_id)
+    if sequence_id is None or data is None:
+        raise InvalidMessage(
+            None, "a stream fragment needs both 'stream_sequence_id' and 'data' with a member", stream_id=stream_id
+        )
+    return StreamData(stream_id, sequence_id, _payload(None, data, None, stream_id=stream_id))
+
+
+def _build_invoke(
+    invocation_id: str, event: str, data: tuple[DataType, bytes] | None, stream: dict | None,
+    metadata_entries: dict | None,
+) -> Invoke | Unsupported:
+    if stream is not None:
+        return Unsupported("invoke", None, "stream", invocation_id, stream.get("stream_id") or None)
+    problem = _invocation.identifier_problem("invocation_id", invocation_id) or _event_name_problem(event)
+    if problem is not None:
+        raise InvalidMessage(None, problem, invocation_id=invocation_id)
+    metadata = _metadata_of(metadata_entries, None, invocation_id=invocation_id)
+    payload = _payload(None, data, metadata, invocation_id=invocation_id, optional=True)
+    return Invoke(invocation_id, event, payload, metadata)
 
 
 def is_valid_any(body: bytes) -> bool:
@@ -711,6 +852,8 @@ _TB_DATA = _td("data_message")
 _TB_SYSTEM = _td("system_message")
 _TB_PONG = _td("pong_message")
 _TB_INVOKE_RESPONSE = _td("invoke_response_message")
+_TB_STREAM_ACK = _td("stream_ack_message")
+_TB_STREAM_NACK = _td("stream_nack_message")
 _TB_STREAM_CLOSED = _td("stream_closed_message")
 
 
@@ -741,6 +884,28 @@ _TB_SC_ID = _tf(_D + "StreamClosedMessage", "stream_id")
 _TB_SC_ERROR = _tf(_D + "StreamClosedMessage", "error")
 _TB_SC_ERR_NAME = _tf(_D + "StreamClosedMessage.StreamClosedError", "name")
 _TB_SC_ERR_MESSAGE = _tf(_D + "StreamClosedMessage.StreamClosedError", "message")
+_TB_DM_METADATA = _tf(_D + "DataMessage", "metadata")
+_TB_DM_STREAM = _tf(_D + "DataMessage", "stream")
+_TB_MAP_KEY = b"\x0a"  # map<string,string> entry: key = 1, value = 2
+_TB_MAP_VALUE = b"\x12"
+_TB_SI_ID = _tf("StreamInfo", "stream_id")
+_TB_SI_SEQ = _tf("StreamInfo", "stream_sequence_id")
+_TB_SI_END = _tf("StreamInfo", "end_of_stream")
+_TB_SI_ERROR = _tf("StreamInfo", "error")
+_TB_SE_NAME = _tf("StreamInfo.StreamError", "name")
+_TB_SE_MESSAGE = _tf("StreamInfo.StreamError", "message")
+_TB_SE_CODE = _tf("StreamInfo.StreamError", "user_error_code")
+_TB_IR_SUCCESS = _tf(_D + "InvokeResponseMessage", "success")
+_TB_IR_DATA = _tf(_D + "InvokeResponseMessage", "data")
+_TB_IR_METADATA = _tf(_D + "InvokeResponseMessage", "metadata")
+_TB_SA_ID = _tf(_D + "StreamAckMessage", "stream_id")
+_TB_SA_EXPECTED = _tf(_D + "StreamAckMessage", "expected_sequence_id")
+_TB_SN_ID = _tf(_D + "StreamNackMessage", "stream_id")
+_TB_SN_NAME = _tf(_D + "StreamNackMessage", "name")
+_TB_SN_MESSAGE = _tf(_D + "StreamNackMessage", "message")
+_TB_SN_EXPECTED = _tf(_D + "StreamNackMessage", "expected_sequence_id")
+_require(_TB_DM_METADATA == b"\x2a" and _TB_DM_STREAM == b"\x32", "DataMessage metadata/stream tags")
+_require(_TB_IR_DATA == _tf(_D + "DataMessage", "data"), "InvokeResponseMessage.data tag")
 
 # The MessageData tag of each data type (decision protobuf.json-data).
 _DATA_TAG_BYTES: dict[DataType, bytes] = {
@@ -763,7 +928,31 @@ def _message_data(payload: Payload) -> tuple[bytes, bytes]:
     return _TB_DM_DATA + _vi(len(head) + len(body)) + head, body
 
 
-def _data_message(prefix: bytes, payload: Payload, sequence_id: int | None) -> bytes:
+def _metadata_fields(tag: bytes, metadata) -> bytes:
+    """A ``map<string,string>`` field: one entry (key = 1, value = 2, both written) per item."""
+    return b"".join(
+        _ld(tag, _ld(_TB_MAP_KEY, _u(k)) + _ld(_TB_MAP_VALUE, _u(v))) for k, v in metadata.items()
+    )
+
+
+def _stream_info(stream: StreamInfo) -> bytes:
+    inner = _opt_ld(_TB_SI_ID, _u(stream.stream_id))
+    if stream.sequence_id:
+        inner += _TB_SI_SEQ + _vi(stream.sequence_id)
+    if stream.end_of_stream:
+        inner += _TB_SI_END + b"\x01"
+    if stream.error_name is not None:
+        error = _opt_ld(_TB_SE_NAME, _u(stream.error_name))
+        if stream.error_message:
+            error += _opt_ld(_TB_SE_MESSAGE, _u(stream.error_message))
+        if stream.user_error_code:
+            error += _opt_ld(_TB_SE_CODE, _u(stream.user_error_code))
+        inner += _ld(_TB_SI_ERROR, error)
+    return _ld(_TB_DM_STREAM, inner)
+
+
+def _data_message(prefix: bytes, payload: Payload, sequence_id: int | None, metadata=None,
+                  stream: StreamInfo | None = None) -> bytes:
     data_head, body = _message_data(payload)
     if sequence_id is None:
         tail = b""
@@ -771,6 +960,10 @@ def _data_message(prefix: bytes, payload: Payload, sequence_id: int | None) -> b
         if not 1 <= sequence_id <= _UINT64_MAX:
             raise ValueError(f"sequence_id out of range: {sequence_id}")
         tail = _TB_DM_SEQ + _vi(sequence_id)
+    if metadata:
+        tail += _metadata_fields(_TB_DM_METADATA, metadata)
+    if stream is not None:
+        tail += _stream_info(stream)
     inner_len = len(prefix) + len(data_head) + len(body) + len(tail)
     return b"".join((_TB_DATA, _vi(inner_len), prefix, data_head, body, tail))
 
@@ -780,9 +973,12 @@ def encode_group_message(
     payload: Payload,
     from_user_id: str | None,
     *,
+    metadata=None,
+    stream: StreamInfo | None = None,
     sequence_id: int | None = None,
 ) -> bytes:
-    """``DownstreamMessage{data_message{from "group", group, data, sequence_id?}}``.
+    """``DownstreamMessage{data_message{from "group", group, data, sequence_id?, metadata,
+    stream?}}``.
 
     ``from_user_id`` is accepted for symmetry with the JSON codec and ignored: DataMessage has
     no such field. ``sequence_id`` (reliable) is normally added per connection with
@@ -791,23 +987,26 @@ def encode_group_message(
     Raises:
         ValueError: sequence_id is not in 1..2**64-1.
     """
-    return _data_message(_FROM_GROUP + _ld(_TB_DM_GROUP, _u(group)), payload, sequence_id)
+    return _data_message(_FROM_GROUP + _ld(_TB_DM_GROUP, _u(group)), payload, sequence_id, metadata, stream)
 
 
-def encode_server_message(payload: Payload, *, sequence_id: int | None = None) -> bytes:
-    """``DownstreamMessage{data_message{from "server", data, sequence_id?}}``.
+def encode_server_message(payload: Payload, *, metadata=None, sequence_id: int | None = None) -> bytes:
+    """``DownstreamMessage{data_message{from "server", data, sequence_id?, metadata}}``.
 
     Raises:
         ValueError: sequence_id is not in 1..2**64-1.
     """
-    return _data_message(_FROM_SERVER, payload, sequence_id)
+    return _data_message(_FROM_SERVER, payload, sequence_id, metadata)
 
 
-def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
+def with_sequence_id(encoded_message: bytes, sequence_id: int, *, plain: bool = False) -> bytes:
     """The reliable variant of a message from ``encode_group_message``/``encode_server_message``
-    (encoded without a sequence id): append ``sequence_id`` (field 4, the last field of the
-    DataMessage) and re-frame the outer length. O(len) bytes work, payload not re-encoded;
-    equal to a full encode with ``sequence_id``.
+    (encoded without a sequence id): insert ``sequence_id`` (field 4) after the data field,
+    before metadata (5) and stream (6) if the message has them, and re-frame the outer length.
+    O(len) bytes work, payload not re-encoded; equal to a full encode with ``sequence_id``.
+
+    ``plain``: the caller knows the message has neither metadata nor stream (the fan-out path
+    checks the publication), so the id is appended without looking for them.
 
     Raises:
         ValueError: the input is not one encoded data message, or the id is not in
@@ -825,6 +1024,13 @@ def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
             raise ValueError("not an encoded data message") from None
     if pos + inner_len != total:
         raise ValueError("not an encoded data message")
+    split = total if plain else _fields_after_data(encoded_message, pos, total)
+    if split != total:  # metadata/stream follow: the id goes between, in field order
+        if not 1 <= sequence_id <= _UINT64_MAX:
+            raise ValueError(f"sequence_id out of range: {sequence_id}")
+        seq = _TB_DM_SEQ + _vi(sequence_id)
+        return b"".join((_TB_DATA, _vi(inner_len + len(seq)), encoded_message[pos:split], seq,
+                         encoded_message[split:]))
     # DataMessage.sequence_id (tag 0x20) and its varint, the common sizes inline.
     if sequence_id < 0x80:
         if sequence_id < 1:
@@ -849,6 +1055,18 @@ def with_sequence_id(encoded_message: bytes, sequence_id: int) -> bytes:
 
 
 _SEQ_TAG_SMALL = tuple(_TB_DM_SEQ + _vi(i) for i in range(0x80))
+
+
+def _fields_after_data(buf: bytes, pos: int, end: int) -> int:
+    """Where the first DataMessage field numbered above 4 starts (``end`` when none): from,
+    group and data are skipped by their lengths, never parsed."""
+    while pos < end:
+        tag = buf[pos]
+        if tag > 0x20:  # field 5 (metadata) or 6 (stream): every tag here is one byte
+            return pos
+        n, p = _varint(buf, pos + 1, end, 5)
+        pos = p + n
+    return end
 _DATA_HEADS = tuple(_TB_DATA + _vi(i) for i in range(0x80))
 
 
@@ -917,9 +1135,37 @@ def encode_pong() -> bytes:
     return _PONG
 
 
+def encode_invoke_response(invocation_id: str, payload: Payload | None = None, metadata=None) -> bytes:
+    """``DownstreamMessage{invoke_response_message{invocation_id, success true, data?, metadata}}``."""
+    inner = _opt_ld(_TB_IR_ID, _u(invocation_id)) + _TB_IR_SUCCESS + b"\x01"
+    if payload is not None:
+        data_head, body = _message_data(payload)
+        # _message_data frames it as DataMessage.data (3); InvokeResponseMessage.data is 3 too.
+        inner += data_head + body
+    if metadata:
+        inner += _metadata_fields(_TB_IR_METADATA, metadata)
+    return _ld(_TB_INVOKE_RESPONSE, inner)
+
+
+def encode_stream_ack(stream_id: str, expected_sequence_id: int) -> bytes:
+    """``DownstreamMessage{stream_ack_message{stream_id, expected_sequence_id}}``."""
+    inner = _opt_ld(_TB_SA_ID, _u(stream_id))
+    if expected_sequence_id:
+        inner += _TB_SA_EXPECTED + _vi(expected_sequence_id)
+    return _ld(_TB_STREAM_ACK, inner)
+
+
+def encode_stream_nack(stream_id: str, expected_sequence_id: int, name: str, message: str) -> bytes:
+    """``DownstreamMessage{stream_nack_message{stream_id, name, message, expected_sequence_id}}``."""
+    inner = _opt_ld(_TB_SN_ID, _u(stream_id)) + _opt_ld(_TB_SN_NAME, _u(name)) + _opt_ld(_TB_SN_MESSAGE, _u(message))
+    if expected_sequence_id:
+        inner += _TB_SN_EXPECTED + _vi(expected_sequence_id)
+    return _ld(_TB_STREAM_NACK, inner)
+
+
 def encode_invoke_response_error(invocation_id: str, error_name: str, error_message: str) -> bytes:
-    """``DownstreamMessage{invoke_response_message{invocation_id, success false, error}}``:
-    the answer to an ``Unsupported`` invoke."""
+    """``DownstreamMessage{invoke_response_message{invocation_id, success false, error}}``
+    (``specs.invocation``: every failed or refused invocation)."""
     error = _opt_ld(_TB_IR_ERR_NAME, _u(error_name)) + _opt_ld(
         _TB_IR_ERR_MESSAGE, _u(error_message)
     )
@@ -931,7 +1177,7 @@ def encode_stream_closed(
     stream_id: str, error_name: str | None = None, error_message: str | None = None
 ) -> bytes:
     """``DownstreamMessage{stream_closed_message{stream_id, error?{name, message}}}`` (error
-    omitted when ``error_name`` is None): the answer to an ``Unsupported`` stream message."""
+    omitted when ``error_name`` is None): the end of a stream (``specs.streams``)."""
     inner = _opt_ld(_TB_SC_ID, _u(stream_id))
     if error_name is not None:
         message = (

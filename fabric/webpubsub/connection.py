@@ -11,7 +11,20 @@ Rules this module keeps:
   ``Duplicate`` (remembered for the last ``ACK_MEMORY`` ackIds).
 - A malformed frame closes the connection (Microsoft Learn's JSON subprotocol reference: the
   service "declines the client"); an invalid-but-parseable request is answered with an ack
-  error; no error of a client's making escapes this module.
+  error (an invalid invoke with an invokeResponse, an invalid stream message with a
+  streamClosed); no error of a client's making escapes this module.
+- Metadata travels with the message it came with (``specs.metadata``): into the publication,
+  to the handler, and from the handler's answer into the reply.
+- Invocations (``specs.invocation``) run as tasks of the hub's background service
+  (``fabric.webpubsub.background``), not on the reader, so a ``cancelInvocation`` can stop one;
+  at most ``MAX_INVOCATIONS_PER_CONNECTION`` wait at once, and all stop when the transport ends.
+- Streams (``specs.streams``) are the sans-IO ``StreamTable`` of ``fabric.webpubsub.streams``;
+  this module performs its steps: publish a fragment before acking it, publish a terminal
+  before ``streamClosed``, arm idle timers on the hub's timer service, and end every open
+  stream (``Cancelled``) when the logical connection ends.
+- Group presence: the hub changes ``groups`` on join and leave; ``_Groups`` turns a real
+  change into a ``joined``/``left`` notification for a handler that wants it, queued on the
+  background service (never awaited here).
 """
 
 from __future__ import annotations
@@ -23,12 +36,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from fabric.core.events import UNCHANGED, ConnectionContext, call_user_event
+from fabric.core.events import UNCHANGED, ConnectionContext, call_user_event, handles_system_event
+from fabric.core.payload import DataType, Payload
 from fabric.core.permissions import Permissions
 from fabric.core.publication import Publication
 from fabric.webpubsub import codec_json, codec_protobuf, codec_simple, formats
+from fabric.webpubsub.background import background_for, background_nowait
 from fabric.webpubsub.reliable import ReplayBuffer, reconnection_token, valid_reconnection_token
+from fabric.webpubsub.streams import Step, StreamPublication, StreamTable
 from specs import errors as spec_errors
+from specs import invocation as spec_invocation
+from specs.streams import StreamEvent
 from specs.lifecycle import Effect, Lifecycle, LifecycleEvent, State
 from transport.frames import encode_frame
 from transport.websocket import WebSocket
@@ -42,6 +60,10 @@ ACK_MEMORY = 1024
 
 ErrorName = spec_errors.AckError
 Situation = spec_errors.CloseSituation
+
+InvokeError = spec_invocation.InvokeErrorName
+MAX_INVOCATIONS_PER_CONNECTION = spec_invocation.MAX_INVOCATIONS_PER_CONNECTION
+_EMPTY_TEXT = Payload(DataType.TEXT, b"")
 
 _TRANSPORT_MESSAGES = {
     spec_errors.CloseCode.MESSAGE_TOO_BIG: spec_errors.CLOSE_RULES[Situation.MESSAGE_TOO_BIG].message,
@@ -118,12 +140,33 @@ _FRAME_OF = {
 }
 
 
+class _Groups(set):
+    """A connection's groups. The hub adds and discards; a real change (not a repeated join)
+    is a group presence event of the owner."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: "ClientConnection") -> None:
+        super().__init__()
+        self._owner = owner
+
+    def add(self, group: str) -> None:
+        if group not in self:
+            set.add(self, group)
+            self._owner._presence("joined", group)
+
+    def discard(self, group: str) -> None:
+        if group in self:
+            set.discard(self, group)
+            self._owner._presence("left", group)
+
+
 class ClientConnection:
     __slots__ = (
         "hub", "connection_id", "ws", "protocol", "user_id", "permissions", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "codec", "_text", "deliver_nowait", "_frame_of", "__weakref__",
+        "codec", "_text", "deliver_nowait", "_frame_of", "invocations", "streams", "__weakref__",
     )
 
     def __init__(
@@ -152,7 +195,7 @@ class ClientConnection:
         self._text = not protocol.is_binary
         self.user_id = user_id
         self.permissions = Permissions(roles)
-        self.groups: set[str] = set()
+        self.groups: set[str] = _Groups(self)
         self.connection_state = connection_state
         self.simple_mode = simple_mode
         self.simple_group = simple_group
@@ -167,7 +210,16 @@ class ClientConnection:
         self.received = 0
         self.delivered = 0
         self._frame_of = _FRAME_OF[protocol]
-        self.deliver_nowait = self._deliver_sequenced if protocol.is_reliable else self._deliver_shared
+        #: Running invocations by invocationId (created on the first invoke).
+        self.invocations: dict[str, trio.CancelScope] | None = None
+        #: Open streams (created on the first stream start).
+        self.streams: StreamTable | None = None
+        if protocol.is_reliable:
+            self.deliver_nowait = self._deliver_sequenced
+        elif protocol is WireProtocol.SIMPLE:
+            self.deliver_nowait = self._deliver_simple
+        else:
+            self.deliver_nowait = self._deliver_shared
         if protocol.is_pubsub:
             ws.farewell = self._farewell
 
@@ -195,6 +247,16 @@ class ClientConnection:
 
     def _deliver_shared(self, publication: Publication) -> None:
         """Every recipient of this format gets the publication's one cached frame."""
+        if self.ws.send_nowait(self._frame_of(publication)):
+            self.delivered += 1
+        else:
+            self._overflow()
+
+    def _deliver_simple(self, publication: Publication) -> None:
+        """A simple client gets the payload alone; a stream's terminal (an empty text whose
+        meaning is in its stream info) is not for it (decision streams.terminal)."""
+        if type(publication) is not Publication and publication.stream.end_of_stream:
+            return
         if self.ws.send_nowait(self._frame_of(publication)):
             self.delivered += 1
         else:
@@ -299,6 +361,9 @@ class ClientConnection:
         """
         task_status.started()
         hub = self.hub
+        handler = hub.handler
+        if handler is not None and (handles_system_event(handler, "joined") or handles_system_event(handler, "left")):
+            await self._background()  # presence is queued from synchronous code: have it ready
         await hub.register(self)
         life = self.lifecycle
         ws = self.ws
@@ -328,6 +393,8 @@ class ClientConnection:
                 hub.counters["sessions_recovered"] += 1
         finally:
             fire = Effect.FIRE_DISCONNECTED in life.effects
+            self._stop_invocations()
+            self._end_streams()
             if self.pending_ws is not None:  # recovered at the very end: refuse it
                 self.pending_ws.abort_soon()
             reason = (self.ws.close_reason or _close_reason(self.ws.close_code)) if fire else None
@@ -380,7 +447,9 @@ class ClientConnection:
     # ---- reliable sessions: detach, wait, recover -----------------------------------
 
     def detach(self) -> trio.Event:
-        """The transport is gone but the session lives on (reliable only)."""
+        """The transport is gone but the session lives on (reliable only). Invocations stop
+        (decision invoke.transport-lost); streams stay open for the client to resume."""
+        self._stop_invocations()
         self.ws = DetachedTransport(trio.current_time())
         self._wakeup = trio.Event()
         return self._wakeup
@@ -444,7 +513,13 @@ class ClientConnection:
             message = self.codec.decode_client(data)
         except codec_json.InvalidMessage as exc:
             self.hub.counters["invalid_messages"] += 1
-            if exc.ack_id is not None:
+            if exc.invocation_id is not None:
+                self._invoke_error(exc.invocation_id, InvokeError.BAD_REQUEST, exc.message)
+            elif exc.stream_id is not None:
+                step = self._stream_table().invalid(exc.stream_id, exc.message, start=exc.stream_start)
+                await self._perform_stream(step, exc.stream_id)
+                self._ack_error(exc.ack_id, ErrorName.BAD_REQUEST, exc.message)
+            elif exc.ack_id is not None:
                 self._ack_error(exc.ack_id, ErrorName.BAD_REQUEST, exc.message)
             else:
                 self.close_for(Situation.INVALID_MESSAGE, exc.message)
@@ -524,7 +599,8 @@ class ClientConnection:
             return
         await self.hub.publish(Publication(
             "group", msg.payload, group=msg.group, from_user_id=self.user_id,
-            sender_id=self.connection_id, no_echo=msg.no_echo,
+            sender_id=self.connection_id, no_echo=msg.no_echo, metadata=msg.metadata,
+            ttl_seconds=msg.ttl_seconds,
         ))
         self._ack_ok(msg.ack_id)
 
@@ -539,7 +615,7 @@ class ClientConnection:
             return
         # Failure outcomes: specs/upstream.py (OUTCOMES, FAILURES).
         outcome = await call_user_event(handler, self.context, msg.event, msg.payload,
-                                        timeout=self.hub.server_config.upstream_timeout)
+                                        timeout=self.hub.server_config.upstream_timeout, metadata=msg.metadata)
         error = outcome.error
         if error is not None:
             self.hub.counters["event_handler_failures"] += 1
@@ -558,12 +634,255 @@ class ClientConnection:
             return
         if outcome.connection_state is not UNCHANGED:
             self.connection_state = outcome.connection_state
-        if outcome.reply is not None:
-            self.deliver_nowait(Publication("server", outcome.reply))
+        if outcome.reply is not None or outcome.metadata:  # metadata alone: an empty text (metadata.reply)
+            self.deliver_nowait(Publication("server", outcome.reply or _EMPTY_TEXT, metadata=outcome.metadata))
         self._ack_ok(msg.ack_id)
 
     async def _ping(self, msg: codec_json.Ping) -> None:
         self.send_protocol_nowait(self.codec.encode_pong())
+
+    # ---- invocations (specs.invocation) ----------------------------------------------
+
+    def _invoke_error(self, invocation_id: str, name: str, message: str) -> None:
+        self.hub.counters["invocation_failures"] += 1
+        self.send_protocol_nowait(self.codec.encode_invoke_response_error(invocation_id, name, message))
+
+    async def _invoke(self, msg: codec_json.Invoke) -> None:
+        hub = self.hub
+        invocation_id = msg.invocation_id
+        running = self.invocations
+        if running is not None and invocation_id in running:  # decision invoke.duplicate-id
+            hub.counters["invocations_duplicate"] += 1
+            return
+        handler = hub.handler
+        if handler is None or not handler.handles_user_event(msg.event):
+            hub.counters["unhandled_events"] += 1
+            self._invoke_error(invocation_id, InvokeError.NOT_FOUND,
+                               f"no event handler for event '{msg.event}' in hub '{hub.name}'")
+            return
+        if running is None:
+            running = self.invocations = {}
+        if len(running) >= MAX_INVOCATIONS_PER_CONNECTION:
+            self._invoke_error(invocation_id, InvokeError.TOO_MANY_INVOCATIONS,
+                               f"the connection already has {MAX_INVOCATIONS_PER_CONNECTION} invocations waiting")
+            return
+        background = await self._background()
+        scope = trio.CancelScope()
+        if background is None or not background.spawn(self._run_invocation, msg, handler, scope):
+            self._invoke_error(invocation_id, InvokeError.INTERNAL_SERVER_ERROR, "the service is shutting down")
+            return
+        running[invocation_id] = scope
+        hub.counters["invocations"] += 1
+
+    async def _run_invocation(self, msg: codec_json.Invoke, handler, scope: trio.CancelScope) -> None:
+        """One invocation, as a task of the hub's background service. Never raises (but
+        Cancelled from the service itself)."""
+        invocation_id = msg.invocation_id
+        try:
+            with scope:
+                outcome = await call_user_event(
+                    handler, self.context, msg.event, msg.payload, timeout=self.hub.server_config.upstream_timeout,
+                    metadata=msg.metadata, invocation_id=invocation_id)
+            if scope.cancel_called:  # cancelled by the client or the end of the transport: no answer
+                return
+            error = outcome.error
+            if error is not None:
+                self.hub.counters["event_handler_failures"] += 1
+                self._invoke_error(invocation_id, error.name, error.message)
+                return
+            if outcome.connection_state is not UNCHANGED:
+                self.connection_state = outcome.connection_state
+            self.send_protocol_nowait(self.codec.encode_invoke_response(invocation_id, outcome.reply, outcome.metadata))
+        except Exception:
+            log.exception("invocation %r of %r failed", invocation_id, self)
+        finally:
+            running = self.invocations
+            if running is not None and running.get(invocation_id) is scope:
+                del running[invocation_id]
+
+    async def _cancel_invocation(self, msg: codec_json.CancelInvocation) -> None:
+        running = self.invocations
+        scope = running.pop(msg.invocation_id, None) if running else None
+        if scope is None:  # decision invoke.cancel-unknown
+            self.hub.counters["invocation_cancels_ignored"] += 1
+            return
+        scope.cancel()
+        self.hub.counters["invocations_cancelled"] += 1
+
+    async def _background(self):
+        """The hub's background service, started on first need; None when the hub is stopping.
+        Checkpoint."""
+        background = background_nowait(self.hub)
+        if background is not None:
+            return background
+        try:
+            return await background_for(self.hub)
+        except Exception:
+            log.debug("no background service for %r (the hub is stopping)", self)
+            return None
+
+    def _stop_invocations(self) -> None:
+        running = self.invocations
+        if running:
+            for scope in running.values():
+                scope.cancel()
+            self.hub.counters["invocations_cancelled"] += len(running)
+            running.clear()
+
+    # ---- streams (specs.streams) ------------------------------------------------------
+
+    def _stream_table(self) -> StreamTable:
+        table = self.streams
+        if table is None:
+            table = self.streams = StreamTable()
+        return table
+
+    async def _stream_start(self, msg: codec_json.StreamStart) -> None:
+        if self._seen(msg.ack_id):
+            return
+        await self._background()  # the idle timers run there
+        step = self._stream_table().start(msg, self.may("sendToGroup", msg.group), trio.current_time())
+        await self._perform_stream(step, msg.stream_id)
+        if msg.ack_id is not None:
+            if step.event is StreamEvent.START:
+                self._ack_ok(msg.ack_id)
+            elif step.event is StreamEvent.START_FORBIDDEN:
+                self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to send to group '{msg.group}'")
+            else:
+                self._ack_error(msg.ack_id, ErrorName.BAD_REQUEST, step.reply[2] if step.reply else "")
+
+    async def _stream_data(self, msg: codec_json.StreamData) -> None:
+        table = self.streams
+        if table is None:
+            table = self._stream_table()
+        step = table.data(msg, self._may_send, trio.current_time())
+        await self._perform_stream(step, msg.stream_id, msg.payload)
+
+    def _may_send(self, group: str) -> bool:
+        return self.permissions.may("sendToGroup", group)
+
+    async def _stream_end(self, msg: codec_json.StreamEnd) -> None:
+        step = self._stream_table().end(msg)
+        await self._perform_stream(step, msg.stream_id)
+
+    async def _perform_stream(self, step: Step, stream_id: str, payload: Payload | None = None) -> None:
+        """Do what one stream step says, in order: publish (fragment or terminal), answer the
+        publisher, arm the idle timer."""
+        counters = self.hub.counters
+        event = step.event
+        stream = step.stream
+        if step.fragment is not None:
+            publication = StreamPublication(
+                step.fragment, "group", payload, group=stream.group, from_user_id=self.user_id,
+                sender_id=self.connection_id, no_echo=stream.no_echo, metadata=stream.metadata,
+                ttl_seconds=stream.ttl_seconds)
+            stream.busy += 1
+            try:
+                await self.hub.publish(publication)
+            finally:
+                stream.busy -= 1
+            counters["stream_fragments"] += 1
+        elif step.terminal is not None:
+            if stream.timer is not None:
+                stream.timer.cancel()
+                stream.timer = None
+            await self.hub.publish(self._terminal_publication(step))
+            counters["streams_closed"] += 1
+        self._reply_stream(step, stream_id)
+        if step.arm:
+            counters["streams_opened"] += 1
+        elif event is StreamEvent.DATA_DUPLICATE:
+            counters["stream_duplicates"] += 1
+        elif event is StreamEvent.DATA_GAP:
+            counters["stream_nacks"] += 1
+        elif stream is None and step.reply is not None:
+            if event is StreamEvent.START_FORBIDDEN or event is StreamEvent.START_INVALID:
+                counters["streams_refused"] += 1
+            else:
+                counters["stream_not_found"] += 1
+        if step.arm:
+            self._arm_stream(stream)
+
+    def _terminal_publication(self, step: Step) -> StreamPublication:
+        stream = step.stream
+        return StreamPublication(
+            step.terminal, "group", _EMPTY_TEXT, group=stream.group, from_user_id=self.user_id,
+            sender_id=self.connection_id, no_echo=stream.no_echo, metadata=stream.metadata,
+            ttl_seconds=stream.ttl_seconds)
+
+    def _reply_stream(self, step: Step, stream_id: str) -> None:
+        reply = step.reply
+        if reply is None:
+            return
+        kind = reply[0]
+        codec = self.codec
+        if kind == "ack":
+            self.send_protocol_nowait(codec.encode_stream_ack(stream_id, reply[1]))
+        elif kind == "nack":
+            self.send_protocol_nowait(codec.encode_stream_nack(stream_id, reply[1], reply[2], reply[3]))
+        else:
+            self.send_protocol_nowait(codec.encode_stream_closed(stream_id, reply[1], reply[2] if reply[1] else None))
+
+    def _arm_stream(self, stream) -> None:
+        background = background_nowait(self.hub)
+        if background is None:
+            return  # no timer service (the hub is stopping): the stream ends with the connection
+        stream.timer = background.call_at(stream.deadline, lambda: self._stream_timer(stream.stream_id))
+
+    def _stream_timer(self, stream_id: str) -> None:
+        """An idle timer fired (in the background service's timer task; never raises)."""
+        table = self.streams
+        if table is None:
+            return
+        stream = table.get(stream_id)
+        if stream is not None:
+            stream.timer = None
+        step = table.expire(stream_id, trio.current_time())
+        if step is None:
+            return
+        if step.arm:
+            self._arm_stream(step.stream)
+            return
+        self.hub.counters["streams_idle_timeout"] += 1
+        self.hub.counters["streams_closed"] += 1
+        self._reply_stream(step, stream_id)
+        background = background_nowait(self.hub)
+        if background is not None:
+            background.spawn(self._publish_terminals, [self._terminal_publication(step)])
+
+    def _end_streams(self) -> None:
+        """The logical connection ended: every open stream ends Cancelled, published by the
+        background service (nothing here may block)."""
+        table = self.streams
+        if not table:
+            return
+        steps = table.close_all()
+        for step in steps:
+            if step.stream.timer is not None:
+                step.stream.timer.cancel()
+        self.hub.counters["streams_closed"] += len(steps)
+        background = background_nowait(self.hub)
+        if background is not None:
+            background.spawn(self._publish_terminals, [self._terminal_publication(step) for step in steps])
+
+    async def _publish_terminals(self, publications: list) -> None:
+        for publication in publications:
+            try:
+                await self.hub.publish(publication)
+            except Exception:
+                log.exception("publishing the end of a stream of %r failed", self)
+
+    # ---- group presence ------------------------------------------------------------------
+
+    def _presence(self, kind: str, group: str) -> None:
+        """A real join or leave (from ``_Groups``): queue it for a handler that wants it."""
+        hub = self.hub
+        handler = hub.handler
+        if handler is None or not handles_system_event(handler, kind):
+            return
+        background = background_nowait(hub)
+        if background is None or not background.notify_presence(kind, self.context, group):
+            hub.counters["presence_dropped"] += 1
 
     async def _sequence_ack(self, msg: codec_json.SequenceAck) -> None:
         if self.replay is not None:
@@ -612,6 +931,11 @@ _DISPATCH = {
     codec_json.Event: ClientConnection._event,
     codec_json.Ping: ClientConnection._ping,
     codec_json.SequenceAck: ClientConnection._sequence_ack,
+    codec_json.StreamStart: ClientConnection._stream_start,
+    codec_json.StreamData: ClientConnection._stream_data,
+    codec_json.StreamEnd: ClientConnection._stream_end,
+    codec_json.Invoke: ClientConnection._invoke,
+    codec_json.CancelInvocation: ClientConnection._cancel_invocation,
 }
 
 

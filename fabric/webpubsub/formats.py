@@ -6,6 +6,9 @@ Rules this module keeps:
 - The reliable variants add the per-connection ``sequenceId`` to cached parts: for JSON the
   frame header plus the body up to the id is cut once per publication and id width, so each
   recipient's frame is one concatenation (``head + b"1234}"``).
+- A publication's metadata and, for a stream fragment or terminal
+  (``fabric.webpubsub.streams.StreamPublication``), its stream info are part of every
+  PubSub format; simple clients get the payload alone.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from transport.frames import encode_frame
 
 def _json_body(publication: Publication) -> bytes:
     if publication.origin == "group":
-        return codec_json.encode_group_message(publication.group, publication.payload, publication.from_user_id)
-    return codec_json.encode_server_message(publication.payload)
+        return codec_json.encode_group_message(publication.group, publication.payload, publication.from_user_id,
+                                               metadata=publication.metadata,
+                                               stream=getattr(publication, "stream", None))
+    return codec_json.encode_server_message(publication.payload, metadata=publication.metadata)
 
 
 def _protobuf_body(publication: Publication) -> bytes:
     if publication.origin == "group":
-        return codec_protobuf.encode_group_message(publication.group, publication.payload, publication.from_user_id)
-    return codec_protobuf.encode_server_message(publication.payload)
+        return codec_protobuf.encode_group_message(publication.group, publication.payload, publication.from_user_id,
+                                                   metadata=publication.metadata,
+                                                   stream=getattr(publication, "stream", None))
+    return codec_protobuf.encode_server_message(publication.payload, metadata=publication.metadata)
 
 
 def _simple_frame(publication: Publication) -> bytes:
@@ -68,7 +75,8 @@ def protobuf_frame(publication: Publication) -> bytes:
 
 
 def protobuf_frame_with_sequence(publication: Publication, sequence_id: int) -> bytes:
-    body = codec_protobuf.with_sequence_id(publication.encoded(PROTOBUF_BODY), sequence_id)
+    plain = not publication.metadata and type(publication) is Publication  # no field after data
+    body = codec_protobuf.with_sequence_id(publication.encoded(PROTOBUF_BODY), sequence_id, plain=plain)
     return encode_frame(body, text=False)
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabric.webpubsub import codec_json as cj
-from specs import errors, lifecycle
+from specs import errors, invocation, lifecycle, metadata, streams
 from specs import webpubsub_json as spec
 from specs._decisions import render_decisions_markdown
 
@@ -20,8 +20,13 @@ CLASSES = {
     "event": cj.Event,
     "sequenceAck": cj.SequenceAck,
     "ping": cj.Ping,
+    "streamData": cj.StreamData,
+    "streamEnd": cj.StreamEnd,
+    "invoke": cj.Invoke,
+    "cancelInvocation": cj.CancelInvocation,
 }
-SAMPLE_BY_NAME = {"group": "g", "event": "e", "data": "x", "target": "event"}
+SAMPLE_BY_NAME = {"group": "g", "event": "e", "data": "x", "target": "event", "streamId": "s",
+                  "invocationId": "i"}
 SAMPLE_BY_TYPE = {"string": "v", "uint64": 1, "uint32": 1, "boolean": True, "object": {}, "any": 1}
 
 
@@ -165,7 +170,8 @@ def test_subprotocol_table():
 
 
 def test_decisions_have_unique_ids_and_render():
-    all_decisions = spec.DECISIONS + errors.DECISIONS + lifecycle.DECISIONS
+    all_decisions = (spec.DECISIONS + errors.DECISIONS + lifecycle.DECISIONS + metadata.DECISIONS
+                     + invocation.DECISIONS + streams.DECISIONS)
     ids = [d.id for d in all_decisions]
     assert len(ids) == len(set(ids))
     assert all(d.question and d.decision and d.reason for d in all_decisions)

@@ -19,6 +19,8 @@ from fabric.core.payload import DataType, Payload
 from fabric.webpubsub import codec_protobuf as cp
 from specs import webpubsub_json as js
 from specs import webpubsub_protobuf as ps
+from specs.invocation import identifier_problem
+from specs.metadata import metadata_problem, normalize
 
 UINT64_MAX = 2**64 - 1
 
@@ -120,14 +122,25 @@ def join_leave_cases(draw):
     return expected, build
 
 
+metadata_keys = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                        min_size=1, max_size=8)
+metadata_maps = st.dictionaries(metadata_keys, st.text(max_size=6).filter(lambda v: metadata_problem({"k": v}) is None),
+                                max_size=3).filter(lambda m: len({k.lower() for k in m}) == len(m))
+stream_ids = st.text(min_size=1, max_size=12).filter(lambda t: identifier_problem("id", t) is None)
+
+
+def _lower(metadata: dict) -> dict | None:
+    return {k.lower(): v for k, v in metadata.items()} or None
+
+
 @st.composite
 def send_to_group_cases(draw):
     group, ack_id = draw(groups), draw(ack_ids)
     no_echo = draw(st.none() | st.booleans())
     payload, fill = draw(payloads())
-    metadata = draw(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2))
+    metadata = draw(metadata_maps)
     ttl = draw(st.none() | st.integers(0, 300))
-    expected = cp.SendToGroup(group, payload, ack_id, bool(no_echo))
+    expected = cp.SendToGroup(group, payload, ack_id, bool(no_echo), _lower(metadata), ttl or None)
 
     def build(pb):
         U = pb.UpstreamMessage
@@ -145,12 +158,14 @@ def send_to_group_cases(draw):
 def event_cases(draw):
     event, ack_id = draw(event_names), draw(ack_ids)
     payload, fill = draw(payloads())
-    expected = cp.Event(event, payload, ack_id)
+    metadata = draw(metadata_maps)
+    expected = cp.Event(event, payload, ack_id, _lower(metadata))
 
     def build(pb):
         U = pb.UpstreamMessage
         m = U.EventMessage(**_kw(event=event, ack_id=ack_id))
         fill(m.data)
+        m.metadata.update(metadata)
         return U(event_message=m)
 
     return expected, build
@@ -170,66 +185,87 @@ def small_cases(draw):
 
 
 @st.composite
-def unsupported_cases(draw):
-    """Kinds we do not implement, stream starts and metadata-only messages."""
-    which = draw(
-        st.sampled_from(
-            [
-                "invoke",
-                "cancel",
-                "stream_data",
-                "stream_end",
-                "set_state",
-                "subscribe",
-                "unsubscribe",
-                "stg_stream",
-                "event_stream",
-                "stg_metadata",
-                "event_metadata",
-            ]
-        )
-    )
-    some_id = draw(ids)
-    ack_id = draw(ack_ids)
-    group = draw(groups)
-    payload_fill = draw(st.none() | payloads())
-
-    def with_data(m, field="data"):
-        if payload_fill is not None:
-            payload_fill[1](getattr(m, field))
-        return m
-
-    if which == "invoke":
-        expected = cp.Unsupported("invoke", None, None, some_id or None)
-        return expected, lambda pb: pb.UpstreamMessage(
-            invoke_event_message=with_data(
-                pb.UpstreamMessage.InvokeEventMessage(event="e", invocation_id=some_id)
-            )
-        )
-    if which == "cancel":
-        expected = cp.Unsupported("cancelInvocation", None, None, some_id or None)
-        return expected, lambda pb: pb.UpstreamMessage(
-            cancel_invocation_message=pb.UpstreamMessage.CancelInvocationMessage(
-                invocation_id=some_id
-            )
-        )
-    if which == "stream_data":
-        expected = cp.Unsupported("streamData", None, None, None, some_id or None)
-        return expected, lambda pb: pb.UpstreamMessage(
-            stream_data_message=with_data(
-                pb.UpstreamMessage.StreamDataMessage(stream_id=some_id, stream_sequence_id=3)
-            )
-        )
-    if which == "stream_end":
-        expected = cp.Unsupported("streamEnd", None, None, None, some_id or None)
+def stream_cases(draw):
+    """Stream starts, fragments, keepalives and ends."""
+    which = draw(st.sampled_from(["start", "data", "keepalive", "end"]))
+    stream_id = draw(stream_ids)
+    if which == "start":
+        group, ack_id = draw(groups), draw(ack_ids)
+        no_echo = draw(st.none() | st.booleans())
+        idle = draw(st.none() | st.integers(1, 2**32 - 1))
+        metadata = draw(metadata_maps)
+        expected = cp.StreamStart(group, stream_id, ack_id, bool(no_echo), idle or 300_000, _lower(metadata))
 
         def build(pb):
             U = pb.UpstreamMessage
-            m = U.StreamEndMessage(stream_id=some_id)
-            m.error.message = "boom"
-            return U(stream_end_message=m)
+            m = U.SendToGroupMessage(**_kw(group=group, ack_id=ack_id, no_echo=no_echo))
+            m.stream.stream_id = stream_id
+            if idle is not None:
+                m.stream.idle_timeout_ms = idle
+            m.metadata.update(metadata)
+            return U(send_to_group_message=m)
 
         return expected, build
+    if which == "data":
+        seq = draw(st.integers(0, UINT64_MAX))
+        payload, fill = draw(payloads())
+
+        def build(pb):
+            U = pb.UpstreamMessage
+            m = U.StreamDataMessage(stream_id=stream_id, stream_sequence_id=seq)
+            fill(m.data)
+            return U(stream_data_message=m)
+
+        return cp.StreamData(stream_id, seq, payload), build
+    if which == "keepalive":
+        return cp.StreamData(stream_id), lambda pb: pb.UpstreamMessage(
+            stream_data_message=pb.UpstreamMessage.StreamDataMessage(stream_id=stream_id))
+    error = draw(st.none() | st.tuples(st.none() | st.text(max_size=8), st.none() | st.text(max_size=8)))
+
+    def build(pb):
+        U = pb.UpstreamMessage
+        m = U.StreamEndMessage(stream_id=stream_id)
+        if error is not None:
+            m.error.SetInParent()
+            if error[0] is not None:
+                m.error.message = error[0]
+            if error[1] is not None:
+                m.error.user_error_code = error[1]
+        return U(stream_end_message=m)
+
+    expected = cp.StreamEnd(stream_id) if error is None else cp.StreamEnd(stream_id, True, *error)
+    return expected, build
+
+
+@st.composite
+def invocation_cases(draw):
+    invocation_id = draw(stream_ids)
+    if draw(st.booleans()):
+        return cp.CancelInvocation(invocation_id), lambda pb: pb.UpstreamMessage(
+            cancel_invocation_message=pb.UpstreamMessage.CancelInvocationMessage(invocation_id=invocation_id))
+    event = draw(event_names)
+    metadata = draw(metadata_maps)
+    payload_fill = draw(st.none() | payloads())
+    payload = payload_fill[0] if payload_fill is not None else Payload(DataType.TEXT, b"")
+
+    def build(pb):
+        U = pb.UpstreamMessage
+        m = U.InvokeEventMessage(event=event, invocation_id=invocation_id)
+        if payload_fill is not None:
+            payload_fill[1](m.data)
+        m.metadata.update(metadata)
+        return U(invoke_event_message=m)
+
+    return cp.Invoke(invocation_id, event, payload, _lower(metadata)), build
+
+
+@st.composite
+def unsupported_cases(draw):
+    """Kinds we do not implement, and streams on event/invoke."""
+    which = draw(st.sampled_from(["set_state", "subscribe", "unsubscribe", "event_stream", "invoke_stream"]))
+    some_id = draw(ids)
+    ack_id = draw(ack_ids)
+    group = draw(groups)
     if which in ("set_state", "subscribe", "unsubscribe"):
         json_type, field, cls = {
             "set_state": ("setGroupState", "set_group_state_message", "SetGroupStateMessage"),
@@ -254,37 +290,25 @@ def unsupported_cases(draw):
             return U(**{field: m})
 
         return expected, build
-    if which in ("stg_stream", "event_stream"):
-        json_type = "sendToGroup" if which == "stg_stream" else "event"
-        expected = cp.Unsupported(json_type, ack_id, "stream", None, some_id or None)
+    if which == "event_stream":
+        expected = cp.Unsupported("event", ack_id, "stream", None, some_id or None)
 
         def build(pb):
             U = pb.UpstreamMessage
-            if which == "stg_stream":
-                m = U.SendToGroupMessage(**_kw(group=group, ack_id=ack_id))
-                wrap = "send_to_group_message"
-            else:
-                m = U.EventMessage(**_kw(event="ev", ack_id=ack_id))
-                wrap = "event_message"
+            m = U.EventMessage(**_kw(event="ev", ack_id=ack_id))
             m.stream.stream_id = some_id
             m.stream.idle_timeout_ms = 1000
-            with_data(m)
-            return U(**{wrap: m})
+            return U(event_message=m)
 
         return expected, build
-    json_type = "sendToGroup" if which == "stg_metadata" else "event"
-    expected = cp.Unsupported(json_type, ack_id, "metadata")
+    invocation_id = draw(stream_ids)
+    expected = cp.Unsupported("invoke", None, "stream", invocation_id, some_id or None)
 
     def build(pb):
         U = pb.UpstreamMessage
-        if which == "stg_metadata":
-            m = U.SendToGroupMessage(**_kw(group=group, ack_id=ack_id))
-            wrap = "send_to_group_message"
-        else:
-            m = U.EventMessage(**_kw(event="ev", ack_id=ack_id))
-            wrap = "event_message"
-        m.metadata["trace"] = some_id
-        return U(**{wrap: m})
+        m = U.InvokeEventMessage(event="ev", invocation_id=invocation_id)
+        m.stream.stream_id = some_id
+        return U(invoke_event_message=m)
 
     return expected, build
 
@@ -294,6 +318,8 @@ client_cases = (
     | send_to_group_cases()
     | event_cases()
     | small_cases()
+    | stream_cases()
+    | invocation_cases()
     | unsupported_cases()
 )
 
@@ -407,37 +433,64 @@ def model(pb, frame: bytes):
             _check(ack_id, js.group_name_problem(m.group))
             cls = cp.JoinGroup if case == "join_group_message" else cp.LeaveGroup
             return ("ok", cls(m.group, ack_id))
-        if case in ("send_to_group_message", "event_message"):
+        if case == "send_to_group_message":
+            stream_id = None
             if m.HasField("stream"):
-                stream_id = m.stream.stream_id or None
-                return ("ok", cp.Unsupported(json_type, ack_id, "stream", None, stream_id))
-            if case == "send_to_group_message":
-                _check(ack_id, js.group_name_problem(m.group))
-            else:
-                _check(ack_id, js.event_name_problem(m.event))
-            payload = _model_payload(m, ack_id)
-            if payload is None:
-                return ("ok", cp.Unsupported(json_type, ack_id, "metadata"))
-            if case == "send_to_group_message":
-                return ("ok", normalise(cp.SendToGroup(m.group, payload, ack_id, m.no_echo)))
-            return ("ok", normalise(cp.Event(m.event, payload, ack_id)))
+                stream_id = m.stream.stream_id
+                _check(ack_id, identifier_problem("stream.stream_id", stream_id))
+            _check(ack_id, js.group_name_problem(m.group))
+            metadata = _model_metadata(m, ack_id)
+            ttl = m.ttl_seconds if m.HasField("ttl_seconds") else None
+            if ttl is not None and ttl > 300:
+                raise _Invalid(ack_id, "'ttl_seconds' is out of range. Allowed range is [0,300].")
+            if stream_id is not None:
+                if m.HasField("data"):
+                    raise _Invalid(ack_id, "a stream start must not carry 'data'")
+                idle = m.stream.idle_timeout_ms if m.stream.HasField("idle_timeout_ms") else 300_000
+                if idle < 1:
+                    raise _Invalid(ack_id, "'stream.idle_timeout_ms' must be greater than 0")
+                return ("ok", cp.StreamStart(m.group, stream_id, ack_id, m.no_echo, idle, metadata, ttl or None))
+            payload = _model_payload(m, ack_id, metadata)
+            return ("ok", normalise(cp.SendToGroup(m.group, payload, ack_id, m.no_echo, metadata, ttl or None)))
+        if case == "event_message":
+            if m.HasField("stream"):
+                return ("ok", cp.Unsupported(json_type, ack_id, "stream", None, m.stream.stream_id or None))
+            _check(ack_id, js.event_name_problem(m.event))
+            metadata = _model_metadata(m, ack_id)
+            payload = _model_payload(m, ack_id, metadata)
+            return ("ok", normalise(cp.Event(m.event, payload, ack_id, metadata)))
+        if case == "stream_data_message":
+            _check(None, identifier_problem("stream_id", m.stream_id))
+            has_seq, has_data = m.HasField("stream_sequence_id"), m.HasField("data")
+            if not has_seq and not has_data:
+                return ("ok", cp.StreamData(m.stream_id))
+            if not has_seq or m.data.WhichOneof("data") is None:
+                raise _Invalid(None, "a stream fragment needs both 'stream_sequence_id' and 'data' with a member")
+            payload = _model_payload(m, None, None)
+            return ("ok", normalise(cp.StreamData(m.stream_id, m.stream_sequence_id, payload)))
+        if case == "stream_end_message":
+            _check(None, identifier_problem("stream_id", m.stream_id))
+            if not m.HasField("error"):
+                return ("ok", cp.StreamEnd(m.stream_id))
+            e = m.error
+            return ("ok", cp.StreamEnd(m.stream_id, True, e.message if e.HasField("message") else None,
+                                       e.user_error_code if e.HasField("user_error_code") else None))
+        if case == "invoke_event_message":
+            if m.HasField("stream"):
+                return ("ok", cp.Unsupported("invoke", None, "stream", m.invocation_id, m.stream.stream_id or None))
+            _check(None, identifier_problem("invocation_id", m.invocation_id) or js.event_name_problem(m.event))
+            metadata = _model_metadata(m, None)
+            payload = _model_payload(m, None, metadata, optional=True)
+            return ("ok", normalise(cp.Invoke(m.invocation_id, m.event, payload, metadata)))
+        if case == "cancel_invocation_message":
+            return ("ok", cp.CancelInvocation(m.invocation_id))
     except _Invalid as e:
         return ("invalid", e.args[0], e.args[1])
     if case == "sequence_ack_message":
         return ("ok", cp.SequenceAck(m.sequence_id))
     if case == "ping_message":
         return ("ok", cp.Ping())
-    fields = m.DESCRIPTOR.fields_by_name
-    return (
-        "ok",
-        cp.Unsupported(
-            json_type,
-            ack_id,
-            None,
-            (m.invocation_id or None) if "invocation_id" in fields else None,
-            (m.stream_id or None) if "stream_id" in fields else None,
-        ),
-    )
+    return ("ok", cp.Unsupported(json_type, ack_id))
 
 
 class _Invalid(Exception):
@@ -449,11 +502,19 @@ def _check(ack_id, problem):
         raise _Invalid(ack_id, problem)
 
 
-def _model_payload(m, ack_id):
+def _model_metadata(m, ack_id):
+    if not len(m.metadata):
+        return None
+    metadata, problem = normalize(m.metadata.items())
+    _check(ack_id, problem)
+    return metadata
+
+
+def _model_payload(m, ack_id, metadata, optional=False):
     which = m.data.WhichOneof("data") if m.HasField("data") else None
     if which is None:
-        if len(m.metadata):
-            return None
+        if metadata is not None or optional:
+            return Payload(DataType.TEXT, b"")
         raise _Invalid(ack_id, "'data' is required")
     if which == "text_data":
         return Payload(DataType.TEXT, m.data.text_data.encode("utf-8"))

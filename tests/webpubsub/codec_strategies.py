@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from fabric.core.payload import DataType, Payload
 from fabric.webpubsub import codec_json as cj
 from specs import webpubsub_json as spec
+from specs.invocation import identifier_problem
+from specs.metadata import metadata_problem
 
 KNOWN_PROPERTIES = frozenset(
     {
@@ -30,6 +32,10 @@ KNOWN_PROPERTIES = frozenset(
         "metadata",
         "invocationId",
         "streamId",
+        "ttlSeconds",
+        "streamSequenceId",
+        "target",
+        "error",
     }
 )
 
@@ -48,6 +54,12 @@ json_values = st.recursive(
 )
 
 groups = st.text(min_size=1, max_size=30).filter(spec.is_valid_group_name)
+identifiers = st.text(min_size=1, max_size=20).filter(lambda t: identifier_problem("id", t) is None)
+metadata_keys = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                        min_size=1, max_size=12)
+metadata_values = st.text(max_size=20).filter(lambda v: metadata_problem({"k": v}) is None)
+metadata_maps = st.dictionaries(metadata_keys, metadata_values, max_size=4).filter(
+    lambda m: len({k.lower() for k in m}) == len(m))
 event_names = st.text(min_size=1, max_size=30).filter(spec.is_valid_event_name)
 ack_ids = st.none() | st.integers(min_value=0, max_value=spec.UINT64_MAX)
 extra_properties = st.dictionaries(
@@ -128,6 +140,18 @@ def group_op_cases(draw):
 
 
 @st.composite
+def wire_metadata(draw, obj: dict) -> dict | None:
+    """Maybe put ``metadata`` into ``obj``; returns the expected (lower-cased) map or None."""
+    metadata = draw(st.none() | metadata_maps)
+    if metadata is None:
+        if draw(st.booleans()):
+            obj["metadata"] = None
+        return None
+    obj["metadata"] = metadata
+    return {k.lower(): v for k, v in metadata.items()} or None
+
+
+@st.composite
 def send_to_group_cases(draw):
     group, ack_id, no_echo = draw(groups), draw(ack_ids), draw(st.booleans())
     obj = {"type": "sendToGroup", "group": group, **draw(extra_properties)}
@@ -136,10 +160,14 @@ def send_to_group_cases(draw):
         obj["noEcho"] = no_echo
     elif draw(st.booleans()):
         obj["noEcho"] = None
+    metadata = draw(wire_metadata(obj))
+    ttl = draw(st.none() | st.integers(0, spec.MAX_TTL_SECONDS))
+    if ttl is not None:
+        obj["ttlSeconds"] = ttl
     data_type, value = draw(wire_payload(obj))
     frame, separators, ensure_ascii = draw(serialise(obj))
     payload = expected_payload(data_type, value, separators, ensure_ascii)
-    return cj.SendToGroup(group, payload, ack_id, no_echo), frame
+    return cj.SendToGroup(group, payload, ack_id, no_echo, metadata, ttl or None), frame
 
 
 @st.composite
@@ -147,10 +175,79 @@ def event_cases(draw):
     event, ack_id = draw(event_names), draw(ack_ids)
     obj = {"type": "event", "event": event, **draw(extra_properties)}
     draw(wire_ack_id(obj, ack_id))
+    metadata = draw(wire_metadata(obj))
     data_type, value = draw(wire_payload(obj))
     frame, separators, ensure_ascii = draw(serialise(obj))
     payload = expected_payload(data_type, value, separators, ensure_ascii)
-    return cj.Event(event, payload, ack_id), frame
+    return cj.Event(event, payload, ack_id, metadata), frame
+
+
+@st.composite
+def stream_start_cases(draw):
+    group, ack_id, no_echo, stream_id = draw(groups), draw(ack_ids), draw(st.booleans()), draw(identifiers)
+    stream: dict = {"streamId": stream_id}
+    idle = draw(st.none() | st.integers(1, 2**32 - 1))
+    if idle is not None:
+        stream["idleTimeoutMs"] = idle
+    obj = {"type": "sendToGroup", "group": group, "stream": stream, "noEcho": no_echo, **draw(extra_properties)}
+    draw(wire_ack_id(obj, ack_id))
+    metadata = draw(wire_metadata(obj))
+    frame, _, _ = draw(serialise(obj))
+    return cj.StreamStart(group, stream_id, ack_id, no_echo, idle or 300_000, metadata), frame
+
+
+@st.composite
+def stream_data_cases(draw):
+    stream_id = draw(identifiers)
+    obj = {"type": "streamData", "streamId": stream_id, **draw(extra_properties)}
+    if draw(st.booleans()):  # a keepalive
+        frame, _, _ = draw(serialise(obj))
+        return cj.StreamData(stream_id), frame
+    sequence_id = draw(st.integers(0, spec.UINT64_MAX))
+    obj["streamSequenceId"] = str(sequence_id) if draw(st.booleans()) else sequence_id
+    data_type, value = draw(wire_payload(obj))
+    if "dataType" not in obj or obj["dataType"] is None:
+        obj["dataType"] = "json"  # a fragment needs its dataType
+    frame, separators, ensure_ascii = draw(serialise(obj))
+    return cj.StreamData(stream_id, sequence_id, expected_payload(data_type, value, separators, ensure_ascii)), frame
+
+
+@st.composite
+def stream_end_cases(draw):
+    stream_id = draw(identifiers)
+    obj = {"type": "streamEnd", "streamId": stream_id, **draw(extra_properties)}
+    expected = cj.StreamEnd(stream_id)
+    if draw(st.booleans()):
+        message, code = draw(st.none() | st.text(max_size=10)), draw(st.none() | st.text(max_size=10))
+        error = {k: v for k, v in (("message", message), ("userErrorCode", code)) if v is not None}
+        obj["error"] = error
+        expected = cj.StreamEnd(stream_id, True, message, code)
+    frame, _, _ = draw(serialise(obj))
+    return expected, frame
+
+
+@st.composite
+def invoke_cases(draw):
+    invocation_id, event = draw(identifiers), draw(event_names)
+    obj = {"type": "invoke", "invocationId": invocation_id, "event": event, **draw(extra_properties)}
+    if draw(st.booleans()):
+        obj["target"] = "event"
+    metadata = draw(wire_metadata(obj))
+    if draw(st.booleans()):
+        frame, _, _ = draw(serialise(obj))
+        return cj.Invoke(invocation_id, event, Payload.text(""), metadata), frame
+    data_type, value = draw(wire_payload(obj))
+    frame, separators, ensure_ascii = draw(serialise(obj))
+    return cj.Invoke(invocation_id, event, expected_payload(data_type, value, separators, ensure_ascii),
+                     metadata), frame
+
+
+@st.composite
+def cancel_cases(draw):
+    invocation_id = draw(st.text(max_size=10))
+    frame, _, _ = draw(serialise({"type": "cancelInvocation", "invocationId": invocation_id,
+                                  **draw(extra_properties)}))
+    return cj.CancelInvocation(invocation_id), frame
 
 
 @st.composite
@@ -193,6 +290,11 @@ client_cases = st.one_of(
     event_cases(),
     sequence_ack_cases(),
     ping_cases(),
+    stream_start_cases(),
+    stream_data_cases(),
+    stream_end_cases(),
+    invoke_cases(),
+    cancel_cases(),
     unsupported_cases(),
 )
 

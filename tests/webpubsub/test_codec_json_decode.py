@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from fabric.core.payload import DataType, Payload
 from fabric.webpubsub import codec_json as cj
 from fabric.webpubsub.codec_json import (
+    CancelInvocation,
     Event,
     InvalidMessage,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     MalformedFrame,
@@ -20,6 +22,9 @@ from fabric.webpubsub.codec_json import (
     ProtocolError,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamStart,
     Unsupported,
     decode_client,
 )
@@ -178,30 +183,160 @@ def test_unknown_and_unimplemented_types_are_unsupported_not_errors():
     assert decode_client(b'{"type":"whatever","ackId":"5"}') == Unsupported("whatever", 5)
     assert decode_client(b'{"type":"JoinGroup","group":"g"}') == Unsupported("JoinGroup")
     assert decode_client(b'{"type":"","ackId":-1}') == Unsupported("")
+    assert decode_client(b'{"type":"setGroupState","group":"g","ackId":3}') == Unsupported("setGroupState", 3)
+    # a client-sent invokeResponse (service-initiated invocations: decision invoke.service-initiated)
+    assert decode_client(b'{"type":"invokeResponse","invocationId":"i"}') == (
+        Unsupported("invokeResponse", invocation_id="i")
+    )
+
+
+def test_invoke_and_cancel():
     invoke = decode_client(
         b'{"type":"invoke","invocationId":"inv-1","target":"event","event":"e","dataType":"text",'
-        b'"data":"x"}'
+        b'"data":"x","metadata":{"Trace":"t1"}}'
     )
-    assert invoke == Unsupported("invoke", None, None, "inv-1", None)
-    assert decode_client(b'{"type":"streamData","streamId":"s1","streamSequenceId":1}') == (
-        Unsupported("streamData", stream_id="s1")
+    assert invoke == Invoke("inv-1", "e", Payload.text("x"), {"trace": "t1"})
+    # no payload: an empty text (decision invoke.no-payload); target absent means "event"
+    assert decode_client(b'{"type":"invoke","invocationId":"2","event":"e"}') == Invoke("2", "e", Payload.text(""))
+    assert decode_client(b'{"type":"cancelInvocation","invocationId":"2"}') == CancelInvocation("2")
+
+
+@pytest.mark.parametrize(
+    ("frame", "invocation_id"),
+    [
+        (b'{"type":"invoke","invocationId":"i","target":"method","event":"e"}', "i"),
+        (b'{"type":"invoke","invocationId":"i"}', "i"),
+        (b'{"type":"invoke","invocationId":"i","event":""}', "i"),
+        (b'{"type":"invoke","invocationId":"","event":"e"}', ""),
+        (b'{"type":"invoke","invocationId":"i","event":"e","dataType":"text","data":1}', "i"),
+        (b'{"type":"invoke","invocationId":"i","event":"e","dataType":"text"}', "i"),
+        (b'{"type":"invoke","invocationId":"i","event":"e","metadata":{"a b":"c"}}', "i"),
+        (b'{"type":"invoke","invocationId":7,"event":"e"}', None),
+        (b'{"type":"invoke","event":"e"}', None),
+        (b'{"type":"cancelInvocation"}', None),
+        (b'{"type":"cancelInvocation","invocationId":1}', None),
+    ],
+)
+def test_invalid_invocations_carry_the_id_to_answer(frame, invocation_id):
+    with pytest.raises(InvalidMessage) as info:
+        decode_client(frame)
+    assert info.value.invocation_id == invocation_id and info.value.ack_id is None
+
+
+def test_an_invoke_with_a_stream_is_unsupported():
+    assert decode_client(b'{"type":"invoke","invocationId":"i","event":"e","stream":{"streamId":"s"}}') == (
+        Unsupported("invoke", None, "stream", "i", "s")
     )
 
 
-def test_stream_start_and_metadata_only_are_unsupported_features():
+def test_stream_start_data_end():
     assert decode_client(
         b'{"type":"sendToGroup","group":"g","ackId":1,"stream":{"streamId":"s","idleTimeoutMs":5}}'
-    ) == Unsupported("sendToGroup", 1, "stream", None, "s")
-    assert decode_client(b'{"type":"event","event":"e","stream":{}}') == (
-        Unsupported("event", None, "stream")
+    ) == StreamStart("g", "s", 1, False, 5)
+    assert decode_client(b'{"type":"sendToGroup","group":"g","noEcho":true,"stream":{"streamId":"s"}}') == (
+        StreamStart("g", "s", None, True, 300_000)
     )
+    assert decode_client(b'{"type":"streamData","streamId":"s","streamSequenceId":1,"dataType":"text",'
+                         b'"data":"a"}') == StreamData("s", 1, Payload.text("a"))
+    assert decode_client(b'{"type":"streamData","streamId":"s","streamSequenceId":"2","dataType":"binary",'
+                         b'"data":"AAE="}') == StreamData("s", 2, Payload.binary(b"\x00\x01"))
+    assert decode_client(b'{"type":"streamData","streamId":"s"}') == StreamData("s")  # a keepalive
+    assert decode_client(b'{"type":"streamData","streamId":"s","streamSequenceId":null,"data":null}') == (
+        StreamData("s")
+    )
+    assert decode_client(b'{"type":"streamEnd","streamId":"s"}') == StreamEnd("s")
+    assert decode_client(b'{"type":"streamEnd","streamId":"s","error":{"name":"X","message":"m",'
+                         b'"userErrorCode":"c"}}') == StreamEnd("s", True, "m", "c")
+    assert decode_client(b'{"type":"streamEnd","streamId":"s","error":{}}') == StreamEnd("s", True)
+    # streams on event are not a thing (client streams target groups)
+    assert decode_client(b'{"type":"event","event":"e","stream":{"streamId":"s"}}') == (
+        Unsupported("event", None, "stream", None, "s")
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "stream_id", "start"),
+    [
+        (b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s","idleTimeoutMs":0}}', "s", True),
+        (b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s","idleTimeoutMs":1.5}}', "s", True),
+        (b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s"},"data":"x"}', "s", True),
+        (b'{"type":"sendToGroup","group":"","stream":{"streamId":"s"}}', "s", True),
+        (b'{"type":"sendToGroup","group":"g","stream":{"streamId":"s"},"metadata":{"":"v"}}', "s", True),
+        (b'{"type":"sendToGroup","group":"g","stream":{}}', None, False),
+        (b'{"type":"sendToGroup","group":"g","stream":{"streamId":""}}', None, False),
+        (b'{"type":"sendToGroup","group":"g","stream":[]}', None, False),
+        (b'{"type":"streamData","streamId":"s","streamSequenceId":1}', "s", False),
+        (b'{"type":"streamData","streamId":"s","dataType":"text","data":"x"}', "s", False),
+        (b'{"type":"streamData","streamId":"s","streamSequenceId":-1,"dataType":"text","data":"x"}', "s", False),
+        (b'{"type":"streamData","streamId":"s","streamSequenceId":1,"dataType":"text","data":5}', "s", False),
+        (b'{"type":"streamData","streamId":"s","streamSequenceId":1,"data":"x"}', "s", False),
+        (b'{"type":"streamData"}', None, False),
+        (b'{"type":"streamData","streamId":"a\\u0000b"}', None, False),
+        (b'{"type":"streamEnd","streamId":"s","error":"boom"}', "s", False),
+        (b'{"type":"streamEnd","streamId":"s","error":{"message":1}}', "s", False),
+    ],
+)
+def test_invalid_stream_messages_carry_the_stream_to_answer(frame, stream_id, start):
+    with pytest.raises(InvalidMessage) as info:
+        decode_client(frame)
+    assert info.value.stream_id == stream_id
+    assert info.value.stream_start is start
+
+
+def test_metadata_on_send_and_event():
+    assert decode_client(b'{"type":"sendToGroup","group":"g","data":1,"metadata":{"K":"v","b":""}}') == (
+        SendToGroup("g", Payload.json(b"1"), metadata={"k": "v", "b": ""})
+    )
+    assert decode_client(b'{"type":"event","event":"e","data":1,"metadata":{"k":"v"},"ackId":2}') == (
+        Event("e", Payload.json(b"1"), 2, {"k": "v"})
+    )
+    # metadata-only: an empty text (decision metadata.only); empty or null metadata is none
     assert decode_client(b'{"type":"sendToGroup","group":"g","metadata":{"k":"v"}}') == (
-        Unsupported("sendToGroup", None, "metadata")
+        SendToGroup("g", Payload.text(""), metadata={"k": "v"})
     )
-    # null stream/metadata are absent; metadata beside data is ignored
-    assert decode_client(
-        b'{"type":"sendToGroup","group":"g","stream":null,"metadata":{"k":"v"},"data":1}'
-    ) == SendToGroup("g", Payload.json(b"1"))
+    assert decode_client(b'{"type":"sendToGroup","group":"g","stream":null,"metadata":{},"data":1}') == (
+        SendToGroup("g", Payload.json(b"1"))
+    )
+    assert decode_client(b'{"type":"sendToGroup","group":"g","metadata":null,"data":1}') == (
+        SendToGroup("g", Payload.json(b"1"))
+    )
+    with pytest.raises(InvalidMessage):  # metadata without data still needs data when dataType is given
+        decode_client(b'{"type":"sendToGroup","group":"g","metadata":{"k":"v"},"dataType":"text"}')
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        b'[]', b'"k"', b'{"k":1}', b'{"k":null}', b'{"k":{"a":"b"}}', b'{"":"v"}', b'{"a b":"v"}',
+        b'{"caf\\u00e9":"v"}', b'{"k":"v","K":"w"}', b'{"k":"v","k":"w"}', b'{"k":"a\\nb"}',
+        b'{"k":"' + b"v" * 1025 + b'"}', b'{"' + b"k" * 257 + b'":"v"}',
+        b"{" + b",".join(b'"k%d":"%s"' % (i, b"v" * 1000) for i in range(9)) + b"}",
+    ],
+)
+def test_invalid_metadata_is_an_invalid_message(metadata):
+    with pytest.raises(InvalidMessage) as info:
+        decode_client(b'{"type":"sendToGroup","group":"g","ackId":4,"data":1,"metadata":' + metadata + b"}")
+    assert info.value.ack_id == 4
+    with pytest.raises(InvalidMessage):
+        decode_client(b'{"type":"event","event":"e","data":1,"metadata":' + metadata + b"}")
+
+
+def test_metadata_at_the_limits_is_valid():
+    eight_kib = b"{" + b",".join(b'"k%d":"%s"' % (i, b"v" * (1024 - len(b"k%d" % i))) for i in range(8)) + b"}"
+    msg = decode_client(b'{"type":"sendToGroup","group":"g","data":1,"metadata":' + eight_kib + b"}")
+    assert sum(len(k) + len(v) for k, v in msg.metadata.items()) == 8 * 1024
+    token = "!#$%&'*+-.^_`|~09azAZ"
+    msg = decode_client(('{"type":"event","event":"e","data":1,"metadata":{"%s":"\\t caf\\u00e9"}}' % token).encode())
+    assert msg.metadata == {token.lower(): "\t café"}
+
+
+def test_ttl_seconds_on_send_to_group():
+    assert decode_client(b'{"type":"sendToGroup","group":"g","data":1,"ttlSeconds":30}').ttl_seconds == 30
+    assert decode_client(b'{"type":"sendToGroup","group":"g","data":1,"ttlSeconds":0}').ttl_seconds is None
+    assert decode_client(b'{"type":"sendToGroup","group":"g","data":1,"ttlSeconds":null}').ttl_seconds is None
+    for bad in (b"301", b"-1", b"1.5", b'"30"'):
+        with pytest.raises(InvalidMessage, match="ttlSeconds"):
+            decode_client(b'{"type":"sendToGroup","group":"g","ackId":1,"data":1,"ttlSeconds":' + bad + b"}")
 
 
 def test_ping_and_sequence_ack_ignore_ack_ids_and_extras():

@@ -62,8 +62,15 @@ def check_against_catalogue(frame: bytes, name: str) -> dict:
     for k, nested_keys in m.nested.items():
         if k in values:
             assert isinstance(values[k], dict), f"{k} must be an object"
-            assert [nk for nk, _ in dict(pairs)[k]] == list(nested_keys)
-            assert all(isinstance(v, str) for v in values[k].values())
+            got = [nk for nk, _ in dict(pairs)[k]]
+            assert got == [nk for nk in nested_keys if nk in got], (got, nested_keys)
+            if k == "stream":
+                assert {"streamId", "streamSequenceId"} <= set(got)
+            else:
+                assert got == list(nested_keys)
+                assert all(isinstance(v, str) for v in values[k].values())
+    if "metadata" in values:
+        assert values["metadata"] and all(isinstance(v, str) for v in values["metadata"].values())
     return values
 
 
@@ -201,10 +208,86 @@ def test_disconnected_pong_invoke_stream_match_catalogue(text):
     check_against_catalogue(cj.encode_stream_closed(text), "streamClosed")
 
 
+metadata_maps = st.dictionaries(st.text("abc-_.", min_size=1, max_size=6), any_text, max_size=3)
+stream_infos = st.builds(
+    cj.StreamInfo, any_text, sequence_ids, st.booleans(), st.none() | any_text, st.none() | any_text,
+    st.none() | any_text,
+)
+
+
+@FAST
+@given(any_text, payloads, st.none() | any_text, metadata_maps, st.none() | stream_infos, st.none() | sequence_ids)
+def test_group_message_with_metadata_and_stream(group, payload, from_user_id, metadata, stream, sequence_id):
+    frame = cj.encode_group_message(group, payload, from_user_id, metadata=metadata, stream=stream,
+                                    sequence_id=sequence_id)
+    values = check_against_catalogue(frame, "message.group")
+    assert values.get("metadata", {}) == metadata
+    if stream is None:
+        assert "stream" not in values
+    else:
+        s = values["stream"]
+        assert s["streamId"] == stream.stream_id and s["streamSequenceId"] == stream.sequence_id
+        assert s.get("endOfStream", False) is stream.end_of_stream
+        if stream.error_name is None:
+            assert "error" not in s
+        else:
+            assert s["error"]["name"] == stream.error_name
+            assert s["error"].get("message") == stream.error_message
+            assert s["error"].get("userErrorCode") == stream.user_error_code
+    assert values.get("sequenceId") == sequence_id
+    assert decode_data(values) == sent_data(payload)
+
+
+@FAST
+@given(payloads, metadata_maps)
+def test_server_message_with_metadata(payload, metadata):
+    values = check_against_catalogue(cj.encode_server_message(payload, metadata=metadata), "message.server")
+    assert values.get("metadata", {}) == metadata
+
+
+@FAST
+@given(any_text, st.none() | payloads, metadata_maps)
+def test_invoke_response_success_matches_catalogue(invocation_id, payload, metadata):
+    values = check_against_catalogue(cj.encode_invoke_response(invocation_id, payload, metadata),
+                                     "invokeResponse.success")
+    assert values["invocationId"] == invocation_id and values["success"] is True
+    assert ("data" in values) is ("dataType" in values) is (payload is not None)
+    if payload is not None:
+        assert decode_data(values) == sent_data(payload)
+    assert values.get("metadata", {}) == metadata
+
+
+@FAST
+@given(any_text, sequence_ids, any_text, any_text)
+def test_stream_ack_and_nack_match_catalogue(stream_id, expected, name, message):
+    values = check_against_catalogue(cj.encode_stream_ack(stream_id, expected), "streamAck")
+    assert values == {"type": "streamAck", "streamId": stream_id, "expectedSequenceId": expected}
+    values = check_against_catalogue(cj.encode_stream_nack(stream_id, expected, name, message), "streamNack")
+    assert values == {"type": "streamNack", "streamId": stream_id, "expectedSequenceId": expected,
+                      "name": name, "message": message}
+
+
+def test_stream_messages_exact_bytes():
+    assert cj.encode_stream_ack("s", 1) == b'{"type":"streamAck","streamId":"s","expectedSequenceId":1}'
+    assert cj.encode_stream_closed("s", "IdleTimeout", "m") == (
+        b'{"type":"streamClosed","streamId":"s","error":{"name":"IdleTimeout","message":"m"}}'
+    )
+    terminal = cj.StreamInfo("s", 4, True, "UserError", None, "E1")
+    assert cj.encode_group_message("g", Payload.text(""), "u", stream=terminal) == (
+        b'{"type":"message","from":"group","group":"g","dataType":"text","data":"","fromUserId":"u",'
+        b'"stream":{"streamId":"s","streamSequenceId":4,"endOfStream":true,"error":{"name":"UserError",'
+        b'"userErrorCode":"E1"}}}'
+    )
+    assert cj.encode_invoke_response("i") == b'{"type":"invokeResponse","invocationId":"i","success":true}'
+    assert cj.encode_server_message(Payload.text("Hello"), metadata={"k": "v"}) == (
+        b'{"type":"message","from":"server","dataType":"text","data":"Hello","metadata":{"k":"v"}}'
+    )
+
+
 def test_every_catalogued_server_message_has_an_encoder_checked_above():
     checked = {
         "ack", "message.group", "message.server", "system.connected", "system.disconnected",
-        "pong", "invokeResponse.error", "streamClosed",
+        "pong", "invokeResponse.error", "invokeResponse.success", "streamAck", "streamNack", "streamClosed",
     }  # fmt: skip
     assert checked == set(spec.SERVER_MESSAGES)
 

@@ -67,7 +67,12 @@ def test_every_failure_has_exactly_one_rule():
     assert FAILURES[Failure.CLIENT_ERROR].connect_status == 0  # the handler's own 4xx
     assert FAILURES[Failure.TIMEOUT].ack_error.value == "Timeout"
     assert set(spec.OUTCOMES) == {"connect", "user event with ackId", "user event without ackId",
-                                  "simple client message", "connected / disconnected"}
+                                  "simple client message", "connected / disconnected / joined / left", "invoke"}
+    # an invocation that the handler refused reads InvocationFailed; the rest keep the ack names
+    assert FAILURES[Failure.SERVER_ERROR].invoke_error.value == "InvocationFailed"
+    assert FAILURES[Failure.CLIENT_ERROR].invoke_error.value == "InvocationFailed"
+    assert FAILURES[Failure.TIMEOUT].invoke_error.value == "Timeout"
+    assert FAILURES[Failure.UNSENDABLE].invoke_error.value == "BadRequest"
 
 
 def test_decision_ids_are_unique_across_specs():
