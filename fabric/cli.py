@@ -1,4 +1,4 @@
-"""``fabric``: the command line (``fabric serve``, ``fabric token``)."""
+"""``fabric``: the command line (``fabric serve``, ``fabric token``, ``fabric conform``)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,18 @@ def _build_parser() -> argparse.ArgumentParser:
     token.add_argument("--endpoint", help="server endpoint (default http://HOST:PORT from the config)")
     token.add_argument("--access-key", help="access key (default $FABRIC_ACCESS_KEY or the config's first key)")
     token.add_argument("--config", help="TOML config file (default $FABRIC_CONFIG)")
+
+    sub.add_parser("conform", add_help=False,
+                   help="check any Web PubSub endpoint for protocol conformance (fabric conform --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["conform"]:  # the conformance suite owns its arguments (specs/conform)
+        from specs.conform.runner import main as conform
+
+        return conform(argv[1:], prog="fabric conform")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -101,6 +109,11 @@ async def _serve_async(config) -> None:
     from fabric.app import open_fabric
 
     log = logging.getLogger("fabric")
+    mutation = os.environ.get("FABRIC_TEST_MUTATION")
+    if mutation:  # test-only: tests/conform checks that the conformance suite notices
+        from fabric.testing import apply_mutation
+
+        apply_mutation(mutation)
     async with open_fabric(config) as fab:
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

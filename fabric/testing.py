@@ -184,3 +184,68 @@ async def connect_in_process(
 async def connect_tcp(host: str, port: int, target: str, subprotocols: Sequence[str] = ()) -> Client:
     stream = await trio.open_tcp_stream(host, port)
     return await Client.open(stream, f"{host}:{port}", target, subprotocols)
+
+
+# ---- deliberately broken behaviour, for checking that the conformance suite notices ------
+#
+# ``fabric serve`` with ``FABRIC_TEST_MUTATION=<name>`` applies one of these at start-up
+# (tests/conform/test_mutations.py). Test-only: nothing in the server refers to them, they
+# patch it from outside; never set the variable in production.
+
+MUTATIONS = ("drop-50th", "ack-before-route", "ignore-noecho")
+
+
+def apply_mutation(name: str) -> None:
+    """Patch this process's server to misbehave as ``name`` says. Raises ValueError for an
+    unknown name."""
+    import logging
+
+    import msgspec
+
+    from fabric.core import hub as core_hub
+    from fabric.webpubsub import codec_json, connection
+
+    if name not in MUTATIONS:
+        raise ValueError(f"unknown mutation {name!r}; expected one of {', '.join(MUTATIONS)}")
+    log = logging.getLogger(__name__)
+    log.warning("TEST MUTATION %r is active: this server misbehaves on purpose", name)
+    dispatch = connection._DISPATCH
+    if name == "ignore-noecho":
+        original = dispatch[codec_json.SendToGroup]
+
+        async def send_ignoring_no_echo(self, msg):
+            await original(self, msgspec.structs.replace(msg, no_echo=False))
+
+        dispatch[codec_json.SendToGroup] = send_ignoring_no_echo
+    elif name == "drop-50th":
+        routed: dict[str, int] = {}
+        handle = core_hub.GroupActor.handle
+
+        async def drop_every_50th(self, publication):
+            n = routed[self.group.name] = routed.get(self.group.name, 0) + 1
+            if n % 50:
+                await handle(self, publication)
+
+        core_hub.GroupActor.handle = drop_every_50th
+    else:  # ack-before-route: success at once, the operation ~100 ms later, failures only logged
+        for kind in (codec_json.JoinGroup, codec_json.LeaveGroup, codec_json.SendToGroup):
+            original = dispatch[kind]
+
+            def early_ack(original=original):
+                async def handler(self, msg):
+                    if msg.ack_id is None:
+                        await original(self, msg)
+                        return
+                    self._ack_ok(msg.ack_id)
+
+                    async def later():
+                        await trio.sleep(0.1)
+                        try:
+                            await original(self, msgspec.structs.replace(msg, ack_id=None))
+                        except Exception:
+                            log.exception("mutated %s failed", type(msg).__name__)
+
+                    trio.lowlevel.spawn_system_task(later)
+                return handler
+
+            dispatch[kind] = early_ack()
