@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 
 class ConnectionRejected(Exception):
+    """The server answered the upgrade with an HTTP error (``status``, ``body``)."""
+
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"upgrade rejected with HTTP {status}: {body[:200]!r}")
         self.status = status
@@ -40,6 +42,8 @@ class ConnectionRejected(Exception):
 
 
 class ConnectionClosed(Exception):
+    """The WebSocket is closed (``code``, ``reason``; 1006 when it was lost without a close)."""
+
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"closed with code {code}: {reason}")
         self.code = code
