@@ -23,12 +23,13 @@ from transport.http import HttpLimits, Request, Response, WebSocketAccept, serve
 from fabric.appserver import rest
 from fabric.appserver.service import HubHandle
 from fabric.appserver.webhook import WebhookEventHandler, origin_from_endpoint
-from fabric.config import FabricConfig, load_config
+from fabric.config import FabricConfig, ReloadPlan, load_config, plan_reload
 from fabric.core import auth
 from fabric.core.broker_memory import MemoryBus
 from fabric.core.events import EventHandler
 from fabric.core.hub import Hub
 from fabric.core.hubs import HubRegistry
+from fabric.operations import Operations
 from fabric.socketio.endpoint import SocketIOEdge
 from fabric.socketio.server import Server as SocketIOServer
 from fabric.webpubsub import handshake
@@ -59,6 +60,8 @@ class Fabric:
         self._nursery: trio.Nursery | None = None
         #: The Socket.IO edge: ``/clients/socketio/hubs/{hub}/`` and ``[socketio] path``.
         self.socketio_edge = SocketIOEdge(self.hubs, config, self._start_service)
+        #: ``/metrics`` and the REST access log (fabric.operations).
+        self.ops = Operations(self)
 
     @property
     def access_keys(self) -> tuple[str, ...]:
@@ -171,7 +174,9 @@ class Fabric:
 
     async def handle_http(self, request: Request) -> Response:
         if request.raw_path.lstrip("/")[:4] == "api/":
-            return await rest.handle(self.hubs, request)
+            return await self.ops.rest(request)
+        if request.path == "/metrics":
+            return await self.ops.metrics(request)
         if self.socketio_edge.owns(request):
             return await self.socketio_edge.handle_http(request)
         if handshake.client_hub(request) is not None:
@@ -198,6 +203,36 @@ class Fabric:
         """Graceful shutdown: every hub closes its connections (1001), then stops."""
         await self.hubs.aclose()
         await self.supervisor.aclose()
+
+    # ---- configuration reload (SIGHUP, --watch-config) ---------------------------------
+
+    async def reload(self, config: FabricConfig) -> ReloadPlan:
+        """Run with a freshly loaded configuration; what cannot change while running keeps its
+        value (``plan.needs_restart``; docs/design.md "Config reload"). Open connections stay
+        open. Checkpoint (a changed hub's webhook client starts)."""
+        if not config.server.access_keys:  # a generated key stays (the file names none)
+            config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=self.access_keys))
+        old, plan = self.config, plan_reload(self.config, config)
+        new = self.config = self.hubs.config = plan.config
+        self.hubs.access_keys = new.server.access_keys
+        for name, hub in self.hubs.running_hubs().items():
+            hub.config, hub.server_config = new.hub(name), new.server
+            webhook = self._webhooks.get(name)
+            if webhook is not None and old.hub(name).event_handlers == new.hub(name).event_handlers:
+                webhook.config, webhook.access_keys = new.hub(name), new.server.access_keys
+                webhook.timeout, webhook.max_response_bytes = new.server.upstream_timeout, new.server.max_message_bytes
+                continue
+            if webhook is None and not new.hub(name).event_handlers:
+                continue
+            self._webhooks.pop(name, None)
+            hub.handler = await self._handler_for(name)  # builds and starts the new client
+            if webhook is not None:  # in-flight calls finish on the old client first
+                self._nursery.start_soon(self._retire_upstream, name, webhook, new.server.upstream_timeout)
+        return plan
+
+    async def _retire_upstream(self, hub: str, handler: WebhookEventHandler, grace: float) -> None:
+        await trio.sleep(grace)
+        await self.supervisor.stop_child(f"upstream:{hub}:{id(handler):x}")
 
     def statistics(self) -> dict:
         return {"hubs": self.hubs.statistics(), "supervisor": self.supervisor.statistics(),

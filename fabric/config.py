@@ -39,9 +39,12 @@ from specs.names import is_valid_hub_name
 __all__ = [
     "SYSTEM_EVENTS",
     "ConfigError",
+    "DemoConfig",
     "EventHandlerConfig",
     "FabricConfig",
     "HubConfig",
+    "MetricsConfig",
+    "ReloadPlan",
     "ServerConfig",
     "SocketIOConfig",
     "SocketIOHubConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "loads_config",
     "matches_user_event",
     "parse_event_handler_flag",
+    "plan_reload",
 ]
 
 #: System events an event handler may subscribe to.
@@ -63,6 +67,7 @@ AZURE_RELIABLE_BUFFER_MESSAGES = 1000
 _MAX_ACCESS_KEYS = 16
 _MAX_EVENT_HANDLERS = 64
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("text", "json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +255,12 @@ def _url_template(value: Any) -> str | None:
         parts = urllib.parse.urlsplit(value)
     except ValueError as exc:
         return f"not a valid URL ({exc}): {value!r}"
+    if parts.scheme.lower() == "tunnel":  # tunnel:///path: events go through a /server/tunnel
+        if parts.netloc or parts.fragment or not parts.path.startswith("/"):
+            return f"a tunnel URL is tunnel:///path (no host, no fragment), got {value!r}"
+        return None
     if parts.scheme.lower() not in ("http", "https"):
-        return f"must be an http:// or https:// URL, got {value!r}"
+        return f"must be an http://, https:// or tunnel:/// URL, got {value!r}"
     if "{" in parts.netloc:
         return f"{{hub}} and {{event}} are not allowed in the host part: {value!r}"
     try:
@@ -354,7 +363,7 @@ class EventHandlerConfig:
     """One upstream event handler of a hub (Azure's ``eventHandlers[]`` entry).
 
     ``url_template`` is an http(s) URL that may contain ``{hub}`` and ``{event}`` outside the
-    host part. ``user_event_pattern`` is ``"*"`` (all), ``"a,b"``, one name or ``""`` (none).
+    host part, or ``tunnel:///path`` (the events go through an app server's ``/server/tunnel``). ``user_event_pattern`` is ``"*"`` (all), ``"a,b"``, one name or ``""`` (none).
     ``system_events`` is a subset of ``connect``, ``connected``, ``disconnected``.
     """
 
@@ -521,6 +530,8 @@ class ServerConfig:
     upstream_timeout: float = attrs.field(default=20.0, converter=_to_float)
     #: debug, info, warning, error or critical.
     log_level: str = attrs.field(default="info", converter=_to_lower)
+    #: "text" (one human-readable line per event) or "json" (one JSON object per line).
+    log_format: str = attrs.field(default="text", converter=_to_lower)
 
     @property
     def reliable_buffer_count(self) -> int:
@@ -569,6 +580,7 @@ _SERVER_CHECKS: dict[str, Check] = {
     "ack_cache_size": _int_in(0),
     "upstream_timeout": _float_in(0.0, 3600.0, low_open=True),
     "log_level": _one_of(*_LOG_LEVELS),
+    "log_format": _one_of(*_LOG_FORMATS),
 }
 
 _DEFAULT_HUB = HubConfig()
@@ -685,6 +697,65 @@ def _socketio_config(value: Any) -> str | None:
     return None if isinstance(value, SocketIOConfig) else f"expected a SocketIOConfig, got {_describe(value)}"
 
 
+def _bearer_token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"expected a string, got {_describe(value)}"
+    if not 16 <= len(value) <= 4096:
+        return f"must be 16 to 4096 characters long, got {len(value)}"
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", value):
+        return "must contain only letters, digits and . _ ~ + / = - (a bearer token, RFC 6750 section 2.1)"
+    return None
+
+
+@attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: ``GET /metrics`` in the Prometheus text format."""
+
+    #: Serve ``/metrics`` and count fan-out per publication (false: 404, no counting).
+    enabled: bool = True
+    #: When set, a scrape must send ``Authorization: Bearer TOKEN`` (else 401).
+    token: str | None = attrs.field(default=None, repr=False)
+    #: Seconds a rendering is reused by later scrapes (a scrape flood renders at most once
+    #: per interval, or per ten times the last rendering's duration if that is longer).
+    min_interval: float = attrs.field(default=1.0, converter=_to_float)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _validate(self, {"enabled": _bool, "token": _bearer_token,
+                                    "min_interval": _float_in(0.0, 60.0)})
+        if problems:
+            raise ConfigError(problems=problems)
+
+
+@attrs.frozen
+class DemoConfig:
+    """``[demo]``: the chat, whiteboard and status pages under ``/demo/`` (``--demo``)."""
+
+    #: Serve the demos (off by default: they mint tokens for anyone who asks).
+    enabled: bool = False
+    #: Hub of the chat demo (Web PubSub JSON subprotocol).
+    chat_hub: str = "demochat"
+    #: Hub of the whiteboard demo (Socket.IO).
+    whiteboard_hub: str = "demoboard"
+    #: Strokes kept per whiteboard room for late joiners (oldest dropped first).
+    whiteboard_history: int = 2000
+
+    def __attrs_post_init__(self) -> None:
+        problems = _validate(self, {"enabled": _bool, "chat_hub": _socketio_hub, "whiteboard_hub": _socketio_hub,
+                                    "whiteboard_history": _int_in(0, 100_000)})
+        if problems:
+            raise ConfigError(problems=problems)
+
+
+def _metrics_config(value: Any) -> str | None:
+    return None if isinstance(value, MetricsConfig) else f"expected a MetricsConfig, got {_describe(value)}"
+
+
+def _demo_config(value: Any) -> str | None:
+    return None if isinstance(value, DemoConfig) else f"expected a DemoConfig, got {_describe(value)}"
+
+
 @attrs.frozen
 class FabricConfig:
     """The whole configuration. ``hub(name)`` works for every hub, configured or not."""
@@ -693,6 +764,10 @@ class FabricConfig:
     hubs: Mapping[str, HubConfig] = attrs.field(factory=dict, converter=_to_mapping, hash=False)
     #: ``[socketio]``: the Socket.IO and Engine.IO settings.
     socketio: SocketIOConfig = attrs.field(factory=SocketIOConfig)
+    #: ``[metrics]``: ``GET /metrics``.
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    #: ``[demo]``: the demos under ``/demo/``.
+    demo: DemoConfig = attrs.field(factory=DemoConfig)
     _hubs_by_lower: Mapping[str, HubConfig] = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -701,6 +776,10 @@ class FabricConfig:
             problems.append(Problem(None, "server", f"expected a ServerConfig, got {_describe(self.server)}"))
         if not isinstance(self.socketio, SocketIOConfig):
             problems.append(Problem(None, "socketio", _socketio_config(self.socketio) or ""))
+        if not isinstance(self.metrics, MetricsConfig):
+            problems.append(Problem(None, "metrics", _metrics_config(self.metrics) or ""))
+        if not isinstance(self.demo, DemoConfig):
+            problems.append(Problem(None, "demo", _demo_config(self.demo) or ""))
         if not isinstance(self.hubs, Mapping):
             raise ConfigError(f"expected a mapping of hub name to HubConfig, got {_describe(self.hubs)}", key="hubs")
         by_lower: dict[str, str] = {}
@@ -814,6 +893,7 @@ _SERVER_FIELD_TYPES: dict[str, str] = {
     "reconnect_window": "float", "reliable_buffer_messages": "int", "reliable_buffer_bytes": "int",
     "ack_cache_size": "int", "upstream_timeout": "float", "log_level": "str",
     "stall_timeout": "float", "limits": "str", "close_timeout": "float", "max_message_fragments": "int",
+    "log_format": "str",
 }
 if set(_SERVER_FIELD_TYPES) != set(_public_fields(ServerConfig)):
     raise LookupError("ServerConfig fields and their environment-variable types disagree: "
@@ -980,10 +1060,10 @@ def loads_config(
 def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
            overrides: Mapping[str, Any]) -> FabricConfig:
     problems: list[Problem] = []
+    sections = ["server", "hubs", "socketio", "metrics", "demo"]
     for key in raw:
-        if key not in ("server", "hubs", "socketio"):
-            problems.append(Problem(file_source, _key_part(key),
-                                    "unknown key" + _suggest(key, ["server", "hubs", "socketio"])))
+        if key not in sections:
+            problems.append(Problem(file_source, _key_part(key), "unknown key" + _suggest(key, sections)))
 
     # [server] merged with the environment and the overrides, remembering where each came from
     raw_server = raw.get("server", {})
@@ -1016,6 +1096,20 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
             socketio = _structure_table(raw["socketio"], SocketIOConfig)
         except ConfigError as exc:
             problems.extend(Problem(file_source, _join("socketio", p.key), p.message) for p in exc.problems)
+
+    # [metrics], [demo]
+    metrics = MetricsConfig()
+    if "metrics" in raw:
+        try:
+            metrics = _structure_table(raw["metrics"], MetricsConfig)
+        except ConfigError as exc:
+            problems.extend(Problem(file_source, _join("metrics", p.key), p.message) for p in exc.problems)
+    demo = DemoConfig()
+    if "demo" in raw:
+        try:
+            demo = _structure_table(raw["demo"], DemoConfig)
+        except ConfigError as exc:
+            problems.extend(Problem(file_source, _join("demo", p.key), p.message) for p in exc.problems)
 
     # [hubs.NAME]
     hubs: dict[str, HubConfig] = {}
@@ -1054,7 +1148,7 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
     if server is None:  # unreachable: a [server] that does not structure has added its problems
         raise RuntimeError("[server] could not be structured, yet no configuration problem was recorded")
     try:
-        return FabricConfig(server=server, hubs=hubs, socketio=socketio)
+        return FabricConfig(server=server, hubs=hubs, socketio=socketio, metrics=metrics, demo=demo)
     except ConfigError as exc:
         raise ConfigError(problems=[attrs.evolve(p, source=file_source) for p in exc.problems]) from None
 
@@ -1102,4 +1196,83 @@ def config_as_dict(config: FabricConfig, *, redact_keys: bool = True) -> dict[st
     for key, value in socketio.items():
         if isinstance(value, tuple):
             socketio[key] = list(value)
-    return {"server": server, "hubs": hubs, "socketio": socketio}
+    metrics = {a.name: getattr(config.metrics, a.name) for a in attrs.fields(MetricsConfig)}
+    if metrics["token"] is None:
+        del metrics["token"]
+    elif redact_keys:
+        metrics["token"] = "***"
+    demo = {a.name: getattr(config.demo, a.name) for a in attrs.fields(DemoConfig)}
+    return {"server": server, "hubs": hubs, "socketio": socketio, "metrics": metrics, "demo": demo}
+
+
+# --------------------------------------------------------------------------------------------
+# Reloading (SIGHUP, --watch-config)
+
+#: ``[server]`` keys read once when the listener or a hub starts: a reload that changes them
+#: keeps the running value and says a restart is needed. Every other ``[server]`` key is read
+#: when it is used (per request, per connection, per event), so a reload applies it at once;
+#: bounds of a connection (outbox, reliable buffer, message size) apply to new connections.
+RESTART_SERVER_KEYS: frozenset[str] = frozenset({
+    "host", "port", "max_request_body_bytes", "max_header_bytes", "handshake_timeout",
+    "keepalive_interval", "idle_timeout", "max_connections",
+})
+#: Whole sections that are built once at start (the Socket.IO endpoints, the demos) and
+#: ``[metrics] enabled`` (hubs count fan-out or not from their start).
+RESTART_SECTIONS: frozenset[str] = frozenset({"socketio", "demo", "metrics.enabled"})
+
+
+@attrs.frozen
+class ReloadPlan:
+    """What a reload does: ``config`` is the new file's configuration with every
+    restart-only value kept from the running one; ``applied`` names the dotted keys that
+    changed and take effect now, ``needs_restart`` those that changed in the file but keep
+    their running value until the process restarts."""
+
+    config: "FabricConfig"
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value and prefix.count(".") < 2:
+        for key, item in value.items():
+            _flat(item, f"{prefix}.{_key_part(key)}" if prefix else _key_part(key), out)
+    else:
+        out[prefix] = value
+
+
+def plan_reload(old: "FabricConfig", new: "FabricConfig") -> ReloadPlan:
+    """Compare the running configuration with a freshly loaded one (pure; no I/O).
+
+    Dotted keys name what changed (``server.access_keys``, ``hubs.chat.event_handlers``),
+    never the values, so the result is safe to log.
+    """
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    _flat(config_as_dict(old, redact_keys=False), "", before)
+    _flat(config_as_dict(new, redact_keys=False), "", after)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k, _ABSENT) != after.get(k, _ABSENT))
+
+    def restart_only(key: str) -> bool:
+        section, _, rest = key.partition(".")
+        if section == "server":
+            return rest in RESTART_SERVER_KEYS
+        if section == "hubs":
+            return rest.partition(".")[2] == "socketio"
+        return section in RESTART_SECTIONS or key in RESTART_SECTIONS
+
+    needs_restart = tuple(k for k in changed if restart_only(k))
+    applied = tuple(k for k in changed if not restart_only(k))
+    server = attrs.evolve(new.server, **{k: getattr(old.server, k) for k in RESTART_SERVER_KEYS})
+    hubs = {}
+    for name, hub in new.hubs.items():
+        hubs[name] = attrs.evolve(hub, socketio=old.hub(name).socketio)
+    for name, hub in old.hubs.items():  # a removed hub keeps its Socket.IO endpoint settings
+        if name not in hubs and hub.socketio != _DEFAULT_HUB_SOCKETIO:
+            hubs[name] = attrs.evolve(_DEFAULT_HUB, socketio=hub.socketio)
+    metrics = attrs.evolve(new.metrics, enabled=old.metrics.enabled)
+    config = FabricConfig(server=server, hubs=hubs, socketio=old.socketio, metrics=metrics, demo=old.demo)
+    return ReloadPlan(config, applied, needs_restart)
+
+
+_ABSENT = object()

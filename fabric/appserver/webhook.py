@@ -51,6 +51,7 @@ import trio
 
 from fabric.config import EventHandlerConfig, HubConfig
 from fabric.core.counters import WEBHOOK_COUNTERS, Counters
+from fabric.core.metrics import counter, histogram
 from fabric.core.events import (
     UNCHANGED,
     ConnectionContext,
@@ -216,6 +217,8 @@ class WebhookEventHandler(EventHandler):
         self._log = _LogLimiter()
         self._warned_state = False
         self.counters = Counters(WEBHOOK_COUNTERS)
+        #: Calls by (hub, event, outcome) and their latency by (hub, event), for /metrics.
+        self.calls, self.call_seconds = counter("fabric_upstream_calls_total"), histogram("fabric_upstream_call_seconds")
         #: Seconds spent in upstream exchanges of user events (for overhead accounting).
         self.user_event_seconds = 0.0
         self.running = False
@@ -443,7 +446,23 @@ class WebhookEventHandler(EventHandler):
 
     # ---- one exchange --------------------------------------------------------------------
 
-    async def _call(
+    async def _call(self, handler: EventHandlerConfig, event: str, *, system: bool, **kwargs: Any) -> _Answer:
+        """``_post_event`` counted and timed for /metrics (a user event's name is not a label:
+        clients choose it)."""
+        started, outcome = time.perf_counter(), "error"
+        try:
+            answer = await self._post_event(handler, event, system=system, **kwargs)
+            outcome = f"{answer.status // 100}xx"
+            return answer
+        except UpstreamFailure as exc:
+            outcome = exc.failure.value
+            raise
+        finally:
+            label = event if system else "user"
+            self.calls.inc((self.hub, label, outcome))
+            self.call_seconds.observe((self.hub, label), time.perf_counter() - started)
+
+    async def _post_event(
         self, handler: EventHandlerConfig, event: str, *, system: bool, connection_id: str,
         user_id: str | None, subprotocol: str | None, state: str | None, content_type: str, body: bytes,
         extra: Sequence[tuple[bytes, bytes]] = (),

@@ -41,6 +41,7 @@ from fabric.core.counters import HUB_COUNTERS, Counters
 from fabric.core.events import ConnectionContext, EventHandler
 from fabric.core.permissions import Permissions
 from fabric.core.publication import Publication
+from fabric.core.telemetry import HubTelemetry
 from specs.errors import CloseSituation
 
 if TYPE_CHECKING:
@@ -98,23 +99,29 @@ class GroupActor(Actor):
             self.group.expired += 1  # waited in the mailbox past its TTL: dropped
             return
         matches = publication.filter
-        for connection_id, member in list(members.items()):
+        recipients = list(members.items())
+        sent = len(recipients)  # metrics: counted per publication, not per recipient
+        for connection_id, member in recipients:
             if publication.no_echo or publication.excluded:
                 if publication.skips(connection_id):
+                    sent -= 1
                     continue
             if matches is not None and not matches(member):
+                sent -= 1
                 continue
             member.deliver_nowait(publication)
         self.group.delivered += 1
+        self.group.telemetry.delivered("group", publication, sent)
 
 
 class LocalGroup:
     """This node's members of one group, and the actor delivering to them."""
 
-    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation")
+    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation", "telemetry")
 
-    def __init__(self, name: str, generation: int) -> None:
+    def __init__(self, name: str, generation: int, telemetry: HubTelemetry | None = None) -> None:
         self.name = name
+        self.telemetry = telemetry if telemetry is not None else HubTelemetry(name, counting=False)
         self.members: dict[str, Member] = {}
         self.handle = None
         self.delivered = 0
@@ -166,6 +173,8 @@ class Hub:
         self.users: dict[str, dict[str, Member]] = {}
         self.groups: dict[str, LocalGroup] = {}
         self.counters = Counters(HUB_COUNTERS)
+        #: Connection log lines and the counts /metrics reads (fabric.core.telemetry).
+        self.telemetry = HubTelemetry(name)
         self.supervisor = self._new_supervisor()
         self.broker: Broker = broker_factory(self.on_publication)
         self._generation = itertools.count()
@@ -189,6 +198,7 @@ class Hub:
             self.connections.clear()
             self.users.clear()
             self.groups.clear()
+            self.telemetry.forget_all()
             self._started = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.supervisor.run)
@@ -246,6 +256,7 @@ class Hub:
             await self.broker.subscribe(topics.user_topic(self.name, member.user_id))
         await self.broker.subscribe(topics.connection_topic(self.name, cid))
         self.counters["connections_opened"] += 1
+        self.telemetry.connection_opened(member)
 
     async def unregister(self, member: Member, *, disconnected_reason: str | None = None) -> None:
         """Remove every trace of a member; notify ``disconnected`` when a reason is given.
@@ -263,6 +274,7 @@ class Hub:
                     del self.users[member.user_id]
                     await self.broker.unsubscribe(topics.user_topic(self.name, member.user_id))
         self.counters["connections_closed"] += 1
+        self.telemetry.connection_closed(member, disconnected_reason)
         if not self.connections and self._emptied is not None:
             self._emptied.set()
         if disconnected_reason is not None:
@@ -287,7 +299,7 @@ class Hub:
         """Add a local member to a group. Checkpoint: when the group is new here."""
         local = self.groups.get(group)
         if local is None:
-            local = LocalGroup(group, next(self._generation))
+            local = LocalGroup(group, next(self._generation), self.telemetry)
             self.groups[group] = local
             local.handle = await self.supervisor.start_child(ChildSpec(
                 f"group:{group}#{local.generation}", lambda: GroupActor(local), restart=Restart.TRANSIENT))
@@ -435,15 +447,19 @@ class Hub:
             topic = topics.group_topic(self.name, publication.group)
         else:
             topic = topics.hub_topic(self.name)
+        self.telemetry.published("group" if publication.origin == "group" else "hub", publication)
         await self.broker.publish(topic, publication)
 
     async def send_to_all(self, publication: Publication) -> None:
+        self.telemetry.published("hub", publication)
         await self.broker.publish(topics.hub_topic(self.name), publication)
 
     async def send_to_user(self, user_id: str, publication: Publication) -> None:
+        self.telemetry.published("user", publication)
         await self.broker.publish(topics.user_topic(self.name, user_id), publication)
 
     async def send_to_connection(self, connection_id: str, publication: Publication) -> None:
+        self.telemetry.published("connection", publication)
         await self.broker.publish(topics.connection_topic(self.name, connection_id), publication)
 
     async def on_publication(self, topic: str, publication: Publication) -> None:
@@ -468,23 +484,31 @@ class Hub:
             self.counters["expired"] += 1
             return
         if kind == "h":
+            kind = "hub"
             targets = self.connections.values()
         elif kind == "u":
+            kind = "user"
             user = rest.partition("\x00")[2]
             targets = self.users.get(user, {}).values()
         elif kind == "c":
+            kind = "connection"
             cid = rest.partition("\x00")[2]
             member = self.connections.get(cid)
             targets = (member,) if member is not None else ()
         else:
             return
         matches = publication.filter
-        for member in list(targets):
+        recipients = list(targets)
+        sent = len(recipients)  # metrics: counted per publication, not per recipient
+        for member in recipients:
             if publication.excluded and member.connection_id in publication.excluded:
+                sent -= 1
                 continue
             if matches is not None and not matches(member):
+                sent -= 1
                 continue
             member.deliver_nowait(publication)
+        self.telemetry.delivered(kind, publication, sent)
 
     # ---- introspection -----------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class HubRegistry:
         try:
             handler = await self._handler_for(name)
             hub = Hub(name, self.config.hub(name), self.config.server, self._broker_factory, handler=handler)
+            hub.telemetry.counting = self.config.metrics.enabled
             await self.supervisor.start_child(ChildSpec(f"hub:{name}", hub.run, restart=Restart.TRANSIENT))
             self._hubs[name] = hub
         finally:

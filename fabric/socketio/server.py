@@ -343,6 +343,7 @@ class SioConnection:
         return {
             "connection_id": self.connection_id, "user_id": self.user_id, "transport": self.engine.transport,
             "namespaces": sorted(self.sockets), "groups": len(self.groups),
+            "close_reason": getattr(self.engine.session.close_reason, "value", None),
         }
 
     # ---- the connection's task ---------------------------------------------------------
