@@ -66,7 +66,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
     ap.add_argument("--strict", action="store_true", help="exit 1 when a measured target fails")
     ap.add_argument("--list", action="store_true", help="list servers and scenarios, then exit")
+    ap.add_argument(
+        "--reliability",
+        action="store_true",
+        help="run the reliability harness (benchmarks/reliability.py: issue 16's findings, PASS/FAIL) instead; "
+        "--quick for its small size, --scenarios to pick (see --list --reliability)",
+    )
     a = ap.parse_args(argv)
+    if a.reliability:
+        from benchmarks import reliability
+
+        a.scenarios = _names(a.scenarios) or None
+        bad = [s for s in a.scenarios or [] if s not in reliability.SCENARIOS]
+        if bad:
+            ap.error(f"unknown reliability scenarios: {', '.join(bad)} (see --list --reliability)")
+        return a
     a.scenarios = _names(a.scenarios) or list(QUICK_SCENARIOS if a.quick else SCENARIOS)
     a.servers = _names(a.servers) or list(DEFAULT_SERVERS)
     if a.reps is None:
@@ -223,6 +237,14 @@ def progress_line(rec: dict[str, Any], rep: int, reps: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.reliability:
+        from benchmarks import reliability
+
+        if a.list:
+            for name, sc in reliability.SCENARIOS.items():
+                print(f"reliability {name:<16} {sc.title}")
+            return 0
+        return reliability.main(quick=a.quick, names=a.scenarios, out_dir=a.out_dir)
     servers = resolve_servers(a.servers, a.stand_ins)
     if a.list:
         for s in SERVERS.values():
