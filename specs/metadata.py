@@ -164,6 +164,16 @@ DECISIONS: tuple[Decision, ...] = (
         "for invalid client metadata.",
     ),
     Decision(
+        "metadata.header-encoding",
+        "How are non-ASCII metadata values written to and read from HTTP headers?",
+        "Written as latin-1 when every character fits (what Node and .NET read header bytes as), "
+        "else as UTF-8; read back as UTF-8 when the bytes are valid UTF-8, else as latin-1 "
+        "(header_text). ASCII values, the common case, are the same either way.",
+        "HTTP header values are bytes with no declared charset (RFC 9110 §5.5); express hands "
+        "them to handlers latin-1 decoded, and the Python SDK sends str headers as UTF-8 or "
+        "latin-1 depending on the HTTP library: reading both keeps either sender's value intact.",
+    ),
+    Decision(
         "metadata.only",
         "sendToGroup/event/invoke with metadata and no data.",
         "A message with an empty text payload and that metadata.",

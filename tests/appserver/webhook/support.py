@@ -10,6 +10,12 @@
   so ``autojump_clock`` works), keeping the exact header bytes httpx built; can simulate a
   handler that is down.
 - ``make_config``: a fabric config with one webhook-backed hub.
+- ``PresenceHandlerConfig``: an event handler configuration with the group-presence opt-in
+  (``group_presence_events``, ``group_filters``; Azure's ARM ``groupPresenceEvents``) that
+  ``fabric.config.EventHandlerConfig`` does not have yet.
+
+The app passes metadata both ways (``x-webpubsub-metadata-*`` in, ``X-WebPubSub-Metadata-*``
+out, through ``handle_user_event``) and dispatches ``azure.webpubsub.gp.joined``/``left``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from fabric.core.events import (
     ConnectRequest,
     EventHandler,
     UserEventError,
+    UserEventRequest,
     UserEventResponse,
 )
 from fabric.core.payload import DataType, Payload
+from specs import metadata as spec_metadata
 from specs import upstream as spec
 from transport.http import Request, Response, _parse_target
 
@@ -45,6 +53,14 @@ _MEDIA_TO_TYPE = {"text/plain": DataType.TEXT, "application/json": DataType.JSON
                   "application/octet-stream": DataType.BINARY, "application/x-protobuf": DataType.PROTOBUF}
 _TYPE_TO_MEDIA = {DataType.TEXT: "text/plain; charset=utf-8", DataType.JSON: "application/json; charset=utf-8",
                   DataType.BINARY: "application/octet-stream", DataType.PROTOBUF: "application/x-protobuf"}
+
+
+@attrs.frozen
+class PresenceHandlerConfig(EventHandlerConfig):
+    """An event handler configuration that opts into group presence events."""
+
+    group_presence_events: tuple[str, ...] = ("joined", "left")
+    group_filters: tuple[str, ...] = ()
 
 
 def make_config(*, timeout: float = 5.0, handlers: tuple[EventHandlerConfig, ...] | None = None,
@@ -182,6 +198,11 @@ class CloudEventsApp:
             reason = json.loads(request.body)["reason"]
             await handler.on_disconnected(self._context(request), reason)
             return Response(200)
+        if ce_type in ("azure.webpubsub.gp.joined", "azure.webpubsub.gp.left"):
+            body = json.loads(request.body)
+            method = handler.on_group_joined if ce_type.endswith("joined") else handler.on_group_left
+            await method(self._context(request), body["group"])
+            return Response(200)
         if ce_type.startswith("azure.webpubsub.user."):
             media = spec.media_type(request.header("content-type"))
             data_type = _MEDIA_TO_TYPE.get(media)
@@ -190,16 +211,21 @@ class CloudEventsApp:
             event = ce_type[len("azure.webpubsub.user."):]
             if not handler.handles_user_event(event):
                 return Response(404, f"no handler for {event}".encode())
+            metadata = spec_metadata.fold_headers(request.headers, spec_metadata.UPSTREAM_HEADER_PREFIX)
             try:
-                result = await handler.on_user_event(self._context(request), event, Payload(data_type, request.body))
+                result = await handler.handle_user_event(UserEventRequest(
+                    self._context(request), event, Payload(data_type, request.body), metadata))
             except UserEventError as exc:
                 return Response(500, f"{exc.name}: {exc.message}".encode(), (("content-type", "text/plain"),))
             state: Any = UNCHANGED
+            reply_metadata = None
             if isinstance(result, UserEventResponse):
-                result, state = result.payload, result.connection_state
-            headers = ()
+                result, state, reply_metadata = result.payload, result.connection_state, result.metadata
+            headers: tuple = ()
             if state is not UNCHANGED:
                 headers += (("ce-connectionState", state or ""),)
+            for key, value in (reply_metadata or {}).items():
+                headers += (("X-WebPubSub-Metadata-" + key, value),)
             if result is None:
                 return Response(204, b"", headers)
             return Response(200, result.body, (("content-type", _TYPE_TO_MEDIA[result.data_type]), *headers))
@@ -226,7 +252,9 @@ class AppTransport(httpx.AsyncBaseTransport):
         response = await self.app.handle_http(Request(request.method, target, path, raw_path, query, headers, body))
         if isinstance(response, httpx.Response):  # a test's hand-made answer (streamed as given)
             return response
-        headers = list(response.headers)
+        # Non-ASCII header values (metadata) go out as their UTF-8 bytes, as Node's http does.
+        headers = [(k, v.encode("utf-8") if isinstance(v, str) and not v.isascii() else v)
+                   for k, v in response.headers]
         if not any(k.lower() == "content-length" for k, _ in headers):
             headers.append(("content-length", str(len(response.body))))
         # A real transport streams the body: the client reads it with aiter_raw().
