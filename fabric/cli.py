@@ -1,4 +1,10 @@
-"""``fabric``: the command line (``fabric serve``, ``fabric token``, ``fabric conform``)."""
+"""``fabric``: the command line (``fabric serve``, ``fabric token``, ``fabric conform``).
+
+``fabric serve`` reloads its configuration on SIGHUP, and when the file changes with
+``--watch-config``: the file, the environment and the same flags are read again; a file
+that does not load is rejected with its error and the running configuration stays; what
+needs a restart is logged (``fabric.config.plan_reload``, docs/design.md "Config reload").
+"""
 
 from __future__ import annotations
 
@@ -26,8 +32,14 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file (default $FABRIC_CONFIG)")
     serve.add_argument("--event-handler", action="append", default=[], metavar="HUB=URL_TEMPLATE",
                        help="an upstream event handler for a hub (repeatable)")
-    serve.add_argument("--log-level", default=os.environ.get("FABRIC_LOG_LEVEL", "INFO"),
-                       help="logging level (default INFO)")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
+                       type=str.lower, help="logging level (default info; $FABRIC_LOG_LEVEL, [server] log_level)")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="log lines as text or one JSON object per line (default text; $FABRIC_LOG_FORMAT)")
+    serve.add_argument("--watch-config", action="store_true",
+                       help="reload the config file when it changes (SIGHUP always reloads it)")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve the demos (chat, whiteboard, status) under /demo/ ([demo] enabled)")
 
     token = sub.add_parser("token", help="print a client URL with an access token")
     token.add_argument("--hub", required=True)
@@ -73,8 +85,7 @@ def _load(args, overrides: dict):
 def _serve(args) -> int:
     from fabric.config import ConfigError, parse_event_handler_flag
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides: dict = {}
+    overrides: dict = {"log_level": args.log_level, "log_format": args.log_format}
     if args.host is not None:
         overrides["host"] = args.host
     if args.port is not None:
@@ -88,13 +99,28 @@ def _serve(args) -> int:
             print(f"fabric: configuration error: {exc}", file=sys.stderr)
             return 2
     config = _load(args, overrides)
+    if args.demo:
+        config = attrs.evolve(config, demo=attrs.evolve(config.demo, enabled=True))
     if not config.server.access_keys:
         from fabric.core.auth import generate_access_key
 
         config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(generate_access_key(),)))
+    watch = (args.config or os.environ.get("FABRIC_CONFIG")) if args.watch_config else None
+    if args.watch_config and not watch:
+        print("fabric: --watch-config needs --config FILE (or $FABRIC_CONFIG)", file=sys.stderr)
+        return 2
+    _configure_logging(config)
+
+    def reload_config():
+        """The configuration as ``fabric serve`` would load it now. Raises ConfigError."""
+        from fabric.config import load_config
+
+        fresh = load_config(args.config, env=os.environ, overrides=overrides)
+        return attrs.evolve(fresh, demo=attrs.evolve(fresh.demo, enabled=True)) if args.demo else fresh
+
     failed = []
     try:
-        trio.run(_serve_async, config)
+        trio.run(_serve_async, config, reload_config, watch)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
@@ -105,7 +131,17 @@ def _serve(args) -> int:
     return 0
 
 
-async def _serve_async(config) -> None:
+def _configure_logging(config) -> None:
+    from fabric.core.logs import configure
+
+    secrets = (*config.server.access_keys, *((config.metrics.token,) if config.metrics.token else ()))
+    configure(config.server.log_level, config.server.log_format, secrets=secrets)
+
+
+WATCH_INTERVAL = 1.0
+
+
+async def _serve_async(config, reload_config=None, watch: str | None = None) -> None:
     from fabric.app import open_fabric
 
     log = logging.getLogger("fabric")
@@ -115,16 +151,72 @@ async def _serve_async(config) -> None:
 
         apply_mutation(mutation)
     async with open_fabric(config) as fab:
+        lock = trio.Lock()
+
+        async def reload(why: str) -> None:
+            async with lock:
+                await _reload(fab, reload_config, why)
+
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 port = await nursery.start(fab.serve)
                 print(fab.connection_string(), flush=True)
                 log.info("listening on %s (client URL http://…/client/hubs/{hub}, REST /api/hubs/{hub})",
                          fab.endpoint)
+                if watch and reload_config is not None:
+                    nursery.start_soon(_watch_file, watch, reload)
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if reload_config is not None:
+                            await reload("SIGHUP")
+                        continue
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     break
             nursery.cancel_scope.cancel()
+
+
+async def _reload(fab, reload_config, why: str) -> None:
+    """Load the configuration again and apply it; a bad file changes nothing. Checkpoint."""
+    from fabric.config import ConfigError
+
+    log = logging.getLogger("fabric.config")
+    try:
+        config = await trio.to_thread.run_sync(reload_config)
+    except ConfigError as exc:
+        log.error("config reload (%s) rejected, the running configuration stays: %s", why, exc)
+        return
+    plan = await fab.reload(config)
+    _configure_logging(fab.config)
+    log.info("config reloaded (%s): %s", why, ", ".join(plan.applied) or "nothing changed",
+             extra={"fields": {"event": "config.reload", "applied": ",".join(plan.applied),
+                               "needs_restart": ",".join(plan.needs_restart)}})
+    if plan.needs_restart:
+        log.warning("config reload (%s): %s changed but need a restart; the running values stay",
+                    why, ", ".join(plan.needs_restart))
+
+
+def _file_state(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def _watch_file(path: str, reload) -> None:
+    """Poll ``path`` every ``WATCH_INTERVAL`` seconds (one stat a second; no inotify
+    dependency) and reload once a change has held for a quarter of that."""
+    seen = _file_state(path)
+    while True:
+        await trio.sleep(WATCH_INTERVAL)
+        state = _file_state(path)
+        if state == seen or state is None:
+            continue
+        await trio.sleep(WATCH_INTERVAL / 4)  # let an editor finish writing
+        if _file_state(path) != state:
+            continue
+        seen = state
+        await reload(f"{path} changed")
 
 
 def _token(args) -> int:
