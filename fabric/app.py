@@ -22,6 +22,7 @@ from transport.http import HttpLimits, Request, Response, WebSocketAccept, serve
 
 from fabric.appserver import rest
 from fabric.appserver.service import HubHandle
+from fabric.appserver.tunnel import TunnelEdge, uses_tunnel
 from fabric.appserver.webhook import WebhookEventHandler, origin_from_endpoint
 from fabric.config import FabricConfig, ReloadPlan, load_config, plan_reload
 from fabric.core import auth
@@ -62,6 +63,8 @@ class Fabric:
         self.socketio_edge = SocketIOEdge(self.hubs, config, self._start_service)
         #: ``/metrics`` and the REST access log (fabric.operations).
         self.ops = Operations(self)
+        #: App servers' tunnels: ``/server/tunnel`` and ``tunnel:///`` event handlers.
+        self.tunnels = TunnelEdge(self.hubs, config)
 
     @property
     def access_keys(self) -> tuple[str, ...]:
@@ -125,10 +128,13 @@ class Fabric:
         hub_config = self.config.hub(name)
         if hub_config.event_handlers and name not in self._webhooks:
             server = self.config.server
+            transport = self.upstream_transport
+            if uses_tunnel(hub_config):
+                transport = self.tunnels.transport(name, fallback=transport)
             webhook = WebhookEventHandler(
                 name, hub_config, access_keys=self.access_keys, origin=self._upstream_origin,
                 timeout=server.upstream_timeout, max_response_bytes=server.max_message_bytes,
-                transport=self.upstream_transport)
+                transport=transport)
             await self._start_upstream(name, webhook)
             self._webhooks[name] = webhook
         handler = self._handlers.get(name)
@@ -184,6 +190,8 @@ class Fabric:
         return Response.error(404, "NotFound", f"no such resource: {request.method} {request.raw_path}")
 
     async def handle_websocket(self, request: Request) -> Response | WebSocketAccept:
+        if self.tunnels.owns(request):
+            return await self.tunnels.handle_websocket(request)
         if self.socketio_edge.owns(request):
             return await self.socketio_edge.handle_websocket(request)
         hub_name = handshake.client_hub(request)
@@ -203,6 +211,7 @@ class Fabric:
         """Graceful shutdown: every hub closes its connections (1001), then stops."""
         await self.hubs.aclose()
         await self.supervisor.aclose()
+        await self.tunnels.aclose()
 
     # ---- configuration reload (SIGHUP, --watch-config) ---------------------------------
 
@@ -236,7 +245,7 @@ class Fabric:
 
     def statistics(self) -> dict:
         return {"hubs": self.hubs.statistics(), "supervisor": self.supervisor.statistics(),
-                "socketio": self.socketio_edge.statistics()}
+                "socketio": self.socketio_edge.statistics(), "tunnels": self.tunnels.statistics()}
 
 
 @asynccontextmanager

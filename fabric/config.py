@@ -363,7 +363,8 @@ class EventHandlerConfig:
     """One upstream event handler of a hub (Azure's ``eventHandlers[]`` entry).
 
     ``url_template`` is an http(s) URL that may contain ``{hub}`` and ``{event}`` outside the
-    host part, or ``tunnel:///path`` (the events go through an app server's ``/server/tunnel``). ``user_event_pattern`` is ``"*"`` (all), ``"a,b"``, one name or ``""`` (none).
+    host part, or ``tunnel:///path`` (the events go through an app server's ``/server/tunnel``).
+    ``user_event_pattern`` is ``"*"`` (all), ``"a,b"``, one name or ``""`` (none).
     ``system_events`` is a subset of ``connect``, ``connected``, ``disconnected``.
     """
 

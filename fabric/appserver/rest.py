@@ -533,17 +533,21 @@ if _missing:
 # ---- entry point -----------------------------------------------------------------------------------
 
 
-async def handle(registry: "HubRegistry", request: Request) -> Response:
-    """Answer one ``/api/...`` request. Checkpoint."""
+async def handle(registry: "HubRegistry", request: Request, *, trusted: bool = False) -> Response:
+    """Answer one ``/api/...`` request. Checkpoint.
+
+    ``trusted``: the request came through an authenticated server tunnel
+    (``fabric/appserver/tunnel.py``) and carries no bearer token of its own."""
     try:
         op, path = route(request.method, request.raw_path)
         api_version = _api_version(request)
         hub: HubHandle | None = None
         if "hub" in path:
             try:
-                auth.verify_rest_token(request.header("authorization"), keys=registry.access_keys,
-                                       request_path=request.raw_path,
-                                       public_endpoint=registry.config.server.public_endpoint)
+                if not trusted:
+                    auth.verify_rest_token(request.header("authorization"), keys=registry.access_keys,
+                                           request_path=request.raw_path,
+                                           public_endpoint=registry.config.server.public_endpoint)
             except auth.TokenError as exc:
                 raise HttpError(exc.status, exc.code, exc.message,
                                 headers=(("www-authenticate", 'Bearer error="invalid_token"'),)) from None

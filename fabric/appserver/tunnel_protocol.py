@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Mapping, Union
+from collections.abc import Mapping
 
 import attrs
 import msgpack
@@ -171,8 +171,8 @@ class Unknown:
     type: int
 
 
-Message = Union[HttpRequest, HttpResponse, ServiceStatus, ConnectionReconnect, ConnectionClose,
-                ConnectionRebalance, ConnectionConnected, Unknown]
+Message = (HttpRequest | HttpResponse | ServiceStatus | ConnectionReconnect | ConnectionClose
+           | ConnectionRebalance | ConnectionConnected | Unknown)
 
 
 class TunnelProtocolError(ValueError):

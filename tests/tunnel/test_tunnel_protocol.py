@@ -170,6 +170,6 @@ def test_unknown_and_none_types_are_unknown_messages():
 
 
 def test_extra_json_fields_are_ignored_and_nulls_default():
-    message = tp.decode(frame([2, '{"AckId": 1, "StatusCode": 204, "Headers": null, "Future": [1], '
-                                  '"ChannelName": null, "Type": 2}', None]))
+    text = '{"AckId": 1, "StatusCode": 204, "Headers": null, "Future": [1], "ChannelName": null, "Type": 2}'
+    message = tp.decode(frame([2, text, None]))
     assert message == tp.HttpResponse(1, 204, {}, None, channel_name="")
