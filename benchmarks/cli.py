@@ -26,11 +26,14 @@ from typing import Any
 
 from benchmarks import NODE_DIR, OUT_DIR, ROOT
 from benchmarks.procs import PortAllocator, ServerFailed, raise_nofile_limit, running_server
-from benchmarks.report import OURS, markdown
+from benchmarks.report import OUR_SERVERS, markdown
 from benchmarks.scenarios import SCENARIOS, RunContext
 from benchmarks.servers import SERVERS, Server
 
 DEFAULT_SERVERS = ("fabric", "sio_python", "sio_node", "wps_node")
+#: ``--socketio``: the Socket.IO edge against its two peers, on issue 11's scenarios.
+SOCKETIO_SERVERS = ("fabric_sio", "sio_node", "sio_python")
+SOCKETIO_SCENARIOS = ("fanout100", "fanout1000", "fanout5000", "echo", "idle5000")
 QUICK_SCENARIOS = tuple(name for name, s in SCENARIOS.items() if s.quick)
 BIG_RUN_SUBS = 1000  # runs with at least this many connections are followed by the long pause
 FD_MARGIN = 200
@@ -49,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Side-by-side benchmarks of the fabric against python-socketio and Node socket.io, in one run.",
     )
     ap.add_argument("--quick", action="store_true", help=f"one rep of {', '.join(QUICK_SCENARIOS)} (a couple of minutes)")
+    ap.add_argument("--socketio", action="store_true",
+                    help=f"Socket.IO: servers {' '.join(SOCKETIO_SERVERS)}, scenarios {' '.join(SOCKETIO_SCENARIOS)} "
+                         "(unless --servers/--scenarios say otherwise)")
     ap.add_argument("--reps", type=int, help="reps per (server, scenario); medians are taken over them (default 3, --quick 1)")
     ap.add_argument("--scenarios", nargs="+", metavar="NAME", help=f"default: all ({', '.join(SCENARIOS)})")
     ap.add_argument("--servers", nargs="+", metavar="NAME", help=f"default: {' '.join(DEFAULT_SERVERS)}")
@@ -81,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad:
             ap.error(f"unknown reliability scenarios: {', '.join(bad)} (see --list --reliability)")
         return a
+    if a.socketio:
+        a.scenarios = _names(a.scenarios) or list(SOCKETIO_SCENARIOS)
+        a.servers = _names(a.servers) or list(SOCKETIO_SERVERS)
     a.scenarios = _names(a.scenarios) or list(QUICK_SCENARIOS if a.quick else SCENARIOS)
     a.servers = _names(a.servers) or list(DEFAULT_SERVERS)
     if a.reps is None:
@@ -326,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"raw records: {jsonl}; table: {md_path}; server logs: {a.out_dir / 'logs'}")
 
     failed_runs = [r for r in records if r["_metrics"].get("rate") is None]
-    if failed_runs or interrupted or (OURS in a.servers and OURS in skipped):
+    if failed_runs or interrupted or any(us in a.servers and us in skipped for us in OUR_SERVERS):
         return 1
     if a.strict and any(v is False for _t, v, _s in targets):
         return 1
@@ -334,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_mode(a: argparse.Namespace) -> str:
+    if a.socketio and a.scenarios == list(SOCKETIO_SCENARIOS):
+        return "Socket.IO"
     if a.quick and a.scenarios == list(QUICK_SCENARIOS):
         return "quick"
     if a.scenarios == list(SCENARIOS):

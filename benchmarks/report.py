@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.scenarios import SCENARIOS
+from benchmarks.servers import OURS as OUR_SERVERS
 from benchmarks.servers import PEERS
 
 OURS = "fabric"
+#: The peers each of our servers is compared with (ratio rows), in report order.
+PEERS_OF = {"fabric": PEERS, "fabric_sio": ("sio_python", "sio_node")}
 METRICS = ("rate", "p50_ms", "p99_ms", "cpu_s_per_100k", "rss_kb_per_conn")
 
 
@@ -114,24 +117,27 @@ class Target:
     scenario: str
     # (cells of that scenario by server) -> (verdict, shown value); verdict None: not measured
     check: Callable[[dict[str, Cell]], tuple[bool | None, str]]
+    #: The server the target is about (one of ``OUR_SERVERS``).
+    ours: str = OURS
 
 
-def _rate_ratio_at_least(peer: str, k: float) -> Callable[[dict[str, Cell]], tuple[bool | None, str]]:
+def _rate_ratio_at_least(peer: str, k: float, us: str = OURS) -> Callable[[dict[str, Cell]], tuple[bool | None, str]]:
     def check(cells: dict[str, Cell]) -> tuple[bool | None, str]:
-        ours, theirs = cells.get(OURS), cells.get(peer)
+        ours, theirs = cells.get(us), cells.get(peer)
         if ours is None or theirs is None:
-            return None, f"not measured ({OURS} and {peer} both needed)"
+            return None, f"not measured ({us} and {peer} both needed)"
         r = ratio(ours.median.get("rate"), theirs.median.get("rate"))
         if r is None:
             return False, "no throughput measured (see problems)"
-        return r >= k, f"{fmt_ratio(r)} ({fmt_rate(ours.median['rate'])} vs {fmt_rate(theirs.median['rate'])} deliv/s)"
+        return r >= k, (f"{fmt_ratio(r)} ({fmt_rate(ours.median['rate'])} vs {fmt_rate(theirs.median['rate'])} "
+                        f"{ours.unit or 'deliv/s'})")
 
     return check
 
 
-def _ours_at_most(metric: str, limit: float, unit: str) -> Callable[[dict[str, Cell]], tuple[bool | None, str]]:
+def _ours_at_most(metric: str, limit: float, unit: str, us: str = OURS) -> Callable[[dict[str, Cell]], tuple[bool | None, str]]:
     def check(cells: dict[str, Cell]) -> tuple[bool | None, str]:
-        ours = cells.get(OURS)
+        ours = cells.get(us)
         if ours is None:
             return None, "not measured"
         v = ours.median.get(metric)
@@ -151,6 +157,19 @@ TARGETS = (
         _ours_at_most("cpu_s_per_100k", 2.0, "CPU-s/100k"),
     ),
     Target("idle RSS <= 20 kB per connection at N=5000", "idle5000", _ours_at_most("rss_kb_per_conn", 20.0, "kB/conn")),
+    # Socket.IO (issue 11): the fabric's Socket.IO edge against Node socket.io and python-socketio.
+    *(t for n in (1000, 5000) for t in (
+        Target(f"fan-out N={n} throughput >= 1.0x sio_node", f"fanout{n}",
+               _rate_ratio_at_least("sio_node", 1.0, "fabric_sio"), "fabric_sio"),
+        Target(f"fan-out N={n} throughput >= 8x sio_python", f"fanout{n}",
+               _rate_ratio_at_least("sio_python", 8.0, "fabric_sio"), "fabric_sio"),
+        Target(f"server CPU <= 1 CPU-s per 100k deliveries (fan-out N={n})", f"fanout{n}",
+               _ours_at_most("cpu_s_per_100k", 1.0, "CPU-s/100k", "fabric_sio"), "fabric_sio"),
+    )),
+    Target("idle RSS <= 20 kB per connection at N=5000", "idle5000",
+           _ours_at_most("rss_kb_per_conn", 20.0, "kB/conn", "fabric_sio"), "fabric_sio"),
+    Target("emit-with-ack echo >= 0.8x sio_node", "echo", _rate_ratio_at_least("sio_node", 0.8, "fabric_sio"),
+           "fabric_sio"),
 )
 
 
@@ -208,15 +227,17 @@ def markdown(
                 f"{fmt_num(md.get('cpu_s_per_100k'), 2)} | {fmt_num(md.get('rss_kb_per_conn'), 1)} | {c.lost:,} | "
                 f"{c.measured}/{c.runs}{' !' if c.problems else ''} |"
             )
-        if OURS in present:
-            ours = cells[(scen, OURS)].median
-            for peer in PEERS:
+        for us in OUR_SERVERS:
+            if us not in present:
+                continue
+            ours = cells[(scen, us)].median
+            for peer in PEERS_OF.get(us, PEERS):
                 if peer not in present:
                     continue
                 theirs = cells[(scen, peer)].median
                 r = {k: fmt_ratio(ratio(ours.get(k), theirs.get(k))) for k in METRICS}
                 lines.append(
-                    f"| | **{OURS} / {peer}** | **{r['rate']}** | {r['p50_ms']} | {r['p99_ms']} | "
+                    f"| | **{us} / {peer}** | **{r['rate']}** | {r['p50_ms']} | {r['p99_ms']} | "
                     f"{r['cpu_s_per_100k']} | {r['rss_kb_per_conn']} | | |"
                 )
     lines += [
@@ -224,22 +245,24 @@ def markdown(
         "rate: deliveries/s (fan-out), round trips/s (echo), connections opened/s (idle; its p50/p99 "
         "are per-connection setup times). Latency under e2e pacing is mostly queueing (window x fan-out "
         "time). CPU and RSS are the server's (all processes in its group), from /proc. "
-        "Ratios are fabric / peer of the medians: above 1 is better for rate, below 1 for the rest. "
+        "Ratios are ours / peer of the medians: above 1 is better for rate, below 1 for the rest. "
         "`!`: see problems.",
-        "",
-        f"**Targets ({meta.get('labels', {}).get(OURS, OURS)}):**",
-        "",
     ]
-    verdicts = []
-    for t, verdict, shown in targets:
-        word = {True: "PASS", False: "FAIL", None: "SKIP"}[verdict]
-        verdicts.append(verdict)
-        lines.append(f"- {word}: {t.text}: {shown}")
-    measured = [v for v in verdicts if v is not None]
-    overall = "PASS" if measured and all(measured) else ("FAIL" if measured else "SKIP")
-    skipped = sum(v is None for v in verdicts)
-    lines.append(f"- **{overall}** overall ({sum(bool(v) for v in measured)}/{len(measured)} measured targets met"
-                 f"{f', {skipped} not measured in this run' if skipped else ''})")  # fmt: skip
+    shown_ours = [us for us in OUR_SERVERS if us in servers] or [OURS]
+    for us in shown_ours:
+        lines += ["", f"**Targets ({meta.get('labels', {}).get(us, us)}):**", ""]
+        verdicts = []
+        for t, verdict, shown in targets:
+            if t.ours != us:
+                continue
+            word = {True: "PASS", False: "FAIL", None: "SKIP"}[verdict]
+            verdicts.append(verdict)
+            lines.append(f"- {word}: {t.text}: {shown}")
+        measured = [v for v in verdicts if v is not None]
+        overall = "PASS" if measured and all(measured) else ("FAIL" if measured else "SKIP")
+        skipped = sum(v is None for v in verdicts)
+        lines.append(f"- **{overall}** overall ({sum(bool(v) for v in measured)}/{len(measured)} measured targets met"
+                     f"{f', {skipped} not measured in this run' if skipped else ''})")  # fmt: skip
     problems = [(k, c) for k, c in cells.items() if c.problems]
     if problems:
         lines += ["", "**Problems:**", ""]

@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchmarks import NODE_DIR, PEERS_DIR
+from benchmarks import NODE_DIR, PEERS_DIR, ROOT
+
+EXAMPLES_DIR = ROOT / "examples"
 
 ACCESS_KEY = "bench-secret"
 HUB = "bench"
@@ -71,6 +73,10 @@ def _fabric(port: int) -> list[str]:
     return [sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", str(port), "--access-key", ACCESS_KEY]
 
 
+def _fabric_sio(port: int) -> list[str]:
+    return [sys.executable, str(EXAMPLES_DIR / "socketio_bench.py"), "--host", "127.0.0.1", "--port", str(port)]
+
+
 def _sio_python(port: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "--app-dir", str(PEERS_DIR), "sio_python:app",
@@ -91,6 +97,14 @@ SERVERS: dict[str, Server] = {
             WPS_ARGS,
             _fabric,
             frozenset({"wps", "rest", "reliable"}),
+            _python_missing("fabric", "trio"),
+        ),
+        Server(
+            "fabric_sio",
+            "the fabric's Socket.IO edge: examples/socketio_bench.py (the loadgen contract on the embedded API)",
+            SIO_ARGS,
+            _fabric_sio,
+            frozenset({"sio"}),
             _python_missing("fabric", "trio"),
         ),
         Server(
@@ -120,5 +134,6 @@ SERVERS: dict[str, Server] = {
     ]
 }
 
-# The peers that the fabric's ratios are taken against, in report order.
+# Our servers (ratios are taken of these), and the peers they are compared with, in report order.
+OURS = ("fabric", "fabric_sio")
 PEERS = ("sio_python", "sio_node", "wps_node")

@@ -638,6 +638,11 @@ class Server:
       for recovery (Node's ``maxDisconnectionDuration``, 120 in Node).
     - ``connect_timeout``: seconds a connection has to join a namespace (Node: 45).
     - ``max_handlers_per_connection``: async handlers running at once per connection.
+    - ``async_handlers`` (python-socketio's option): True runs each coroutine handler as a
+      task (a handler awaiting the client's own ack cannot deadlock it; events of one client
+      may then finish out of order); False awaits it in the connection's reader, so one
+      client's events are handled one after the other, in order (what Node does for
+      handlers that do not await).
     """
 
     reason = Reason
@@ -650,12 +655,14 @@ class Server:
         connect_timeout: float = 45.0,
         max_attachments: int = parser.DEFAULT_MAX_ATTACHMENTS,
         max_handlers_per_connection: int = 64,
+        async_handlers: bool = True,
     ) -> None:
         self.namespaces: set[str] | str | None = (
             namespaces if namespaces == "*" or namespaces is None else set(namespaces))  # type: ignore[arg-type]
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
         self.max_handlers_per_connection = max_handlers_per_connection
+        self.async_handlers = async_handlers
         self._handlers: dict[str, dict[str, _Handler]] = {}
         self._dynamic: list[tuple[re.Pattern | Callable, str]] = []  # (matcher, handler key)
         self._namespace_objects: dict[str, Namespace] = {}
@@ -975,12 +982,18 @@ class Server:
                 log.exception("handler for %r failed on %r", event, socket)
                 return
             if inspect.isawaitable(result):  # a sync callable returning an awaitable: run it as a task
-                await self._start_task(socket, self._finish_awaitable(socket, event, result, ack_id))
+                if self.async_handlers:
+                    await self._start_task(socket, self._finish_awaitable(socket, event, result, ack_id))
+                else:
+                    await self._finish_awaitable(socket, event, result, ack_id)
                 return
             if ack_id is not None:
                 self._send_ack(socket, result, ack_id)
             return
-        await self._start_task(socket, self._run_handler(socket, event, fn, args, ack_id))
+        if self.async_handlers:
+            await self._start_task(socket, self._run_handler(socket, event, fn, args, ack_id))
+        else:
+            await self._run_handler(socket, event, fn, args, ack_id)
 
     async def _start_task(self, socket: Socket, coro: Any) -> None:
         conn = socket.conn
