@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// An upstream event-handler app on @azure/web-pubsub-express 1.1 (Node 22), as an app developer
+// would write it: tests/interop/test_node22_sdks.py points a fabric's webhook at it and reads
+// what it saw from stdout.
+//
+// usage: node express11.mjs --hub HUB [--port N] [--allowed-endpoint URL]... [--deadline-ms N]
+//
+// Behaviour:
+//   connect: res.success({roles: [joinLeaveGroup, sendToGroup]})
+//   user events: "echo" -> the data back with its dataType; "fail" -> res.fail(400, "express says no");
+//                anything else -> res.success()
+//   onGroupJoined / onGroupLeft / onConnected / onDisconnected: printed
+//   A middleware in front of the SDK prints every request's x-webpubsub-metadata-* headers and,
+//   for user events, answers each one back as X-WebPubSub-Metadata-<key> (plus `app: express`).
+// stdout, one JSON object per line:
+//   {"type":"listening","port":N}
+//   {"type":"http","method":...,"path":...,"ceType":...,"eventName":...,"metadata":{...}}
+//   {"type":"joined"|"left","group":...,"connectionId":...,"eventName":...,"userId":...}
+//   {"type":"connected"|"disconnected"|"user-event", ...}
+// Exit: on stdin EOF (0), or 3 when the deadline passes.
+
+import { parseArgs } from "node:util";
+import express from "express";
+import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
+
+const { values: args } = parseArgs({
+  options: {
+    hub: { type: "string" },
+    port: { type: "string", default: "0" },
+    "allowed-endpoint": { type: "string", multiple: true, default: [] },
+    "deadline-ms": { type: "string", default: "120000" },
+  },
+});
+const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const fatal = (error, code = 1) => {
+  print({ type: "fatal", error: String(error && error.stack ? error.stack : error) });
+  process.exit(code);
+};
+process.on("uncaughtException", (e) => fatal(e));
+process.on("unhandledRejection", (e) => fatal(e));
+setTimeout(() => fatal("deadline reached", 3), Number(args["deadline-ms"])).unref();
+if (!args.hub) fatal("--hub is required");
+
+const PREFIX = "x-webpubsub-metadata-";
+const ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
+const context = (c) => ({ connectionId: c.connectionId, eventName: c.eventName, userId: c.userId ?? null });
+
+const options = {
+  path: "/eventhandler",
+  handleConnect(req, res) {
+    res.success({ roles: ROLES });
+  },
+  onConnected(req) {
+    print({ type: "connected", ...context(req.context) });
+  },
+  onDisconnected(req) {
+    print({ type: "disconnected", ...context(req.context), reason: req.reason });
+  },
+  onGroupJoined(req) {
+    print({ type: "joined", group: req.group, ...context(req.context) });
+  },
+  onGroupLeft(req) {
+    print({ type: "left", group: req.group, ...context(req.context) });
+  },
+  handleUserEvent(req, res) {
+    const name = req.context.eventName;
+    print({ type: "user-event", ...context(req.context), dataType: req.dataType,
+            data: req.dataType === "binary" ? Buffer.from(req.data).toString("base64") : req.data });
+    if (name === "echo") {
+      const body = req.dataType === "json" ? JSON.stringify(req.data) : req.data;
+      res.success(body, req.dataType);
+    } else if (name === "fail") {
+      res.fail(400, "express says no");
+    } else {
+      res.success();
+    }
+  },
+};
+if (args["allowed-endpoint"].length) options.allowedEndpoints = args["allowed-endpoint"];
+const handler = new WebPubSubEventHandler(args.hub, options);
+
+const app = express();
+app.use((req, res, next) => {
+  const metadata = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(PREFIX)) metadata[name.slice(PREFIX.length)] = value;
+  }
+  const ceType = req.headers["ce-type"] ?? null;
+  print({ type: "http", method: req.method, path: req.path, ceType, eventName: req.headers["ce-eventname"] ?? null,
+          metadata });
+  if (ceType && ceType.startsWith("azure.webpubsub.user.")) {
+    for (const [key, value] of Object.entries(metadata)) res.setHeader(`X-WebPubSub-Metadata-${key}`, value);
+    res.setHeader("X-WebPubSub-Metadata-App", "express");
+  }
+  next();
+});
+app.use(handler.getMiddleware());
+
+const server = app.listen(Number(args.port), "127.0.0.1", () => print({ type: "listening", port: server.address().port }));
+process.stdin.on("end", () => server.close(() => process.exit(0)));
+process.stdin.resume();
