@@ -30,6 +30,8 @@ from fabric.core.broker_memory import MemoryBus
 from fabric.core.events import EventHandler
 from fabric.core.hub import Hub
 from fabric.core.hubs import HubRegistry
+from fabric.core.telemetry import summary
+from fabric.demo import DemoEdge
 from fabric.operations import Operations
 from fabric.socketio.endpoint import SocketIOEdge
 from fabric.socketio.server import Server as SocketIOServer
@@ -63,6 +65,9 @@ class Fabric:
         self.socketio_edge = SocketIOEdge(self.hubs, config, self._start_service)
         #: ``/metrics`` and the REST access log (fabric.operations).
         self.ops = Operations(self)
+        #: ``/demo/...`` with ``[demo] enabled`` (``fabric serve --demo``).
+        self.demo = DemoEdge(config.demo, hub_api=self.hub, socketio=self.socketio, set_handler=self.set_handler,
+                             stats=lambda: summary(self.running_hubs())) if config.demo.enabled else None
         #: App servers' tunnels: ``/server/tunnel`` and ``tunnel:///`` event handlers.
         self.tunnels = TunnelEdge(self.hubs, config)
 
@@ -183,6 +188,8 @@ class Fabric:
             return await self.ops.rest(request)
         if request.path == "/metrics":
             return await self.ops.metrics(request)
+        if self.demo is not None and self.demo.owns(request):
+            return await self.demo.handle_http(request)
         if self.socketio_edge.owns(request):
             return await self.socketio_edge.handle_http(request)
         if handshake.client_hub(request) is not None:

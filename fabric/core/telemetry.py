@@ -251,3 +251,17 @@ async def collect_hub(exposition: Exposition, hub: "Hub", yielder: Yielder) -> N
     exposition.sample(FAMILIES["fabric_outbox_queued_messages"], h, queued)
     exposition.sample(FAMILIES["fabric_outbox_queued_bytes"], h, queued_bytes)
     exposition.sample(FAMILIES["fabric_outbox_queued_bytes_max"], h, largest)
+
+
+def summary(hubs: dict[str, "Hub"]) -> dict[str, dict[str, int]]:
+    """``{hub: {"connections", "publications", "deliveries"}}`` from the same counters
+    ``/metrics`` shows (the demos' status page computes rates from two of these)."""
+    out = {}
+    for name, hub in hubs.items():
+        fanout = hub.telemetry.fanout
+        out[name] = {
+            "connections": len(hub.connections),
+            "publications": sum(fanout.publications.values.values()) if fanout is not None else 0,
+            "deliveries": sum(fanout.deliveries.values.values()) if fanout is not None else 0,
+        }
+    return out

@@ -2,7 +2,7 @@
 
 Order, bottom to top (a module may import its own layer and the layers below it):
     specs  <  actors, transport  <  fabric.config  <  fabric.core  <  edges  <  fabric top
-where the edges are fabric.webpubsub, fabric.socketio and fabric.appserver, and the top is
+where the edges are fabric.webpubsub, fabric.socketio, fabric.appserver and fabric.demo, and the top is
 fabric.app, fabric.cli, fabric.testing, fabric/__init__ and fabric/__main__.
 Extra rules: ``specs`` imports nothing of ours (its conformance suite ``specs.conform``
 included: a checker that shares the server's code cannot find the server's bugs);
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("specs", "actors", "transport", "fabric")
-EDGES = ("fabric.webpubsub", "fabric.socketio", "fabric.appserver")
+EDGES = ("fabric.webpubsub", "fabric.socketio", "fabric.appserver", "fabric.demo")
 TOP = ("fabric.app", "fabric.cli", "fabric.testing", "fabric", "fabric.__main__")
 
 
