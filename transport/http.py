@@ -24,6 +24,15 @@ Rules this module keeps:
   (RFC 9110 §8.6 allows it; every parser agrees on that length).
 - We own the accept loop (not ``trio.serve_listeners``) so that a connection's stream can
   outlive the task that accepted it when the application hands it to a supervisor.
+- A handler that holds a request open (a long poll) can learn that its client went away:
+  ``request.disconnected`` is an event set when the peer closes the connection while the
+  handler still runs. Watching costs a task, so it starts on first access of the property;
+  bytes the peer pipelines meanwhile are handed to h11 for the next request, not lost.
+- An application may bound a request's body below the front's ``max_body_bytes`` with an
+  optional ``body_limit(request) -> int | None`` (the request without its body). Past that
+  smaller limit the front stops reading and the application answers the request itself with
+  ``body_over_limit`` set and an empty body (e.g. Engine.IO's 413, which keeps its session);
+  the connection then closes, as the rest of the body is unread.
 """
 
 from __future__ import annotations
@@ -57,6 +66,27 @@ class Request:
     query: dict[str, list[str]]
     headers: tuple[tuple[str, str], ...]  # lower-cased names, latin-1 decoded values
     body: bytes = b""
+    #: The body passed the application's ``body_limit``: it was not read (``body`` is empty).
+    body_over_limit: bool = False
+    #: serve_connection's watch on the client (None for requests made elsewhere).
+    peer: "_PeerWatch | None" = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def disconnected(self) -> trio.Event | None:
+        """Set when the client closes its connection while the handler is still running.
+
+        None when the request does not come from ``serve_connection`` (nothing watches its
+        client). The first access starts the watch (one task, for as long as the handler
+        runs), so handlers that never look cost nothing. No checkpoint.
+        """
+        peer = self.peer
+        return None if peer is None else peer.watch()
+
+    def watch_disconnect(self, wake: Callable[[], None]) -> trio.Event | None:
+        """``disconnected``, and also call ``wake()`` (no checkpoint, in the watching task)
+        when it is set: a handler parked on its own event can wake up for both."""
+        peer = self.peer
+        return None if peer is None else peer.watch(wake)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -102,9 +132,85 @@ class WebSocketAccept:
 
 
 class Application(Protocol):
+    """What the front serves. It may also have ``body_limit(request) -> int | None``: a
+    smaller body bound for that request, whose excess the application answers itself (see
+    the module rules)."""
+
     async def handle_http(self, request: Request) -> Response: ...
 
     async def handle_websocket(self, request: Request) -> Response | WebSocketAccept: ...
+
+
+class _PeerWatch:
+    """Watches a client for EOF while the application handles one of its requests.
+
+    Started on demand (``watch``) as a system task, so a request whose handler never asks
+    costs no task and no nursery; ``stop`` ends it before the front reads the stream again.
+    """
+
+    __slots__ = ("conn", "done", "event", "scope", "stream", "wakers")
+
+    #: Pipelined bytes taken from the client while watching; past this the watch stops (the
+    #: bytes wait in the kernel, and a close is then noticed when the next request is read).
+    MAX_BUFFERED = 64 * 1024
+
+    def __init__(self, stream: trio.abc.Stream, conn: h11.Connection) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.event: trio.Event | None = None
+        self.scope: trio.CancelScope | None = None
+        self.done: trio.Event | None = None
+        self.wakers: list[Callable[[], None]] | None = None
+
+    def watch(self, wake: Callable[[], None] | None = None) -> trio.Event:
+        if wake is not None:
+            if self.wakers is None:
+                self.wakers = []
+            self.wakers.append(wake)
+        event = self.event
+        if event is None:
+            event = self.event = trio.Event()
+            if self.done is None:  # not stopped yet
+                self.scope = trio.CancelScope()
+                self.done = trio.Event()
+                trio.lowlevel.spawn_system_task(self._watch, name="transport.http peer watch")
+        return event
+
+    async def stop(self) -> None:
+        """End the watch (if one runs) and wait until it no longer reads the stream. Checkpoint
+        only when a watch ran."""
+        done = self.done
+        if done is None:
+            self.done = trio.Event()  # a late ``watch`` starts nothing
+            self.done.set()
+            return
+        if self.scope is not None:
+            self.scope.cancel()
+        await done.wait()
+
+    async def _watch(self) -> None:
+        try:
+            with self.scope:  # type: ignore[union-attr]
+                buffered = 0
+                while buffered < self.MAX_BUFFERED:
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                        data = b""
+                    try:
+                        self.conn.receive_data(data)  # b"": EOF, so h11 ends the connection after this response
+                    except RuntimeError:  # h11 refuses data after EOF: nothing more to watch
+                        return
+                    if not data:
+                        self.event.set()  # type: ignore[union-attr]
+                        for wake in self.wakers or ():
+                            wake()
+                        return
+                    buffered += len(data)
+        except Exception:  # a system task must never raise
+            log.exception("watching a client for EOF failed")
+        finally:
+            self.done.set()  # type: ignore[union-attr]
 
 
 @attrs.define
@@ -171,7 +277,16 @@ async def serve_connection(
                 handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits)
                 return
 
-            # Plain request: read its body, bounded.
+            # Plain request: read its body, bounded (by the application's smaller limit, if any).
+            limit = limits.max_body_bytes
+            app_limit = None
+            body_limit = getattr(app, "body_limit", None)
+            if body_limit is not None:
+                app_limit = body_limit(Request(method, target, path, raw_path, query, headers))
+                if app_limit is not None and app_limit < limit:
+                    limit = max(0, app_limit)
+                else:
+                    app_limit = None
             body = bytearray()
             too_big = False
             with trio.move_on_after(limits.handshake_timeout) as scope:
@@ -182,7 +297,7 @@ async def serve_connection(
                             await _send_simple(stream, conn, Response.error(ev.status, "BadRequest", ev.message))
                         return
                     if isinstance(ev, h11.Data):
-                        if len(body) + len(ev.data) > limits.max_body_bytes:
+                        if len(body) + len(ev.data) > limit:
                             too_big = True
                             break
                         body += ev.data
@@ -191,16 +306,26 @@ async def serve_connection(
             if scope.cancelled_caught:
                 await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body not received in time"))
                 return
-            if too_big:
+            if too_big and app_limit is None:
                 await _send_simple(stream, conn, Response.error(
                     413, "PayloadTooLarge", f"request body exceeds {limits.max_body_bytes} bytes"))
                 return
-            request = Request(method, target, path, raw_path, query, headers, bytes(body))
+            peer = _PeerWatch(stream, conn)
+            if too_big:  # the application answers its own limit; the unread rest ends the connection
+                request = Request(method, target, path, raw_path, query, headers, b"", True, peer)
+            else:
+                request = Request(method, target, path, raw_path, query, headers, bytes(body), False, peer)
             try:
                 response = await app.handle_http(request)
             except Exception:
                 log.exception("HTTP handler failed for %s %s", method, raw_path)
                 response = Response.error(500, "InternalServerError", "internal error")
+            finally:
+                with trio.CancelScope(shield=True):
+                    await peer.stop()
+            if too_big:
+                await _send_simple(stream, conn, response)
+                return
             if not await _send_response(stream, conn, response, head=(method == "HEAD")):
                 return
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:

@@ -244,7 +244,20 @@ class SocketIOEdge:
             return Response.error(exc.status, exc.code, str(exc))
         return None
 
-    # ---- the HTTP front's two entry points ---------------------------------------------
+    # ---- the HTTP front's entry points -------------------------------------------------
+
+    def body_limit(self, request: Request) -> int | None:
+        """``transport.http``'s per-request body bound for our paths: Engine.IO's
+        ``max_http_buffer_size`` where it is below the front's limit (its 413 keeps the
+        session). No checkpoint."""
+        if request.method != "POST":
+            return None
+        match = self._match(request)
+        if match is None:
+            return None
+        if match[0] == "mount":
+            return self._mounts[match[1]].engine.body_limit(request)
+        return self.config.socketio.max_http_buffer_size
 
     async def handle_http(self, request: Request) -> Response:
         """A polling request (or CORS preflight) for one of our paths. Checkpoint."""

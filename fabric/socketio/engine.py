@@ -346,6 +346,8 @@ class EngineConnection:
         session = self.session
         reply = session.begin_get(trio.current_time())
         if reply is None:
+            # Parked: wake for data, or when the client goes away (the HTTP front watches it).
+            gone = request.watch_disconnect(self._wake_get)
             try:
                 while True:
                     self._get_event = event = trio.Event()
@@ -353,6 +355,11 @@ class EngineConnection:
                     reply = session.take_get_reply()
                     if reply is not None:
                         break
+                    if gone is not None and gone.is_set():
+                        self._get_event = None
+                        closed = session.get_aborted(trio.current_time())
+                        self._handle((closed,) if closed is not None else ())
+                        return Response(400, b"", ())  # nobody reads it: the client is gone
             except BaseException:
                 self._get_event = None
                 closed = session.get_aborted(trio.current_time())
@@ -371,7 +378,7 @@ class EngineConnection:
         reply = session.begin_post(request.header("content-type"), now)
         if reply is None:
             body = request.body
-            if len(body) > session.config.max_payload:
+            if request.body_over_limit or len(body) > session.config.max_payload:
                 reply = session.post_too_large()
             else:
                 reply = session.end_post(body, now)
@@ -523,6 +530,11 @@ class EngineServer:
             conn._flush()
 
     # ------------------------------------------------------------------ requests
+
+    def body_limit(self, request: Request) -> int | None:
+        """The HTTP front's per-request body bound: a polling POST above ``max_payload`` is
+        ours to answer (413, the session stays), not the front's."""
+        return self.config.max_payload if request.method == "POST" else None
 
     def _lookup(self, sid: str):
         conn = self.sessions.get(sid)
