@@ -627,9 +627,10 @@ async def test_bad_frame_closes_after_disconnected_and_others_carry_on(fabric_se
 
 @pytest.mark.parametrize("reliable", [False, True], ids=["protobuf", "protobuf.reliable"])
 async def test_invalid_or_unsupported_with_ack_id_keeps_the_connection(fabric_server, pb, bystanders, reliable):
-    """An invalid message with an ackId is answered with ack BadRequest; an unsupported invoke
-    with an invokeResponse error BadRequest; an unknown oneof member is ignored (decision
-    protobuf.no-message); the connection stays open and keeps working."""
+    """An invalid message with an ackId is answered with ack BadRequest (an invalid stream start
+    also with streamClosed BadRequest); an invoke nobody handles with an invokeResponse error
+    NotFound; an unknown oneof member is ignored (decision protobuf.no-message); the connection
+    stays open and keeps working."""
     U = pb.UpstreamMessage
     url = url_for(fabric_server, bystanders.hub)
     async with pb_client(pb, fabric_server, url, reliable=reliable, label="odd", auto_reconnect=False) as odd:
@@ -638,7 +639,7 @@ async def test_invalid_or_unsupported_with_ack_id_keeps_the_connection(fabric_se
             await odd.request(lambda a: U(send_to_group_message=U.SendToGroupMessage(group=bystanders.group,
                                                                                     ack_id=a)))
         assert err.value.name == "BadRequest" and err.value.message, err.value
-        with pytest.raises(AckError) as err:  # a stream start is not implemented
+        with pytest.raises(AckError) as err:  # a stream start must not carry data (specs.streams)
             await odd.request(lambda a: U(send_to_group_message=U.SendToGroupMessage(
                 group=bystanders.group, ack_id=a, data=pb.MessageData(text_data="x"),
                 stream=U.StreamStartInfo(stream_id="s1"))))
@@ -647,8 +648,11 @@ async def test_invalid_or_unsupported_with_ack_id_keeps_the_connection(fabric_se
                                                                   data=pb.MessageData(text_data="?"))))
         await odd.wait_for(lambda: any(m.WhichOneof("message") == "invoke_response_message" for m in odd.other_frames),
                            "an invoke response")
-        (resp,) = [m.invoke_response_message for m in odd.other_frames]
-        assert (resp.invocation_id, resp.success, resp.error.name) == ("inv-1", False, "BadRequest"), resp
+        (resp,) = [m.invoke_response_message for m in odd.other_frames
+                   if m.WhichOneof("message") == "invoke_response_message"]
+        assert (resp.invocation_id, resp.success, resp.error.name) == ("inv-1", False, "NotFound"), resp
+        closed = [m.stream_closed_message for m in odd.other_frames if m.WhichOneof("message") == "stream_closed_message"]
+        assert [(c.stream_id, c.error.name) for c in closed] == [("s1", "BadRequest")]
         await odd.send_raw(b"\x9a\x06\x00")  # field 99 (unknown), length-delimited, empty: ignored
         await odd.ping()
         await bystanders.check()
