@@ -69,7 +69,7 @@ class Fabric:
         self.demo = DemoEdge(config.demo, hub_api=self.hub, socketio=self.socketio, set_handler=self.set_handler,
                              stats=lambda: summary(self.running_hubs())) if config.demo.enabled else None
         #: App servers' tunnels: ``/server/tunnel`` and ``tunnel:///`` event handlers.
-        self.tunnels = TunnelEdge(self.hubs, config)
+        self.tunnels = TunnelEdge(self.hubs)
 
     @property
     def access_keys(self) -> tuple[str, ...]:

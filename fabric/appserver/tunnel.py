@@ -604,19 +604,33 @@ class Tunnel:
 class TunnelEdge:
     """Every tunnel of this fabric, by hub; the ``/server/tunnel`` endpoint."""
 
-    def __init__(self, registry: HubRegistry, config: FabricConfig) -> None:
+    def __init__(self, registry: HubRegistry) -> None:
         self.registry = registry
-        self.config = config
-        server = config.server
-        self.max_body = server.max_request_body_bytes
-        self.max_frame_bytes = max(server.max_request_body_bytes, server.max_message_bytes) + ENVELOPE_BYTES
-        #: Bytes of one streamed answer buffered before its reader takes them.
-        self.max_buffered = 4 * server.max_message_bytes + ENVELOPE_BYTES
         self.counters = Counters(TUNNEL_COUNTERS)
         self.log_once = _LogOnce()
         self._hubs: dict[str, dict[str, Tunnel]] = {}  # by lower-cased hub name, then tunnel id
         self._changed: dict[str, trio.Event] = {}
         self._operations: dict[tuple[str, str], Operation] = {}
+
+    # ---- settings (read at use: a configuration reload applies to open tunnels) -----
+
+    @property
+    def config(self) -> FabricConfig:
+        return self.registry.config
+
+    @property
+    def max_body(self) -> int:
+        return self.config.server.max_request_body_bytes
+
+    @property
+    def max_frame_bytes(self) -> int:
+        server = self.config.server
+        return max(server.max_request_body_bytes, server.max_message_bytes) + ENVELOPE_BYTES
+
+    @property
+    def max_buffered(self) -> int:
+        """Bytes of one streamed answer buffered before its reader takes them."""
+        return 4 * self.config.server.max_message_bytes + ENVELOPE_BYTES
 
     # ---- extension point -----------------------------------------------------------
 
