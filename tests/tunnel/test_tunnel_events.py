@@ -1,0 +1,200 @@
+"""``tunnel:///...`` event handlers in process: a hub's CloudEvents go through a connected
+tunnel to a handler app that has no port of its own. The app side is the Python tunnel
+client serving the upstream tests' ``CloudEventsApp`` (which checks every CloudEvents header
+and ``ce-signature``), so the same handler contract is exercised as over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+import trio
+
+import fabric
+from fabric.appserver import tunnel_protocol as tp
+from fabric.appserver.tunnel import to_request, uses_tunnel
+from fabric.config import SYSTEM_EVENTS, ConfigError, EventHandlerConfig, HubConfig
+from fabric.core.events import ConnectRejected, ConnectResponse, EventHandler, UserEventResponse
+from fabric.core.payload import DataType, Payload
+from fabric.testing import ConnectionRejected, connect_in_process
+from tests.appserver.webhook.support import AppTransport, CloudEventsApp
+
+from .conftest import KEY, tunnel_config
+from .tunnel_client import TunnelClient
+
+HUB = "up"
+TUNNEL = EventHandlerConfig("tunnel:///eventhandler/{event}", "*", SYSTEM_EVENTS)
+
+
+class Handler(EventHandler):
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+        self.changed = trio.Event()
+
+    def _saw(self, *item) -> None:
+        self.seen.append(item)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_for(self, kind: str) -> tuple:
+        while True:
+            for item in self.seen:
+                if item[0] == kind:
+                    return item
+            await self.changed.wait()
+
+    async def on_connect(self, request):
+        self._saw("connect", request.connection_id, dict(request.query))
+        if request.query.get("name") == ["bad"]:
+            raise ConnectRejected(401, "no bad names")
+        return ConnectResponse(user_id="u-" + request.query.get("name", ["anon"])[0])
+
+    async def on_connected(self, context):
+        self._saw("connected", context.connection_id, context.user_id)
+
+    async def on_disconnected(self, context, reason):
+        self._saw("disconnected", context.connection_id, reason)
+
+    async def handle_user_event(self, request):
+        self._saw("message", request.event, request.payload.body)
+        return UserEventResponse(payload=Payload(DataType.TEXT, b"echo:" + request.payload.body))
+
+
+def hub_config(*handlers: EventHandlerConfig):
+    config = tunnel_config(upstream_timeout=5.0)
+    return attrs.evolve(config, hubs={HUB: HubConfig(event_handlers=handlers or (TUNNEL,))})
+
+
+async def serve_app(tunnel: TunnelClient, app: CloudEventsApp) -> None:
+    async def handle(request: tp.HttpRequest):
+        http_request = to_request(request, max_body=1 << 20)
+        assert request.url.startswith("http://") and "/eventhandler/" in request.url
+        response = await app.handle_http(http_request)
+        headers: dict[str, list[str]] = {}
+        for name, value in response.headers:
+            headers.setdefault(name, []).append(value)
+        return response.status, headers, response.body
+
+    await tunnel.serve(handle)
+
+
+async def open_client(fab, **query: str):
+    client = await connect_in_process(fab, HUB, query=query)
+    connected = json.loads(await client.receive())
+    assert connected["event"] == "connected", connected
+    return client, connected
+
+
+def test_tunnel_urls_are_valid_event_handler_urls():
+    assert uses_tunnel(HubConfig(event_handlers=(TUNNEL,)))
+    assert not uses_tunnel(HubConfig(event_handlers=(EventHandlerConfig("http://h/x"),)))
+    for bad in ("tunnel://host/x", "tunnel:x", "tunnel:///x#f"):
+        with pytest.raises(ConfigError, match="tunnel"):
+            EventHandlerConfig(bad)
+
+
+async def test_events_go_through_the_tunnel_to_a_handler_without_a_port():
+    async with fabric.open_fabric(hub_config()) as fab:
+        handler = Handler()
+        app = CloudEventsApp(handler, keys=(KEY,))
+        tunnel = await TunnelClient.open(fab, HUB, sub="local-dev")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_app, tunnel, app)
+            client, connected = await open_client(fab, name="zed")
+            assert connected["userId"] == "u-zed"
+            await client.send_json({"type": "event", "event": "hello", "dataType": "text", "data": "hi",
+                                    "ackId": 1})
+            replies = [json.loads(await client.receive()) for _ in range(2)]
+            assert {"type": "message", "from": "server", "dataType": "text", "data": "echo:hi"} in replies
+            await client.aclose()
+            with trio.fail_after(5):
+                await handler.wait_for("disconnected")
+            assert [s[0] for s in handler.seen] == ["connect", "connected", "message", "disconnected"]
+            assert [s.method for s in app.seen][0] == "OPTIONS"  # abuse protection, through the tunnel
+            assert app.signature_failures == 0
+            # the handler refuses: its status reaches the client
+            with pytest.raises(ConnectionRejected) as caught:
+                await connect_in_process(fab, HUB, query={"name": "bad"})
+            assert caught.value.status == 401
+            nursery.cancel_scope.cancel()
+        await tunnel.aclose()
+
+
+async def test_without_a_tunnel_connect_fails_at_once():
+    async with fabric.open_fabric(hub_config()) as fab:
+        with trio.fail_after(2):  # not upstream_timeout (5 s)
+            with pytest.raises(ConnectionRejected) as caught:
+                await connect_in_process(fab, HUB)
+        assert caught.value.status == 500
+        assert b"no tunnel" in caught.value.body
+
+
+async def test_a_tunnel_lost_mid_event_fails_that_event_at_once():
+    async with fabric.open_fabric(hub_config()) as fab:
+        tunnel = await TunnelClient.open(fab, HUB)
+        outcome = []
+
+        async def connect():
+            with pytest.raises(ConnectionRejected) as caught:
+                await connect_in_process(fab, HUB)
+            outcome.append((trio.current_time(), caught.value.status, caught.value.body))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect)
+            validate = await tunnel.receive()
+            assert isinstance(validate, tp.HttpRequest) and validate.method == "OPTIONS"
+            await tunnel.send(tp.HttpResponse(validate.ack_id, 200, {"WebHook-Allowed-Origin": ["*"]}))
+            event = await tunnel.receive()
+            assert event.header("ce-type") == "azure.webpubsub.sys.connect"
+            lost_at = trio.current_time()
+            await trio.aclose_forcefully(tunnel.client.stream)
+        ((at, status, body),) = outcome
+        assert status == 500 and b"closed" in body and at - lost_at < 1.0
+
+
+async def test_a_streamed_answer_is_assembled():
+    async with fabric.open_fabric(hub_config()) as fab:
+        tunnel = await TunnelClient.open(fab, HUB)
+
+        async def app_side():
+            while True:
+                request = await tunnel.receive(timeout=10)
+                if request.method == "OPTIONS":
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {"WebHook-Allowed-Origin": ["*"]}))
+                elif request.header("ce-type") == "azure.webpubsub.sys.connect":
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {"Content-Type": ["application/json"]},
+                                                      b'{"userId":', True))
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {}, b'"streamed"}', True))
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {}, None, False))
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app_side)
+            client, connected = await open_client(fab)
+        assert connected["userId"] == "streamed"
+        await client.aclose()
+        await tunnel.aclose()
+
+
+async def test_http_and_tunnel_handlers_in_one_hub():
+    http = EventHandlerConfig("http://upstream.test/{event}", "", ("connect",))
+    tunnelled = EventHandlerConfig("tunnel:///eventhandler/{event}", "*", ("connected", "disconnected"))
+    async with fabric.open_fabric(hub_config(http, tunnelled)) as fab:
+        over_http, over_tunnel = Handler(), Handler()
+        http_app = CloudEventsApp(over_http, keys=(KEY,))
+        fab.upstream_transport = AppTransport(http_app)  # the fallback for http:// URLs
+        tunnel_app = CloudEventsApp(over_tunnel, keys=(KEY,))
+        tunnel = await TunnelClient.open(fab, HUB)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_app, tunnel, tunnel_app)
+            client, connected = await open_client(fab, name="mixed")
+            assert connected["userId"] == "u-mixed"
+            with trio.fail_after(5):
+                await over_tunnel.wait_for("connected")
+            await client.aclose()
+            with trio.fail_after(5):
+                await over_tunnel.wait_for("disconnected")
+            assert [s[0] for s in over_http.seen] == ["connect"]
+            nursery.cancel_scope.cancel()
+        await tunnel.aclose()
