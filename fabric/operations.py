@@ -28,7 +28,7 @@ from fabric.core.logs import fields
 from fabric.core.metrics import (
     CONTENT_TYPE, FAMILIES, Exposition, Scraper, Yielder, counter, counter_families, histogram,
 )
-from fabric.core.telemetry import collect_hub
+from fabric.core.telemetry import collect_bus, collect_hub
 from fabric.socketio.server import SOCKETIO_COUNTERS
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class Operations:
                 stats = webhook.statistics()
                 exposition.sample(FAMILIES["fabric_upstream_queued_notifications"], h, stats["queued_notifications"])
                 exposition.sample(FAMILIES["fabric_upstream_in_flight"], h, stats["in_flight"])
+        collect_bus(exposition, fabric.running_hubs())
         exposition.add_counter(self.rest_requests)
         exposition.add_histogram(self.rest_seconds)
         socketio = fabric.socketio_edge.statistics()

@@ -215,6 +215,11 @@ async def collect_hub(exposition: Exposition, hub: "Hub", yielder: Yielder) -> N
         for series in (fanout.publications, fanout.published_bytes, fanout.deliveries, fanout.delivered_bytes):
             exposition.add_counter(series)
     exposition.add_counters(HUB_COUNTER_FAMILIES, hub.counters.as_dict(), h)
+    broker = hub.broker.statistics()
+    kind = broker.get("kind") if broker.get("kind") in ("memory", "redis") else "other"
+    for fam, key in (("fabric_broker_published_total", "published"), ("fabric_broker_received_total", "delivered")):
+        if isinstance(broker.get(key), int):
+            exposition.sample(FAMILIES[fam], (name, kind), broker[key])
     mailbox = 0
     for local in list(hub.groups.values()):
         handle = local.handle
@@ -275,3 +280,22 @@ def summary(hubs: dict[str, "Hub"]) -> dict[str, dict[str, int]]:
             "deliveries": sum(fanout.deliveries.values.values()) if fanout is not None else 0,
         }
     return out
+
+
+_BUS_FAMILIES = (("fabric_broker_pending", "pending"), ("fabric_broker_pending_bytes", "pending_bytes"),
+                 ("fabric_broker_reconnects_total", "reconnects"), ("fabric_broker_gaps_total", "gaps"),
+                 ("fabric_broker_gap_seconds_total", "gap_seconds"), ("fabric_broker_failed_total", "failed"),
+                 ("fabric_broker_dropped_total", "dropped"))
+
+
+def collect_bus(exposition: Exposition, hubs: dict[str, "Hub"]) -> None:
+    """The process-wide Redis bus (every hub's broker shares it): read once, from any hub."""
+    for hub in hubs.values():
+        stats = hub.broker.statistics()
+        if stats.get("kind") != "redis":
+            return
+        for fam, key in _BUS_FAMILIES:
+            value = stats.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                exposition.sample(FAMILIES[fam], (), value)
+        return

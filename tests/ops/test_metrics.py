@@ -82,6 +82,7 @@ async def test_families_after_a_scripted_workload():
         assert value(samples, "fabric_hub_connections_opened_total", hub="m") == 3
         assert value(samples, "fabric_outbox_queued_messages", hub="m") >= 0
         assert value(samples, "fabric_mailbox_queued", hub="m") == 0
+        assert value(samples, "fabric_broker_received_total", hub="m", broker="memory") >= 9
         # every sample belongs to a family with HELP and TYPE
         for name in samples:
             family = name
