@@ -812,7 +812,7 @@ async def s_fragment_flood(ctx: Ctx, out: Outcome) -> None:
                    server_cpu_pct={"without": round(100 * cpu_base / size.flood_phase_s),
                                    "with": round(100 * cpu_flood / size.flood_phase_s)})
     capped = bool(close_s) and codes.get("1009", 0) == len(floods) and (pct(close_s, 0.5) or 99) < 1.0
-    ok = bool(flooded) and f50 is not None and f99 is not None and f50 < 0.015 and f99 < 0.100 and capped and alive
+    ok = bool(flooded) and f50 is not None and f99 is not None and f50 < 0.025 and f99 < 0.100 and capped and alive
     out.rows.append(Row(
         "4 fragment flood vs a witness pair",
         f"witness round trips (A sendToGroup -> B) for {size.flood_phase_s:g} s without, then with, a client sending "
@@ -822,7 +822,7 @@ async def s_fragment_flood(ctx: Ctx, out: Outcome) -> None:
         f"server CPU {out.raw['server_cpu_pct']['without']}%); with {ms(f50)}/{ms(f99)}/{ms(fmax)} ({len(flooded)} rt, "
         f"server CPU {out.raw['server_cpu_pct']['with']}%). Floods closed {codes}, p50 {ms(pct(close_s, 0.5))} ms "
         f"after their first byte",
-        "the flood no longer stalls others: p50 under 15 ms, p99 under 100 ms (was: p50 90-180 ms, max 0.5-0.9 s); "
+        "the flood no longer stalls others: p50 under 25 ms, p99 under 100 ms (was: p50 90-180 ms, max 0.5-0.9 s); "
         "every flood closed 1009 at the fragment cap, p50 under 1 s (was: read to the end, ~1.1 s of work)",
         ok,
     ))
