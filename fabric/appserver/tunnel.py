@@ -293,7 +293,9 @@ def to_request(message: tp.HttpRequest, *, max_body: int) -> Request | TunnelRep
     if not raw_path.startswith("/") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw_path):
         return TunnelReply.error(400, "BadRequest", f"invalid Url {message.url[:120]!r}: the path must be absolute")
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True) if parts.query else {}
-    headers = tuple((name.lower(), value) for name, values in message.headers.items()
+    # As the HTTP front hands them over: names lower-cased, values as latin-1 text of their bytes.
+    headers = tuple((name.lower(), value.encode("utf-8", "surrogateescape").decode("latin-1"))
+                    for name, values in message.headers.items()
                     if name.lower() not in _HOP_HEADERS for value in values)
     target = raw_path + (f"?{parts.query}" if parts.query else "")
     return Request(method=method, target=target, path=urllib.parse.unquote(raw_path), raw_path=raw_path,
@@ -692,10 +694,12 @@ class TunnelEdge:
             raise TunnelUnavailable(f"no tunnel from {who} is connected for hub {hub!r}")
         return await tunnel.request(method, url, headers, content)
 
-    def transport(self, hub: str, fallback: httpx.AsyncBaseTransport | None = None) -> TunnelTransport:
+    def transport(self, hub: str, fallback: httpx.AsyncBaseTransport | None = None, *,
+                  sticky: str = "prefer") -> TunnelTransport:
         """An httpx transport that sends ``tunnel://`` URLs through ``hub``'s tunnels and
-        everything else through ``fallback`` (a default HTTP transport when None)."""
-        return TunnelTransport(self, hub, fallback)
+        everything else through ``fallback`` (a default HTTP transport when None); see
+        ``TunnelTransport`` for ``sticky``."""
+        return TunnelTransport(self, hub, fallback, sticky=sticky)
 
     def _add(self, tunnel: Tunnel) -> None:
         self._hubs.setdefault(tunnel.hub.lower(), {})[tunnel.id] = tunnel
@@ -836,17 +840,36 @@ class TunnelTransport(httpx.AsyncBaseTransport):
     """Sends ``tunnel://`` requests through a hub's tunnels; others through ``fallback``.
 
     The consistency key is the ``ce-connectionId`` header, so one connection's events share
-    a tunnel. The URL the app sees is ``http://<host><path>?<query>`` with the host from
-    ``WebHook-Request-Origin`` (``awps-tunnel`` and the package use only the path). A
-    failure to reach an app is an ``httpx.ConnectError`` (the webhook client's
-    ``Unreachable``); an answer that breaks off is an ``httpx.ReadError``.
+    a tunnel. The app server that accepted a connection's ``connect`` event is remembered
+    until its ``disconnected`` event: ``sticky="prefer"`` sends the connection's later events
+    to it while it has a live tunnel (else to any), ``"require"`` only to it (waiting up to
+    ``PIN_WAIT`` seconds for it to reconnect; a stateful app such as a Socket.IO server in
+    default mode knows the connection only there), ``"off"`` ignores it. The URL the app
+    sees is ``http://<host><path>?<query>`` with the host from ``WebHook-Request-Origin``
+    (``awps-tunnel`` and the package use only the path). A failure to reach an app is an
+    ``httpx.ConnectError`` (the webhook client's ``Unreachable``); an answer that breaks off
+    is an ``httpx.ReadError``.
     """
 
-    def __init__(self, edge: TunnelEdge, hub: str, fallback: httpx.AsyncBaseTransport | None = None) -> None:
+    #: Seconds a ``require``-pinned request waits for its app server to come back.
+    PIN_WAIT = 5.0
+    #: Connections remembered (the oldest is forgotten first past it).
+    MAX_PINS = 1_000_000
+
+    def __init__(self, edge: TunnelEdge, hub: str, fallback: httpx.AsyncBaseTransport | None = None, *,
+                 sticky: str = "prefer") -> None:
+        if sticky not in ("prefer", "require", "off"):
+            raise ValueError(f"sticky must be prefer, require or off, got {sticky!r}")
         self.edge = edge
         self.hub = hub
+        self.sticky = sticky
         self._fallback = fallback
         self._own_fallback = fallback is None
+        self._pins: dict[str, str] = {}  # connection id -> app server (insertion-ordered)
+
+    def pinned(self, connection_id: str) -> str | None:
+        """The app server that accepted the connection, while it is remembered."""
+        return self._pins.get(connection_id)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -863,14 +886,37 @@ class TunnelTransport(httpx.AsyncBaseTransport):
             if name.lower() not in _HOP_HEADERS:
                 headers.setdefault(name, []).append(value)
         content = await request.aread()
+        key = request.headers.get("ce-connectionid", "")
+        ce_type = request.headers.get("ce-type", "")
+        server, wait = self._route(key)
         try:
             response = await self.edge.request(self.hub, request.method, f"http://{host}{target}", headers,
-                                               content or None, key=request.headers.get("ce-connectionid", ""))
+                                               content or None, key=key, server=server, wait=wait)
         except TunnelError as exc:
             raise httpx.ConnectError(str(exc), request=request) from None
+        if key and self.sticky != "off":
+            if ce_type == "azure.webpubsub.sys.connect" and 200 <= response.status < 300:
+                self._pin(key, response.server)
+            elif ce_type == "azure.webpubsub.sys.disconnected":
+                self._pins.pop(key, None)
         pairs = [(name, value) for name, values in response.headers.items() for value in values]
         return httpx.Response(response.status, headers=pairs, stream=_TunnelBody(response, request),
                               request=request)
+
+    def _route(self, key: str) -> tuple[str | None, float]:
+        server = self._pins.get(key) if key and self.sticky != "off" else None
+        if server is None:
+            return None, 0.0
+        if self.sticky == "require":
+            return server, self.PIN_WAIT
+        return (server if self.edge.pick(self.hub, key, server) is not None else None), 0.0
+
+    def _pin(self, key: str, server: str) -> None:
+        pins = self._pins
+        pins.pop(key, None)
+        if len(pins) >= self.MAX_PINS:
+            del pins[next(iter(pins))]
+        pins[key] = server
 
     async def aclose(self) -> None:
         if self._fallback is not None and self._own_fallback:

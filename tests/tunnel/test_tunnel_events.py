@@ -111,7 +111,7 @@ async def test_events_go_through_the_tunnel_to_a_handler_without_a_port():
             with trio.fail_after(5):
                 await handler.wait_for("disconnected")
             assert [s[0] for s in handler.seen] == ["connect", "connected", "message", "disconnected"]
-            assert [s.method for s in app.seen][0] == "OPTIONS"  # abuse protection, through the tunnel
+            assert app.seen[0].method == "OPTIONS"  # abuse protection, through the tunnel
             assert app.signature_failures == 0
             # the handler refuses: its status reaches the client
             with pytest.raises(ConnectionRejected) as caught:
@@ -198,3 +198,95 @@ async def test_http_and_tunnel_handlers_in_one_hub():
             assert [s[0] for s in over_http.seen] == ["connect"]
             nursery.cancel_scope.cancel()
         await tunnel.aclose()
+
+
+async def test_a_connections_events_follow_the_app_server_that_accepted_it():
+    async with fabric.open_fabric(hub_config()) as fab:
+        served: list[tuple[str, str, str]] = []  # (app server, event, connection id)
+
+        def app_for(name: str) -> CloudEventsApp:
+            app = CloudEventsApp(Handler(), keys=(KEY,))
+            inner = app.handle_http
+
+            async def handle_http(request):
+                if request.method == "POST":
+                    served.append((name, request.header("ce-eventname"), request.header("ce-connectionid")))
+                return await inner(request)
+
+            app.handle_http = handle_http
+            return app
+
+        tunnels = {name: await TunnelClient.open(fab, HUB, sub=name) for name in ("app-A", "app-B")}
+        async with trio.open_nursery() as nursery:
+            for name, tunnel in tunnels.items():
+                nursery.start_soon(serve_app, tunnel, app_for(name))
+            clients = [await open_client(fab, name=str(i)) for i in range(12)]
+            for client, _ in clients:
+                await client.send_json({"type": "event", "event": "ping", "dataType": "text", "data": "x"})
+                await client.receive()
+            by_connection: dict[str, set[str]] = {}
+            for server, _, cid in served:
+                by_connection.setdefault(cid, set()).add(server)
+            assert len(by_connection) == 12 and all(len(s) == 1 for s in by_connection.values())
+            assert {next(iter(s)) for s in by_connection.values()} == {"app-A", "app-B"}
+            # app-A goes away: "prefer" moves its connections' events to app-B
+            await trio.aclose_forcefully(tunnels["app-A"].client.stream)
+            with trio.fail_after(3):
+                while len(fab.tunnels.tunnels(HUB)) != 1:
+                    await trio.sleep(0.01)
+            served.clear()
+            for client, _ in clients:
+                await client.send_json({"type": "event", "event": "ping", "dataType": "text", "data": "x"})
+                assert json.loads(await client.receive())["data"] == "echo:x"
+            assert {server for server, _, _ in served} == {"app-B"}
+            nursery.cancel_scope.cancel()
+        await tunnels["app-B"].aclose()
+
+
+async def test_require_stickiness_fails_when_the_app_server_is_gone():
+    import httpx
+
+    async with fabric.open_fabric(hub_config()) as fab:
+        transport = fab.tunnels.transport(HUB, sticky="require")
+        transport.PIN_WAIT = 0.3
+        first = await TunnelClient.open(fab, HUB, sub="only-here")
+
+        async def answer(tunnel: TunnelClient, status: int = 200) -> None:
+            request = await tunnel.receive()
+            await tunnel.send(tp.HttpResponse(request.ack_id, status, {}, b"{}"))
+
+        headers = {"ce-type": "azure.webpubsub.sys.connect", "ce-connectionId": "c1"}
+
+        async def post(http, url: str, headers: dict, content: bytes) -> httpx.Response:
+            # as the webhook client does: an httpx.Request, not client.post (which would drop
+            # the scheme of a host-less tunnel:/// URL when merging it with a base URL)
+            return await http.send(httpx.Request("POST", httpx.URL(url), headers=headers, content=content))
+
+        async with httpx.AsyncClient(transport=transport) as http, trio.open_nursery() as nursery:
+            nursery.start_soon(answer, first)
+            response = await post(http, "tunnel:///eventhandler/connect", headers, b"{}")
+            assert response.status_code == 200 and transport.pinned("c1") == "only-here"
+            await trio.aclose_forcefully(first.client.stream)
+            other = await TunnelClient.open(fab, HUB, sub="somebody-else")
+            with pytest.raises(httpx.ConnectError, match="app server only-here"):
+                await post(http, "tunnel:///eventhandler/message", {"ce-connectionId": "c1"}, b"4")
+            # the same app server reconnecting in time is waited for
+            transport.PIN_WAIT = 5.0
+
+            back = []
+
+            async def come_back():
+                await trio.sleep(0.2)
+                back.append(await TunnelClient.open(fab, HUB, sub="only-here"))
+                await answer(back[0], 204)
+
+            nursery.start_soon(come_back)
+            response = await post(http, "tunnel:///eventhandler/message", {"ce-connectionId": "c1"}, b"4")
+            assert response.status_code == 204
+            # disconnected (still to the pinned app server) forgets the pin
+            nursery.start_soon(answer, back[0])
+            await post(http, "tunnel:///eventhandler/disconnected",
+                       {"ce-type": "azure.webpubsub.sys.disconnected", "ce-connectionId": "c1"}, b"{}")
+            assert transport.pinned("c1") is None
+            await other.aclose()
+            await back[0].aclose()
