@@ -27,6 +27,8 @@ from fabric.appserver.webhook import WebhookEventHandler, origin_from_endpoint
 from fabric.config import FabricConfig, ReloadPlan, load_config, plan_reload
 from fabric.core import auth
 from fabric.core.broker_memory import MemoryBus
+from fabric.core.broker_redis import RedisBrokerError, RedisBus
+from fabric.core.commands import wire_codec
 from fabric.core.events import EventHandler
 from fabric.core.hub import Hub
 from fabric.core.hubs import HubRegistry
@@ -44,12 +46,20 @@ class Fabric:
     """A running fabric. Create with ``open_fabric``; use ``hub(name)`` for the API."""
 
     def __init__(self, config: FabricConfig, handlers: Mapping[str, EventHandler] | None = None,
-                 bus: MemoryBus | None = None) -> None:
+                 bus: MemoryBus | RedisBus | None = None) -> None:
         self.config = config
         self._handlers = dict(handlers or {})
-        self._bus = bus or MemoryBus()
+        #: Listen with SO_REUSEPORT (a worker of ``fabric serve --workers N``).
+        self.reuse_port = False
+        #: The broker link shared by this node's hubs: a ``MemoryBus`` (one process, or
+        #: several in-process nodes sharing one bus) or a ``RedisBus`` (``[broker] url``).
+        self.bus = bus or MemoryBus()
         self.supervisor = Supervisor("fabric", max_restarts=10, within=10.0)
-        self.hubs = HubRegistry(config, self.supervisor, self._bus.attach, self._handler_for)
+        redis = isinstance(self.bus, RedisBus)
+        self.hubs = HubRegistry(config, self.supervisor, self.bus.attach, self._handler_for,
+                                bus_statistics=self.bus.statistics if redis else None)
+        if redis:
+            self.bus.on_stray = self.hubs.on_stray
         self._limits = HttpLimits(
             max_body_bytes=config.server.max_request_body_bytes,
             handshake_timeout=config.server.handshake_timeout,
@@ -163,7 +173,8 @@ class Fabric:
         port = port if port is not None else self.config.server.port
 
         async def _serve(task_status=trio.TASK_STATUS_IGNORED):
-            await serve_tcp(self, host, port, limits=self._limits, task_status=task_status)
+            await serve_tcp(self, host, port, limits=self._limits, reuse_port=self.reuse_port,
+                            task_status=task_status)
 
         bound = await self._nursery.start(_serve)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -261,24 +272,56 @@ async def open_fabric(
     *,
     handlers: Mapping[str, EventHandler] | None = None,
     access_key: str | None = None,
+    bus: MemoryBus | None = None,
 ) -> AsyncIterator[Fabric]:
     """Run a fabric for the duration of the block.
 
     ``config`` defaults to ``load_config()`` with no file and no environment. If it names
     no access key, ``access_key`` or a random one is used (``fab.access_keys``).
+
+    With ``[broker] url`` the fabric is one node of many: it connects to Redis before
+    anything else starts, and a Redis it cannot use (unreachable, refused credentials, too
+    old) raises that ``RedisBrokerError`` itself, before any port is bound. ``bus`` gives a
+    ``MemoryBus`` shared with other in-process fabrics (tests of several nodes).
     """
     if config is None:
         config = load_config(None, env={})
     if not config.server.access_keys:
         key = access_key or auth.generate_access_key()
         config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(key,)))
-    fabric = Fabric(config, handlers)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(fabric._run)
-        try:
-            yield fabric
-        finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(config.server.shutdown_timeout + 1):
-                    await fabric.aclose()
-            nursery.cancel_scope.cancel()
+    redis = None
+    if bus is None and config.broker.url:
+        bus = redis = redis_bus(config)
+    fabric = Fabric(config, handlers, bus=bus)
+    start_error: RedisBrokerError | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            if redis is not None:
+                try:
+                    await nursery.start(redis.run)
+                except RedisBrokerError as exc:
+                    start_error = exc
+                    raise
+            await nursery.start(fabric._run)
+            try:
+                yield fabric
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(config.server.shutdown_timeout + 1):
+                        await fabric.aclose()
+                    if redis is not None:
+                        await redis.aclose()  # after the hubs: their last words still go out
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup:
+        if start_error is not None:
+            raise start_error from None
+        raise
+
+
+def redis_bus(config: FabricConfig) -> RedisBus:
+    """The ``RedisBus`` of ``[broker]`` (not yet running). Raises ``RedisURLError``."""
+    from fabric.appserver import odata  # filters travel as OData text, compiled on arrival
+
+    broker = config.broker
+    return RedisBus(broker.url, node_id=broker.node_id, channel_prefix=broker.channel_prefix,
+                    publisher=broker.publisher, **wire_codec(odata.compile_filter))

@@ -17,6 +17,8 @@ import sys
 import attrs
 import trio
 
+from fabric.core.redis_resp import RedisBrokerError
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,6 +32,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free port)")
     serve.add_argument("--access-key", help="access key (default $FABRIC_ACCESS_KEY, else a random key)")
     serve.add_argument("--config", help="TOML config file (default $FABRIC_CONFIG)")
+    serve.add_argument("--redis", metavar="URL",
+                       help="Redis URL (redis://HOST:PORT/DB) that makes every node naming it one fabric "
+                            "(config [broker] url, $FABRIC_REDIS_URL; default: one process, in memory)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N processes on one port, restarted if they crash (needs a broker URL)")
     serve.add_argument("--event-handler", action="append", default=[], metavar="HUB=URL_TEMPLATE",
                        help="an upstream event handler for a hub (repeatable)")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv[1:])
     if args.command == "token":
         return _token(args)
     parser.print_help()
@@ -82,7 +89,7 @@ def _load(args, overrides: dict):
         raise SystemExit(2)
 
 
-def _serve(args) -> int:
+def _serve(args, argv: list[str] | None = None) -> int:
     from fabric.config import ConfigError, parse_event_handler_flag
 
     overrides: dict = {"log_level": args.log_level, "log_format": args.log_format}
@@ -92,6 +99,8 @@ def _serve(args) -> int:
         overrides["port"] = args.port
     if args.access_key is not None:
         overrides["access_keys"] = (args.access_key,)
+    if args.redis is not None:
+        overrides["broker_url"] = args.redis
     if args.event_handler:
         try:
             overrides["event_handlers"] = [parse_event_handler_flag(v) for v in args.event_handler]
@@ -99,12 +108,18 @@ def _serve(args) -> int:
             print(f"fabric: configuration error: {exc}", file=sys.stderr)
             return 2
     config = _load(args, overrides)
+    problem = _check_broker(config, args.workers)
+    if problem:
+        print(f"fabric: {problem}", file=sys.stderr)
+        return 2
     if args.demo:
         config = attrs.evolve(config, demo=attrs.evolve(config.demo, enabled=True))
+    generated_key = None
     if not config.server.access_keys:
         from fabric.core.auth import generate_access_key
 
-        config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(generate_access_key(),)))
+        generated_key = generate_access_key()
+        config = attrs.evolve(config, server=attrs.evolve(config.server, access_keys=(generated_key,)))
     watch = (args.config or os.environ.get("FABRIC_CONFIG")) if args.watch_config else None
     if args.watch_config and not watch:
         print("fabric: --watch-config needs --config FILE (or $FABRIC_CONFIG)", file=sys.stderr)
@@ -118,17 +133,45 @@ def _serve(args) -> int:
         fresh = load_config(args.config, env=os.environ, overrides=overrides)
         return attrs.evolve(fresh, demo=attrs.evolve(fresh.demo, enabled=True)) if args.demo else fresh
 
+    if args.workers > 1:
+        from fabric.workers import serve_workers
+
+        return serve_workers(args.workers, config, argv or [], generated_key=generated_key)
     failed = []
+    broker_failed = []
     try:
         trio.run(_serve_async, config, reload_config, watch)
     except* KeyboardInterrupt:
         pass
+    except* RedisBrokerError as group:
+        broker_failed.extend(group.exceptions)
     except* OSError as group:
         failed.extend(group.exceptions)
+    if broker_failed:
+        print(f"fabric: cannot use the broker: {broker_failed[0]}", file=sys.stderr)
+        return 1
     if failed:
         print(f"fabric: cannot listen on {config.server.host}:{config.server.port}: {failed[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_broker(config, workers: int) -> str | None:
+    """A bad broker URL or ``--workers`` value, said before anything binds; else None."""
+    from fabric.core.redis_resp import RedisURL, RedisURLError
+
+    if workers < 1:
+        return f"--workers must be at least 1, not {workers}"
+    if config.broker.url is None:
+        if workers > 1:
+            return ("--workers > 1 needs a broker: the processes must share hubs through Redis "
+                    "(--redis redis://HOST:PORT/DB, [broker] url or $FABRIC_REDIS_URL)")
+        return None
+    try:
+        RedisURL(config.broker.url)
+    except RedisURLError as exc:
+        return f"configuration error: broker.url: {exc}"
+    return None
 
 
 def _configure_logging(config) -> None:
@@ -151,6 +194,7 @@ async def _serve_async(config, reload_config=None, watch: str | None = None) -> 
 
         apply_mutation(mutation)
     async with open_fabric(config) as fab:
+        fab.reuse_port = bool(os.environ.get("FABRIC_REUSE_PORT"))  # a worker of --workers N
         lock = trio.Lock()
 
         async def reload(why: str) -> None:

@@ -39,6 +39,7 @@ from specs.names import is_valid_hub_name
 __all__ = [
     "SYSTEM_EVENTS",
     "ConfigError",
+    "BrokerConfig",
     "DemoConfig",
     "EventHandlerConfig",
     "FabricConfig",
@@ -749,6 +750,77 @@ class DemoConfig:
             raise ConfigError(problems=problems)
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:{}-]{0,64}")
+
+
+def _broker_url(value: Any) -> str | None:
+    """The shape only (a scheme we speak, no whitespace); ``fabric.core.redis_resp.RedisURL``
+    parses it fully when the fabric starts (before it binds)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"expected a string, got {_describe(value)}"
+    if not value.lower().startswith(_REDIS_SCHEMES):
+        return "must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)"
+    if any(c.isspace() for c in value) or len(value) > 4096:
+        return "must be one URL without whitespace (at most 4096 characters)"
+    return None
+
+
+def _node_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NODE_ID_RE.fullmatch(value):
+        return "must be 1 to 64 letters, digits or _ . : -"
+    return None
+
+
+def _channel_prefix(value: Any) -> str | None:
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
+        return "must be at most 64 letters, digits or _ . : { } -"
+    return None
+
+
+@attrs.frozen
+class BrokerConfig:
+    """``[broker]``: what makes several processes or machines one fabric.
+
+    Without ``url`` the fabric is one process (the in-memory broker). With
+    ``url = "redis://HOST:PORT/DB"`` (or ``$FABRIC_REDIS_URL``, or ``fabric serve --redis``)
+    every node naming the same Redis and db shares hubs, groups, users and every operation.
+    """
+
+    #: ``redis://[user:password@]host:port/db``, ``rediss://...`` or ``unix:///path?db=N``.
+    url: str | None = attrs.field(default=None, repr=False)
+    #: Prefix of every Redis channel and key (fabrics sharing one Redis and db stay apart).
+    channel_prefix: str = "fabric:"
+    #: This node's name in Redis (client names, presence); default ``hostname-pid``.
+    node_id: str | None = None
+    #: Seconds an operation waits for the other nodes' answers.
+    request_timeout: float = attrs.field(default=5.0, converter=_to_float)
+    #: Seconds after which a node that stopped refreshing its presence (crashed machine,
+    #: partition) is dropped by the others: its connections no longer exist for them.
+    node_ttl: float = attrs.field(default=10.0, converter=_to_float)
+    #: "resp" (our RESP3 connection, the default) or "coredis".
+    publisher: str = "resp"
+
+    def __attrs_post_init__(self) -> None:
+        problems = _validate(self, {
+            "url": _broker_url, "channel_prefix": _channel_prefix, "node_id": _node_id,
+            "request_timeout": _float_in(0.0, 600.0, low_open=True),
+            "node_ttl": _float_in(1.0, 3600.0),
+            "publisher": _one_of("resp", "coredis"),
+        })
+        if problems:
+            raise ConfigError(problems=problems)
+
+
+def _broker_config(value: Any) -> str | None:
+    return None if isinstance(value, BrokerConfig) else f"expected a BrokerConfig, got {_describe(value)}"
+
+
 def _metrics_config(value: Any) -> str | None:
     return None if isinstance(value, MetricsConfig) else f"expected a MetricsConfig, got {_describe(value)}"
 
@@ -769,6 +841,8 @@ class FabricConfig:
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     #: ``[demo]``: the demos under ``/demo/``.
     demo: DemoConfig = attrs.field(factory=DemoConfig)
+    #: ``[broker]``: the Redis URL that makes several nodes one fabric (none: one process).
+    broker: BrokerConfig = attrs.field(factory=BrokerConfig)
     _hubs_by_lower: Mapping[str, HubConfig] = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -781,6 +855,8 @@ class FabricConfig:
             problems.append(Problem(None, "metrics", _metrics_config(self.metrics) or ""))
         if not isinstance(self.demo, DemoConfig):
             problems.append(Problem(None, "demo", _demo_config(self.demo) or ""))
+        if not isinstance(self.broker, BrokerConfig):
+            problems.append(Problem(None, "broker", _broker_config(self.broker) or ""))
         if not isinstance(self.hubs, Mapping):
             raise ConfigError(f"expected a mapping of hub name to HubConfig, got {_describe(self.hubs)}", key="hubs")
         by_lower: dict[str, str] = {}
@@ -1011,8 +1087,9 @@ def load_config(
 
     ``path`` None means ``$FABRIC_CONFIG`` if set, else no file. ``env`` None means
     ``os.environ``. ``overrides`` is a flat dict of ``ServerConfig`` field names (plus
-    ``access_key``: one key, placed first; and ``event_handlers``: a list of
-    ``(hub, EventHandlerConfig)`` appended to that hub's handlers); None values are ignored.
+    ``access_key``: one key, placed first; ``event_handlers``: a list of
+    ``(hub, EventHandlerConfig)`` appended to that hub's handlers; and ``broker_url``:
+    ``[broker] url``, which ``$FABRIC_REDIS_URL`` also sets); None values are ignored.
     Raises :class:`ConfigError`. Reads the file synchronously (call it before starting trio,
     or through ``trio.to_thread.run_sync``).
     """
@@ -1061,7 +1138,7 @@ def loads_config(
 def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
            overrides: Mapping[str, Any]) -> FabricConfig:
     problems: list[Problem] = []
-    sections = ["server", "hubs", "socketio", "metrics", "demo"]
+    sections = ["server", "hubs", "socketio", "metrics", "demo", "broker"]
     for key in raw:
         if key not in sections:
             problems.append(Problem(file_source, _key_part(key), "unknown key" + _suggest(key, sections)))
@@ -1077,6 +1154,8 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
     merged.update(env_values)
     sources.update(env_sources)
     problems.extend(env_problems)
+    overrides = dict(overrides)
+    broker_url_override = overrides.pop("broker_url", None)
     override_values, override_handlers, override_problems = _override_values(overrides)
     merged.update(override_values)
     sources.update(dict.fromkeys(override_values, _OVERRIDES_SOURCE))
@@ -1111,6 +1190,25 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
             demo = _structure_table(raw["demo"], DemoConfig)
         except ConfigError as exc:
             problems.extend(Problem(file_source, _join("demo", p.key), p.message) for p in exc.problems)
+
+    # [broker]: url from the file < $FABRIC_REDIS_URL < the broker_url override (--redis)
+    raw_broker = raw.get("broker", {})
+    if not isinstance(raw_broker, dict):
+        problems.append(Problem(file_source, "broker", f"expected a table, got {_describe(raw_broker)}"))
+        raw_broker = {}
+    raw_broker = dict(raw_broker)
+    url_source = file_source
+    env_url = env.get(ENV_PREFIX + "REDIS_URL", "").strip()
+    if env_url:
+        raw_broker["url"], url_source = env_url, f"environment variable {ENV_PREFIX}REDIS_URL"
+    if broker_url_override is not None:
+        raw_broker["url"], url_source = broker_url_override, _OVERRIDES_SOURCE
+    broker = BrokerConfig()
+    try:
+        broker = _structure_table(raw_broker, BrokerConfig)
+    except ConfigError as exc:
+        problems.extend(Problem(url_source if p.key == "url" else file_source, _join("broker", p.key), p.message)
+                        for p in exc.problems)
 
     # [hubs.NAME]
     hubs: dict[str, HubConfig] = {}
@@ -1149,7 +1247,7 @@ def _build(raw: dict[str, Any], file_source: str | None, env: Mapping[str, str],
     if server is None:  # unreachable: a [server] that does not structure has added its problems
         raise RuntimeError("[server] could not be structured, yet no configuration problem was recorded")
     try:
-        return FabricConfig(server=server, hubs=hubs, socketio=socketio, metrics=metrics, demo=demo)
+        return FabricConfig(server=server, hubs=hubs, socketio=socketio, metrics=metrics, demo=demo, broker=broker)
     except ConfigError as exc:
         raise ConfigError(problems=[attrs.evolve(p, source=file_source) for p in exc.problems]) from None
 
@@ -1203,7 +1301,24 @@ def config_as_dict(config: FabricConfig, *, redact_keys: bool = True) -> dict[st
     elif redact_keys:
         metrics["token"] = "***"
     demo = {a.name: getattr(config.demo, a.name) for a in attrs.fields(DemoConfig)}
-    return {"server": server, "hubs": hubs, "socketio": socketio, "metrics": metrics, "demo": demo}
+    broker = {a.name: getattr(config.broker, a.name) for a in attrs.fields(BrokerConfig)}
+    for key in ("url", "node_id"):
+        if broker[key] is None:
+            del broker[key]
+    if "url" in broker and redact_keys:
+        broker["url"] = _redact_url(broker["url"])
+    return {"server": server, "hubs": hubs, "socketio": socketio, "metrics": metrics, "demo": demo,
+            "broker": broker}
+
+
+def _redact_url(url: str) -> str:
+    """A URL with whatever sits between ``:`` and ``@`` in its authority replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    auth, _, tail = rest.partition("@")
+    user, colon, _ = auth.partition(":")
+    return f"{head}://{user}{':***' if colon else ''}@{tail}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1217,9 +1332,9 @@ RESTART_SERVER_KEYS: frozenset[str] = frozenset({
     "host", "port", "max_request_body_bytes", "max_header_bytes", "handshake_timeout",
     "keepalive_interval", "idle_timeout", "max_connections",
 })
-#: Whole sections that are built once at start (the Socket.IO endpoints, the demos) and
-#: ``[metrics] enabled`` (hubs count fan-out or not from their start).
-RESTART_SECTIONS: frozenset[str] = frozenset({"socketio", "demo", "metrics.enabled"})
+#: Whole sections that are built once at start (the Socket.IO endpoints, the demos, the
+#: broker) and ``[metrics] enabled`` (hubs count fan-out or not from their start).
+RESTART_SECTIONS: frozenset[str] = frozenset({"socketio", "demo", "metrics.enabled", "broker"})
 
 
 @attrs.frozen
@@ -1272,7 +1387,8 @@ def plan_reload(old: "FabricConfig", new: "FabricConfig") -> ReloadPlan:
         if name not in hubs and hub.socketio != _DEFAULT_HUB_SOCKETIO:
             hubs[name] = attrs.evolve(_DEFAULT_HUB, socketio=hub.socketio)
     metrics = attrs.evolve(new.metrics, enabled=old.metrics.enabled)
-    config = FabricConfig(server=server, hubs=hubs, socketio=old.socketio, metrics=metrics, demo=old.demo)
+    config = FabricConfig(server=server, hubs=hubs, socketio=old.socketio, metrics=metrics, demo=old.demo,
+                          broker=old.broker)
     return ReloadPlan(config, applied, needs_restart)
 
 

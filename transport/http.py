@@ -486,20 +486,55 @@ async def serve_tcp(
     port: int,
     *,
     limits: HttpLimits | None = None,
+    reuse_port: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on host:port and serve every connection. ``task_status.started(port)``.
 
     Runs until cancelled. Accept errors from resource exhaustion (EMFILE...) are logged
-    and retried after a short pause rather than killing the listener.
+    and retried after a short pause rather than killing the listener. With ``reuse_port``
+    the sockets set ``SO_REUSEPORT``: several processes listen on one port and the kernel
+    spreads new connections over them (``fabric serve --workers N``).
     """
     limits = limits or HttpLimits()
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    if reuse_port:
+        listeners = await _reuse_port_listeners(host, port, backlog=4096)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
     bound_port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(_accept_loop, listener, app, limits, nursery)
         task_status.started(bound_port)
+
+
+async def _reuse_port_listeners(host: str, port: int, *, backlog: int) -> list[trio.SocketListener]:
+    """Like ``trio.open_tcp_listeners`` (one socket per address of ``host``), with
+    ``SO_REUSEPORT`` set before ``bind``."""
+    import socket as stdlib_socket
+
+    infos = await trio.socket.getaddrinfo(host or None, port, type=stdlib_socket.SOCK_STREAM,
+                                          flags=stdlib_socket.AI_PASSIVE)
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+                if family == stdlib_socket.AF_INET6:
+                    sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(backlog)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}

@@ -327,7 +327,13 @@ async def _health_head(call: Call) -> Response:
 
 @_handles("getServiceStatusGet")
 async def _health_get(call: Call) -> Response:
-    return Response.json(200, {"status": "healthy"}, (_SUPPORTED,))
+    # 200 whatever the broker's state: a node whose Redis is down still serves its own
+    # clients (design.md, "Scale-out"); the body says how the link is.
+    body: dict = {"status": "healthy"}
+    broker = call.registry.broker_statistics()
+    if broker is not None:
+        body["broker"] = broker
+    return Response.json(200, body, (_SUPPORTED,))
 
 
 @_handles("sendToAll")

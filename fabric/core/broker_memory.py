@@ -71,15 +71,32 @@ class MemoryBroker:
         self._topics.discard(topic)
         self._bus.remove_subscriber(topic, self)
 
-    async def publish(self, topic: str, message: Any) -> None:
-        """Deliver to every subscribed node. Checkpoint: only if a callback checkpoints."""
+    async def publish(self, topic: str, message: Any) -> int:
+        """Deliver to every subscribed node; how many there were. Checkpoint: only if a
+        callback checkpoints."""
         self._bus.published += 1
         nodes = self._bus.subscribers(topic)
         if not nodes:
-            return
-        for node in nodes if len(nodes) == 1 else list(nodes):
+            return 0
+        if len(nodes) == 1:
+            node = nodes[0]
             node.delivered += 1
             await node._on_publication(topic, message)
+            return 1
+        nodes = list(nodes)
+        for node in nodes:
+            node.delivered += 1
+            await node._on_publication(topic, message)
+        return len(nodes)
+
+    def subscribed(self, topic: str) -> bool:
+        return topic in self._topics
+
+    def alone(self, topic: str) -> bool:
+        """True if no other node of the bus subscribes ``topic`` (a hub's own topic: this
+        is the only node of the hub, so every operation can stay local). No checkpoint."""
+        nodes = self._bus.subscribers(topic)
+        return not nodes or (len(nodes) == 1 and nodes[0] is self)
 
     async def aclose(self) -> None:
         for topic in list(self._topics):

@@ -4,10 +4,11 @@ A node runs one ``RedisBus`` (``open_redis_bus(url, encode=..., decode=...)``, o
 ``await nursery.start(bus.run)``); each hub attaches a ``RedisBroker`` with
 ``bus.attach(on_publication)``, as with ``MemoryBus``. The bus owns two connections to
 Redis: a publisher and one subscriber for every topic of every hub on the node (RESP3 read
-straight from a trio stream, see below). The publisher is coredis (``publisher="coredis"``,
-the default: one pipeline per batch) or our own RESP3 connection (``publisher="resp"``: the
-same batch as one write; measured 5-6x less CPU per publish and about 0.6 ms less latency,
-``benchmarks/broker_redis.py``). Both keep the same rules and pass the same tests.
+straight from a trio stream, see below). The publisher is our own RESP3 connection
+(``publisher="resp"``, the default: a batch is one write; measured 5-6x less CPU per
+publish and about 0.6 ms less latency than coredis, ``benchmarks/broker_redis.py``) or
+coredis (``publisher="coredis"``: one pipeline per batch). Both keep the same rules and
+pass the same tests.
 
 Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
 - Topic -> channel, one scheme (``channel_name``): ``{prefix}{db}:{kind}:{hub}[:{name}]``.
@@ -15,10 +16,18 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   mapping is injective for any topic. Redis pub/sub ignores the database number
   (https://redis.io/docs/latest/develop/interact/pubsub/, "Database & Scoping"), so the
   URL's db is part of every channel name: fabrics on different dbs of one Redis stay apart.
-- Envelope: ``b"fab1"`` + the bus's 8 random instance bytes + ``encode(message)``. Anything
+- Envelope: ``b"fab2"`` + the bus's 8 random instance bytes + an 8-byte publish counter +
+  ``encode(message)``. Instance and counter are the message's ``wire_id`` (set on the
+  object before local delivery, and on the decoded object at every other node, when it
+  has such an attribute): the same 16 bytes name one publish on every node, which is how a
+  reliable session moving between nodes drops what both nodes saw. Anything
   else on our channels (another application sharing the Redis) is counted in
   ``drops["foreign"]``; a payload ``decode`` rejects is counted in ``drops["malformed"]``.
-  Neither ever reaches a hub, and neither ever ends the reader.
+  Neither ever reaches a hub, and neither ever ends the reader. A message that Redis sent
+  us for a topic no broker of this node wants any more (it unsubscribed while the message
+  was on its way) is handed to ``on_stray`` (a synchronous hook; the composition root uses
+  it to answer requests with "nothing here", so a requester counting replies never waits
+  for a node that left).
 - Local delivery short-circuits Redis: ``publish`` hands the message to Redis (queued for
   the writer) and then awaits this node's own subscribed callbacks directly, like the
   memory broker, so a slow local callback pushes back on the publisher. The copy Redis
@@ -26,7 +35,8 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   publisher's messages through exactly one path (local or Redis), and each path keeps
   publish order, so per-publisher order holds at every node.
 - ``publish`` returns when Redis has executed the PUBLISH (the pipeline carrying it was
-  answered). If that cannot happen (Redis unreachable, the connection lost with the
+  answered), with the number of nodes the message reached: Redis' count of subscribers
+  (one subscriber connection per node), this node counted once if it delivered locally. If that cannot happen (Redis unreachable, the connection lost with the
   batch in flight, a stall past ``command_timeout``) it raises ``RedisUnavailable``, after
   local delivery: this node's subscribers always get the message, the others may not.
   Pending publishes are bounded (``max_pending`` messages and ``max_pending_bytes``);
@@ -110,9 +120,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The first bytes of every message the fabric publishes (format version 1).
-MAGIC = b"fab1"
+MAGIC = b"fab2"
 _INSTANCE_BYTES = 8
-_HEADER = len(MAGIC) + _INSTANCE_BYTES
+_HEADER = len(MAGIC) + _INSTANCE_BYTES + 8
 _RECEIVE_BYTES = 65536
 PUBLISHERS = ("coredis", "resp")
 #: Channels per SUBSCRIBE/UNSUBSCRIBE command (a resubscription of 100k topics is 100 commands).
@@ -134,12 +144,14 @@ def _default_node_id() -> str:
 
 
 class _Batch:
-    """Publishes sent together in one pipeline; their callers wait on ``done``."""
+    """Publishes sent together in one pipeline; their callers wait on ``done``. ``results``
+    holds Redis' answer to each PUBLISH (its subscriber count), in order."""
 
-    __slots__ = ("commands", "done", "error", "nbytes", "sealed")
+    __slots__ = ("commands", "done", "error", "nbytes", "results", "sealed")
 
     def __init__(self) -> None:
         self.commands: list[tuple[bytes, bytes]] = []
+        self.results: list[Any] = []
         self.nbytes = 0
         self.done = trio.Event()
         self.error: BaseException | None = None
@@ -198,7 +210,7 @@ class RedisBus:
         max_pending_bytes: int = 16 * 1024 * 1024,
         max_batch: int = 512,
         max_message_bytes: int = 64 * 1024 * 1024,
-        publisher: str = "coredis",
+        publisher: str = "resp",
     ) -> None:
         self.url = RedisURL(url)
         if publisher not in PUBLISHERS:
@@ -211,6 +223,11 @@ class RedisBus:
         self.node_id = node_id or _default_node_id()
         self._instance = secrets.token_bytes(_INSTANCE_BYTES)
         self._header = MAGIC + self._instance
+        self._sequence = 0
+        #: Called with (topic, message) for a message that reached this node for a topic no
+        #: broker here wants any more (see the module's rules). Synchronous; must not raise.
+        self.on_stray: Callable[[Any], None] | None = None
+        self.strays = 0
         self.prefix = f"{channel_prefix}{self.url.db}:".encode()
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -287,6 +304,10 @@ class RedisBus:
     def channel(self, topic: str) -> bytes:
         return channel_name(self.prefix, topic)
 
+    def subscribed(self, topic: str) -> bool:
+        """Whether some broker of this node wants ``topic``. No checkpoint."""
+        return topic in self._local
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Connect (a clear ``RedisBrokerError`` if that fails), then keep both connections
         up until cancelled or ``aclose``d."""
@@ -351,27 +372,37 @@ class RedisBus:
             "pending": self._pending,
             "pending_bytes": self._pending_bytes,
             "batches": self.batches,
+            "strays": self.strays,
+            "publisher": self._publisher_kind,
         }
 
     # ---- publishing ----------------------------------------------------------------------
 
-    async def _publish(self, topic: str, message: Any) -> None:
+    async def _publish(self, topic: str, message: Any) -> int | None:
         if self._closed:
             raise trio.ClosedResourceError("the Redis bus is closed")
-        data = self._header + self._encode(message)
+        self._sequence += 1
+        wire_id = self._instance + self._sequence.to_bytes(8, "big")
+        try:
+            message.wire_id = wire_id
+        except AttributeError:
+            pass  # a message type without a wire id (tests publish plain values)
+        data = MAGIC + wire_id + self._encode(message)
         size = len(data)
         if size > self._max_pending_bytes or size > self._max_message_bytes:
             raise ValueError(f"a message of {size} bytes is larger than the Redis broker accepts "
                              f"({min(self._max_pending_bytes, self._max_message_bytes)} bytes)")
         self.published += 1
         batch = None
+        index = 0
+        channel = self.channel(topic)
         if self._pub_up:
             while self._pending >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
                 await self._room.park()
                 if not self._pub_up:
                     break
             if self._pub_up:
-                batch = self._enqueue(self.channel(topic), data, size)
+                batch, index = self._enqueue(channel, data, size)
         # This node's own subscribers, directly (the echo from Redis is skipped by the reader).
         brokers = self._local.get(topic)
         if brokers:
@@ -392,18 +423,28 @@ class RedisBus:
                 raise trio.ClosedResourceError(str(batch.error))
             raise RedisUnavailable(f"{batch.error} (the message reached this node's subscribers; "
                                    "other nodes may have missed it)")
+        results = batch.results
+        count = results[index] if index < len(results) else None
+        if not isinstance(count, int):
+            return None
+        # Redis counted our own subscriber connection if it has the channel; our reader skips
+        # that echo, and the local delivery above stands for it.
+        if channel in self._redis_channels:
+            count -= 1
+        return count + (1 if brokers else 0)
 
-    def _enqueue(self, channel: bytes, data: bytes, size: int) -> _Batch:
+    def _enqueue(self, channel: bytes, data: bytes, size: int) -> tuple[_Batch, int]:
         batch = self._batches[-1] if self._batches else None
         if batch is None or batch.sealed or len(batch.commands) >= self._max_batch:
             batch = _Batch()
             self._batches.append(batch)
+        index = len(batch.commands)
         batch.commands.append((channel, data))
         batch.nbytes += size
         self._pending += 1
         self._pending_bytes += size
         self._has_work.set()
-        return batch
+        return batch, index
 
     def _fail_pending(self, error: BaseException) -> None:
         for batch in self._batches:
@@ -414,9 +455,9 @@ class RedisBus:
         self._room.unpark_all()
 
     @asynccontextmanager
-    async def _publisher_connection(self) -> AsyncIterator[Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]]:
-        """A connected publisher: yields ``send(commands)``, which returns once Redis
-        answered every PUBLISH of the batch (or raises)."""
+    async def _publisher_connection(self) -> AsyncIterator[Callable[[list[tuple[bytes, bytes]]], Awaitable[list]]]:
+        """A connected publisher: yields ``send(commands)``, which returns Redis' answers
+        once it answered every PUBLISH of the batch (or raises)."""
         if self._publisher_kind == "resp":
             conn = await open_connection(self.url, name=client_name("pub", self.node_id),
                                          timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
@@ -429,12 +470,12 @@ class RedisBus:
             with trio.fail_after(self._connect_timeout + self._command_timeout):
                 await client.ping()
 
-            async def send(commands: list[tuple[bytes, bytes]]) -> None:
+            async def send(commands: list[tuple[bytes, bytes]]) -> list:
                 # coredis applies the pipeline timeout to the answer; the caller's bound
                 # also covers getting a connection.
                 async with client.pipeline(transaction=False, timeout=self._command_timeout) as pipe:
-                    for channel, data in commands:
-                        pipe.publish(channel, data)
+                    requests = [pipe.publish(channel, data) for channel, data in commands]
+                return [await request for request in requests]
 
             yield send
 
@@ -498,7 +539,7 @@ class RedisBus:
             await trio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._backoff_max)
 
-    async def _write_batches(self, send: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]) -> None:
+    async def _write_batches(self, send: Callable[[list[tuple[bytes, bytes]]], Awaitable[list]]) -> None:
         while True:
             if not self._batches:
                 self._has_work = trio.Event()
@@ -507,7 +548,7 @@ class RedisBus:
             batch = self._batches[0]
             batch.sealed = True
             with trio.fail_after(self._connect_timeout + self._command_timeout):
-                await send(batch.commands)
+                batch.results = await send(batch.commands)
             self._batches.popleft()
             self._pending -= len(batch.commands)
             self._pending_bytes -= batch.nbytes
@@ -698,15 +739,15 @@ class RedisBus:
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         topic = self._channel_topics.get(channel)
-        if topic is None:
+        if topic is None and self.on_stray is None:
             return  # unsubscribed while the message was on its way
         if data[:4] != MAGIC:
             self._drop("foreign", channel)
             return
-        if data[4:_HEADER] == self._instance:
+        if data[4:_HEADER - 8] == self._instance:
             return  # our own publication: already delivered locally by publish()
-        brokers = self._local.get(topic)
-        if not brokers:
+        brokers = self._local.get(topic) if topic is not None else None
+        if not brokers and self.on_stray is None:
             return
         try:
             if len(data) < _HEADER:
@@ -715,11 +756,20 @@ class RedisBus:
         except Exception:  # noqa: BLE001 - whatever decode raises, the message is dropped
             self._drop("malformed", channel)
             return
+        try:
+            message.wire_id = data[4:_HEADER]
+        except AttributeError:
+            pass
+        if not brokers:
+            self._stray(message)
+            return
         synced = self._synced_gen
+        delivered = False
         for broker in brokers if len(brokers) == 1 else list(brokers):
             gen = broker._topics.get(topic)
             if gen is None or gen > synced:
                 continue  # unsubscribed, or subscribed after this message was read
+            delivered = True
             broker.delivered += 1
             self.delivered += 1
             try:
@@ -727,6 +777,17 @@ class RedisBus:
             except Exception:
                 self.drops["callback_failed"] += 1
                 log.exception("Redis broker: on_publication failed for topic %r", topic)
+        if not delivered:
+            self._stray(message)
+
+    def _stray(self, message: Any) -> None:
+        self.strays += 1
+        hook = self.on_stray
+        if hook is not None:
+            try:
+                hook(message)
+            except Exception:
+                log.exception("Redis broker: on_stray failed")
 
     def _drop(self, kind: str, channel: bytes) -> None:
         self.drops[kind] += 1
@@ -768,14 +829,22 @@ class RedisBroker:
             return
         await self._bus._unsubscribe(self, topic)
 
-    async def publish(self, topic: str, message: Any) -> None:
+    async def publish(self, topic: str, message: Any) -> int | None:
         """Deliver to this node's subscribers and hand to Redis; returns when Redis has
-        executed the PUBLISH. Raises ``RedisUnavailable`` (after local delivery) if it
-        could not, ``ValueError`` for a message over the size bounds."""
+        executed the PUBLISH, with the number of nodes the message reached. Raises
+        ``RedisUnavailable`` (after local delivery) if it could not, ``ValueError`` for a
+        message over the size bounds."""
         if self._closed:
             raise trio.ClosedResourceError("the Redis broker is closed")
         self.published += 1
-        await self._bus._publish(topic, message)
+        return await self._bus._publish(topic, message)
+
+    def subscribed(self, topic: str) -> bool:
+        return topic in self._topics
+
+    @property
+    def node_id(self) -> str:
+        return self._bus.node_id
 
     async def aclose(self) -> None:
         """Unsubscribe every topic of this broker. Idempotent."""

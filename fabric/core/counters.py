@@ -92,6 +92,15 @@ HUB_COUNTERS = _catalogue(
     ("stream_not_found", "Stream messages for a stream that is not open (answered StreamNotFound)."),
     ("presence_events", "Group presence notifications (joined/left) delivered to a handler."),
     ("presence_dropped", "Group presence notifications dropped because the queue was full or stopped."),
+    ("broker_publish_failed", "Sends that reached this node's members but not the broker (other nodes may have missed them)."),
+    ("broker_closed", "Sends and answers dropped because the broker was closing (shutdown)."),
+    ("requests_sent", "Operations sent to the other nodes of the hub (commands awaiting answers)."),
+    ("requests_timed_out", "Operations that lacked some node's answer within the request timeout."),
+    ("commands_applied", "Commands from the hub's nodes (this one included) applied here."),
+    ("commands_failed", "Commands that raised while applied here."),
+    ("commands_dropped", "Commands dropped because this node's command queue was full."),
+    ("sessions_handed_over", "Reliable sessions this node handed to another node that recovered them."),
+    ("sessions_taken_over", "Reliable sessions this node took over from another node."),
 )
 
 

@@ -23,6 +23,20 @@ Rules this module keeps:
 - All sends go through the broker; only ``on_publication`` touches local recipients.
   Every service-API operation is a method here, so routing them across nodes changes this
   class and nothing above it.
+- Every operation behaves the same whether the target lives here or on another node. With
+  one node (the memory broker alone: ``fabric serve`` without Redis) operations act on
+  local members directly, with no command object and no encoding. With several, an
+  operation is a ``Command`` published on its target's topic; every node it reaches
+  (this one included) applies it in its ``commands`` task, in arrival order, and answers
+  on the requester's reply topic; the requester waits for as many answers as the broker
+  says it reached, at most ``request_timeout``. ``exists`` asks no node: a target exists
+  while some node subscribes its topic (the broker's count).
+- ``on_publication`` never waits for a command (it may run in the broker's reader, which
+  also confirms the subscriptions a command's join waits for): commands are queued
+  (bounded; overflow is counted and the requester times out).
+- Publishing never fails because of the broker: a broker that cannot reach other nodes
+  raises after local delivery; that is counted (``broker_publish_failed``) and logged at
+  most every ``_WARN_EVERY`` seconds.
 """
 
 from __future__ import annotations
@@ -37,9 +51,11 @@ import trio
 from actors import Actor, ChildSpec, Overflow, Restart, Strategy, Supervisor
 from fabric.config import HubConfig, ServerConfig
 from fabric.core import broker as topics
+from fabric.core.broker import BrokerUnavailable
+from fabric.core.commands import PROBE, Command, Reply
 from fabric.core.counters import HUB_COUNTERS, Counters
 from fabric.core.events import ConnectionContext, EventHandler
-from fabric.core.permissions import Permissions
+from fabric.core.permissions import Permissions, TooManyPermissions
 from fabric.core.publication import Publication
 from fabric.core.telemetry import HubTelemetry
 from specs.errors import CloseSituation
@@ -51,6 +67,48 @@ log = logging.getLogger(__name__)
 
 _BY_APP = CloseSituation.CLOSED_BY_APP_SERVER
 _SHUTDOWN = CloseSituation.SERVER_SHUTDOWN
+
+#: Requests of one hub waiting for answers at once (more wait for room).
+MAX_PENDING_REQUESTS = 1024
+#: Commands queued for one hub's command task (more are dropped and counted).
+COMMAND_QUEUE = 16384
+_WARN_EVERY = 10.0
+_TOO_MANY = "!TooManyPermissions"
+
+
+class _Pending:
+    """The replies gathered for one request; ``done`` once ``expected`` arrived."""
+
+    __slots__ = ("done", "expected", "replies")
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.expected: int | None = None
+        self.done = trio.Event()
+
+    def expect(self, count: int | None) -> None:
+        self.expected = count or 0
+        if len(self.replies) >= self.expected:
+            self.done.set()
+
+    def add(self, reply: Reply) -> None:
+        self.replies.append(reply)
+        if self.expected is not None and len(self.replies) >= self.expected:
+            self.done.set()
+
+
+def _any(replies: list[Reply]) -> bool:
+    return any(reply.value for reply in replies)
+
+
+def _sum(replies: list[Reply]) -> int:
+    return sum(reply.value for reply in replies if isinstance(reply.value, int))
+
+
+def _raising(replies: list[Reply]) -> list[Reply]:
+    if any(reply.value == _TOO_MANY for reply in replies):
+        raise TooManyPermissions("too many permission entries")
+    return replies
 
 
 def new_connection_id() -> str:
@@ -163,6 +221,8 @@ class Hub:
         server_config: ServerConfig,
         broker_factory: Callable[[Callable[[str, Any], Awaitable[None]]], "Broker"],
         handler: EventHandler | None = None,
+        *,
+        request_timeout: float = 5.0,
     ) -> None:
         self.name = name
         self.config = config
@@ -177,6 +237,17 @@ class Hub:
         self.telemetry = HubTelemetry(name)
         self.supervisor = self._new_supervisor()
         self.broker: Broker = broker_factory(self.on_publication)
+        #: Seconds an operation waits for the other nodes' answers.
+        self.request_timeout = request_timeout
+        self._hub_topic = topics.hub_topic(name)
+        #: This hub's reply topic: answers to its requests (one per hub incarnation).
+        self.reply_topic = topics.node_topic(name, secrets.token_urlsafe(9))
+        self._alone = getattr(self.broker, "alone", None)
+        self._requests: dict[int, _Pending] = {}
+        self._request_ids = itertools.count(1)
+        self._request_slots = trio.Semaphore(MAX_PENDING_REQUESTS)
+        self._commands_in, self._commands_out = trio.open_memory_channel(COMMAND_QUEUE)
+        self._warned: dict[str, float] = {}
         self._generation = itertools.count()
         self._notifier_ref = None
         self._started = trio.Event()
@@ -206,7 +277,11 @@ class Hub:
                 ChildSpec("notifier", lambda: Notifier(self), restart=Restart.PERMANENT))
             self._notifier_ref = notifier.ref
             await self.supervisor.start_child(ChildSpec("keepalive", self._keepalive, restart=Restart.PERMANENT))
-            await self.broker.subscribe(topics.hub_topic(self.name))
+            # Beside the supervisor (it catches every command's failure): commands from the
+            # other nodes, and this node's own when it is not alone.
+            nursery.start_soon(self._command_worker)
+            await self.broker.subscribe(self.reply_topic)
+            await self.broker.subscribe(self._hub_topic)
             self._started.set()
             task_status.started(self)
 
@@ -324,46 +399,190 @@ class Hub:
         if self.connections.get(member.connection_id) is not member:
             await self.leave_group(member, group)
 
-    # ---- the service API: membership by id ---------------------------------------------
+    # ---- the service API -----------------------------------------------------------
+    #
+    # Each operation acts on local members through a ``_local_*`` method. When this is the
+    # hub's only node (the memory broker with one node: ``fabric serve`` without Redis) it
+    # calls that method directly; otherwise it publishes a ``Command`` on the target's
+    # topic and every node the topic reaches (this one included) applies the same method
+    # and answers (see ``_request``).
+
+    def _solo(self) -> bool:
+        """True when every member of this hub lives in this process (no other node). No checkpoint."""
+        alone = self._alone
+        return alone is not None and alone(self._hub_topic)
 
     async def add_to_group(self, connection_id: str, group: str) -> bool:
         """False if there is no such connection."""
+        if self._solo():
+            return await self._local_join(connection_id, group)
+        return _any(await self._request(self._conn_topic(connection_id), "join", (connection_id, group)))
+
+    async def remove_from_group(self, connection_id: str, group: str) -> None:
+        if self._solo():
+            return await self._local_leave(connection_id, group)
+        await self._request(self._conn_topic(connection_id), "leave", (connection_id, group))
+
+    async def remove_from_all_groups(self, connection_id: str) -> None:
+        if self._solo():
+            return await self._local_leave_all(connection_id)
+        await self._request(self._conn_topic(connection_id), "leave_all", (connection_id,))
+
+    async def add_user_to_group(self, user_id: str, group: str) -> bool:
+        """Add every connection of the user. False if the user has no connection."""
+        if self._solo():
+            return await self._local_user_join(user_id, group)
+        return _any(await self._request(topics.user_topic(self.name, user_id), "ujoin", (user_id, group)))
+
+    async def remove_user_from_group(self, user_id: str, group: str) -> None:
+        if self._solo():
+            return await self._local_user_leave(user_id, group)
+        await self._request(topics.user_topic(self.name, user_id), "uleave", (user_id, group))
+
+    async def remove_user_from_all_groups(self, user_id: str) -> None:
+        if self._solo():
+            return await self._local_user_leave_all(user_id)
+        await self._request(topics.user_topic(self.name, user_id), "uleave_all", (user_id,))
+
+    async def add_connections_to_groups(self, groups: Iterable[str], selects: Callable[[Any], bool] | None) -> int:
+        """Add every connection ``selects`` picks (all, when None) to every group; how many."""
+        names = list(groups)
+        if self._solo():
+            return await self._local_filter_join(names, selects)
+        return _sum(await self._request(self._hub_topic, "fjoin", (names,), filter=selects))
+
+    async def remove_connections_from_groups(self, groups: Iterable[str],
+                                             selects: Callable[[Any], bool] | None) -> int:
+        names = list(groups)
+        if self._solo():
+            return await self._local_filter_leave(names, selects)
+        return _sum(await self._request(self._hub_topic, "fleave", (names,), filter=selects))
+
+    async def group_members(self, group: str) -> list[tuple[str, str | None]]:
+        """``(connection_id, user_id)`` of every member, ordered by connection id."""
+        if self._solo():
+            return self._local_members(group)
+        found: dict[str, str | None] = {}
+        for reply in await self._request(topics.group_topic(self.name, group), "members", (group,)):
+            for cid, user in reply.value or ():
+                found[cid] = user  # a session moving between nodes is listed by both: once here
+        return [(cid, found[cid]) for cid in sorted(found)]
+
+    async def close_connection(self, connection_id: str, reason: str) -> None:
+        if self._solo():
+            return self._local_close(connection_id, reason)
+        await self._request(self._conn_topic(connection_id), "close", (connection_id, reason))
+
+    async def close_all(self, excluded: frozenset[str], reason: str) -> None:
+        if self._solo():
+            return self._local_close_all(excluded, reason)
+        await self._request(self._hub_topic, "close_all", (sorted(excluded), reason))
+
+    async def close_group(self, group: str, excluded: frozenset[str], reason: str) -> None:
+        if self._solo():
+            return self._local_close_group(group, excluded, reason)
+        await self._request(topics.group_topic(self.name, group), "close_group", (group, sorted(excluded), reason))
+
+    async def close_user(self, user_id: str, excluded: frozenset[str], reason: str) -> None:
+        if self._solo():
+            return self._local_close_user(user_id, excluded, reason)
+        await self._request(topics.user_topic(self.name, user_id), "close_user", (user_id, sorted(excluded), reason))
+
+    async def connection_exists(self, connection_id: str) -> bool:
+        if self._solo():
+            return connection_id in self.connections
+        return await self._reaches(self._conn_topic(connection_id))
+
+    async def group_exists(self, group: str) -> bool:
+        if self._solo():
+            local = self.groups.get(group)
+            return bool(local and local.members)
+        return await self._reaches(topics.group_topic(self.name, group))
+
+    async def user_exists(self, user_id: str) -> bool:
+        if self._solo():
+            return bool(self.users.get(user_id))
+        return await self._reaches(topics.user_topic(self.name, user_id))
+
+    async def grant_permission(self, connection_id: str, permission: str, target: str | None) -> bool:
+        """False if there is no such connection. Raises ``TooManyPermissions``."""
+        if self._solo():
+            return self._local_grant(connection_id, permission, target)
+        return _any(_raising(await self._request(self._conn_topic(connection_id), "grant",
+                                                 (connection_id, permission, target))))
+
+    async def revoke_permission(self, connection_id: str, permission: str, target: str | None) -> None:
+        """Raises ``TooManyPermissions``."""
+        if self._solo():
+            return self._local_revoke(connection_id, permission, target)
+        _raising(await self._request(self._conn_topic(connection_id), "revoke", (connection_id, permission, target)))
+
+    async def has_permission(self, connection_id: str, permission: str, target: str | None) -> bool:
+        if self._solo():
+            return self._local_has_permission(connection_id, permission, target)
+        return _any(await self._request(self._conn_topic(connection_id), "has_perm",
+                                        (connection_id, permission, target)))
+
+    # ---- moving a reliable session between nodes (hooks for the edges) --------------
+
+    async def claim_session(self, connection_id: str, token: str, protocol: str | None) -> tuple[Any, str] | None:
+        """Ask the node holding ``connection_id`` (not this one) to hand its session over:
+        ``(snapshot, owner)``, where the snapshot is whatever that member's
+        ``export_session(token, protocol, timeout)`` returned, or None when no node has such
+        a session or it refused. The owner keeps the session (buffering) until
+        ``release_session``, or until ``timeout`` (the request timeout) passes. Checkpoint."""
+        if self._solo():
+            return None
+        for reply in await self._request(self._conn_topic(connection_id), "claim", (connection_id, token, protocol)):
+            if reply.value is not None and reply.node is not None and reply.node != self.reply_topic:
+                return reply.value, reply.node
+        return None
+
+    async def release_session(self, owner: str, connection_id: str) -> Any:
+        """The second step of a claim: the owner's ``release_session()`` (the session's
+        unacked messages, say), after which the owner forgets the session without a
+        ``disconnected`` event. None if the owner is gone or gave up. Checkpoint."""
+        for reply in await self._request(owner, "release", (connection_id,)):
+            if reply.value is not None:
+                return reply.value
+        return None
+
+    # ---- local effects (one node's share of each operation) --------------------------
+
+    async def _local_join(self, connection_id: str, group: str) -> bool:
         member = self.connections.get(connection_id)
         if member is None:
             return False
         await self._join_live(member, group)
         return True
 
-    async def remove_from_group(self, connection_id: str, group: str) -> None:
+    async def _local_leave(self, connection_id: str, group: str) -> None:
         member = self.connections.get(connection_id)
         if member is not None:
             await self.leave_group(member, group)
 
-    async def remove_from_all_groups(self, connection_id: str) -> None:
+    async def _local_leave_all(self, connection_id: str) -> None:
         member = self.connections.get(connection_id)
         if member is not None:
             for group in list(member.groups):
                 await self.leave_group(member, group)
 
-    async def add_user_to_group(self, user_id: str, group: str) -> bool:
-        """Add every connection of the user. False if the user has no connection."""
+    async def _local_user_join(self, user_id: str, group: str) -> bool:
         members = list(self.users.get(user_id, {}).values())
         for member in members:
             await self._join_live(member, group)
         return bool(members)
 
-    async def remove_user_from_group(self, user_id: str, group: str) -> None:
+    async def _local_user_leave(self, user_id: str, group: str) -> None:
         for member in list(self.users.get(user_id, {}).values()):
             await self.leave_group(member, group)
 
-    async def remove_user_from_all_groups(self, user_id: str) -> None:
+    async def _local_user_leave_all(self, user_id: str) -> None:
         for member in list(self.users.get(user_id, {}).values()):
             for group in list(member.groups):
                 await self.leave_group(member, group)
 
-    async def add_connections_to_groups(self, groups: Iterable[str], selects: Callable[[Any], bool] | None) -> int:
-        """Add every connection ``selects`` picks (all, when None) to every group; how many."""
-        names = list(groups)
+    async def _local_filter_join(self, names: list[str], selects: Callable[[Any], bool] | None) -> int:
         chosen = [m for m in list(self.connections.values()) if selects is None or selects(m)]
         for member in chosen:
             for group in names:
@@ -371,25 +590,20 @@ class Hub:
                     await self._join_live(member, group)
         return len(chosen)
 
-    async def remove_connections_from_groups(self, groups: Iterable[str],
-                                             selects: Callable[[Any], bool] | None) -> int:
-        names = list(groups)
+    async def _local_filter_leave(self, names: list[str], selects: Callable[[Any], bool] | None) -> int:
         chosen = [m for m in list(self.connections.values()) if selects is None or selects(m)]
         for member in chosen:
             for group in names:
                 await self.leave_group(member, group)
         return len(chosen)
 
-    async def group_members(self, group: str) -> list[tuple[str, str | None]]:
-        """``(connection_id, user_id)`` of every member, ordered by connection id."""
+    def _local_members(self, group: str) -> list[tuple[str, str | None]]:
         local = self.groups.get(group)
         if local is None:
             return []
         return [(cid, local.members[cid].user_id) for cid in sorted(local.members)]
 
-    # ---- the service API: closing ------------------------------------------------------
-
-    async def close_connection(self, connection_id: str, reason: str) -> None:
+    def _local_close(self, connection_id: str, reason: str) -> None:
         member = self.connections.get(connection_id)
         if member is not None:
             member.close_for(_BY_APP, reason)
@@ -399,44 +613,193 @@ class Hub:
             if member.connection_id not in excluded:
                 member.close_for(_BY_APP, reason)
 
-    async def close_all(self, excluded: frozenset[str], reason: str) -> None:
+    def _local_close_all(self, excluded: frozenset[str], reason: str) -> None:
         self._close_each(self.connections.values(), excluded, reason)
 
-    async def close_group(self, group: str, excluded: frozenset[str], reason: str) -> None:
+    def _local_close_group(self, group: str, excluded: frozenset[str], reason: str) -> None:
         local = self.groups.get(group)
         self._close_each(local.members.values() if local else (), excluded, reason)
 
-    async def close_user(self, user_id: str, excluded: frozenset[str], reason: str) -> None:
+    def _local_close_user(self, user_id: str, excluded: frozenset[str], reason: str) -> None:
         self._close_each(self.users.get(user_id, {}).values(), excluded, reason)
 
-    # ---- the service API: queries and permissions --------------------------------------
-
-    async def connection_exists(self, connection_id: str) -> bool:
-        return connection_id in self.connections
-
-    async def group_exists(self, group: str) -> bool:
-        local = self.groups.get(group)
-        return bool(local and local.members)
-
-    async def user_exists(self, user_id: str) -> bool:
-        return bool(self.users.get(user_id))
-
-    async def grant_permission(self, connection_id: str, permission: str, target: str | None) -> bool:
-        """False if there is no such connection. Raises ``TooManyPermissions``."""
+    def _local_grant(self, connection_id: str, permission: str, target: str | None) -> bool:
         member = self.connections.get(connection_id)
         if member is None:
             return False
         member.permissions.grant(permission, target)
         return True
 
-    async def revoke_permission(self, connection_id: str, permission: str, target: str | None) -> None:
+    def _local_revoke(self, connection_id: str, permission: str, target: str | None) -> None:
         member = self.connections.get(connection_id)
         if member is not None:
             member.permissions.revoke(permission, target)
 
-    async def has_permission(self, connection_id: str, permission: str, target: str | None) -> bool:
+    def _local_has_permission(self, connection_id: str, permission: str, target: str | None) -> bool:
         member = self.connections.get(connection_id)
         return member is not None and member.permissions.has(permission, target)
+
+    def _local_claim(self, connection_id: str, token: str, protocol: str | None) -> Any:
+        export = getattr(self.connections.get(connection_id), "export_session", None)
+        return export(token, protocol, self.request_timeout) if export is not None else None
+
+    def _local_release(self, connection_id: str) -> Any:
+        release = getattr(self.connections.get(connection_id), "release_session", None)
+        value = release() if release is not None else None
+        if value is not None:
+            self.counters["sessions_handed_over"] += 1
+        return value
+
+    async def _apply(self, command: Command) -> Any:
+        """This node's share of a command. Checkpoint: joins may subscribe."""
+        op, a = command.op, command.args
+        if op == "join":
+            return await self._local_join(a[0], a[1])
+        if op == "leave":
+            return await self._local_leave(a[0], a[1])
+        if op == "leave_all":
+            return await self._local_leave_all(a[0])
+        if op == "ujoin":
+            return await self._local_user_join(a[0], a[1])
+        if op == "uleave":
+            return await self._local_user_leave(a[0], a[1])
+        if op == "uleave_all":
+            return await self._local_user_leave_all(a[0])
+        if op == "fjoin":
+            return await self._local_filter_join(list(a[0]), command.filter)
+        if op == "fleave":
+            return await self._local_filter_leave(list(a[0]), command.filter)
+        if op == "members":
+            return self._local_members(a[0])
+        if op == "close":
+            return self._local_close(a[0], a[1])
+        if op == "close_all":
+            return self._local_close_all(frozenset(a[0]), a[1])
+        if op == "close_group":
+            return self._local_close_group(a[0], frozenset(a[1]), a[2])
+        if op == "close_user":
+            return self._local_close_user(a[0], frozenset(a[1]), a[2])
+        if op == "grant":
+            return self._local_grant(a[0], a[1], a[2])
+        if op == "revoke":
+            return self._local_revoke(a[0], a[1], a[2])
+        if op == "has_perm":
+            return self._local_has_permission(a[0], a[1], a[2])
+        if op == "claim":
+            return self._local_claim(a[0], a[1], a[2])
+        if op == "release":
+            return self._local_release(a[0])
+        return None  # "probe" (a stray request answered "nothing here")
+
+    # ---- requests between nodes ------------------------------------------------------
+
+    def _conn_topic(self, connection_id: str) -> str:
+        return topics.connection_topic(self.name, connection_id)
+
+    async def _reaches(self, topic: str) -> bool:
+        """Whether any node subscribes ``topic`` (the broker's count of a no-op command:
+        subscriptions are the presence). Checkpoint."""
+        try:
+            count = await self.broker.publish(topic, PROBE)
+        except BrokerUnavailable as exc:
+            self._broker_failed(exc)
+            return self.broker.subscribed(topic)
+        except trio.ClosedResourceError:
+            return self.broker.subscribed(topic)
+        return bool(count)
+
+    async def _request(self, topic: str, op: str, args: tuple = (), *, filter: Any = None) -> list[Reply]:
+        """Publish a command on ``topic`` and gather one reply from every node it reached
+        (``publish`` says how many), or what arrived within ``request_timeout``. Bounded:
+        at most ``MAX_PENDING_REQUESTS`` wait at once (more wait for room). Checkpoint."""
+        async with self._request_slots:
+            request_id = next(self._request_ids)
+            pending = _Pending()
+            self._requests[request_id] = pending
+            try:
+                self.counters["requests_sent"] += 1
+                command = Command(op, args, filter=filter, request_id=request_id, reply_to=self.reply_topic)
+                try:
+                    count = await self.broker.publish(topic, command)
+                except BrokerUnavailable as exc:
+                    self._broker_failed(exc)
+                    count = 1 if self.broker.subscribed(topic) else 0  # only our own copy went out
+                except trio.ClosedResourceError:
+                    count = 1 if self.broker.subscribed(topic) else 0
+                pending.expect(count)
+                with trio.move_on_after(self.request_timeout):
+                    await pending.done.wait()
+                if not pending.done.is_set():
+                    self.counters["requests_timed_out"] += 1
+                    self._warn("request", "hub %r: %s on %r: %d of %s node(s) answered within %g s",
+                               self.name, op, topic, len(pending.replies), count, self.request_timeout)
+                return pending.replies
+            finally:
+                del self._requests[request_id]
+
+    def _on_control(self, topic: str, message: Any) -> None:
+        """A command or a reply from the broker. Never blocks (it may run in the broker's
+        reader): commands are queued for ``_command_worker``. No checkpoint."""
+        if type(message) is Reply:
+            if topic == self.reply_topic:
+                pending = self._requests.get(message.request_id)
+                if pending is not None:
+                    pending.add(message)
+            return
+        if message.op == "probe" and not message.request_id:
+            return
+        try:
+            self._commands_in.send_nowait(message)
+        except trio.WouldBlock:
+            self.counters["commands_dropped"] += 1
+            self._warn("commands", "hub %r: command queue full, %s dropped", self.name, message.op)
+        except trio.ClosedResourceError:
+            pass
+
+    def on_stray(self, message: Any) -> None:
+        """The broker got a request for a topic this node just left: answer "nothing
+        here", so the requester need not wait for us. No checkpoint."""
+        if type(message) is Command and message.request_id and message.reply_to:
+            self._on_control(message.reply_to, Command(
+                "probe", request_id=message.request_id, reply_to=message.reply_to))
+
+    async def _command_worker(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Apply queued commands one at a time, in arrival order, and answer each."""
+        task_status.started()
+        async for command in self._commands_out:
+            try:
+                value = await self._apply(command)
+                self.counters["commands_applied"] += 1
+            except TooManyPermissions:
+                value = _TOO_MANY
+            except Exception:
+                self.counters["commands_failed"] += 1
+                log.exception("hub %r: command %r failed", self.name, command)
+                value = None
+            if not command.request_id or command.reply_to is None:
+                continue
+            reply = Reply(command.request_id, value, self.reply_topic)
+            if command.reply_to == self.reply_topic:
+                self._on_control(self.reply_topic, reply)  # our own request: no broker round trip
+                continue
+            try:
+                await self.broker.publish(command.reply_to, reply)
+            except BrokerUnavailable as exc:
+                self._broker_failed(exc)
+            except trio.ClosedResourceError:
+                self.counters["broker_closed"] += 1
+
+    def _broker_failed(self, exc: BaseException) -> None:
+        self.counters["broker_publish_failed"] += 1
+        self._warn("broker", "hub %r: the broker could not reach the other nodes: %s", self.name, exc)
+
+    def _warn(self, kind: str, msg: str, *args: Any) -> None:
+        """Log at most one warning of each kind per ``_WARN_EVERY`` seconds."""
+        now = trio.current_time()
+        last = self._warned.get(kind)
+        if last is None or now - last >= _WARN_EVERY:
+            self._warned[kind] = now
+            log.warning(msg, *args)
 
     # ---- routing -----------------------------------------------------------------------
 
@@ -446,24 +809,39 @@ class Hub:
         if publication.origin == "group":
             topic = topics.group_topic(self.name, publication.group)
         else:
-            topic = topics.hub_topic(self.name)
+            topic = self._hub_topic
         self.telemetry.published("group" if publication.origin == "group" else "hub", publication)
-        await self.broker.publish(topic, publication)
+        await self._send(topic, publication)
 
     async def send_to_all(self, publication: Publication) -> None:
         self.telemetry.published("hub", publication)
-        await self.broker.publish(topics.hub_topic(self.name), publication)
+        await self._send(self._hub_topic, publication)
 
     async def send_to_user(self, user_id: str, publication: Publication) -> None:
         self.telemetry.published("user", publication)
-        await self.broker.publish(topics.user_topic(self.name, user_id), publication)
+        await self._send(topics.user_topic(self.name, user_id), publication)
 
     async def send_to_connection(self, connection_id: str, publication: Publication) -> None:
         self.telemetry.published("connection", publication)
-        await self.broker.publish(topics.connection_topic(self.name, connection_id), publication)
+        await self._send(topics.connection_topic(self.name, connection_id), publication)
+
+    async def _send(self, topic: str, publication: Publication) -> None:
+        """Publish; a broker that cannot reach the other nodes is counted and logged (this
+        node's members got the message: local delivery never depends on the broker)."""
+        try:
+            await self.broker.publish(topic, publication)
+        except BrokerUnavailable as exc:
+            self._broker_failed(exc)
+        except trio.ClosedResourceError:
+            self.counters["broker_closed"] += 1
 
     async def on_publication(self, topic: str, publication: Publication) -> None:
-        """The broker hands back a publication for a topic this node subscribed to."""
+        """The broker hands back a publication (or a command) for a topic this node
+        subscribed to."""
+        cls = publication.__class__
+        if cls is Command or cls is Reply:
+            self._on_control(topic, publication)
+            return
         kind, _, rest = topic.partition("\x00")
         if kind == "g":
             local = self.groups.get(publication.group)

@@ -8,6 +8,9 @@ Rules this module keeps:
   composition root gives it ``handler_for(name)``, awaited once per hub start.
 - ``endpoint`` is the public base URL once the fabric listens (tokens and connection
   strings use it); ``access_keys`` are the keys every surface accepts.
+- The broker is the composition root's: the registry only attaches hubs to it, reports its
+  statistics (``broker_statistics``, for health) and routes what the broker could not
+  deliver to a topic (``on_stray``) to the hub named in it.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ class HubRegistry:
     """Running hubs by name, under one supervisor. Create with the fabric's config."""
 
     def __init__(self, config: FabricConfig, supervisor: Supervisor, broker_factory: Callable[..., Any],
-                 handler_for: HandlerFor) -> None:
+                 handler_for: HandlerFor, *, bus_statistics: Callable[[], dict] | None = None) -> None:
         self.config = config
         self.supervisor = supervisor
         self._broker_factory = broker_factory
+        self._bus_statistics = bus_statistics
         self._handler_for = handler_for
         self._hubs: dict[str, Hub] = {}
         self._starting: dict[str, trio.Event] = {}
@@ -55,7 +59,8 @@ class HubRegistry:
         self._starting[name] = event = trio.Event()
         try:
             handler = await self._handler_for(name)
-            hub = Hub(name, self.config.hub(name), self.config.server, self._broker_factory, handler=handler)
+            hub = Hub(name, self.config.hub(name), self.config.server, self._broker_factory, handler=handler,
+                      request_timeout=self.config.broker.request_timeout)
             hub.telemetry.counting = self.config.metrics.enabled
             await self.supervisor.start_child(ChildSpec(f"hub:{name}", hub.run, restart=Restart.TRANSIENT))
             self._hubs[name] = hub
@@ -63,6 +68,21 @@ class HubRegistry:
             del self._starting[name]
             event.set()
         return hub
+
+    def broker_statistics(self) -> dict | None:
+        """The node's broker link (state, reconnects, gaps, drops), or None for the memory
+        broker (one process: nothing can be down). No checkpoint."""
+        return self._bus_statistics() if self._bus_statistics is not None else None
+
+    def on_stray(self, message: Any) -> None:
+        """A request the broker delivered here for a topic no hub of this node wants any more:
+        the hub named in its reply topic answers "nothing here". No checkpoint."""
+        reply_to = getattr(message, "reply_to", None)
+        if not isinstance(reply_to, str):
+            return
+        hub = self._hubs.get(reply_to.split("\x00")[1] if reply_to.count("\x00") == 2 else "")
+        if hub is not None:
+            hub.on_stray(message)
 
     def running(self, name: str) -> Hub | None:
         """The hub if it runs already (no start, no checkpoint)."""

@@ -49,7 +49,7 @@ class Publication:
 
     __slots__ = (
         "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
-        "expires_at", "metadata", "_cache",
+        "expires_at", "metadata", "_cache", "wire_id",
     )
 
     def __init__(
@@ -81,6 +81,9 @@ class Publication:
         self.filter = filter
         self.metadata = metadata
         self._cache: dict[Any, bytes] | None = None
+        #: Set by a broker that spans processes: the same bytes name this publish on every
+        #: node (a reliable session moving between nodes drops what both nodes saw).
+        self.wire_id: bytes | None = None
 
     def expired(self) -> bool:
         """True once the message outlived its TTL (checked at delivery and at replay)."""

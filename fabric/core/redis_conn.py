@@ -84,20 +84,32 @@ class RespConnection:
                 raise RedisUnavailable(f"Redis at {self.url.redacted} closed the connection")
             self.parser.feed(data)
 
-    async def publish_batch(self, commands: list[tuple[bytes, bytes]]) -> None:
-        """PUBLISH each (channel, data) in one write, then read as many answers. A refusal
-        (an ACL without publish rights, say) raises ``RedisUnavailable``; a connection
-        Redis closed while it was idle raises ``StaleConnection`` before sending anything."""
+    async def publish_batch(self, commands: list[tuple[bytes, bytes]]) -> list[Any]:
+        """PUBLISH each (channel, data) in one write, then read as many answers (each the
+        channel's subscriber count), returned in order. A refusal (an ACL without publish
+        rights, say) raises ``RedisUnavailable``; a connection Redis closed while it was
+        idle raises ``StaleConnection`` before sending anything."""
         await self._check_idle_close()
         await self.stream.send_all(b"".join([encode_publish(c, d) for c, d in commands]))
-        answered = 0
-        while answered < len(commands):
+        results: list[Any] = []
+        while len(results) < len(commands):
             item = await self.receive()
             if type(item) is Push:
                 continue  # out-of-band data (none is expected on a publisher)
             if isinstance(item, RespError):
                 raise RedisUnavailable(f"Redis at {self.url.redacted} refused PUBLISH: {item}")
-            answered += 1
+            results.append(item)
+        return results
+
+    async def execute(self, *args: bytes | str | int, timeout: float) -> Any:
+        """One command and its answer (a ``RespError`` is returned, not raised). Callers
+        serialize their use of a connection (no concurrent ``execute``)."""
+        with trio.fail_after(timeout):
+            await self.stream.send_all(encode_command(*args))
+            while True:
+                item = await self.receive()
+                if type(item) is not Push:
+                    return item
 
     async def _check_idle_close(self) -> None:
         """Between batches nothing should arrive; if the socket is readable, Redis closed

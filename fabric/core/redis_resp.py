@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from fabric.core.broker import BrokerUnavailable
+
 
 class RedisBrokerError(Exception):
     """Base class of every error the Redis broker raises on purpose."""
@@ -28,7 +30,7 @@ class RedisURLError(RedisBrokerError, ValueError):
     """The Redis URL is malformed or unsupported."""
 
 
-class RedisUnavailable(RedisBrokerError):
+class RedisUnavailable(RedisBrokerError, BrokerUnavailable):
     """Redis cannot be reached, the connection was lost, or it stopped answering."""
 
 
