@@ -347,9 +347,9 @@ def test_missing_url_template():
 @pytest.mark.parametrize(
     "url,expected",
     [
-        ("ftp://h/x", "http:// or https://"),
-        ("/relative/{event}", "http:// or https://"),
-        ("h:3000/x", "http:// or https://"),
+        ("ftp://h/x", "http://, https:// or tunnel:///"),
+        ("/relative/{event}", "http://, https:// or tunnel:///"),
+        ("h:3000/x", "http://, https:// or tunnel:///"),
         ("http:///x", "has no host"),
         ("http://{hub}.example/x", "not allowed in the host part"),
         ("http://h:{event}/x", "not allowed in the host part"),
@@ -603,7 +603,7 @@ def test_parse_event_handler_flag():
         ("=http://h", "expected HUB=URL_TEMPLATE"),
         ("chat=", "expected HUB=URL_TEMPLATE"),
         ("1chat=http://h", "invalid hub name"),
-        ("chat=ftp://h", "http:// or https://"),
+        ("chat=ftp://h", "http://, https:// or tunnel:///"),
         ("chat=http://{hub}/x", "host part"),
     ],
 )
