@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -61,13 +62,18 @@ class Scraper(threading.Thread):
         self.interval = interval
         self.done = threading.Event()
         self.ok = self.failed = self.bytes = 0
+        self.render_s: list[float] = []  # the server's own fabric_metrics_render_seconds
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as answer:
-                    self.bytes += len(answer.read())
-                    self.ok += 1
+                    body = answer.read()
+                self.bytes += len(body)
+                self.ok += 1
+                found = re.search(rb"^fabric_metrics_render_seconds (\S+)$", body, re.M)
+                if found:
+                    self.render_s.append(float(found.group(1)))
             except (urllib.error.URLError, OSError):
                 self.failed += 1
 
@@ -87,7 +93,9 @@ def run_one(server: Server, scrape_interval: float | None, deliveries: int, port
                     scraper.done.set()
                     scraper.join(10)
             if scraper is not None:
-                record["_scrapes"] = {"ok": scraper.ok, "failed": scraper.failed, "bytes": scraper.bytes}
+                record["_scrapes"] = {"ok": scraper.ok, "failed": scraper.failed, "bytes": scraper.bytes,
+                                      "render_ms_mean": round(statistics.fmean(scraper.render_s) * 1000, 2)
+                                      if scraper.render_s else None}
     except ServerFailed as exc:
         record = {"errors": [f"server did not start: {exc}"]}
     record["_variant"] = server.name
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 scrapes = record.get("_scrapes")
                 print(f"rep {rep + 1} {server.name:11s} {m.get('rate') or 0:9.0f} deliv/s  "
                       f"cpu {m.get('cpu_s_per_100k') or 0:.3f} s/100k  lost {m.get('lost')}"
-                      + (f"  scrapes {scrapes['ok']} ok / {scrapes['failed']} failed" if scrapes else "")
+                      + (f"  scrapes {scrapes['ok']} ok / {scrapes['failed']} failed, rendering "
+                         f"{scrapes['render_ms_mean']} ms each" if scrapes else "")
                       + (f"  problems: {m['problems']}" if m.get("problems") else ""), flush=True)
                 time.sleep(a.pause)
 

@@ -87,10 +87,9 @@ class Operations:
         body = await self.scraper.scrape()
         return Response(200, body, (("content-type", CONTENT_TYPE), ("cache-control", "no-store")))
 
-    async def collect(self, exposition: Exposition) -> None:
+    async def collect(self, exposition: Exposition, yielder: Yielder) -> None:
         """Every part's metrics into one exposition. Checkpoint (every ``CHUNK`` members)."""
         fabric = self.fabric
-        yielder = Yielder()
         for fam in ("fabric_connections", "fabric_publications_total", "fabric_deliveries_total"):
             exposition.declare(FAMILIES[fam])
         for hub in list(fabric.running_hubs().values()):

@@ -131,7 +131,8 @@ FAMILIES = _catalogue(
     Family("fabric_broker_dropped_total", "counter", "Publications the Redis broker dropped (queue full, stopped)."),
     Family("fabric_metrics_series_overflow_total", "counter",
            "Samples folded into an '_other' series because a family reached its series bound.", ("family",)),
-    Family("fabric_metrics_render_seconds", "gauge", "How long the previous scrape's rendering took."),
+    Family("fabric_metrics_render_seconds", "gauge",
+           "CPU-bound seconds this scrape's collection took (excluding other tasks run at its checkpoints)."),
 )
 
 
@@ -337,7 +338,7 @@ class Exposition:
         return "\n".join(lines).encode("utf-8")
 
 
-Collector = Callable[[Exposition], Awaitable[None]]
+Collector = Callable[[Exposition, "Yielder"], Awaitable[None]]
 
 
 class Scraper:
@@ -370,12 +371,14 @@ class Scraper:
                 return self._last
         self._running = done = trio.Event()
         try:
-            started = time.perf_counter()
             exposition = Exposition()
-            await self._collect(exposition)
-            self._last_duration = time.perf_counter() - started
-            exposition.sample(FAMILIES["fabric_metrics_render_seconds"], (), round(self._last_duration, 6))
+            yielder = Yielder()
+            await self._collect(exposition, yielder)
+            busy = yielder.stop()
+            exposition.sample(FAMILIES["fabric_metrics_render_seconds"], (), round(busy, 6))
+            started = time.perf_counter()
             self._last = exposition.render()
+            self._last_duration = busy + (time.perf_counter() - started)
             self._last_at = trio.current_time()
             self.renders += 1
             return self._last
@@ -385,15 +388,26 @@ class Scraper:
 
 
 class Yielder:
-    """Checkpoint once per ``CHUNK`` calls (collection over many connections)."""
+    """Checkpoint once per ``CHUNK`` calls (collection over many connections); ``busy`` is
+    the time spent between checkpoints (the collection's own work, not other tasks')."""
 
-    __slots__ = ("_n",)
+    __slots__ = ("_n", "_since", "busy")
 
     def __init__(self) -> None:
         self._n = 0
+        self._since = time.perf_counter()
+        self.busy = 0.0
 
     async def tick(self) -> None:
         self._n += 1
         if self._n >= CHUNK:
             self._n = 0
+            self.busy += time.perf_counter() - self._since
             await trio.sleep(0)
+            self._since = time.perf_counter()
+
+    def stop(self) -> float:
+        """The busy time so far, including the stretch since the last checkpoint."""
+        self.busy += time.perf_counter() - self._since
+        self._since = time.perf_counter()
+        return self.busy
