@@ -242,7 +242,14 @@ class Fabric:
 def fabric_server(ctx: Ctx, label: str,
                   config: dict[str, Any] | Callable[[int], dict[str, Any]] | None = None) -> Iterator[Fabric]:
     """Start a fresh server for one scenario; stopped (its process group) on exit, always.
-    ``config``: ``[server]`` settings for a ``--config`` file (a callable gets the port)."""
+    ``config``: ``[server]`` settings for a ``--config`` file (a callable gets the port).
+    With ``ctx.shared`` (``run(..., shared_server=True)``), that server is used instead when
+    its settings are the ones asked for (or none are)."""
+    if ctx.shared is not None:
+        want = config(ctx.shared.port) if callable(config) else config
+        if not want or want == ctx.shared.config:
+            yield ctx.shared
+            return
     port = ctx.ports.take()
     if callable(config):
         config = config(port)
@@ -258,12 +265,7 @@ def fabric_server(ctx: Ctx, label: str,
     env["PYTHONUNBUFFERED"] = "1"
     log_path = ctx.log_dir / f"{ctx.stamp}-reliability.log"
     with running_server(cmd, port, log_path, cwd=ROOT, env=env) as running:
-        server = Fabric(running, key, config)
-        ctx.current = server
-        try:
-            yield server
-        finally:
-            ctx.current = None
+        yield Fabric(running, key, config)
 
 
 # ================================================================ a small WebSocket client
@@ -511,7 +513,7 @@ class Ctx:
     ports: PortAllocator
     log_dir: Path
     stamp: str
-    current: Fabric | None = None
+    shared: Fabric | None = None
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -1404,8 +1406,12 @@ def _server_notes(log_path: Path, offset: int) -> list[str]:
 
 
 def run(names: list[str] | None = None, size: Size | str = "full", *, out_dir: Path = OUT_DIR,
-        base_port: int = BASE_PORT, progress: bool = True) -> list[Outcome]:
-    """Run the scenarios (all by default) at ``size``; one fresh server each. The Python API."""
+        base_port: int = BASE_PORT, progress: bool = True, shared_server: bool = False) -> list[Outcome]:
+    """Run the scenarios (all by default) at ``size``; one fresh server each. The Python API.
+
+    ``shared_server``: one server (with ``public_endpoint`` set to itself) for every scenario
+    that needs no other setting, to save the start-ups (for CI; the figures of fds and RSS
+    then include earlier scenarios)."""
     if isinstance(size, str):
         size = SIZES[size]
     names = names or list(SCENARIOS)
@@ -1417,6 +1423,15 @@ def run(names: list[str] | None = None, size: Size | str = "full", *, out_dir: P
     log_dir.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(size, PortAllocator(base_port, 500), log_dir, time.strftime("%Y%m%d-%H%M%S"))
     log_path = log_dir / f"{ctx.stamp}-reliability.log"
+    with contextlib.ExitStack() as stack:
+        if shared_server:
+            ctx.shared = stack.enter_context(
+                fabric_server(ctx, "shared", lambda port: {"public_endpoint": f"http://{HOST}:{port}"}))
+        return _run_all(ctx, names, log_path, progress)
+
+
+def _run_all(ctx: Ctx, names: list[str], log_path: Path, progress: bool) -> list[Outcome]:
+    size = ctx.size
     outcomes = []
     for name in names:
         if progress:

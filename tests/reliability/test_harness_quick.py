@@ -2,7 +2,8 @@
 REST nesting, HTTP framing and token audience (issue 16's findings 2, 5 and 6) and reliable
 clients across 50 socket aborts, each against a real `fabric serve` subprocess, through the
 harness's Python API. The bursts, the fragment flood, the slow consumers and the churn soak
-need Node or take minutes: they run in the harness itself."""
+need Node or take minutes: they run in the harness itself. One server serves all four
+(`shared_server=True`, with `public_endpoint` set to itself)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ SCENARIOS = ["rest_nesting", "http_framing", "token_audience", "aborts"]
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    return {o.key: o for o in reliability.run(SCENARIOS, "tiny", out_dir=tmp_path_factory.mktemp("reliability"),
-                                                 progress=False)}
+    outcomes = reliability.run(SCENARIOS, "tiny", out_dir=tmp_path_factory.mktemp("reliability"), progress=False,
+                               shared_server=True)  # one server start (~1-4 s each) for all four
+    return {o.key: o for o in outcomes}
 
 
 @pytest.mark.parametrize("key", SCENARIOS)
