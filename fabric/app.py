@@ -324,4 +324,4 @@ def redis_bus(config: FabricConfig) -> RedisBus:
 
     broker = config.broker
     return RedisBus(broker.url, node_id=broker.node_id, channel_prefix=broker.channel_prefix,
-                    publisher=broker.publisher, **wire_codec(odata.compile_filter))
+                    publisher=broker.publisher, node_ttl=broker.node_ttl, **wire_codec(odata.compile_filter))

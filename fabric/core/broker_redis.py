@@ -59,6 +59,11 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   topic is resubscribed, and ``statistics()`` counts reconnects, gaps and their duration,
   failed publishes and drops. Errors name the URL with the password redacted.
 
+- Presence: subscriptions are the presence (a target exists while a node subscribes its
+  topic); a third connection beats a heartbeat key and removes nodes whose heartbeat
+  stopped (``fabric.core.presence``). Client names carry the fabric's tag and this bus's
+  instance (``fabric-sub:{tag}:{instance}:{node_id}``) so the sweep can tell nodes apart.
+
 Why our own subscriber rather than coredis' PubSub: coredis 6.9 reads push messages
 eagerly into an unbounded in-memory stream (``create_memory_object_stream(math.inf)`` in
 coredis/connection/_base.py, https://github.com/alisaifee/coredis), so a slow node would
@@ -85,6 +90,7 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from fabric.core.broker import OnPublication
+from fabric.core.presence import NodePresence
 from fabric.core.redis_conn import (
     RespConnection,
     StaleConnection,
@@ -137,6 +143,16 @@ def channel_name(prefix: bytes, topic: str) -> bytes:
     if "%" in topic or ":" in topic:
         topic = topic.replace("%", "%25").replace(":", "%3A")
     return prefix + topic.replace("\x00", ":").encode("utf-8", "surrogatepass")
+
+
+class _PlainNames:
+    """Client names without presence (``node_ttl=None``)."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def client_name(self, kind: str) -> str:
+        return client_name(kind, self.node_id)
 
 
 def _default_node_id() -> str:
@@ -211,6 +227,7 @@ class RedisBus:
         max_batch: int = 512,
         max_message_bytes: int = 64 * 1024 * 1024,
         publisher: str = "resp",
+        node_ttl: float | None = 10.0,
     ) -> None:
         self.url = RedisURL(url)
         if publisher not in PUBLISHERS:
@@ -229,6 +246,12 @@ class RedisBus:
         self.on_stray: Callable[[Any], None] | None = None
         self.strays = 0
         self.prefix = f"{channel_prefix}{self.url.db}:".encode()
+        #: Heartbeats and the removal of dead nodes (``fabric.core.presence``); None: off.
+        self.presence = NodePresence(
+            self.url, prefix=self.prefix, instance=self._instance.hex(), node_id=self.node_id,
+            node_ttl=node_ttl, connect_timeout=connect_timeout, command_timeout=command_timeout,
+        ) if node_ttl else None
+        self._names = self.presence or _PlainNames(self.node_id)
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._health_interval = health_interval
@@ -317,11 +340,13 @@ class RedisBus:
         try:
             with trio.CancelScope() as self._cancel_scope:
                 conn = await open_connection(
-                    self.url, name=client_name("sub", self.node_id),
+                    self.url, name=self._names.client_name("sub"),
                     timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
                 self.server_version = conn.server_version
                 try:
                     async with trio.open_nursery() as nursery:
+                        if self.presence is not None:
+                            await nursery.start(self.presence.run)
                         await nursery.start(self._publisher)
                         await nursery.start(self._subscriber, conn)
                         conn = None  # owned by the subscriber task now
@@ -373,6 +398,7 @@ class RedisBus:
             "pending_bytes": self._pending_bytes,
             "batches": self.batches,
             "strays": self.strays,
+            "presence": self.presence.statistics() if self.presence is not None else None,
             "publisher": self._publisher_kind,
         }
 
@@ -459,7 +485,7 @@ class RedisBus:
         """A connected publisher: yields ``send(commands)``, which returns Redis' answers
         once it answered every PUBLISH of the batch (or raises)."""
         if self._publisher_kind == "resp":
-            conn = await open_connection(self.url, name=client_name("pub", self.node_id),
+            conn = await open_connection(self.url, name=self._names.client_name("pub"),
                                          timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
             try:
                 yield conn.publish_batch
@@ -486,7 +512,7 @@ class RedisBus:
             username=url.username, password=url.password,
             ssl_context=ssl.create_default_context() if url.tls else None,
             connect_timeout=self._connect_timeout, stream_timeout=self._command_timeout,
-            max_connections=1, client_name=client_name("pub", self.node_id),
+            max_connections=1, client_name=self._names.client_name("pub"),
             retry_policy=NoRetryPolicy(),  # a retried PUBLISH could be delivered twice
         )
 
@@ -648,7 +674,7 @@ class RedisBus:
             next_delay = min(delay * 2, self._backoff_max)
             try:
                 conn = await open_connection(
-                    self.url, name=client_name("sub", self.node_id),
+                    self.url, name=self._names.client_name("sub"),
                     timeout=self._connect_timeout, max_message_bytes=self._max_message_bytes)
                 return conn, next_delay
             except RedisBrokerError as e:

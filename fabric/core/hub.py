@@ -538,11 +538,11 @@ class Hub:
                 return reply.value, reply.node
         return None
 
-    async def release_session(self, owner: str, connection_id: str) -> Any:
-        """The second step of a claim: the owner's ``release_session()`` (the session's
+    async def release_session(self, owner: str, connection_id: str, claim: str) -> Any:
+        """The second step of a claim: the owner's ``release_session(claim)`` (the session's
         unacked messages, say), after which the owner forgets the session without a
         ``disconnected`` event. None if the owner is gone or gave up. Checkpoint."""
-        for reply in await self._request(owner, "release", (connection_id,)):
+        for reply in await self._request(owner, "release", (connection_id, claim)):
             if reply.value is not None:
                 return reply.value
         return None
@@ -643,9 +643,9 @@ class Hub:
         export = getattr(self.connections.get(connection_id), "export_session", None)
         return export(token, protocol, self.request_timeout) if export is not None else None
 
-    def _local_release(self, connection_id: str) -> Any:
+    def _local_release(self, connection_id: str, claim: str) -> Any:
         release = getattr(self.connections.get(connection_id), "release_session", None)
-        value = release() if release is not None else None
+        value = release(claim) if release is not None else None
         if value is not None:
             self.counters["sessions_handed_over"] += 1
         return value
@@ -688,7 +688,7 @@ class Hub:
         if op == "claim":
             return self._local_claim(a[0], a[1], a[2])
         if op == "release":
-            return self._local_release(a[0])
+            return self._local_release(a[0], a[1])
         return None  # "probe" (a stray request answered "nothing here")
 
     # ---- requests between nodes ------------------------------------------------------

@@ -166,7 +166,7 @@ class ClientConnection:
         "hub", "connection_id", "ws", "protocol", "user_id", "permissions", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "codec", "_text", "deliver_nowait", "_frame_of", "invocations", "streams", "__weakref__",
+        "codec", "_text", "deliver_nowait", "_frame_of", "invocations", "streams", "handed_over", "__weakref__",
     )
 
     def __init__(
@@ -205,6 +205,8 @@ class ClientConnection:
         self.replay = ReplayBuffer(config.reliable_buffer_count, config.reliable_buffer_bytes) \
             if protocol.is_reliable else None
         self.pending_ws: WebSocket | None = None  # a recovering client's new socket
+        #: The session moved to another node (fabric.webpubsub.handover): end quietly.
+        self.handed_over = False
         self._wakeup: trio.Event | None = None  # set when a detached session must act
         self.lagged = 0
         self.received = 0
@@ -353,11 +355,14 @@ class ClientConnection:
 
     # ---- the connection's life (its TEMPORARY task under the hub) --------------------
 
-    async def run(self, initial_groups=(), *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, initial_groups=(), *, resumed: trio.Event | None = None,
+                  task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Own this connection for its whole life: register, say ``connected``, run the socket
         (and, for a reliable session, every socket it recovers onto), unregister.
 
-        Checkpoint. Never raises for client faults.
+        ``resumed``: a detached session taken over from another node (fabric.webpubsub.handover):
+        register, join its groups, set the event, then wait for its socket like any detached
+        session. Checkpoint. Never raises for client faults.
         """
         task_status.started()
         hub = self.hub
@@ -368,8 +373,13 @@ class ClientConnection:
         life = self.lifecycle
         ws = self.ws
         try:
-            life.handle(LifecycleEvent.CONNECT_ACCEPTED)
-            for effect in life.effects:  # in the table's order: connected precedes every frame
+            if resumed is not None:
+                for group in initial_groups:
+                    await hub.join_group(self, group)
+                resumed.set()
+            else:
+                life.handle(LifecycleEvent.CONNECT_ACCEPTED)
+            for effect in life.effects if resumed is None else ():  # in the table's order: connected precedes every frame
                 if effect is Effect.SEND_CONNECTED:
                     token = self.reconnection_token() if life.reliable else None
                     self.send_protocol_nowait(self.codec.encode_connected(self.connection_id, self.user_id, token))
@@ -379,12 +389,13 @@ class ClientConnection:
                 elif effect is Effect.FIRE_CONNECTED:
                     hub.notify("connected", self)
             while True:
-                await ws.run(self.on_message)
+                if not isinstance(ws, DetachedTransport):
+                    await ws.run(self.on_message)
                 nxt = self.pending_ws
                 if nxt is None and not life.closed:
                     if life.state is not State.DETACHED:
                         life.handle(LifecycleEvent.CLIENT_CLOSE if ws.peer_closed else LifecycleEvent.TRANSPORT_LOST)
-                    if life.state is State.DETACHED:
+                    if life.state is State.DETACHED and not self.handed_over:
                         nxt = await self._await_recovery()
                 if nxt is None:
                     break
@@ -392,7 +403,7 @@ class ClientConnection:
                 self.attach(ws)
                 hub.counters["sessions_recovered"] += 1
         finally:
-            fire = Effect.FIRE_DISCONNECTED in life.effects
+            fire = Effect.FIRE_DISCONNECTED in life.effects and not self.handed_over
             self._stop_invocations()
             self._end_streams()
             if self.pending_ws is not None:  # recovered at the very end: refuse it
@@ -412,6 +423,18 @@ class ClientConnection:
             life.handle(LifecycleEvent.TIMEOUT)
             self.hub.counters["sessions_expired"] += 1
         return self.pending_ws
+
+    def export_session(self, token: str, protocol: str | None, timeout: float):
+        """Another node claims this session (``Hub.claim_session``): fabric.webpubsub.handover."""
+        from fabric.webpubsub import handover
+
+        return handover.export_session(self, token, protocol, timeout)
+
+    def release_session(self, claim: str):
+        """Hand this session to the node that claimed it (``Hub.release_session``)."""
+        from fabric.webpubsub import handover
+
+        return handover.release_session(self, claim)
 
     def reconnection_token(self) -> str:
         return reconnection_token(self.hub.server_config.access_keys[0], self.hub.name, self.connection_id)

@@ -22,6 +22,7 @@ from fabric.core import auth
 from fabric.core.events import ConnectRejected, ConnectRequest, call_connect, handles_system_event
 from fabric.core.hub import new_connection_id
 from fabric.core.hubs import HubRegistry
+from fabric.webpubsub import handover
 from fabric.webpubsub.connection import ClientConnection, WireProtocol, new_lifecycle
 from specs import names
 from specs.errors import CLOSE_RULES, CloseSituation
@@ -153,11 +154,21 @@ async def _recover(registry: HubRegistry, hub_name: str, connection_id: str, req
     hub = registry.running(hub_name)
     token = request.query_one("awps_reconnection_token") or ""
     connection = hub.local_member(connection_id) if hub is not None else None
-    if not isinstance(connection, ClientConnection) or not connection.can_recover(token, echoed):
+    server = registry.config.server
+    if connection is None and names.is_valid_hub_name(hub_name):
+        # Not here: another node may hold it (fabric.webpubsub.handover); 1008 if none does.
+        hub = hub or await registry.get(hub_name)
+        take_over = await handover.claim(hub, connection_id, token, echoed)
+        if take_over is None:
+            hub.counters["recoveries_refused"] += 1
+            return _refuse_recovery(echoed)
+        return WebSocketAccept(subprotocol=echoed, run=take_over, max_message_bytes=server.max_message_bytes,
+                               **_outbox_bounds(server, protocol))
+    if (not isinstance(connection, ClientConnection) or not connection.can_recover(token, echoed)
+            or handover.claimed(connection)):
         if hub is not None:
             hub.counters["recoveries_refused"] += 1
         return _refuse_recovery(echoed)
-    server = registry.config.server
 
     async def run(ws: WebSocket) -> None:
         # Hand the socket to the session's own task, which runs it from now on.
