@@ -403,7 +403,8 @@ async def test_slow_consumer_is_closed_1008_and_the_group_carries_on(fabric_serv
 
     The slow member's client stops reading its socket after one buffered message; 600
     messages of 64 KiB (37.5 MiB) exceed what loopback TCP buffers, the client's buffers and
-    the default outbox (4 MiB / 1024 messages) can hold together.
+    the default outbox (4 MiB) can hold together. It reads its close only after the run, so
+    it sees either the 1008 close or, past close_timeout, the reset (limits.close).
     """
     hub, group = unique("hub"), unique("g")
     count, size = 600, 64 * 1024
@@ -446,4 +447,9 @@ async def test_slow_consumer_is_closed_1008_and_the_group_carries_on(fabric_serv
     record_property("slow_consumer_close", (closed.code, closed.reason, len(data_frames)))
     print(f"slow consumer: closed {closed.code} {closed.reason!r} after {len(data_frames)} of {count} messages")
     assert len(data_frames) < count
+    if closed.code == 1006:
+        # specs/limits.py limits.close: this client read nothing for longer than close_timeout
+        # (2 s) after we closed it, so its TCP connection was reset instead of waiting for it.
+        assert not [f for f in frames if f not in data_frames and '"disconnected"' not in f], frames[-3:]
+        return
     assert_closed_with([f for f in frames if f not in data_frames], closed, 1008, record_property, disconnected=True)
