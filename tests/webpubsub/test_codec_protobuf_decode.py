@@ -472,6 +472,11 @@ def check_against_oracle(pb, frame: bytes) -> None:
         assert ours == ("malformed",)
         return
     if ours == ("malformed",) and expected != ours:
+        if expected == ("ok", Ping()):
+            # upb (the Python runtime) does not look inside a message type without fields
+            # (PingMessage): field number 0 there parses. Google's C++ and C# parsers reject
+            # it, and so do we (decision protobuf.unknown-fields).
+            return
         # Map entries are not inspectable in the Python runtime; a group inside one is the
         # only other way protobuf accepts what we reject.
         assert wire_has_group(frame), (frame, expected)

@@ -176,3 +176,14 @@ async def test_protobuf_invocations(pb):
                      .SerializeToString())
         r = pb.DownstreamMessage.FromString(await c.receive()).invoke_response_message
         assert (r.invocation_id, r.success, r.error.name, r.error.message) == ("p3", False, "Refused", "not today")
+
+
+async def test_a_cancel_after_the_answer_is_ignored(fab):
+    fab.set_handler("chat", Handler())
+    c = await connect(fab)
+    await c.send_json({"type": "invoke", "invocationId": "done", "event": "echo", "dataType": "text", "data": "x"})
+    assert (await c.receive_json())["success"] is True
+    await c.send_json({"type": "cancelInvocation", "invocationId": "done"})
+    await c.send_json({"type": "ping"})
+    assert await c.receive_json() == {"type": "pong"}  # nothing answers the late cancel
+    assert fab.hub("chat").statistics()["counters"]["invocation_cancels_ignored"] == 1
