@@ -91,6 +91,9 @@ class EngineApp(Protocol):
     def on_close(self, conn: "EngineConnection", reason: CloseReason, description: str) -> None:
         """The session is over (called once, no checkpoint)."""
 
+    # Optional: ``async def on_task_start(conn)`` / ``async def on_task_end(conn)``, awaited
+    # by ``conn.serve()`` first and last (the end shielded), in the connection's task.
+
 
 class CorsOptions:
     """CORS for polling requests (``origins``: ``("*",)``, explicit origins, or empty: off)."""
@@ -309,10 +312,23 @@ class EngineConnection:
 
     # ------------------------------------------------------------------ the connection's task
 
-    async def serve(self) -> None:
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run this connection until its session is over (the app's connection task).
-        Checkpoint. Never raises for client faults."""
+        Checkpoint. Never raises for client faults.
+
+        Usable as a supervised task child (``task_status.started()`` at once). The app's
+        optional ``on_task_start(conn)`` is awaited first and ``on_task_end(conn)`` last
+        (shielded), both in this task: an app that must do something around the connection's
+        life (register it somewhere) need not wrap this coroutine in its own (one frame less
+        per idle connection).
+        """
+        task_status.started()
+        app = self.server.app
         try:
+            start = getattr(app, "on_task_start", None)
+            if start is not None:
+                await start(self)
+                start = None  # not kept on an idle connection's frame
             ws = self.ws
             if ws is not None and self.session.transport == "websocket" and self._probe is None:
                 await ws.run(self._on_ws_message)
@@ -324,10 +340,14 @@ class EngineConnection:
                 self._done = trio.Event()
                 await self._done.wait()
         finally:
-            if not self.closed:  # cancelled (shutdown): the session ends with us
+            if not self.closed:  # cancelled (shutdown), or setup failed: the session ends with us
                 self._handle(self.session.close(trio.current_time(), CloseReason.SERVER_SHUTTING_DOWN), discard=True)
                 if not self.closed:
                     self._finish(CloseReason.SERVER_SHUTTING_DOWN, "")
+            end = getattr(app, "on_task_end", None)
+            if end is not None:
+                with trio.CancelScope(shield=True):
+                    await end(self)
 
     async def _on_ws_message(self, data: str | bytes) -> None:
         session = self.session

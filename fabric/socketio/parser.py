@@ -275,20 +275,21 @@ class Decoder:
             raise ValueError("max_attachments must be >= 0")
         self.max_attachments = max_attachments
         self._header: Packet | None = None
-        self._slots: list[tuple[Any, Any, int]] = []
-        self._buffers: list[bytes] = []
+        # Only while a binary packet is reassembled (one decoder per connection: no lists idle).
+        self._slots: list[tuple[Any, Any, int]] | tuple = ()
+        self._buffers: list[bytes] | None = None
         self._expected = 0
 
     @property
     def awaiting(self) -> int:
         """How many binary attachments the packet being reassembled still needs (0: none)."""
-        return self._expected - len(self._buffers) if self._header is not None else 0
+        return self._expected - len(self._buffers or ()) if self._header is not None else 0
 
     def reset(self) -> None:
         """Drop a packet being reassembled."""
         self._header = None
-        self._slots = []
-        self._buffers = []
+        self._slots = ()
+        self._buffers = None
         self._expected = 0
 
     def feed(self, data: str | bytes | bytearray | memoryview) -> Packet | None:
@@ -310,6 +311,7 @@ class Decoder:
             return packet
         self._header = packet
         self._slots = slots
+        self._buffers = []
         self._expected = attachments
         return None
 

@@ -43,6 +43,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -115,6 +116,7 @@ _RECOVERABLE = frozenset({
     Reason.SERVER_SHUTTING_DOWN, Reason.FORCED_SERVER_CLOSE,
 })
 _MAX_PENDING_ACKS = 1024
+_NO_AUTH: dict = {}
 _json_decode = msgspec.json.decode
 
 
@@ -221,6 +223,22 @@ class _RoomFilter:
         return not self.groups.isdisjoint(groups)
 
 
+class _Started:
+    """A connection start handed to the starter: set when done, with its error if any."""
+
+    __slots__ = ("error", "event")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.error: BaseException | None = None
+
+    def set(self) -> None:
+        self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
 class _AckWaiter:
     """One pending acknowledgement: a callback, or an event a caller waits on."""
 
@@ -236,16 +254,17 @@ class Socket:
     """One namespace connection of a client (python-socketio's ``sid``)."""
 
     __slots__ = (
-        "_ack_ids", "acks", "auth", "conn", "connected", "nsp", "pending", "pid", "recovered", "session", "sid",
+        "_ack_ids", "_session", "acks", "auth", "conn", "connected", "nsp", "pending", "pid", "recovered", "sid",
     )
 
     def __init__(self, conn: "SioConnection", nsp: str, sid: str, auth: dict) -> None:
         self.conn = conn
         self.nsp = nsp
         self.sid = sid
-        self.auth = auth
+        #: The CONNECT payload (the empty dict is shared: sockets without auth are the norm).
+        self.auth = auth if auth else _NO_AUTH
         self.pid: str | None = None
-        self.session: dict = {}
+        self._session: dict | None = None  # made on first use (most sockets never have one)
         self.acks: dict[int, _AckWaiter] | None = None
         self._ack_ids = 0
         self.connected = False
@@ -255,6 +274,17 @@ class Socket:
 
     def __repr__(self) -> str:
         return f"<Socket {self.nsp} {self.sid} on {self.conn.connection_id}>"
+
+    @property
+    def session(self) -> dict:
+        session = self._session
+        if session is None:
+            session = self._session = {}
+        return session
+
+    @session.setter
+    def session(self, value: dict) -> None:
+        self._session = value
 
     def send_packets(self, packets: Iterable[EncodedPacket]) -> bool:
         if self.pending is not None:
@@ -281,21 +311,23 @@ class SioConnection:
     """One Engine.IO connection speaking Socket.IO: a hub ``Member`` with its sockets."""
 
     __slots__ = (
-        "connection_id", "decoder", "engine", "environ", "groups", "hub", "identity", "permissions", "server",
-        "sockets", "user_id", "_slots", "_slot_free", "_initial_groups",
+        "_environ", "_initial_groups", "_permissions", "_roles", "_slot_free", "_slots", "connection_id", "decoder",
+        "engine", "groups", "hub", "identity", "server", "sockets", "user_id",
     )
 
     def __init__(self, server: "Server", hub: "Hub", engine: EngineConnection, *, user_id: str | None,
-                 roles: tuple[str, ...], groups: tuple[str, ...], environ: dict, identity: Any) -> None:
+                 roles: tuple[str, ...], groups: tuple[str, ...], identity: Any) -> None:
         self.server = server
         self.hub = hub
         self.engine = engine
         self.connection_id = engine.sid
         self.user_id = user_id
-        self.permissions = Permissions(roles)
+        # Made on first use: an idle connection keeps only what it needs (the memory budget).
+        self._roles = roles
+        self._permissions: Permissions | None = None
+        self._environ: dict | None = None
         self.groups: set[str] = set()
         self._initial_groups = groups
-        self.environ = environ
         self.identity = identity
         self.decoder = parser.Decoder(server.max_attachments)
         self.sockets: dict[str, Socket] = {}
@@ -304,6 +336,21 @@ class SioConnection:
 
     def __repr__(self) -> str:
         return f"<SioConnection {self.hub.name}/{self.connection_id} {self.engine.transport}>"
+
+    @property
+    def permissions(self) -> Permissions:
+        permissions = self._permissions
+        if permissions is None:
+            permissions = self._permissions = Permissions(self._roles)
+        return permissions
+
+    @property
+    def environ(self) -> dict:
+        """A WSGI-style environ of the handshake request (python-socketio's), built on first use."""
+        environ = self._environ
+        if environ is None:
+            environ = self._environ = _environ(self.engine.request)
+        return environ
 
     # ---- Member ------------------------------------------------------------------------
 
@@ -348,20 +395,21 @@ class SioConnection:
 
     # ---- the connection's task ---------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Register, serve the Engine.IO connection until it ends, unregister. Checkpoint."""
-        task_status.started()
+    # The connection's task is the engine connection's ``serve`` (a hub child, see
+    # ``Server._starter``); ``_SioApp`` runs these two in it, first and last: register, then
+    # the initial groups; unregister. No frame of ours stays on an idle connection's stack.
+
+    async def _setup(self) -> None:
         hub = self.hub
         await hub.register(self)
-        try:
-            for group in self._initial_groups:
-                await hub.join_group(self, group)
-            await self.engine.serve()
-        finally:
-            for socket in list(self.sockets.values()):
-                self.server._close_socket(socket, self.server._engine_reason(self.engine))
-            with trio.CancelScope(shield=True):
-                await hub.unregister(self)
+        for group in self._initial_groups:
+            await hub.join_group(self, group)
+
+    async def _teardown(self) -> None:
+        for socket in list(self.sockets.values()):
+            self.server._close_socket(socket, self.server._engine_reason(self.engine))
+        if self.hub.local_member(self.connection_id) is self:
+            await self.hub.unregister(self)
 
     # ---- inbound -----------------------------------------------------------------------
 
@@ -672,6 +720,7 @@ class Server:
         self._hub: Hub | None = None
         self._hub_getter: Callable[[], Any] | None = None
         self._nursery: trio.Nursery | None = None
+        self._starts: trio.MemorySendChannel | None = None
         self.counters = Counters(SOCKETIO_COUNTERS)
 
     # ---- binding (the fabric calls these) ----------------------------------------------
@@ -680,11 +729,46 @@ class Server:
         self._hub_getter = hub_getter
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """The server's handler nursery (the fabric runs it). Runs until cancelled."""
+        """The server's handler nursery and its connection starter (the fabric runs it). Runs
+        until cancelled."""
+        send, receive = trio.open_memory_channel(math.inf)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+            self._starts = send
+            try:
+                task_status.started()
+                await self._starter(receive)
+            finally:
+                self._starts = None
+
+    async def _starter(self, receive: trio.MemoryReceiveChannel) -> None:
+        """Starts every connection's task as a hub child, from this one task.
+
+        A supervised child keeps the task that started it referenced for its whole life
+        (trio's start() status points at the starter's nursery), so connections started from
+        the requests that opened them would each keep their dead request task: about 1 kB per
+        idle connection. Started from here, they all keep this one.
+        """
+        async for hub, member, done in receive:
+            try:
+                await hub.start_connection(member.connection_id, member.engine.serve)
+            except Exception as exc:
+                done.error = exc
+            finally:
+                done.set()
+
+    async def _start_member(self, hub: "Hub", member: "SioConnection") -> None:
+        """Start a connection's task (through the starter when it runs); raises what starting
+        raised. Checkpoint."""
+        send = self._starts
+        if send is None:
+            await hub.start_connection(member.connection_id, member.engine.serve)
+            return
+        done = _Started()
+        send.send_nowait((hub, member, done))
+        await done.wait()
+        if done.error is not None:
+            raise done.error
 
     async def _get_hub(self) -> "Hub":
         if self._hub is None:
@@ -1379,12 +1463,17 @@ class _SioApp:
         user_id, roles, groups, identity = (None, (), (), None)
         if self.identify is not None:
             user_id, roles, groups, identity = self.identify(request)
-        member = SioConnection(server, hub, conn, user_id=user_id, roles=roles, groups=groups,
-                               environ=_environ(request), identity=identity)
+        member = SioConnection(server, hub, conn, user_id=user_id, roles=roles, groups=groups, identity=identity)
         conn.app_state = member
         server.counters["connections"] += 1
         conn.app_deadline = trio.current_time() + server.connect_timeout
-        await hub.start_connection(member.connection_id, member.run)
+        await server._start_member(hub, member)
+
+    async def on_task_start(self, conn: EngineConnection) -> None:
+        await conn.app_state._setup()
+
+    async def on_task_end(self, conn: EngineConnection) -> None:
+        await conn.app_state._teardown()
 
     async def on_message(self, conn: EngineConnection, data: str | bytes) -> None:
         member = conn.app_state
