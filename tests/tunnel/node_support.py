@@ -31,7 +31,7 @@ from tests.conftest import IN_CI, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "tunnel_js"
-WAIT = 10.0
+WAIT = 20.0
 
 
 def require_node() -> str:
@@ -205,7 +205,7 @@ async def open_node(script: str, *args: str, ready: bool = True, name: str | Non
         child = await Child.start(nursery, [node, script, *args], name or script, cwd=JS_DIR)
         try:
             if ready:
-                await child.wait_for(lambda o: o.get("event") == "ready", 20, "ready line")
+                await child.wait_for(lambda o: o.get("event") == "ready", 30, "ready line")
             yield child
         finally:
             await child.stop()
@@ -220,7 +220,7 @@ class WpsClient:
         self.connected = connected
         self.connection_id = connected["connectionId"]
 
-    async def next_data(self, timeout: float = 5.0) -> Any:
+    async def next_data(self, timeout: float = 10.0) -> Any:
         with trio.fail_after(timeout):
             while True:
                 message = json.loads(await self.ws.get_message())
@@ -230,7 +230,7 @@ class WpsClient:
     async def send_json(self, obj: Any) -> None:
         await self.ws.send_message(json.dumps(obj))
 
-    async def next_json(self, timeout: float = 5.0) -> Any:
+    async def next_json(self, timeout: float = 10.0) -> Any:
         with trio.fail_after(timeout):
             return json.loads(await self.ws.get_message())
 

@@ -46,7 +46,7 @@ def only(connection_id: str) -> str:
     return f"connectionId eq '{connection_id}'"
 
 
-async def nothing_before(client, marker: str, app, timeout: float = 5.0) -> None:
+async def nothing_before(client, marker: str, app, timeout: float = 10.0) -> None:
     """Send ``marker`` to ``client`` through the app; it must be the next thing it sees."""
     await app.call("sendToConnection", connectionId=client.connection_id, payload=marker)
     assert await client.next_data(timeout) == marker
