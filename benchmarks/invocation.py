@@ -20,7 +20,9 @@ Part 2, fan-out: S subscribers (a separate process, ``--subscribe``, so their pa
 share a core with the publisher) in one group; the publisher sends M messages either as plain
 ``sendToGroup`` messages or as the fragments of one stream (``sendToGroup`` with ``stream``,
 then ``streamData`` 1..M, then ``streamEnd``), without waiting for acks, and the clock stops
-when every subscriber has all M. Deliveries/s = S x M / elapsed.
+when every subscriber has all M. Deliveries/s = S x M / elapsed; the fabric's own CPU time per
+100k deliveries (from /proc) says what the server paid, whatever bounds the wall clock (with
+Python subscribers on the same 2 cores, usually the subscribers).
 
 It prints one markdown table per part (round trips/s, p50, p99; deliveries/s and the ratio
 stream/plain). Asserts nothing.
@@ -194,6 +196,14 @@ async def publish(endpoint: str, messages: int, stream: bool, stream_id: str) ->
         await client.aclose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(samples: list[float]) -> tuple[float, float, float]:
     return 1.0 / statistics.fmean(samples), pct(samples, 0.5) * 1e3, pct(samples, 0.99) * 1e3
 
@@ -219,6 +229,7 @@ def main() -> None:
     procs: list[Proc] = []
     rt: dict[str, list[float]] = {}
     fanout: dict[str, list[float]] = {"plain": [], "stream": []}
+    cpu: dict[str, list[float]] = {"plain": [], "stream": []}
     try:
         handler = Proc([sys.executable, str(ROOT / "benchmarks" / "upstream_echo.py"), "--serve-handler"], "PORT ")
         procs.append(handler)
@@ -248,12 +259,14 @@ def main() -> None:
                 expected = messages + (1 if mode == "stream" else 0)  # a stream ends with its terminal message
                 subs.proc.stdin.write(f"GO {expected}\n")
                 subs.proc.stdin.flush()
+                cpu_before = cpu_seconds(webhook.proc.pid)
                 started = trio.run(publish, endpoint, messages, mode == "stream", f"s{r}")
                 line = subs.proc.stdout.readline().split()
                 if not line or line[0] != "DONE":
                     raise RuntimeError(f"the subscribers said {line}")
                 if r:
                     fanout[mode].append(float(line[1]) - started)
+                    cpu[mode].append((cpu_seconds(webhook.proc.pid) - cpu_before) * 100_000 / (subscribers * messages))
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -267,12 +280,15 @@ def main() -> None:
         rate, p50, p99 = summary(samples)
         print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")
     print(f"\n## streaming vs plain group sends: {subscribers} subscribers x {messages} messages x {rounds} round(s)\n")
-    print("| measurement | deliveries/s (median) | seconds (median) |")
-    print("|---|---:|---:|")
+    print("| measurement | deliveries/s (median) | seconds (median) | fabric CPU-s per 100k deliveries |")
+    print("|---|---:|---:|---:|")
     medians = {m: statistics.median(v) for m, v in fanout.items()}
+    cpu_medians = {m: statistics.median(v) for m, v in cpu.items()}
     for mode, label in (("plain", "sendToGroup (plain group messages)"), ("stream", "one stream (streamData fragments)")):
-        print(f"| {label} | {subscribers * messages / medians[mode]:,.0f} | {medians[mode]:.2f} |")
-    print(f"\nstream / plain throughput: {medians['plain'] / medians['stream']:.2f}")
+        print(f"| {label} | {subscribers * messages / medians[mode]:,.0f} | {medians[mode]:.2f} | "
+              f"{cpu_medians[mode]:.2f} |")
+    print(f"\nstream / plain: throughput {medians['plain'] / medians['stream']:.2f}, "
+          f"fabric CPU {cpu_medians['stream'] / cpu_medians['plain']:.2f}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ TRANSITIONS: tuple[StreamTransition, ...] = (
     StreamTransition(_OP, _S.START_INVALID, (_F.PUBLISH_TERMINAL, _F.CLOSED, _F.DISARM_TIMER), _AB,
                      "BadRequest (decision streams.duplicate-start)"),
     StreamTransition(_OP, _S.DATA_NEXT, (_F.PUBLISH, _F.ACK, _F.ARM_TIMER), _OP,
-                     "§3.6.2.5; every accepted fragment is acked (decision streams.ack-every)"),
+                     "§3.6.2.5; acks are coalesced per tick (decision streams.ack-every)"),
     StreamTransition(_OP, _S.DATA_NEXT_FORBIDDEN, (_F.PUBLISH_TERMINAL, _F.CLOSED, _F.DISARM_TIMER), _AB,
                      "Forbidden to both (decision streams.permission)"),
     StreamTransition(_OP, _S.DATA_DUPLICATE, (_F.ACK,), _OP, "§3.6.2.6: not republished; the timer is not reset"),
@@ -195,11 +195,16 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "streams.ack-every",
         "How often is streamAck sent (the spec allows batching)?",
-        "After every accepted fragment, and for every duplicate; never for keepalives.",
-        "§3.6.4.3 lets the service batch, but a client that bounds its unacked buffer (§3.6.6.4) "
-        "would stall on a batched tail with no timer to flush it. One small frame per fragment "
-        "costs little next to the fragment's fan-out, and the connection's writer sends "
-        "consecutive acks in one write.",
+        "Every accepted fragment and every duplicate is acknowledged, coalesced per stream: the "
+        "latest expected id goes out once the server has handled what it already read from the "
+        "connection (one scheduler tick), so a burst of fragments costs one streamAck. A start's "
+        "ack goes at once; any other answer on a stream (nack, streamClosed) first sends its "
+        "pending ack. Keepalives are never answered.",
+        "§3.6.4.3 lets the service batch, and acks are cumulative, so one ack per burst loses "
+        "nothing; but a client that bounds its unacked buffer (§3.6.6.4) would stall on a batched "
+        "tail if an ack ever waited for more data, so nothing waits: the tail is flushed the tick "
+        "it is accepted. Measured: per-fragment acks cost the publisher's connection one frame, "
+        "one outbox put and one writer wake-up per fragment.",
     ),
     Decision(
         "streams.duplicate-start",

@@ -166,7 +166,8 @@ class ClientConnection:
         "hub", "connection_id", "ws", "protocol", "user_id", "permissions", "groups",
         "connection_state", "simple_mode", "simple_group", "_acked", "_acked_set",
         "replay", "lagged", "received", "delivered", "lifecycle", "pending_ws", "_wakeup",
-        "codec", "_text", "deliver_nowait", "_frame_of", "invocations", "streams", "handed_over", "__weakref__",
+        "codec", "_text", "deliver_nowait", "_frame_of", "invocations", "streams", "handed_over",
+        "_pending_acks", "__weakref__",
     )
 
     def __init__(
@@ -216,6 +217,8 @@ class ClientConnection:
         self.invocations: dict[str, trio.CancelScope] | None = None
         #: Open streams (created on the first stream start).
         self.streams: StreamTable | None = None
+        #: streamAcks not sent yet, by stream id (decision streams.ack-every).
+        self._pending_acks: dict[str, int] | None = None
         if protocol.is_reliable:
             self.deliver_nowait = self._deliver_sequenced
         elif protocol is WireProtocol.SIMPLE:
@@ -834,17 +837,47 @@ class ClientConnection:
             ttl_seconds=stream.ttl_seconds)
 
     def _reply_stream(self, step: Step, stream_id: str) -> None:
+        """Answer the publisher. Acks are coalesced: the latest expected id of each stream goes
+        out once the fabric has handled what it already read (a scheduler tick later), so a
+        burst of fragments costs one ack, and no ack waits for more data. Any other answer on a
+        stream first sends that stream's pending ack, so the client sees them in order."""
         reply = step.reply
         if reply is None:
             return
         kind = reply[0]
         codec = self.codec
+        pending = self._pending_acks
+        if kind == "ack" and step.event is not StreamEvent.START:  # a start's ack goes at once
+            if pending is None:
+                pending = self._pending_acks = {}
+            if not pending:
+                trio.lowlevel.current_trio_token().run_sync_soon(self._flush_acks)
+            pending[stream_id] = reply[1]
+            return
+        if pending:
+            expected = pending.pop(stream_id, None)
+            if expected is not None:
+                self.send_protocol_nowait(codec.encode_stream_ack(stream_id, expected))
         if kind == "ack":
             self.send_protocol_nowait(codec.encode_stream_ack(stream_id, reply[1]))
         elif kind == "nack":
             self.send_protocol_nowait(codec.encode_stream_nack(stream_id, reply[1], reply[2], reply[3]))
         else:
             self.send_protocol_nowait(codec.encode_stream_closed(stream_id, reply[1], reply[2] if reply[1] else None))
+
+    def _flush_acks(self) -> None:
+        """Send the coalesced streamAcks (run by trio between tasks; must not raise)."""
+        pending = self._pending_acks
+        if not pending:
+            return
+        try:
+            encode = self.codec.encode_stream_ack
+            for stream_id, expected in pending.items():
+                self.send_protocol_nowait(encode(stream_id, expected))
+        except Exception:  # pragma: no cover - a bug here must not take the event loop down
+            log.exception("sending stream acks of %r failed", self)
+        finally:
+            pending.clear()
 
     def _arm_stream(self, stream) -> None:
         background = background_nowait(self.hub)
