@@ -613,6 +613,8 @@ class TunnelEdge:
         self._hubs: dict[str, dict[str, Tunnel]] = {}  # by lower-cased hub name, then tunnel id
         self._changed: dict[str, trio.Event] = {}
         self._operations: dict[tuple[str, str], Operation] = {}
+        #: Per hub: connection id -> the app server that accepted it (insertion-ordered).
+        self._pins: dict[str, dict[str, str]] = {}
 
     # ---- settings (read at use: a configuration reload applies to open tunnels) -----
 
@@ -693,6 +695,29 @@ class TunnelEdge:
             who = f"app server {server}" if server is not None else "any app server"
             raise TunnelUnavailable(f"no tunnel from {who} is connected for hub {hub!r}")
         return await tunnel.request(method, url, headers, content)
+
+    # ---- which app server a connection belongs to -------------------------------------
+
+    #: Connections remembered per hub; the oldest is forgotten first past it (a hub whose
+    #: handlers do not take ``disconnected`` never unpins: this bounds it).
+    MAX_PINS = 100_000
+
+    def pin(self, hub: str, connection_id: str, server: str) -> None:
+        """Remember that ``server`` accepted the connection (its later events go there)."""
+        pins = self._pins.setdefault(hub.lower(), {})
+        pins.pop(connection_id, None)
+        if len(pins) >= self.MAX_PINS:
+            del pins[next(iter(pins))]
+        pins[connection_id] = server
+
+    def pinned(self, hub: str, connection_id: str) -> str | None:
+        pins = self._pins.get(hub.lower())
+        return pins.get(connection_id) if pins else None
+
+    def unpin(self, hub: str, connection_id: str) -> None:
+        pins = self._pins.get(hub.lower())
+        if pins:
+            pins.pop(connection_id, None)
 
     def transport(self, hub: str, fallback: httpx.AsyncBaseTransport | None = None, *,
                   sticky: str = "prefer") -> TunnelTransport:
@@ -853,8 +878,6 @@ class TunnelTransport(httpx.AsyncBaseTransport):
 
     #: Seconds a ``require``-pinned request waits for its app server to come back.
     PIN_WAIT = 5.0
-    #: Connections remembered (the oldest is forgotten first past it).
-    MAX_PINS = 1_000_000
 
     def __init__(self, edge: TunnelEdge, hub: str, fallback: httpx.AsyncBaseTransport | None = None, *,
                  sticky: str = "prefer") -> None:
@@ -865,11 +888,11 @@ class TunnelTransport(httpx.AsyncBaseTransport):
         self.sticky = sticky
         self._fallback = fallback
         self._own_fallback = fallback is None
-        self._pins: dict[str, str] = {}  # connection id -> app server (insertion-ordered)
 
     def pinned(self, connection_id: str) -> str | None:
-        """The app server that accepted the connection, while it is remembered."""
-        return self._pins.get(connection_id)
+        """The app server that accepted the connection, while it is remembered (kept by the
+        edge, so a new transport after a configuration reload knows it too)."""
+        return self.edge.pinned(self.hub, connection_id)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -896,27 +919,20 @@ class TunnelTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(exc), request=request) from None
         if key and self.sticky != "off":
             if ce_type == "azure.webpubsub.sys.connect" and 200 <= response.status < 300:
-                self._pin(key, response.server)
+                self.edge.pin(self.hub, key, response.server)
             elif ce_type == "azure.webpubsub.sys.disconnected":
-                self._pins.pop(key, None)
+                self.edge.unpin(self.hub, key)
         pairs = [(name, value) for name, values in response.headers.items() for value in values]
         return httpx.Response(response.status, headers=pairs, stream=_TunnelBody(response, request),
                               request=request)
 
     def _route(self, key: str) -> tuple[str | None, float]:
-        server = self._pins.get(key) if key and self.sticky != "off" else None
+        server = self.edge.pinned(self.hub, key) if key and self.sticky != "off" else None
         if server is None:
             return None, 0.0
         if self.sticky == "require":
             return server, self.PIN_WAIT
         return (server if self.edge.pick(self.hub, key, server) is not None else None), 0.0
-
-    def _pin(self, key: str, server: str) -> None:
-        pins = self._pins
-        pins.pop(key, None)
-        if len(pins) >= self.MAX_PINS:
-            del pins[next(iter(pins))]
-        pins[key] = server
 
     async def aclose(self) -> None:
         if self._fallback is not None and self._own_fallback:
