@@ -25,7 +25,11 @@ Rules this module keeps:
   process with the same random id): ``Tunnel.server``. Service -> app requests pick a
   tunnel by rendezvous hashing of a consistency key (a connection id) over the live tunnels
   (of one app server, when the caller pins it), so one key's requests share a tunnel while
-  it lives and move when it goes.
+  it lives and move when it goes. The app server that accepted a connection's ``connect``
+  is remembered per hub (``pin``), so its later events can follow it (``TunnelTransport``
+  ``sticky``): a stateful app knows the connection only there.
+- The tunnel carries the access key's authority, as a REST token does: its requests may
+  name any hub.
 - Requests from one tunnel are served one at a time, in arrival order (the package locks a
   tunnel per consistency key and expects order); a streamed answer's tail is pumped by its
   own task so it never holds the queue. Responses are matched to pending requests at once
