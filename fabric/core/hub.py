@@ -140,6 +140,15 @@ class Member(Protocol):
     def statistics(self) -> dict: ...
 
 
+class _Barrier:
+    """Queued behind a group's publications: ``done`` once they were all delivered."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+
+
 class GroupActor(Actor):
     """Delivers a group's publications to its local members, one publication at a time."""
 
@@ -150,6 +159,9 @@ class GroupActor(Actor):
         self.group = group
 
     async def handle(self, publication: Publication) -> None:
+        if publication.__class__ is _Barrier:
+            publication.done.set()  # everything queued before it was delivered
+            return
         members = self.group.members
         if not members:
             return
@@ -643,9 +655,30 @@ class Hub:
         export = getattr(self.connections.get(connection_id), "export_session", None)
         return export(token, protocol, self.request_timeout) if export is not None else None
 
-    def _local_release(self, connection_id: str, claim: str) -> Any:
-        release = getattr(self.connections.get(connection_id), "release_session", None)
-        value = release(claim) if release is not None else None
+    async def flush_groups(self, member: Member) -> None:
+        """Return once every publication already queued for ``member``'s groups on this node
+        was delivered (a session moving between nodes must not leave one behind in a group
+        actor's mailbox). Bounded by ``request_timeout``. Checkpoint."""
+        with trio.move_on_after(self.request_timeout):
+            for group in list(member.groups):
+                local = self.groups.get(group)
+                ref = local.handle.ref if local is not None and local.handle is not None else None
+                if ref is None:
+                    continue
+                barrier = _Barrier()
+                try:
+                    await ref.tell(barrier)
+                except Exception:
+                    continue  # the group stopped: nothing of it is queued any more
+                await barrier.done.wait()
+
+    async def _local_release(self, connection_id: str, claim: str) -> Any:
+        member = self.connections.get(connection_id)
+        release = getattr(member, "release_session", None)
+        if release is None:
+            return None
+        await self.flush_groups(member)
+        value = release(claim)
         if value is not None:
             self.counters["sessions_handed_over"] += 1
         return value
@@ -688,7 +721,7 @@ class Hub:
         if op == "claim":
             return self._local_claim(a[0], a[1], a[2])
         if op == "release":
-            return self._local_release(a[0], a[1])
+            return await self._local_release(a[0], a[1])
         return None  # "probe" (a stray request answered "nothing here")
 
     # ---- requests between nodes ------------------------------------------------------

@@ -977,6 +977,7 @@ class ClientConnection:
             "protocol": self.protocol.name, "groups": len(self.groups),
             "received": self.received, "delivered": self.delivered, "lagged": self.lagged,
             "transport": self.ws.statistics(),
+            **({"close_reason": "moved_to_another_node"} if self.handed_over else {}),
         }
 
 

@@ -16,10 +16,14 @@ The steps, and why in this order:
 2. B registers a new member with the same id and joins the snapshot's groups (so it
    subscribes every topic the session receives on) before anything else; from then on B
    gets every message A gets, and buffers it (the member is detached).
-3. B asks A alone (its reply topic): "release". A answers the unacked messages (with their
-   sequence ids), its final groups and permissions, then forgets the session quietly: no
-   ``disconnected`` event, no group ``left`` events. The session goes on, elsewhere.
-4. B merges: A's unacked messages keep their sequence ids; what B buffered itself follows,
+3. B asks A alone (its reply topic): "release". A first lets its group actors deliver
+   what they had queued for the session (``Hub.flush_groups``), then answers the unacked
+   messages (with their sequence ids), its final groups and permissions, and forgets the
+   session quietly: no ``disconnected`` event, no group ``left`` events. The session goes
+   on, elsewhere.
+4. B flushes its own group actors the same way (every copy of a message A had was queued
+   here before A's answer: Redis delivers in publish order and A answered after it read
+   them), then merges: A's unacked messages keep their sequence ids; what B buffered itself follows,
    minus what A also had (the same publish on both nodes has the same ``wire_id``; with
    the memory broker it is the same object). Every message published to the session's
    topics reached A before the release or B after its subscription, and B subscribed
@@ -165,6 +169,9 @@ async def _take_over(hub: "Hub", connection_id: str, snapshot: dict, owner: str,
     for group in conn.groups - set(tail["groups"]):
         await hub.leave_group(conn, group)
     _restore(conn, tail)
+    # Whatever this node queued for the session before the owner's answer arrived is a copy
+    # of something the owner had (or new): deliver it into the buffer before merging.
+    await hub.flush_groups(conn)
     if not _merge(conn, tail):
         _abandon(conn)
         return False

@@ -77,7 +77,7 @@ async def test_recovery_on_another_node_keeps_everything(nodes):
         assert first == {"type": "system", "event": "connected", "userId": "alice",
                          "connectionId": s.connection_id, "reconnectionToken": s.token}
         await s.read(2)
-        assert s.data == [0, 1, 2, 3]
+        assert s.data[:2] == [0, 1] and sorted(s.data[2:]) == [2, 3]  # a group and a user send: no order between them
         assert a.hub("r").statistics()["counters"]["sessions_handed_over"] == 1
         assert b.hub("r").statistics()["counters"]["sessions_taken_over"] == 1
         assert await a.hub("r").list_connections_in_group("g") == [{"connectionId": s.connection_id, "userId": "alice"}]
