@@ -12,6 +12,10 @@ Rules:
   ``send_all``: the cost of a wake-up and a syscall is shared by the whole batch.
 - Memory matters (one per connection): plain lists (swapped, never popped from the left)
   and a single parked-task slot instead of deques and a ParkingLot.
+- A data frame may carry a deadline (``expires_at``, trio time): past it, the writer drops
+  it instead of sending it (counted in ``expired``). Frames without one cost nothing: the
+  deadline list exists only while a frame with a deadline is queued, and the writer reads
+  the clock only then. Control frames never expire.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ class OutboxStatistics:
     peak_bytes: int
     frames_sent: int
     rejected: int
+    expired: int = 0
 
 
 class Outbox:
     __slots__ = (
         "_data", "_control", "_bytes", "_waiter", "max_items", "max_bytes",
-        "_peak_bytes", "_sent", "_rejected", "_data_closed",
+        "_peak_bytes", "_sent", "_rejected", "_data_closed", "_expiry", "_expired",
     )
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
@@ -53,6 +58,8 @@ class Outbox:
         self._sent = 0
         self._rejected = 0
         self._data_closed = False
+        self._expiry: list[tuple[int, float]] | None = None  # (index in _data, deadline)
+        self._expired = 0
 
     def __len__(self) -> int:
         return len(self._data) + (len(self._control) if self._control else 0)
@@ -67,7 +74,7 @@ class Outbox:
             self._waiter = None
             trio.lowlevel.reschedule(task)
 
-    def put_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
+    def put_nowait(self, frame: bytes, *, reply: bool = False, expires_at: float | None = None) -> bool:
         """Queue a data frame. False when that would pass a bound (nothing is queued).
 
         ``reply`` frames (acks, pongs: answers to the client's own requests) may use a
@@ -86,6 +93,10 @@ class Outbox:
             self._rejected += 1
             return False
         self._data.append(frame)
+        if expires_at is not None:
+            if self._expiry is None:
+                self._expiry = []
+            self._expiry.append((len(self._data) - 1, expires_at))
         self._bytes = n
         if n > self._peak_bytes:
             self._peak_bytes = n
@@ -118,6 +129,7 @@ class Outbox:
         n = len(self._data)
         self._data = []
         self._bytes = 0
+        self._expiry = None
         return n
 
     async def get_batch(self) -> list[bytes]:
@@ -142,20 +154,33 @@ class Outbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await trio.lowlevel.checkpoint()
+        data = self._data
+        if self._expiry is not None:
+            data = self._drop_expired(data)
         control = self._control
         if control:
-            batch = control + self._data
+            batch = control + data
             self._control = None
         else:
-            batch = self._data
+            batch = data
         self._data = []
         self._bytes = 0
         self._sent += len(batch)
         return batch
 
+    def _drop_expired(self, data: list[bytes]) -> list[bytes]:
+        """``data`` without the frames whose deadline passed (one clock read)."""
+        now = trio.current_time()
+        late = {i for i, deadline in self._expiry if deadline < now}
+        self._expiry = None
+        if not late:
+            return data
+        self._expired += len(late)
+        return [frame for i, frame in enumerate(data) if i not in late]
+
     def statistics(self) -> OutboxStatistics:
         return OutboxStatistics(
             queued=len(self), queued_bytes=self._bytes, max_items=self.max_items,
             max_bytes=self.max_bytes, peak_bytes=self._peak_bytes,
-            frames_sent=self._sent, rejected=self._rejected,
+            frames_sent=self._sent, rejected=self._rejected, expired=self._expired,
         )

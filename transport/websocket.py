@@ -142,9 +142,10 @@ class WebSocket:
     def closing(self) -> bool:
         return self.close_code is not None
 
-    def send_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
-        """Queue a frame built by ``encode_frame``. False if over the outbox bounds."""
-        return self.outbox.put_nowait(frame, reply=reply)
+    def send_nowait(self, frame: bytes, *, reply: bool = False, expires_at: float | None = None) -> bool:
+        """Queue a frame built by ``encode_frame``. False if over the outbox bounds. With
+        ``expires_at`` (trio time) the frame is dropped unsent once that time has passed."""
+        return self.outbox.put_nowait(frame, reply=reply, expires_at=expires_at)
 
     def send_message_nowait(self, data: str | bytes) -> bool:
         """Encode and queue one message: ``str`` as a text frame, bytes as binary."""

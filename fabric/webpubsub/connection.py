@@ -121,7 +121,7 @@ class DetachedTransport:
     def __init__(self, since: float) -> None:
         self.last_received = since
 
-    def send_nowait(self, frame: bytes, *, reply: bool = False) -> bool:
+    def send_nowait(self, frame: bytes, *, reply: bool = False, expires_at: float | None = None) -> bool:
         return True
 
     def ping_nowait(self, payload: bytes = b"") -> None:
@@ -251,8 +251,11 @@ class ClientConnection:
     # member of every publication, so no per-call dispatch on the subprotocol).
 
     def _deliver_shared(self, publication: Publication) -> None:
-        """Every recipient of this format gets the publication's one cached frame."""
-        if self.ws.send_nowait(self._frame_of(publication)):
+        """Every recipient of this format gets the publication's one cached frame (dropped
+        from the outbox unsent if it is still queued past its TTL)."""
+        expires_at = publication.expires_at
+        if (self.ws.send_nowait(self._frame_of(publication)) if expires_at is None
+                else self.ws.send_nowait(self._frame_of(publication), expires_at=expires_at)):
             self.delivered += 1
         else:
             self._overflow()
@@ -262,7 +265,9 @@ class ClientConnection:
         meaning is in its stream info) is not for it (decision streams.terminal)."""
         if type(publication) is not Publication and publication.stream.end_of_stream:
             return
-        if self.ws.send_nowait(self._frame_of(publication)):
+        expires_at = publication.expires_at
+        if (self.ws.send_nowait(self._frame_of(publication)) if expires_at is None
+                else self.ws.send_nowait(self._frame_of(publication), expires_at=expires_at)):
             self.delivered += 1
         else:
             self._overflow()
@@ -273,7 +278,8 @@ class ClientConnection:
         if not sequence_id:
             self.hub.counters["reliable_buffer_full"] += 1
             self.close_for(Situation.RELIABLE_BUFFER_FULL, discard=True)
-        elif self.ws.send_nowait(self._frame_of(publication, sequence_id)):
+        elif (self.ws.send_nowait(self._frame_of(publication, sequence_id)) if publication.expires_at is None
+              else self.ws.send_nowait(self._frame_of(publication, sequence_id), expires_at=publication.expires_at)):
             self.delivered += 1
         else:
             self._overflow()
