@@ -372,6 +372,11 @@ class EventHandlerConfig:
     url_template: str
     user_event_pattern: str = "*"
     system_events: tuple[str, ...] = attrs.field(default=(), converter=_to_event_tuple)
+    #: Group presence events this handler opts into: a subset of ``joined``, ``left``
+    #: (Azure's ``groupPresenceEvents``); none by default.
+    group_presence_events: tuple[str, ...] = attrs.field(default=(), converter=_to_event_tuple)
+    #: Wildcard group patterns (group-role syntax) limiting presence events; empty: all groups.
+    group_filters: tuple[str, ...] = attrs.field(default=(), converter=_to_unique_tuple)
     _user_events: frozenset[str] | None = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -379,6 +384,8 @@ class EventHandlerConfig:
             "url_template": _url_template,
             "user_event_pattern": _user_event_pattern,
             "system_events": _system_events,
+            "group_presence_events": _presence_events,
+            "group_filters": _group_filters,
         })
         if problems:
             raise ConfigError(problems=problems)
@@ -397,6 +404,20 @@ class EventHandlerConfig:
         return (self.url_template
                 .replace("{hub}", urllib.parse.quote(hub, safe=""))
                 .replace("{event}", urllib.parse.quote(event, safe="")))
+
+
+def _presence_events(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        return f"expected a list of strings, got {_describe(value)}"
+    bad = [v for v in value if v not in ("joined", "left")]
+    return f"unknown group presence event {bad[0]!r}; expected joined or left" if bad else None
+
+
+def _group_filters(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        return f"expected a list of strings, got {_describe(value)}"
+    bad = [v for v in value if not 0 < len(v) <= 1024]
+    return f"a group filter is 1-1024 characters, got {bad[0]!r}" if bad else None
 
 
 def _event_handlers(value: Any) -> str | None:

@@ -759,3 +759,16 @@ def test_valid_documents_round_trip(server, hubs):
 def test_azure_limits_profile_applies_azures_reliable_buffer_count():
     assert load('[server]\nlimits = "azure"\n').server.reliable_buffer_count == 1000
     assert load("[server]\n").server.reliable_buffer_count == 65536
+
+
+def test_event_handler_group_presence_opt_in():
+    config = load(
+        '[[hubs.chat.event_handlers]]\nurl_template = "http://h/{event}"\n'
+        'group_presence_events = ["joined", "left"]\ngroup_filters = ["room-*"]\n'
+    )
+    handler = config.hub("chat").event_handlers[0]
+    assert handler.group_presence_events == ("joined", "left") and handler.group_filters == ("room-*",)
+    assert load('[[hubs.chat.event_handlers]]\nurl_template = "http://h"\n').hub("chat").event_handlers[0] \
+        .group_presence_events == ()
+    with pytest.raises(ConfigError, match="unknown group presence event 'entered'"):
+        load('[[hubs.chat.event_handlers]]\nurl_template = "http://h"\ngroup_presence_events = ["entered"]\n')
