@@ -42,6 +42,7 @@ import trio
 
 from transport.frames import encode_frame
 from transport.http import Request, Response, WebSocketAccept
+from transport.outbox import Outbox
 from transport.websocket import WebSocket
 
 from fabric.socketio.eio_packets import EncodedPacket, Packet, PacketEncodeError, PacketType, encode_packet
@@ -140,7 +141,7 @@ class EngineConnection:
 
     __slots__ = (
         "_done", "_get_event", "_probe", "_scheduled", "app_deadline", "app_state", "closed", "request",
-        "server", "session", "sid", "ws",
+        "server", "session", "sid", "ws", "ws_out",
     )
 
     def __init__(self, server: "EngineServer", session: Session, request: Request) -> None:
@@ -149,6 +150,9 @@ class EngineConnection:
         self.sid = session.sid
         self.request = request
         self.ws: WebSocket | None = None
+        #: The WebSocket's outbox while the session is open on it, else None: the fan-out path
+        #: queues frames there directly (``put_frames``), skipping the session.
+        self.ws_out: Outbox | None = None
         self._probe: WebSocket | None = None
         self._get_event: trio.Event | None = None
         self._done: trio.Event | None = None
@@ -229,6 +233,14 @@ class EngineConnection:
             return False
         return self.send_packets(packets)
 
+    def put_frames(self, out: Outbox, frames: bytes) -> None:
+        """The fan-out fast path: already framed bytes into ``ws_out`` (the caller read it and
+        found it set). A refusal is a slow consumer unless the socket is closing. No checkpoint."""
+        if not out.put_nowait(frames):
+            ws = self.ws
+            if ws is not None and not ws.closing and not self.closed:
+                self._overflow()
+
     def _overflow(self) -> None:
         self.server.counters_slow += 1
         log.warning("%r closed as a slow consumer", self)
@@ -277,6 +289,8 @@ class EngineConnection:
                 self.ws = probe
                 self._wake_get()  # the parked GET gets its noop
                 self._flush()
+                if not self.closed and probe is not None:
+                    self.ws_out = probe.outbox
             elif kind is UpgradeAborted:
                 probe = self._probe
                 self._probe = None
@@ -289,6 +303,7 @@ class EngineConnection:
         if self.closed:
             return
         self.closed = True
+        self.ws_out = None
         server = self.server
         if server.sessions.get(self.sid) is self:
             del server.sessions[self.sid]
@@ -667,6 +682,7 @@ class EngineServer:
             self.sessions[conn.sid] = conn
             for packet in session.take_ws_batch():  # the open packet
                 ws.send_nowait(frame_of(packet))
+            conn.ws_out = ws.outbox  # the session is open on this socket now
             try:
                 await self.app.on_open(conn, request)
             except Exception as exc:

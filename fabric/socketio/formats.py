@@ -144,6 +144,8 @@ def _packets(publication: Publication) -> tuple[EncodedPacket, ...]:
 
 def _ws_frames(publication: Publication) -> bytes:
     packets = publication.encoded(PACKETS)
+    if not packets:
+        return b""  # not a Socket.IO payload: nothing for Socket.IO clients
     if len(packets) == 1:
         return frame_of(packets[0])
     return b"".join([frame_of(p) for p in packets])

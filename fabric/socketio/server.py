@@ -360,11 +360,19 @@ class SioConnection:
                                  subprotocol="socket.io")
 
     def deliver_nowait(self, publication: Publication) -> None:
-        """The fan-out path: the publication's shared packets, never awaiting."""
+        """The fan-out path: the publication's shared frames or packets, never awaiting."""
+        engine = self.engine
+        out = engine.ws_out
+        if out is not None:  # open on a WebSocket: one outbox item, the frames built once for all
+            if type(publication) is SioPublication and publication.volatile and len(out):
+                return  # volatile and the socket is not writable now
+            frames = publication.encoded(WS_FRAMES)
+            if frames:
+                engine.put_frames(out, frames)
+            return
         packets = publication.encoded(PACKETS)
         if not packets:
             return
-        engine = self.engine
         if getattr(publication, "volatile", False) and not engine.writable:
             return
         engine.send_ws_frames(publication.encoded(WS_FRAMES), packets)
