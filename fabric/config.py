@@ -442,6 +442,15 @@ def _namespaces(value: Any) -> str | None:
     return None
 
 
+SOCKETIO_SERVICE_MODES = ("default", "serverless")
+
+
+def _service_mode(value: Any) -> str | None:
+    if value not in SOCKETIO_SERVICE_MODES:
+        return f"must be one of {', '.join(map(repr, SOCKETIO_SERVICE_MODES))}, got {_describe(value)}"
+    return None
+
+
 @attrs.frozen
 class SocketIOHubConfig:
     """A hub's Socket.IO endpoint (``[hubs.NAME.socketio]``): ``/clients/socketio/hubs/NAME/``."""
@@ -451,9 +460,15 @@ class SocketIOHubConfig:
     #: Namespaces clients may connect to when the app registered no handler for them:
     #: ``["*"]`` (any), or a list such as ``["/", "/chat"]``.
     namespaces: tuple[str, ...] = attrs.field(default=("*",), converter=_to_unique_tuple)
+    #: ``"default"``: the app's handlers (embedded API) serve the sockets. ``"serverless"``
+    #: (Azure's ``socketIO.serviceMode``): socket connect/connected/disconnected and every
+    #: event go to the hub's upstream event handlers (``ce-namespace``, ``ce-socketId``); their
+    #: answers (Engine.IO payloads) go back to the client; the app drives rooms and emits
+    #: through REST.
+    service_mode: str = "default"
 
     def __attrs_post_init__(self) -> None:
-        problems = _validate(self, {"enabled": _bool, "namespaces": _namespaces})
+        problems = _validate(self, {"enabled": _bool, "namespaces": _namespaces, "service_mode": _service_mode})
         if problems:
             raise ConfigError(problems=problems)
 
@@ -1308,7 +1323,8 @@ def config_as_dict(config: FabricConfig, *, redact_keys: bool = True) -> dict[st
                  "system_events": list(h.system_events)}
                 for h in hub.event_handlers
             ],
-            "socketio": {"enabled": hub.socketio.enabled, "namespaces": list(hub.socketio.namespaces)},
+            "socketio": {"enabled": hub.socketio.enabled, "namespaces": list(hub.socketio.namespaces),
+                         "service_mode": hub.socketio.service_mode},
         }
         for name, hub in config.hubs.items()
     }

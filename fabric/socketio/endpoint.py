@@ -98,11 +98,13 @@ class SocketIOEdge:
         existing = self._servers.get(name) or self._servers.get(self._known(name))
         if existing is not None:
             return existing
-        namespaces = self.config.hub(name).socketio.namespaces
+        hub_socketio = self.config.hub(name).socketio
+        namespaces = hub_socketio.namespaces
         server = Server(
             namespaces="*" if "*" in namespaces else namespaces,
             connection_state_recovery=self.config.socketio.connection_state_recovery or None,
             connect_timeout=self.config.socketio.connect_timeout,
+            serverless=hub_socketio.service_mode == "serverless",
         )
         registry = self.registry
         server._bind(lambda: registry.get(name))

@@ -10,6 +10,8 @@ Rules this module keeps (reference: socketio-protocol.md §d.4, §d.8):
   other publication (REST, embedded ``send_to_group``, another node) is parsed and checked
   once, when the first Socket.IO recipient needs it: only ``message`` packets that are valid
   Socket.IO packets (attachments included) pass; anything else reaches no Socket.IO client.
+  A DISCONNECT in such a payload (``41/nsp,``) also ends that socket on the server
+  (``DISCONNECTS``), as the client's socket ends when it reads it.
 - Each broadcast is encoded once per format and every recipient gets the same objects:
   ``PACKETS`` (the ``EncodedPacket`` tuple, for polling sessions) and ``WS_FRAMES`` (all its
   WebSocket frames in one ``bytes``, one outbox item per recipient).
@@ -36,11 +38,13 @@ from fabric.socketio.eio_packets import (
 from fabric.socketio.engine import frame_of
 
 __all__ = [
+    "DISCONNECTS",
     "PACKETS",
     "WS_FRAMES",
     "SioPublication",
     "namespace_group",
     "parse_group",
+    "parse_payload",
     "room_group",
 ]
 
@@ -109,37 +113,52 @@ def packets_of(header: bytes, attachments: list[bytes]) -> tuple[EncodedPacket, 
     return (text_message(header), *(binary_message(a) for a in attachments))
 
 
-def _parse_payload(publication: Publication) -> tuple[EncodedPacket, ...]:
-    """Packets of a foreign publication's Engine.IO payload, or () if it is not one."""
-    body = publication.payload.body
+def _decode_payload(body: bytes) -> tuple[tuple[EncodedPacket, ...], tuple[str, ...]]:
+    """``(packets, disconnected namespaces)`` of an Engine.IO payload of Socket.IO packets, or
+    ``((), ())`` if it is not one."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return ()
+        return (), ()
     decoder = parser.Decoder()
     out: list[EncodedPacket] = []
+    disconnects: list[str] = []
     try:
         for segment in text.split("\x1e"):
             ptype, data = decode_text(segment)
             if ptype is not PacketType.MESSAGE:
-                return ()
-            decoder.feed(data)
+                return (), ()
+            packet = decoder.feed(data)
+            if packet is not None and packet.type is parser.PacketType.DISCONNECT:
+                disconnects.append(packet.nsp)
             if isinstance(data, str):
                 out.append(text_message(data.encode("utf-8")))
             else:
                 out.append(binary_message(data))
     except (PacketDecodeError, parser.ParseError):
-        return ()
+        return (), ()
     if decoder.awaiting:
-        return ()
-    return tuple(out)
+        return (), ()
+    return tuple(out), tuple(disconnects)
+
+
+def parse_payload(body: bytes) -> tuple[EncodedPacket, ...]:
+    """The packets of an Engine.IO payload of Socket.IO packets (what REST sends and serverless
+    handlers answer), ready to send; () if it is not one."""
+    return _decode_payload(body)[0]
 
 
 def _packets(publication: Publication) -> tuple[EncodedPacket, ...]:
     packets = getattr(publication, "packets", None)
     if packets is not None:
         return packets
-    return _parse_payload(publication)
+    return _decode_payload(publication.payload.body)[0]
+
+
+def _disconnects(publication: Publication) -> tuple[str, ...]:
+    if getattr(publication, "packets", None) is not None:
+        return ()  # built by the Socket.IO server: its disconnects close their sockets there
+    return _decode_payload(publication.payload.body)[1]
 
 
 def _ws_frames(publication: Publication) -> bytes:
@@ -156,3 +175,6 @@ def _ws_frames(publication: Publication) -> bytes:
 PACKETS = WireFormat("socketio/packets", _packets)  # type: ignore[arg-type]
 #: Every WebSocket frame of the publication, concatenated.
 WS_FRAMES = WireFormat("socketio/ws", _ws_frames)
+#: The namespaces a foreign publication disconnects (its ``41`` packets): a REST send of
+#: ``41/nsp,`` to a socket's group is a server disconnect of that socket.
+DISCONNECTS = WireFormat("socketio/disconnects", _disconnects)  # type: ignore[arg-type]

@@ -63,7 +63,9 @@ from fabric.socketio.eio_packets import EncodedPacket, text_message
 from fabric.socketio.eio_session import CloseReason
 from fabric.socketio.engine import EngineConnection
 from fabric.socketio.exceptions import ConnectionRefusedError, DisconnectedError, TimeoutError
+from fabric.socketio import serverless
 from fabric.socketio.formats import (
+    DISCONNECTS,
     PACKETS,
     WS_FRAMES,
     SioPublication,
@@ -94,6 +96,9 @@ SOCKETIO_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("acks_timed_out", "Acknowledgements not received in time."),
     ("broadcasts", "Broadcasts published."),
     ("connect_timeouts", "Connections closed because no namespace was joined in time."),
+    ("upstream_refusals", "Serverless mode: sockets the upstream connect handler refused."),
+    ("invalid_replies", "Serverless mode: event handler answers that were not Engine.IO payloads."),
+    ("upstream_disconnects", "Sockets disconnected by a DISCONNECT packet sent through the service API."),
 ))
 
 
@@ -364,11 +369,18 @@ class SioConnection:
         engine = self.engine
         out = engine.ws_out
         if out is not None:  # open on a WebSocket: one outbox item, the frames built once for all
-            if type(publication) is SioPublication and publication.volatile and len(out):
-                return  # volatile and the socket is not writable now
+            if type(publication) is SioPublication:
+                if publication.volatile and len(out):
+                    return  # volatile and the socket is not writable now
+            elif publication.encoded(DISCONNECTS):
+                self._deliver_disconnects(publication)
+                return
             frames = publication.encoded(WS_FRAMES)
             if frames:
                 engine.put_frames(out, frames)
+            return
+        if type(publication) is not SioPublication and publication.encoded(DISCONNECTS):
+            self._deliver_disconnects(publication)
             return
         packets = publication.encoded(PACKETS)
         if not packets:
@@ -376,6 +388,16 @@ class SioConnection:
         if getattr(publication, "volatile", False) and not engine.writable:
             return
         engine.send_ws_frames(publication.encoded(WS_FRAMES), packets)
+
+    def _deliver_disconnects(self, publication: Publication) -> None:
+        """A service-API payload with DISCONNECT packets: sent as it is, then each of this
+        connection's sockets it names is closed here too (reason: server namespace disconnect)."""
+        self.engine.send_ws_frames(publication.encoded(WS_FRAMES), publication.encoded(PACKETS))
+        for nsp in publication.encoded(DISCONNECTS):
+            socket = self.sockets.get(nsp)
+            if socket is not None and socket.connected:
+                self.server.counters["upstream_disconnects"] += 1
+                self.server._close_socket(socket, Reason.SERVER_DISCONNECT)
 
     def close_for(self, situation: CloseSituation, message: str | None = None, *, discard: bool = False) -> None:
         engine = self.engine
@@ -694,6 +716,7 @@ class Server:
       for recovery (Node's ``maxDisconnectionDuration``, 120 in Node).
     - ``connect_timeout``: seconds a connection has to join a namespace (Node: 45).
     - ``max_handlers_per_connection``: async handlers running at once per connection.
+    - ``serverless``: Azure's serverless mode (``fabric.socketio.serverless``).
     - ``async_handlers`` (python-socketio's option): True runs each coroutine handler as a
       task (a handler awaiting the client's own ack cannot deadlock it; events of one client
       may then finish out of order); False awaits it in the connection's reader, so one
@@ -712,6 +735,7 @@ class Server:
         max_attachments: int = parser.DEFAULT_MAX_ATTACHMENTS,
         max_handlers_per_connection: int = 64,
         async_handlers: bool = True,
+        serverless: bool = False,
     ) -> None:
         self.namespaces: set[str] | str | None = (
             namespaces if namespaces == "*" or namespaces is None else set(namespaces))  # type: ignore[arg-type]
@@ -719,6 +743,9 @@ class Server:
         self.max_attachments = max_attachments
         self.max_handlers_per_connection = max_handlers_per_connection
         self.async_handlers = async_handlers
+        #: Azure's serverless mode: the hub's upstream event handlers serve the sockets
+        #: (``fabric.socketio.serverless``); handlers registered here are not called.
+        self.serverless = serverless
         self._handlers: dict[str, dict[str, _Handler]] = {}
         self._dynamic: list[tuple[re.Pattern | Callable, str]] = []  # (matcher, handler key)
         self._namespace_objects: dict[str, Namespace] = {}
@@ -911,8 +938,12 @@ class Server:
         if recovery is not None:
             socket.pid = restored[0].pid if restored is not None else _new_id()
         refusal: dict | None = None
-        handler = self._connect_handler(key)
-        if handler is not None:
+        handler = None if self.serverless else self._connect_handler(key)
+        if self.serverless:
+            message = await serverless.connect(self, conn, socket, auth)
+            if message is not None:
+                refusal = {"message": message}
+        elif handler is not None:
             try:
                 accepted = await self._call_connect(handler, key, nsp, socket, conn.environ, auth)
             except ConnectionRefusedError as exc:
@@ -934,6 +965,8 @@ class Server:
             return
         hub = conn.hub
         await hub.join_group(conn, namespace_group(nsp))
+        if self.serverless:  # the socket's own room is a group (REST sends and filters reach it)
+            await hub.join_group(conn, room_group(nsp, sid))
         if restored is not None:
             for group in restored[0].rooms:
                 await hub.join_group(conn, group)
@@ -960,6 +993,8 @@ class Server:
             conn.engine.send_packets(pending)
         self.counters["sockets_connected"] += 1
         conn.engine.app_deadline = float("inf")
+        if self.serverless:
+            serverless.connected(socket)
 
     def _connect_handler(self, key: str) -> _Handler | Callable | None:
         handler, _ = self._handler(key, "connect")
@@ -1015,6 +1050,9 @@ class Server:
             self._recovery.keep(socket, rooms)
         if not conn.engine.closed:  # leave now; a closed connection leaves them all when it unregisters
             self._spawn(self._leave_all, conn, [prefix, *rooms])
+        if self.serverless:
+            serverless.disconnected(socket, reason)
+            return
         handler, _ = self._handler(self._resolve(socket.nsp, socket.auth) or socket.nsp, "disconnect")
         if handler is not None:
             self._spawn(self._call_disconnect, handler, socket, reason)
@@ -1050,6 +1088,9 @@ class Server:
 
     async def _on_event(self, socket: Socket, data: list, ack_id: int | None) -> None:
         self.counters["events"] += 1
+        if self.serverless:  # in the reader: one socket's events reach the handler in order
+            await serverless.event(self, socket, data, ack_id)
+            return
         event = data[0]
         key = self._resolve(socket.nsp, socket.auth) or socket.nsp
         handler, catch_all = self._handler(key, event if isinstance(event, str) else str(event))
@@ -1362,7 +1403,7 @@ class Server:
         for group in socket.conn.groups:
             if group.startswith(prefix) and group != prefix:
                 parsed = parse_group(group)
-                if parsed is not None and parsed[1] is not None:
+                if parsed is not None and parsed[1] is not None and parsed[1] != socket.sid:
                     out.append(parsed[1])
         return out
 
