@@ -13,7 +13,8 @@ Rules this module keeps (reference: socketio-protocol.md §b, §e):
   to a room is a hub group publication, encoded once per format for all recipients.
 - A socket's own room (its sid) is not a hub group: a group per socket would cost a group
   actor per connection. Sends to a sid go to the socket directly; a broadcast naming sids
-  and rooms is one hub-wide publication whose filter selects those connections.
+  and rooms is one hub-wide publication whose filter selects those connections. (Serverless
+  hubs, where the app reaches sockets only through REST, do pay that: ``serverless.py``.)
 - CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``; the connect
   handler runs before the reply and may refuse (``False`` or ``ConnectionRefusedError``);
   what the handler emits to the socket is held and written after the ``40`` reply. A packet
