@@ -14,6 +14,9 @@ Rules every broker keeps:
   subscribers got the message all the same).
 - ``publish`` returns how many nodes the message reached (this node included), or None if
   the broker cannot tell. A request/response protocol waits for that many replies.
+  ``send`` is ``publish`` without that answer: it returns once the message is on its way
+  (data needs no count, and waiting for a remote round trip per message would serialize a
+  publisher on the broker's latency).
 - A node receives a message for a topic once per publish while subscribed, and never
   after ``unsubscribe`` returned.
 - Subscriptions are reference counted by the caller, not the broker: subscribe/unsubscribe
@@ -42,6 +45,10 @@ class Broker(Protocol):
     async def unsubscribe(self, topic: str) -> None: ...
 
     async def publish(self, topic: str, message: Any) -> int | None: ...
+
+    async def send(self, topic: str, message: Any) -> None:
+        """Deliver locally and hand to the other nodes, without waiting for them (a link
+        that cannot take it raises ``BrokerUnavailable`` after local delivery)."""
 
     def subscribed(self, topic: str) -> bool: ...
 

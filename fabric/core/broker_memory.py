@@ -89,6 +89,10 @@ class MemoryBroker:
             await node._on_publication(topic, message)
         return len(nodes)
 
+    async def send(self, topic: str, message: Any) -> None:
+        """``publish`` without its count (what hubs use for data)."""
+        await self.publish(topic, message)
+
     def subscribed(self, topic: str) -> bool:
         return topic in self._topics
 

@@ -34,8 +34,10 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   echoes back is recognised by the instance bytes and skipped. Each node receives a given
   publisher's messages through exactly one path (local or Redis), and each path keeps
   publish order, so per-publisher order holds at every node.
-- ``publish`` returns when Redis has executed the PUBLISH (the pipeline carrying it was
-  answered), with the number of nodes the message reached: Redis' count of subscribers
+- ``send`` (what hubs use for data) returns once the message is delivered locally and
+  queued for Redis; ``publish`` (what requests use) returns when Redis has executed the
+  PUBLISH (the pipeline carrying it was answered), with the number of nodes the message
+  reached: Redis' count of subscribers
   (one subscriber connection per node), this node counted once if it delivered locally. If that cannot happen (Redis unreachable, the connection lost with the
   batch in flight, a stall past ``command_timeout``) it raises ``RedisUnavailable``, after
   local delivery: this node's subscribers always get the message, the others may not.
@@ -404,7 +406,7 @@ class RedisBus:
 
     # ---- publishing ----------------------------------------------------------------------
 
-    async def _publish(self, topic: str, message: Any) -> int | None:
+    async def _publish(self, topic: str, message: Any, wait: bool = True) -> int | None:
         if self._closed:
             raise trio.ClosedResourceError("the Redis bus is closed")
         self._sequence += 1
@@ -441,10 +443,11 @@ class RedisBus:
                 raise trio.ClosedResourceError("the Redis bus is closed")
             raise RedisUnavailable(f"Redis at {self.url.redacted} is unreachable (reconnecting): "
                                    "the message reached this node's subscribers only")
+        if not wait:
+            return None  # queued; a failure of its batch is counted in ``failed`` and logged
         if not batch.done.is_set():
             await batch.done.wait()
         if batch.error is not None:
-            self.failed += 1
             if isinstance(batch.error, trio.ClosedResourceError):
                 raise trio.ClosedResourceError(str(batch.error))
             raise RedisUnavailable(f"{batch.error} (the message reached this node's subscribers; "
@@ -473,6 +476,8 @@ class RedisBus:
         return batch, index
 
     def _fail_pending(self, error: BaseException) -> None:
+        if not isinstance(error, trio.ClosedResourceError):
+            self.failed += sum(len(batch.commands) for batch in self._batches)
         for batch in self._batches:
             batch.error = error
             batch.done.set()
@@ -864,6 +869,16 @@ class RedisBroker:
             raise trio.ClosedResourceError("the Redis broker is closed")
         self.published += 1
         return await self._bus._publish(topic, message)
+
+    async def send(self, topic: str, message: Any) -> None:
+        """``publish`` without waiting for Redis: deliver to this node's subscribers and queue
+        for the others (waiting only for room in the bounded queue). Per-publisher order is
+        the queue's order; a batch Redis did not take is counted in ``failed`` and logged.
+        Raises ``RedisUnavailable`` (after local delivery) while Redis is unreachable."""
+        if self._closed:
+            raise trio.ClosedResourceError("the Redis broker is closed")
+        self.published += 1
+        await self._bus._publish(topic, message, wait=False)
 
     def subscribed(self, topic: str) -> bool:
         return topic in self._topics

@@ -255,6 +255,7 @@ class Hub:
         #: This hub's reply topic: answers to its requests (one per hub incarnation).
         self.reply_topic = topics.node_topic(name, secrets.token_urlsafe(9))
         self._alone = getattr(self.broker, "alone", None)
+        self._broker_send = getattr(self.broker, "send", None) or self.broker.publish
         self._requests: dict[int, _Pending] = {}
         self._request_ids = itertools.count(1)
         self._request_slots = trio.Semaphore(MAX_PENDING_REQUESTS)
@@ -862,7 +863,7 @@ class Hub:
         """Publish; a broker that cannot reach the other nodes is counted and logged (this
         node's members got the message: local delivery never depends on the broker)."""
         try:
-            await self.broker.publish(topic, publication)
+            await self._broker_send(topic, publication)
         except BrokerUnavailable as exc:
             self._broker_failed(exc)
         except trio.ClosedResourceError:
