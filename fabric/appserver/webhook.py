@@ -332,7 +332,7 @@ class WebhookEventHandler(EventHandler):
             answer = await self._call(
                 handler, "connect", system=True, connection_id=request.connection_id,
                 user_id=request.user_id, subprotocol=None, state=None,
-                content_type=spec.SYSTEM_CONTENT_TYPE, body=body)
+                content_type=spec.SYSTEM_CONTENT_TYPE, body=body, extra=_extension_headers(request))
             if 400 <= answer.status < 500:
                 detail = _quote(answer.body) or f"HTTP {answer.status}"
                 self.counters["connect_rejected"] += 1
@@ -361,6 +361,7 @@ class WebhookEventHandler(EventHandler):
         started = time.perf_counter()
         try:
             extra = _metadata_headers(request.metadata) if request.metadata else ()
+            extra = (*extra, *_extension_headers(context))
             answer = await self._call(
                 handler, event, system=False, connection_id=context.connection_id,
                 user_id=context.user_id, subprotocol=context.subprotocol, state=context.connection_state,
@@ -431,7 +432,8 @@ class WebhookEventHandler(EventHandler):
                 answer = await self._call(
                     handler, kind, system=True, connection_id=context.connection_id,
                     user_id=context.user_id, subprotocol=context.subprotocol,
-                    state=context.connection_state, content_type=spec.SYSTEM_CONTENT_TYPE, body=body)
+                    state=context.connection_state, content_type=spec.SYSTEM_CONTENT_TYPE, body=body,
+                    extra=_extension_headers(context))
                 self._check_status(answer)
                 self.counters[f"{kind}_delivered"] += 1
                 return
@@ -810,3 +812,13 @@ def origin_from_endpoint(endpoint: str) -> tuple[str, str]:
     shown = f"[{host}]" if ":" in host else host
     netloc = f"{shown}:{parts.port}" if parts.port else host
     return host, netloc
+
+
+def _extension_headers(source: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """``ce-<name>`` headers for the CloudEvents extension attributes an edge attaches to an
+    event's context or connect request (``extensions``; Socket.IO serverless: ``namespace``
+    and ``socketId``). Nothing for a plain Web PubSub connection."""
+    extensions = getattr(source, "extensions", None)
+    if not extensions:
+        return ()
+    return tuple((f"ce-{name}".encode("ascii"), _header_bytes(name, value)) for name, value in extensions.items())

@@ -228,8 +228,6 @@ async def test_serverless_flows_through_the_webhook_client(webhook):
     await s.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="the webhook client does not write a context's CloudEvents extensions "
-                   "(ce-namespace, ce-socketId) yet: a change to fabric/appserver/webhook.py")
 async def test_webhook_events_name_the_socket(webhook):
     fab, app = webhook
     s, sid = await _socket(fab)
