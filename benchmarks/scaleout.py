@@ -262,7 +262,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="one rep, fewer messages")
     parser.add_argument("--out", help="also write the markdown table to this file")
-    parser.add_argument("--only", nargs="*", choices=["fanout", "latency", "rest"], default=["fanout", "latency", "rest"])
+    parser.add_argument("--only", nargs="*", choices=["fanout", "latency", "rest", "simulate"],
+                        default=["fanout", "latency", "rest", "simulate"])
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     messages = 100 if args.quick else 200
@@ -324,6 +325,8 @@ def main() -> None:
         checks.append((f"REST send-to-group through Redis / one memory node = {rr:.2f}x (no target)", True))
     for text, ok in checks:
         lines.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
+    if "simulate" in args.only:
+        lines += ["", simulate()]
     report = "\n".join(lines)
     print(report)
     if args.out:
@@ -333,3 +336,145 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---- a simulation of many nodes: what Redis holds, what operations cost ------------------
+
+
+def simulate(nodes: int = 8, per_node: int = 500, rooms: int = 100) -> str:
+    """``nodes`` in-process fabric nodes (each its own Redis connections) with ``per_node``
+    connections each; every connection has a user of its own and joins one of ``rooms``
+    groups. Reports Redis' channel count and memory, and the latency of operations that
+    cross nodes, for the design's extrapolation to 10 nodes and 1M connections."""
+    with own_redis_server() as redis_url:
+        return trio.run(_simulate, redis_url, nodes, per_node, rooms)
+
+
+def _redis(url: str, *args):
+    import socket as stdlib_socket
+
+    from fabric.core.redis_resp import NEED_MORE, RespParser, encode_command
+
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    parser = RespParser()
+    with stdlib_socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(encode_command(*args))
+        while True:
+            item = parser.parse()
+            if item is not NEED_MORE:
+                return item
+            parser.feed(s.recv(1 << 20))
+
+
+def _info(url: str, field: str) -> int:
+    text = _redis(url, "INFO", "memory").decode()
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split(":")[1])
+    return 0
+
+
+async def _simulate(redis_url: str, nodes: int, per_node: int, rooms: int) -> str:
+    import random
+
+    import attrs
+
+    import fabric
+    from fabric.config import load_config
+    from fabric.testing import connect_in_process
+
+    base = load_config(None, env={})
+    config = attrs.evolve(base, server=attrs.evolve(base.server, shutdown_timeout=0.2),
+                          broker=attrs.evolve(base.broker, url=redis_url, channel_prefix="sim:"))
+    memory_before = await trio.to_thread.run_sync(_info, redis_url, "used_memory")
+    lines = []
+    async with AsyncExit() as stack:
+        fabs = [await stack.enter(fabric.open_fabric(attrs.evolve(
+            config, broker=attrs.evolve(config.broker, node_id=f"sim{i}")), access_key=KEY)) for i in range(nodes)]
+        clients = []
+        started = time.perf_counter()
+        for n, fab in enumerate(fabs):
+            for i in range(per_node):
+                room = f"r{(n * per_node + i) % rooms}"
+                c = await connect_in_process(fab, HUB, user_id=f"u{n}-{i}", groups=[room])
+                c.connection_id = (await c.receive_json())["connectionId"]
+                clients.append((n, c, room))
+        setup_s = time.perf_counter() - started
+        channels = len(await trio.to_thread.run_sync(_redis, redis_url, "PUBSUB", "CHANNELS", "sim:*"))
+        memory_after = await trio.to_thread.run_sync(_info, redis_url, "used_memory")
+        keys = len(await trio.to_thread.run_sync(_redis, redis_url, "KEYS", "sim:*"))
+        connections = nodes * per_node
+        rng = random.Random(1)
+
+        async def timed(fn, rounds=200):
+            took = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                await fn()
+                took.append((time.perf_counter() - t0) * 1000)
+            took.sort()
+            return took[len(took) // 2], took[int(len(took) * 0.99)]
+
+        def pick():
+            return clients[rng.randrange(len(clients))]
+
+        async def exists():
+            n, c, _ = pick()
+            assert await fabs[(n + 1) % nodes].hub(HUB).connection_exists(c.connection_id)
+
+        async def join_leave():
+            n, c, _ = pick()
+            hub = fabs[(n + 1) % nodes].hub(HUB)
+            assert await hub.add_connection_to_group("sim-extra", c.connection_id)
+            await hub.remove_connection_from_group("sim-extra", c.connection_id)
+
+        async def members():
+            room = f"r{rng.randrange(rooms)}"
+            assert len(await fabs[rng.randrange(nodes)].hub(HUB).list_connections_in_group(room)) == connections // rooms
+
+        async def room_send():
+            room = f"r{rng.randrange(rooms)}"
+            await fabs[rng.randrange(nodes)].hub(HUB).send_to_group(room, "x")
+            for _, c, r in clients:
+                if r == room:
+                    msg = await c.receive_json()
+                    assert msg["data"] == "x"
+
+        results = {name: await timed(fn, 100 if name == "room_send" else 200)
+                   for name, fn in (("exists", exists), ("join_leave", join_leave),
+                                    ("members", members), ("room_send", room_send))}
+        stats = fabs[0].bus.statistics()
+    per_channel = (memory_after - memory_before) / channels if channels else 0
+    lines += [
+        f"### Simulation: {nodes} nodes x {per_node} connections ({connections}), {rooms} rooms, one Redis",
+        "",
+        f"- setup: {connections} connections (each: connect, subscribe its connection, user and room) in "
+        f"{setup_s:.1f} s ({connections / setup_s:.0f}/s, all nodes in one process)",
+        f"- Redis: {channels} channels (one per connection, per user, per room, the hub, one reply topic "
+        f"per node), {keys} keys (node heartbeats), {(memory_after - memory_before) / 1e6:.1f} MB more "
+        f"memory = {per_channel:.0f} bytes per channel (rooms are subscribed by every node)",
+        f"- Redis connections: {nodes * 3} (publisher, subscriber, presence per node)",
+        *(f"- {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms" for name, (p50, p99) in results.items()),
+        f"- node 0 broker: published {stats['published']}, delivered {stats['delivered']}, "
+        f"batches {stats['batches']}, drops {stats['drops']}",
+    ]
+    return "\n".join(lines)
+
+
+class AsyncExit:
+    """A tiny AsyncExitStack with ``enter`` (trio-friendly, closes in reverse order)."""
+
+    def __init__(self) -> None:
+        from contextlib import AsyncExitStack
+
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self):
+        await self._stack.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        return await self._stack.__aexit__(*exc)
+
+    async def enter(self, cm):
+        return await self._stack.enter_async_context(cm)
