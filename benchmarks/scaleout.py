@@ -42,7 +42,13 @@ import trio
 
 from benchmarks import NODE_DIR
 from benchmarks.broker_redis import own_redis_server
-from benchmarks.procs import HOST, PortAllocator, raise_nofile_limit, run_command, stop_group
+from benchmarks.procs import (
+    HOST,
+    PortAllocator,
+    raise_nofile_limit,
+    run_command,
+    stop_group,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = NODE_DIR / "loadgen.js"
@@ -89,7 +95,7 @@ def cpu_seconds(pid: int) -> float:
 def redis_pid(url: str) -> int | None:
     port = url.rsplit(":", 1)[1].split("/")[0]
     out = subprocess.run(["pgrep", "-f", f"redis-server .*:{port}|redis-server .*--port {port}"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     pids = [int(p) for p in out.stdout.split()]
     return pids[0] if pids else None
 
@@ -167,7 +173,7 @@ def latency(setup: Setup, cross: bool) -> dict:
 
 
 def rest(setup: Setup) -> dict:
-    with setup.running() as (ports, pids):
+    with setup.running() as (ports, _pids):
         return trio.run(_rest_run, ports[0], ports[-1])
 
 
@@ -318,8 +324,8 @@ def main() -> None:
     single = med.get("latency memory-1", {}).get("p99")
     cross = med.get("latency redis-2 cross-node", {}).get("p99")
     if single and cross:
-        checks.append((f"cross-node p99 {cross:.1f} ms / single-node p99 {single:.1f} ms = {cross / single:.2f}x "
-                       "(target <= 2x)", cross <= 2 * single))
+        checks.append(((f"cross-node p99 {cross:.1f} ms / single-node p99 {single:.1f} ms = {cross / single:.2f}x "
+                       "(target <= 2x)"), cross <= 2 * single))
     rr = ratio("rest redis-2", "rest memory-1")
     if rr is not None:
         checks.append((f"REST send-to-group through Redis / one memory node = {rr:.2f}x (no target)", True))
@@ -448,15 +454,15 @@ async def _simulate(redis_url: str, nodes: int, per_node: int, rooms: int) -> st
     lines += [
         f"### Simulation: {nodes} nodes x {per_node} connections ({connections}), {rooms} rooms, one Redis",
         "",
-        f"- setup: {connections} connections (each: connect, subscribe its connection, user and room) in "
-        f"{setup_s:.1f} s ({connections / setup_s:.0f}/s, all nodes in one process)",
-        f"- Redis: {channels} channels (one per connection, per user, per room, the hub, one reply topic "
+        (f"- setup: {connections} connections (each: connect, subscribe its connection, user and room) in "
+        f"{setup_s:.1f} s ({connections / setup_s:.0f}/s, all nodes in one process)"),
+        (f"- Redis: {channels} channels (one per connection, per user, per room, the hub, one reply topic "
         f"per node), {keys} keys (node heartbeats), {(memory_after - memory_before) / 1e6:.1f} MB more "
-        f"memory = {per_channel:.0f} bytes per channel (rooms are subscribed by every node)",
+        f"memory = {per_channel:.0f} bytes per channel (rooms are subscribed by every node)"),
         f"- Redis connections: {nodes * 3} (publisher, subscriber, presence per node)",
         *(f"- {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms" for name, (p50, p99) in results.items()),
-        f"- node 0 broker: published {stats['published']}, delivered {stats['delivered']}, "
-        f"batches {stats['batches']}, drops {stats['drops']}",
+        (f"- node 0 broker: published {stats['published']}, delivered {stats['delivered']}, "
+        f"batches {stats['batches']}, drops {stats['drops']}"),
     ]
     return "\n".join(lines)
 

@@ -23,7 +23,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -47,7 +48,7 @@ OPS = frozenset({
 class Command:
     """One operation for the nodes a topic reaches. ``request_id`` 0: no answer wanted."""
 
-    __slots__ = ("op", "args", "filter", "request_id", "reply_to", "wire_id")
+    __slots__ = ("args", "filter", "op", "reply_to", "request_id", "wire_id")
 
     def __init__(self, op: str, args: tuple = (), *, filter: Any = None, request_id: int = 0,
                  reply_to: str | None = None) -> None:
@@ -66,7 +67,7 @@ class Command:
 class Reply:
     """One node's answer to a command (``value`` None: "nothing of that here")."""
 
-    __slots__ = ("request_id", "value", "node", "wire_id")
+    __slots__ = ("node", "request_id", "value", "wire_id")
 
     def __init__(self, request_id: int, value: Any, node: str | None = None) -> None:
         self.request_id = request_id

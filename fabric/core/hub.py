@@ -669,8 +669,8 @@ class Hub:
                 barrier = _Barrier()
                 try:
                     await ref.tell(barrier)
-                except Exception:
-                    continue  # the group stopped: nothing of it is queued any more
+                except Exception:  # noqa: BLE001, S112 - the group stopped: nothing of it is queued any more
+                    continue
                 await barrier.done.wait()
 
     async def _local_release(self, connection_id: str, claim: str) -> Any:

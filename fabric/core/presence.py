@@ -115,7 +115,7 @@ class NodePresence:
                     try:
                         with trio.move_on_after(1.0):
                             await conn.execute("DEL", self.key, timeout=1.0)  # leaving: gone at once
-                    except Exception:  # noqa: BLE001 - best effort on the way out
+                    except Exception:  # noqa: BLE001, S110 - best effort on the way out
                         pass
                 await self._drop()
 

@@ -43,7 +43,8 @@ from __future__ import annotations
 import collections
 import secrets
 import weakref
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from transport.websocket import WebSocket
 
 #: Claims in progress on this node (the owner's side): session -> (claim id, deadline).
-_claims: "weakref.WeakKeyDictionary[ClientConnection, tuple[str, float]]" = weakref.WeakKeyDictionary()
+_claims: weakref.WeakKeyDictionary[ClientConnection, tuple[str, float]] = weakref.WeakKeyDictionary()
 _PROTOCOLS = {p.value: p for p in WireProtocol if p.is_reliable}
 
 
@@ -123,8 +124,8 @@ def _identity(connection: ClientConnection) -> dict:
 # ---- the claimer's side ------------------------------------------------------------------
 
 
-async def claim(hub: "Hub", connection_id: str, token: str, protocol: str | None
-                ) -> Callable[["WebSocket"], Awaitable[None]] | None:
+async def claim(hub: Hub, connection_id: str, token: str, protocol: str | None
+                ) -> Callable[[WebSocket], Awaitable[None]] | None:
     """Step 1 from the recovering node: the ``run(ws)`` that takes the session over, or
     None (the caller refuses with 1008). Checkpoint."""
     found = await hub.claim_session(connection_id, token, protocol)
@@ -134,7 +135,7 @@ async def claim(hub: "Hub", connection_id: str, token: str, protocol: str | None
     if not isinstance(snapshot, dict) or snapshot.get("protocol") != protocol or protocol not in _PROTOCOLS:
         return None
 
-    async def run(ws: "WebSocket") -> None:
+    async def run(ws: WebSocket) -> None:
         if not await _take_over(hub, connection_id, snapshot, owner, ws):
             hub.counters["recoveries_refused"] += 1
             rule = CLOSE_RULES[CloseSituation.RECOVERY_FAILED]
@@ -144,7 +145,7 @@ async def claim(hub: "Hub", connection_id: str, token: str, protocol: str | None
     return run
 
 
-async def _take_over(hub: "Hub", connection_id: str, snapshot: dict, owner: str, ws: "WebSocket") -> bool:
+async def _take_over(hub: Hub, connection_id: str, snapshot: dict, owner: str, ws: WebSocket) -> bool:
     protocol = _PROTOCOLS[snapshot["protocol"]]
     lifecycle = new_lifecycle(protocol)
     for event in (LifecycleEvent.AUTHENTICATED, LifecycleEvent.CONNECT_ACCEPTED, LifecycleEvent.TRANSPORT_LOST):
@@ -157,7 +158,7 @@ async def _take_over(hub: "Hub", connection_id: str, snapshot: dict, owner: str,
     ready = trio.Event()
     try:
         await hub.start_connection(connection_id, _runner(conn, snapshot["groups"], ready))
-    except Exception:
+    except Exception:  # noqa: BLE001 - the hub is stopping: no session here
         return False
     await ready.wait()
     tail = await hub.release_session(owner, connection_id, snapshot["claim"])

@@ -19,14 +19,16 @@ _BROKER_TESTS = str(Path(__file__).resolve().parents[1] / "broker")
 if _BROKER_TESTS not in sys.path:
     sys.path.insert(0, _BROKER_TESTS)
 _HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+_INTEROP = str(Path(__file__).resolve().parents[1] / "interop")
+for _path in (_HERE, _INTEROP):  # serve_nodes, interop_support, chaos_proxy, test_reliable_sdks
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisServer
 
-import fabric  # noqa: E402
-from fabric.core.broker_memory import MemoryBus  # noqa: E402
-from tests.fabric_support import quick_config  # noqa: E402
+import fabric
+from fabric.core.broker_memory import MemoryBus
+from tests.fabric_support import quick_config
 
 _prefixes = itertools.count(1)
 

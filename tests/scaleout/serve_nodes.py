@@ -27,14 +27,14 @@ _INTEROP = str(Path(__file__).resolve().parents[1] / "interop")
 if _INTEROP not in sys.path:
     sys.path.insert(0, _INTEROP)
 
-import interop_support as interop  # noqa: E402
-from chaos_proxy import ChaosProxy  # noqa: E402
+import interop_support as interop
+from chaos_proxy import ChaosProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 _prefixes = itertools.count(1)
 
 
-def new_fabric(redis_url: str, *, node_ttl: float | None = None, request_timeout: float | None = None) -> "Fabric":
+def new_fabric(redis_url: str, *, node_ttl: float | None = None, request_timeout: float | None = None) -> Fabric:
     return Fabric(redis_url, node_ttl=node_ttl, request_timeout=request_timeout)
 
 

@@ -13,15 +13,15 @@ import trio
 
 from fabric.core.broker_redis import channel_name
 from fabric.core.commands import Command, Reply, decode_message, encode_message
-from fabric.core.publication import Publication
 from fabric.core.payload import Payload
+from fabric.core.publication import Publication
 from tests.webpubsub.client_support import ROLES, connect
 
 FABRIC = [sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", "0"]
 
 
 def serve_fails(*args, timeout=30):
-    out = subprocess.run([*FABRIC, *args], capture_output=True, text=True, timeout=timeout,
+    out = subprocess.run([*FABRIC, *args], capture_output=True, text=True, timeout=timeout, check=False,
                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
     assert "Endpoint=" not in out.stdout, "it must fail before it listens"
     return out.returncode, out.stderr

@@ -105,8 +105,8 @@ async def run_example(fabs, places, steps):
             if event[0] == "membership":
                 if event[1] == m:
                     member_in = event[2]
-                    for key in stayed:
-                        stayed[key] = stayed[key] and member_in
+                    for key, still in stayed.items():
+                        stayed[key] = still and member_in
                         ever_after[key] = ever_after[key] or member_in
             else:
                 key = (event[1], event[2])
@@ -119,7 +119,7 @@ async def run_example(fabs, places, steps):
                 assert key not in got, f"member {m} got {key} though never inside after it: {got}"
 
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
 
 
 @settings(max_examples=30, **SETTINGS)

@@ -39,7 +39,7 @@ async def test_a_node_without_heartbeat_is_removed_within_the_bound(redis_server
     async with open_nodes(2, "redis", redis_server, node_ttl=ttl) as (a, b):
         tag = fabric_tag(a.bus.prefix)
         dead = ghost(redis_server, f"fabric-sub:{tag}:00ff00ff00ff00ff:ghost", channel_name(a.bus.prefix, "c\x00chat\x00ghost"))
-        other = ghost(redis_server, f"fabric-sub:deadbeef:00ff00ff00ff00fe:other", channel_name(b"x:0:", "c\x00chat\x00o"))
+        other = ghost(redis_server, "fabric-sub:deadbeef:00ff00ff00ff00fe:other", channel_name(b"x:0:", "c\x00chat\x00o"))
         try:
             hub = b.hub("chat")
             assert await hub.connection_exists("ghost")

@@ -5,7 +5,7 @@ and an unknown session or a wrong token is still the documented 1008."""
 import pytest
 import trio
 
-from fabric.testing import ConnectionClosed, connect_in_process
+from fabric.testing import connect_in_process
 from specs.errors import CloseCode
 from tests.webpubsub.client_support import ROLES
 

@@ -7,7 +7,6 @@ the other nodes across 20 aborts, a node killed (SIGKILL) or hung (SIGSTOP) leav
 
 from __future__ import annotations
 
-import functools
 import json
 import queue
 import threading
@@ -15,16 +14,22 @@ import time
 import urllib.request
 
 import pytest
+import serve_nodes
 import trio
 from azure.core.rest import HttpRequest
-from azure.messaging.webpubsubclient.models import CallbackType, WebPubSubDataType, WebPubSubProtocolType
-
-import serve_nodes
+from azure.messaging.webpubsubclient.models import (
+    CallbackType,
+    WebPubSubDataType,
+    WebPubSubProtocolType,
+)
+from interop_support import SdkClient, open_json_client, unique
 from serve_nodes import SwitchingProxy, kill, pause, resume
-
-interop = serve_nodes.interop
-from interop_support import SdkClient, open_json_client, unique  # noqa: E402
-from test_reliable_sdks import BOTH_ROLES, check_recoveries, publish_through_chaos, wait_until  # noqa: E402
+from test_reliable_sdks import (
+    BOTH_ROLES,
+    check_recoveries,
+    publish_through_chaos,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 TEXT = WebPubSubDataType.TEXT
@@ -77,7 +82,7 @@ def post_groups(service, hub: str, op: str, groups: list[str], filter: str) -> i
 
 
 def test_rest_on_one_node_drives_a_client_on_another(fabric_nodes):
-    fab, (a, b) = fabric_nodes(2)
+    _, (a, b) = fabric_nodes(2)
     hub, group = unique("xnode"), unique("g")
     client = SdkClient(a.client_url(hub, user_id="alice"), protocol=WebPubSubProtocolType.JSON, label="alice",
                        server=a).open()
@@ -127,7 +132,7 @@ def test_rest_on_one_node_drives_a_client_on_another(fabric_nodes):
 
 
 def test_group_over_three_nodes_gets_the_stream_in_order(fabric_nodes):
-    fab, nodes = fabric_nodes(3)
+    _, nodes = fabric_nodes(3)
     hub, group = unique("spread"), unique("g")
     members = [SdkClient(node.client_url(hub, user_id=f"m{i}", roles=BOTH_ROLES), label=f"m{i}", server=node).open()
                for i, node in enumerate(nodes * 2)]
@@ -153,7 +158,7 @@ def test_group_over_three_nodes_gets_the_stream_in_order(fabric_nodes):
 @pytest.mark.filterwarnings(
     r"ignore:Exception in thread .*\(sequence_id_ack_periodically\):pytest.PytestUnhandledThreadExceptionWarning")
 async def test_reliable_client_recovers_on_other_nodes_across_20_aborts(fabric_nodes):
-    fab, nodes = await trio.to_thread.run_sync(lambda: fabric_nodes(2))
+    _, nodes = await trio.to_thread.run_sync(lambda: fabric_nodes(2))
     hub, group = unique("move"), unique("g")
     total, aborts = 8000, 20
     with SwitchingProxy([n.port for n in nodes], name="switch") as proxy:
@@ -194,7 +199,7 @@ async def test_reliable_client_recovers_on_other_nodes_across_20_aborts(fabric_n
 
 
 def test_killed_node_leaves_exists_and_the_others_carry_on(fabric_nodes):
-    fab, (a, b, c) = fabric_nodes(3)
+    _, (a, b, c) = fabric_nodes(3)
     hub, group = unique("kill"), unique("g")
     on_a = SdkClient(a.client_url(hub, user_id="on_a", roles=BOTH_ROLES), label="on_a", server=a).open()
     on_c = SdkClient(c.client_url(hub, user_id="on_c", roles=BOTH_ROLES), label="on_c", server=c).open()
@@ -217,7 +222,7 @@ def test_killed_node_leaves_exists_and_the_others_carry_on(fabric_nodes):
 
 def test_hung_node_leaves_exists_within_the_bound_and_comes_back(fabric_nodes):
     ttl = 2.0
-    fab, (a, b) = fabric_nodes(2, node_ttl=ttl, request_timeout=1.0)
+    _, (a, b) = fabric_nodes(2, node_ttl=ttl, request_timeout=1.0)
     hub = unique("hang")
     on_b = SdkClient(b.client_url(hub, user_id="on_b"), protocol=WebPubSubProtocolType.JSON, label="on_b",
                      server=b).open()
@@ -318,7 +323,7 @@ def test_two_workers_serve_one_port(fabric_nodes, redis_server):
         rest.send_to_group(group, "to all workers", content_type="text/plain")
         for c in clients:
             assert c.next_message().data == "to all workers"
-        victim = int(sorted(seen)[0].rsplit("-", 1)[1])
+        victim = int(min(seen).rsplit("-", 1)[1])
         import os
         import signal
         os.kill(victim, signal.SIGKILL)
