@@ -260,12 +260,15 @@ class Socket:
     """One namespace connection of a client (python-socketio's ``sid``)."""
 
     __slots__ = (
-        "_ack_ids", "_session", "acks", "auth", "conn", "connected", "nsp", "pending", "pid", "recovered", "sid",
+        "_ack_ids", "_session", "acks", "auth", "conn", "connected", "key", "nsp", "pending", "pid", "recovered",
+        "sid",
     )
 
-    def __init__(self, conn: "SioConnection", nsp: str, sid: str, auth: dict) -> None:
+    def __init__(self, conn: "SioConnection", nsp: str, sid: str, auth: dict, key: str | None = None) -> None:
         self.conn = conn
         self.nsp = nsp
+        #: The handlers serving its namespace (``Server._resolve``, decided once at CONNECT).
+        self.key = key if key is not None else nsp
         self.sid = sid
         #: The CONNECT payload (the empty dict is shared: sockets without auth are the norm).
         self.auth = auth if auth else _NO_AUTH
@@ -929,7 +932,7 @@ class Server:
         sid = restored[0].sid if restored is not None else _new_id()
         if sid in self._sockets:  # the old socket is somehow still here: start afresh
             restored, sid = None, _new_id()
-        socket = Socket(conn, nsp, sid, auth)
+        socket = Socket(conn, nsp, sid, auth, key)
         conn.sockets[nsp] = socket
         self._sockets[sid] = socket
         self._by_nsp.setdefault(nsp, {})[sid] = socket
@@ -1054,7 +1057,7 @@ class Server:
         if self.serverless:
             serverless.disconnected(socket, reason)
             return
-        handler, _ = self._handler(self._resolve(socket.nsp, socket.auth) or socket.nsp, "disconnect")
+        handler, _ = self._handler(socket.key, "disconnect")
         if handler is not None:
             self._spawn(self._call_disconnect, handler, socket, reason)
 
@@ -1093,12 +1096,12 @@ class Server:
             await serverless.event(self, socket, data, ack_id)
             return
         event = data[0]
-        key = self._resolve(socket.nsp, socket.auth) or socket.nsp
-        handler, catch_all = self._handler(key, event if isinstance(event, str) else str(event))
+        handler, catch_all = self._handler(socket.key, event if isinstance(event, str) else str(event))
         if handler is None:
             self.counters["unhandled_events"] += 1
             return
-        star_ns = isinstance(handler, _Handler) and self._handlers.get("*", {}).get(event) is handler
+        star = self._handlers.get("*")
+        star_ns = star is not None and isinstance(handler, _Handler) and star.get(event) is handler
         args = [socket.sid, *data[1:]]
         if catch_all:
             args.insert(0, event)
