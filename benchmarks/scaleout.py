@@ -340,9 +340,6 @@ def main() -> None:
     print(f"(node logs in {logdir})", file=sys.stderr)
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---- a simulation of many nodes: what Redis holds, what operations cost ------------------
 
@@ -484,3 +481,7 @@ class AsyncExit:
 
     async def enter(self, cm):
         return await self._stack.enter_async_context(cm)
+
+
+if __name__ == "__main__":
+    main()
