@@ -26,9 +26,11 @@ hub's ``event_handlers``; this edge never imports the webhook client):
 Every event's context is a ``SocketContext`` (a ``ConnectionContext`` with ``namespace`` and
 ``socket_id``; ``extensions`` holds them under Azure's CloudEvents names, ``namespace`` and
 ``socketId``); connect gets a ``SocketConnectRequest`` with the same plus the CONNECT payload
-(``auth``). An in-process handler reads them directly. The webhook client sends
-``ce-namespace`` and ``ce-socketId`` once it writes a context's ``extensions`` as CloudEvents
-headers (not yet: the change belongs to ``fabric/appserver/webhook.py``).
+(``auth``). An in-process handler reads them directly; the webhook client writes
+``extensions`` as ``ce-namespace`` and ``ce-socketId``. One difference from Azure remains: a
+user event's ``ce-type`` is ``azure.webpubsub.user.<event>`` (Azure:
+``azure.webpubsub.user.message``, the event name only in ``ce-eventName``), which the webhook
+client derives from the event name.
 
 A socket's own group is a real hub group here (a group actor per socket): serverless hubs pay
 that memory, the default mode does not (see ``server.py``).

@@ -220,11 +220,14 @@ async def test_serverless_flows_through_the_webhook_client(webhook):
     await s.send('42/chat,7["hello","world"]')
     assert await s.receive() == '43/chat,7["got","world"]'
     seen = app.events("hello")[0]
-    assert seen.header("ce-type") == "azure.webpubsub.user.hello"
+    assert seen.header("ce-type") == "azure.webpubsub.user.hello"  # Azure: azure.webpubsub.user.message
+    assert (seen.header("ce-namespace"), seen.header("ce-socketId")) == ("/chat", sid)
     assert seen.header("content-type").startswith("text/plain") and seen.body == b'42/chat,7["hello","world"]'
     await app.wait_for("connected")
     await s.send("41/chat,")
-    await app.wait_for("disconnected")
+    gone = (await app.wait_for("disconnected"))[0]
+    assert gone.header("ce-socketId") == sid and json.loads(gone.body) == {"reason": ""}
+    assert (await app.wait_for("connected"))[0].header("ce-namespace") == "/chat"
     await s.aclose()
 
 
