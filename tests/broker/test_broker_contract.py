@@ -118,6 +118,26 @@ async def test_publisher_receives_its_own_publications_once(attach):
     assert b.messages() == list(range(20)) + ["end"]
 
 
+async def test_publish_counts_the_nodes_it_reached_and_send_keeps_order(attach):
+    """``publish`` answers how many nodes got the message (requests wait for that many
+    answers); ``send`` does not wait for them but keeps the same order."""
+    a, b, c = Node(), Node(), Node()
+    ba, bb, bc = await attach(a), await attach(b), await attach(c)
+    assert await bc.publish("t", "nobody") == 0
+    await ba.subscribe("t")
+    await bb.subscribe("t")
+    assert ba.subscribed("t") and not bc.subscribed("t")
+    assert await bc.publish("t", "from outside") == 2
+    assert await ba.publish("t", "from a member") == 2
+    await bb.unsubscribe("t")
+    assert await bc.publish("t", "one left") == 1
+    for i in range(30):
+        await bc.send("t", i)
+    await bc.publish("t", "end")
+    await wait_for([a], "end")
+    assert a.messages() == ["from outside", "from a member", "one left", *range(30), "end"]
+
+
 @pytest.mark.parametrize("publisher", ["self", "other"])
 async def test_nothing_after_unsubscribe(attach, publisher):
     a = Node()
