@@ -10,13 +10,18 @@ Rules this module keeps:
 - What crosses a process boundary is ``to_wire()`` / ``from_wire()``: payload bytes, data
   type and metadata, target, sender, exclusions, the filter as OData source text and the TTL
   as a wall-clock deadline. No closure and no trio-clock value ever leaves the process.
+- An edge's own kind of publication (a subclass with a ``kind``, e.g. a Web PubSub stream
+  fragment) crosses too: its ``wire_extension()`` (plain msgpack values the core never reads)
+  travels beside the core's fields, and ``from_wire`` rebuilds the same subclass through
+  ``register_kind``, so a subscriber on another node gets what a local one gets. An unknown
+  kind or an extension its class refuses is a ``ValueError`` like any other junk.
 - Nothing here imports an edge. ``trio.current_time`` is read only when a TTL is set.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping, TypeVar
 
 import msgspec
 import trio
@@ -24,6 +29,8 @@ import trio
 from fabric.core.payload import DataType, Payload
 
 Origin = Literal["group", "server"]
+
+__all__ = ["Origin", "Publication", "WireFormat", "register_kind"]
 
 
 class WireFormat:
@@ -51,6 +58,11 @@ class Publication:
         "origin", "group", "payload", "from_user_id", "sender_id", "no_echo", "excluded", "filter",
         "expires_at", "metadata", "_cache", "wire_id",
     )
+
+    #: The wire name of an edge's subclass that carries more than the fields below (None: a
+    #: plain publication). Such a subclass implements ``wire_extension`` and
+    #: ``restore_extension`` and is passed to ``register_kind``.
+    kind: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -109,19 +121,32 @@ class Publication:
 
     # ---- crossing a process boundary ----------------------------------------------------
 
+    def wire_extension(self) -> Any:
+        """A subclass's own fields as plain msgpack values (None, bool, int, float, str,
+        bytes, lists, dicts with string keys) for ``to_wire``. Plain publications: None."""
+        return None
+
+    def restore_extension(self, value: Any) -> None:
+        """Set a subclass's own fields from what its ``wire_extension`` returned on another
+        node (``from_wire`` calls it once the core's fields are set). Raise ``ValueError``
+        for anything that is not such a value."""
+        raise ValueError(f"not a publication: {type(self).__name__} has no extension")
+
     def to_wire(self) -> bytes:
         """The publication as bytes for another process (msgpack). No checkpoint."""
         deadline = None
         if self.expires_at is not None:
             deadline = time.time() + (self.expires_at - trio.current_time())
-        return _ENCODER.encode(_Wire(
-            origin=self.origin, data_type=self.payload.data_type.value, body=self.payload.body,
-            metadata=dict(self.metadata) if self.metadata else None, group=self.group,
-            from_user_id=self.from_user_id, sender_id=self.sender_id, no_echo=self.no_echo,
-            excluded=sorted(self.excluded) if self.excluded else None,
-            filter=getattr(self.filter, "source", None) if self.filter is not None else None,
-            expires_at=deadline,
-        ))
+        fields = (  # _Wire's order
+            self.origin, self.payload.data_type.value, self.payload.body,
+            dict(self.metadata) if self.metadata else None, self.group, self.from_user_id, self.sender_id,
+            self.no_echo, sorted(self.excluded) if self.excluded else None,
+            getattr(self.filter, "source", None) if self.filter is not None else None, deadline,
+        )
+        kind = self.kind
+        if kind is None:  # the 12-element form every node of this envelope reads
+            return _ENCODER.encode(_Wire(*fields))
+        return _ENCODER.encode(_WireOfKind(*fields, kind, self.wire_extension()))
 
     @classmethod
     def from_wire(cls, data: bytes, *, compile_filter: Callable[[str], Any] | None = None) -> "Publication":
@@ -135,26 +160,62 @@ class Publication:
             raise ValueError(f"not a publication: {exc}") from None
         if wire.origin not in ("group", "server") or (wire.origin == "group") != (wire.group is not None):
             raise ValueError("not a publication: origin and group disagree")
+        kind = wire.kind
+        if kind is None:
+            if wire.extension is not None:
+                raise ValueError("not a publication: an extension without a kind")
+            made = Publication
+        else:
+            made = _KINDS.get(kind)
+            if made is None:
+                raise ValueError(f"not a publication this node knows: kind {kind!r}")
         selects = None
         if wire.filter is not None:
             if compile_filter is None:
                 raise ValueError("a filtered publication needs a filter compiler")
             selects = compile_filter(wire.filter)
-        publication = cls(
-            wire.origin, Payload(data_type, wire.body), group=wire.group, from_user_id=wire.from_user_id,
-            sender_id=wire.sender_id, no_echo=wire.no_echo, excluded=frozenset(wire.excluded or ()),
-            filter=selects, metadata=wire.metadata,
+        publication = made.__new__(made)
+        Publication.__init__(
+            publication, wire.origin, Payload(data_type, wire.body), group=wire.group,
+            from_user_id=wire.from_user_id, sender_id=wire.sender_id, no_echo=wire.no_echo,
+            excluded=frozenset(wire.excluded or ()), filter=selects, metadata=wire.metadata,
         )
+        if kind is not None:
+            publication.restore_extension(wire.extension)
         if wire.expires_at is not None:
             publication.expires_at = trio.current_time() + (wire.expires_at - time.time())
         return publication
 
     def __repr__(self) -> str:
-        return f"<Publication {self.origin} group={self.group!r} {self.payload.data_type.value} {len(self.payload.body)}B>"
+        return f"<{type(self).__name__} {self.origin} group={self.group!r} {self.payload.data_type.value} {len(self.payload.body)}B>"
+
+
+_P = TypeVar("_P", bound=type[Publication])
+_KINDS: dict[str, type[Publication]] = {}
+
+
+def register_kind(cls: _P) -> _P:
+    """Let ``from_wire`` rebuild ``cls``, a subclass of ``Publication`` with a ``kind`` and
+    its ``wire_extension``/``restore_extension``, on every node (a class decorator; the edge
+    defining the subclass applies it, so any process that can make one can read one).
+    ``from_wire`` creates it with ``cls.__new__`` and ``Publication.__init__``: its own
+    fields are set by ``restore_extension`` alone."""
+    kind = cls.kind
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"{cls.__name__}.kind must be a non-empty string to cross processes")
+    known = _KINDS.setdefault(kind, cls)
+    if known is not cls:
+        raise ValueError(f"publication kind {kind!r} is {known.__qualname__}'s already")
+    return cls
 
 
 class _Wire(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag="pub1"):
-    """Version-tagged field order; ``tag`` makes foreign msgpack arrays fail to decode."""
+    """Version-tagged field order; ``tag`` makes foreign msgpack arrays fail to decode.
+
+    A plain publication is these 12 elements; one of an edge's kinds appends ``kind`` and
+    ``extension`` (``_WireOfKind``). The decoder reads both lengths, so the plain form is
+    unchanged from before kinds existed and such nodes still read it (the longer form they
+    refuse as malformed: they could not show what it carries anyway)."""
 
     origin: str
     data_type: str
@@ -169,5 +230,10 @@ class _Wire(msgspec.Struct, array_like=True, forbid_unknown_fields=True, tag="pu
     expires_at: float | None
 
 
+class _WireOfKind(_Wire, array_like=True, forbid_unknown_fields=True, tag="pub1"):
+    kind: str | None = None
+    extension: Any = None
+
+
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(_Wire)
+_DECODER = msgspec.msgpack.Decoder(_WireOfKind)

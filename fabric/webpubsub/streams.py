@@ -17,26 +17,48 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
-from fabric.core.publication import Publication
+import msgspec
+
+from fabric.core.publication import Publication, register_kind
 from fabric.webpubsub.codec_json import StreamData, StreamEnd, StreamInfo, StreamStart
 from specs import streams as spec
 from specs.streams import ClosedName, NackName, StreamEvent, TerminalName
 
 
+@register_kind
 class StreamPublication(Publication):
     """A group publication that is a stream fragment or terminal: ``stream`` is its
     ``StreamInfo`` (encoded by ``fabric.webpubsub.formats`` into the subscribers' message).
 
-    It crosses processes as a plain publication (``Publication.to_wire`` has no field for it
-    yet), so subscribers on other nodes see the fragment without its stream info."""
+    It crosses processes as the publication kind ``"stream"``: the stream info travels as
+    the wire form's extension and arrives as a ``StreamPublication`` again, so subscribers
+    on other nodes get the same stream id, sequence id and end-of-stream (with its error) as
+    local ones."""
 
     __slots__ = ("stream",)
+    kind = "stream"
 
     def __init__(self, stream: StreamInfo, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.stream = stream
+
+    def wire_extension(self) -> list:
+        s = self.stream
+        return [s.stream_id, s.sequence_id, s.end_of_stream, s.error_name, s.error_message, s.user_error_code]
+
+    def restore_extension(self, value: Any) -> None:
+        try:
+            stream_id, sequence_id, end, name, message, code = msgspec.convert(value, _StreamWire)
+        except (msgspec.ValidationError, ValueError, TypeError) as exc:
+            raise ValueError(f"not a publication: bad stream info: {exc}") from None
+        if self.origin != "group" or not stream_id or sequence_id < 1:
+            raise ValueError("not a publication: stream info needs a group, a stream id and a sequence id >= 1")
+        self.stream = StreamInfo(stream_id, sequence_id, end, name, message, code)
+
+
+_StreamWire = tuple[str, int, bool, str | None, str | None, str | None]
 
 
 class OpenStream:
