@@ -41,7 +41,7 @@ def ack(expected):
     return {"type": "streamAck", "streamId": "s", "expectedSequenceId": expected}
 
 
-async def test_a_stream_reaches_another_node_as_it_reaches_its_own(nodes, pb):
+async def test_a_stream_reaches_another_node_as_it_reaches_its_own(nodes, pb):  # noqa: F811 (the fixture)
     async with nodes(2) as (a, b):
         pub = await connect(a, user_id="pub", roles=ROLES)
         local = await joined(a)
