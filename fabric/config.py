@@ -413,11 +413,45 @@ def _presence_events(value: Any) -> str | None:
     return f"unknown group presence event {bad[0]!r}; expected joined or left" if bad else None
 
 
+_MAX_GROUP_FILTERS = 64
+_MAX_FILTER_STARS = 5
+
+
 def _group_filters(value: Any) -> str | None:
     if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
         return f"expected a list of strings, got {_describe(value)}"
-    bad = [v for v in value if not 0 < len(v) <= 1024]
-    return f"a group filter is 1-1024 characters, got {bad[0]!r}" if bad else None
+    if len(value) > _MAX_GROUP_FILTERS:
+        return f"at most {_MAX_GROUP_FILTERS} group filters per handler, got {len(value)}"
+    for pattern in value:
+        problem = _group_pattern_problem(pattern)
+        if problem:
+            return problem
+    return None
+
+
+def _group_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a wildcard group pattern, or None. The syntax of wildcard group
+    roles (``fabric.core.permissions.compile_group_pattern``; a test keeps the two in step):
+    ``\\`` escapes only ``\\``, ``*`` and ``?``; at most five unescaped ``*`` (``**`` is two)."""
+    if not 0 < len(pattern) <= 1024:
+        return f"a group filter is 1-1024 characters, got {pattern!r}"
+    stars = 0
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                return f"group filter {pattern!r} ends with a lone backslash"
+            if pattern[i + 1] not in "\\*?":
+                return (f"group filter {pattern!r} has the escape '\\{pattern[i + 1]}'; "
+                        "only \\\\, \\* and \\? are escapes")
+            i += 2
+            continue
+        stars += c == "*"
+        i += 1
+    if stars > _MAX_FILTER_STARS:
+        return f"group filter {pattern!r} has {stars} '*'; at most {_MAX_FILTER_STARS} ('**' counts two)"
+    return None
 
 
 def _event_handlers(value: Any) -> str | None:
@@ -1320,7 +1354,8 @@ def config_as_dict(config: FabricConfig, *, redact_keys: bool = True) -> dict[st
             "anonymous_connect": hub.anonymous_connect,
             "event_handlers": [
                 {"url_template": h.url_template, "user_event_pattern": h.user_event_pattern,
-                 "system_events": list(h.system_events)}
+                 "system_events": list(h.system_events), "group_presence_events": list(h.group_presence_events),
+                 "group_filters": list(h.group_filters)}
                 for h in hub.event_handlers
             ],
             "socketio": {"enabled": hub.socketio.enabled, "namespaces": list(hub.socketio.namespaces),

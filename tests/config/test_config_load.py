@@ -23,6 +23,7 @@ from fabric.config import (
     loads_config,
     matches_user_event,
     parse_event_handler_flag,
+    plan_reload,
 )
 
 BRIEF_EXAMPLE = """
@@ -772,3 +773,48 @@ def test_event_handler_group_presence_opt_in():
         .group_presence_events == ()
     with pytest.raises(ConfigError, match="unknown group presence event 'entered'"):
         load('[[hubs.chat.event_handlers]]\nurl_template = "http://h"\ngroup_presence_events = ["entered"]\n')
+    with pytest.raises(ConfigError, match="a group filter is 1-1024 characters, got ''"):
+        load('[[hubs.chat.event_handlers]]\nurl_template = "http://h"\ngroup_filters = [""]\n')
+    with pytest.raises(ConfigError, match="group_filters: expected a list of strings"):
+        load('[[hubs.chat.event_handlers]]\nurl_template = "http://h"\ngroup_filters = "room-*"\n')
+    # the effective configuration shows the opt-in, and a reload that changes only it says so
+    assert config_as_dict(config)["hubs"]["chat"]["event_handlers"][0] | {"url_template": ""} == {
+        "url_template": "", "user_event_pattern": "*", "system_events": [],
+        "group_presence_events": ["joined", "left"], "group_filters": ["room-*"]}
+    without = load('[[hubs.chat.event_handlers]]\nurl_template = "http://h/{event}"\n')
+    assert plan_reload(without, config).applied == ("hubs.chat.event_handlers",)
+
+
+@pytest.mark.parametrize(("filters", "message"), [
+    ('["room\\\\"]', r"group filter 'room\\\\' ends with a lone backslash"),
+    ('["a\\\\.b"]', r"has the escape '\\.'; only"),
+    ('["*.*.*.*.**"]', r"has 6 '\*'; at most 5 \('\*\*' counts two\)"),
+    ('["' + "x" * 1025 + '"]', "a group filter is 1-1024 characters"),
+    ("[" + ", ".join(f'"g{i}"' for i in range(65)) + "]", "at most 64 group filters per handler, got 65"),
+])
+def test_bad_group_filters_are_config_errors(filters, message):
+    """A filter that would not compile is refused when the file loads, not when a connection
+    joins a group (the webhook compiles filters on the first presence event)."""
+    with pytest.raises(ConfigError, match=message) as info:
+        load(f'[[hubs.chat.event_handlers]]\nurl_template = "http://h"\ngroup_filters = {filters}\n')
+    assert info.value.problems[0].key == "hubs.chat.event_handlers[0].group_filters"
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab.*?\\", max_size=14))
+def test_group_filters_accept_exactly_the_wildcard_group_patterns(pattern):
+    from fabric.core.permissions import compile_group_pattern
+
+    try:
+        compile_group_pattern(pattern)
+    except ValueError:
+        compiles = False
+    else:
+        compiles = True
+    try:
+        EventHandlerConfig("http://h", group_filters=(pattern,))
+    except ConfigError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == compiles, pattern
