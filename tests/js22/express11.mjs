@@ -8,6 +8,7 @@
 // Behaviour:
 //   connect: res.success({roles: [joinLeaveGroup, sendToGroup]})
 //   user events: "echo" -> the data back with its dataType; "fail" -> res.fail(400, "express says no");
+//                "slow" -> never answered (the request ends when the fabric abandons it);
 //                anything else -> res.success()
 //   onGroupJoined / onGroupLeft / onConnected / onDisconnected: printed
 //   A middleware in front of the SDK prints every request's x-webpubsub-metadata-* headers and,
@@ -17,6 +18,7 @@
 //   {"type":"http","method":...,"path":...,"ceType":...,"eventName":...,"metadata":{...}}
 //   {"type":"joined"|"left","group":...,"connectionId":...,"eventName":...,"userId":...}
 //   {"type":"connected"|"disconnected"|"user-event", ...}
+//   {"type":"abandoned","ceType":...,"eventName":...}: a request closed by the fabric before it was answered
 // Exit: on stdin EOF (0), or 3 when the deadline passes.
 
 import { parseArgs } from "node:util";
@@ -71,6 +73,8 @@ const options = {
       res.success(body, req.dataType);
     } else if (name === "fail") {
       res.fail(400, "express says no");
+    } else if (name === "slow") {
+      // no answer: the fabric gives up when the client cancels its invocation
     } else {
       res.success();
     }
@@ -88,6 +92,9 @@ app.use((req, res, next) => {
   const ceType = req.headers["ce-type"] ?? null;
   print({ type: "http", method: req.method, path: req.path, ceType, eventName: req.headers["ce-eventname"] ?? null,
           metadata });
+  res.on("close", () => {
+    if (!res.writableEnded) print({ type: "abandoned", ceType, eventName: req.headers["ce-eventname"] ?? null });
+  });
   if (ceType && ceType.startsWith("azure.webpubsub.user.")) {
     for (const [key, value] of Object.entries(metadata)) res.setHeader(`X-WebPubSub-Metadata-${key}`, value);
     res.setHeader("X-WebPubSub-Metadata-App", "express");
