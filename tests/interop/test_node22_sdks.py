@@ -340,14 +340,16 @@ class Express11:
 EXPRESS_HUB = "expresshub"
 
 
-#: The hub of the express tests as an operator configures it: every user and system event
-#: and both group presence events go to the express app (``{express}``: its port).
+#: The hub of the express tests as an operator configures it: every user and system event,
+#: and both group presence events of the groups `lobby` and `room*`, go to the express app
+#: (``{express}``: its port).
 EXPRESS_CONFIG = f"""\
 [[hubs.{EXPRESS_HUB}.event_handlers]]
 url_template = "http://127.0.0.1:{{express}}/eventhandler/{{{{event}}}}"
 user_event_pattern = "*"
 system_events = ["connect", "connected", "disconnected"]
 group_presence_events = ["joined", "left"]
+group_filters = ["lobby", "room*"]
 """
 
 
@@ -372,6 +374,7 @@ def test_express11_gets_group_presence_events(express11_setup, node22):
     app, server = express11_setup
     c = node22(EXPRESS_HUB, server=server, roles=())
     cid = c.connected["connectionId"]
+    c.join("unwatched")  # outside the group_filters: no events
     c.join("lobby")
     c.join("lobby")  # already a member: no second event
     c.leave("lobby")
