@@ -33,10 +33,12 @@ from fabric.core.events import EventHandler
 from fabric.core.hub import Hub
 from fabric.core.hubs import HubRegistry
 from fabric.core.telemetry import summary
+from fabric.default_mode import TunnelAppLink, wire
 from fabric.demo import DemoEdge
 from fabric.operations import Operations
 from fabric.socketio.endpoint import SocketIOEdge
 from fabric.socketio.server import Server as SocketIOServer
+from fabric.socketio.tunnelled import DefaultMode
 from fabric.webpubsub import handshake
 
 log = logging.getLogger("fabric")
@@ -80,6 +82,9 @@ class Fabric:
                              stats=lambda: summary(self.running_hubs())) if config.demo.enabled else None
         #: App servers' tunnels: ``/server/tunnel`` and ``tunnel:///`` event handlers.
         self.tunnels = TunnelEdge(self.hubs)
+        #: Web PubSub for Socket.IO's default mode: hubs whose app servers tunnel in.
+        self.default_mode = DefaultMode(self.hubs, TunnelAppLink(self.tunnels), self._start_service)
+        wire(self.tunnels, self.default_mode)
 
     @property
     def access_keys(self) -> tuple[str, ...]:
@@ -201,6 +206,8 @@ class Fabric:
             return await self.ops.metrics(request)
         if self.demo is not None and self.demo.owns(request):
             return await self.demo.handle_http(request)
+        if self.default_mode.owns(request):
+            return await self.default_mode.handle_http(request)
         if self.socketio_edge.owns(request):
             return await self.socketio_edge.handle_http(request)
         if handshake.client_hub(request) is not None:
@@ -210,6 +217,8 @@ class Fabric:
     async def handle_websocket(self, request: Request) -> Response | WebSocketAccept:
         if self.tunnels.owns(request):
             return await self.tunnels.handle_websocket(request)
+        if self.default_mode.owns(request):
+            return await self.default_mode.handle_websocket(request)
         if self.socketio_edge.owns(request):
             return await self.socketio_edge.handle_websocket(request)
         hub_name = handshake.client_hub(request)
@@ -263,7 +272,8 @@ class Fabric:
 
     def statistics(self) -> dict:
         return {"hubs": self.hubs.statistics(), "supervisor": self.supervisor.statistics(),
-                "socketio": self.socketio_edge.statistics(), "tunnels": self.tunnels.statistics()}
+                "socketio": self.socketio_edge.statistics(), "tunnels": self.tunnels.statistics(),
+                "default_mode": self.default_mode.statistics()}
 
 
 @asynccontextmanager

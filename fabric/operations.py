@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from transport.http import Request, Response
 
 from fabric.appserver import rest
+from fabric.appserver.tunnel import TUNNEL_COUNTERS
 from fabric.core.counters import WEBHOOK_COUNTERS
 from fabric.core.logs import fields
 from fabric.core.metrics import (
@@ -30,6 +31,7 @@ from fabric.core.metrics import (
 )
 from fabric.core.telemetry import collect_bus, collect_hub
 from fabric.socketio.server import SOCKETIO_COUNTERS
+from fabric.socketio.tunnelled import TUNNELLED_COUNTERS
 
 if TYPE_CHECKING:
     from fabric.app import Fabric
@@ -38,6 +40,10 @@ access_log = logging.getLogger("fabric.access")
 
 WEBHOOK_FAMILIES = counter_families("fabric_upstream_", WEBHOOK_COUNTERS)
 SOCKETIO_FAMILIES = counter_families("fabric_socketio_", SOCKETIO_COUNTERS)
+#: The server tunnel's counters (fabric-wide: a tunnel's hub is the app's business).
+TUNNEL_FAMILIES = counter_families("fabric_tunnel_", TUNNEL_COUNTERS, ())
+#: Web PubSub for Socket.IO's default mode (clients served by app servers through tunnels).
+DEFAULT_MODE_FAMILIES = counter_families("fabric_socketio_default_", TUNNELLED_COUNTERS, ())
 
 
 class Operations:
@@ -106,6 +112,8 @@ class Operations:
         collect_bus(exposition, fabric.running_hubs())
         exposition.add_counter(self.rest_requests)
         exposition.add_histogram(self.rest_seconds)
+        exposition.add_counters(TUNNEL_FAMILIES, fabric.tunnels.counters.as_dict(), ())
+        exposition.add_counters(DEFAULT_MODE_FAMILIES, fabric.default_mode.counters.as_dict(), ())
         socketio = fabric.socketio_edge.statistics()
         for hub, stats in socketio.get("servers", {}).items():
             exposition.sample(FAMILIES["fabric_socketio_sockets"], (hub,), stats.get("sockets", 0))

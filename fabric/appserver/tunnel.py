@@ -268,8 +268,9 @@ class TunnelReply:
         return cls.from_response(rest.error_response(status, code, message))
 
 
-#: ``handler(hub, request) -> TunnelReply`` for an operation REST does not have.
-Operation = Callable[[str, Request], Awaitable[TunnelReply]]
+#: ``handler(hub, request) -> TunnelReply`` for an operation REST does not have (or serves
+#: differently for some targets); None hands the request to the REST router.
+Operation = Callable[[str, Request], Awaitable[TunnelReply | None]]
 
 
 def _header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -616,7 +617,8 @@ class TunnelEdge:
         self.log_once = _LogOnce()
         self._hubs: dict[str, dict[str, Tunnel]] = {}  # by lower-cased hub name, then tunnel id
         self._changed: dict[str, trio.Event] = {}
-        self._operations: dict[tuple[str, str], Operation] = {}
+        self._operations: dict[tuple[str, tuple[str, ...]], Operation] = {}
+        self._listeners: list[Any] = []
         #: Per hub: connection id -> the app server that accepted it (insertion-ordered).
         self._pins: dict[str, dict[str, str]] = {}
 
@@ -643,9 +645,29 @@ class TunnelEdge:
     # ---- extension point -----------------------------------------------------------
 
     def add_operation(self, method: str, action: str, handler: Operation) -> None:
-        """Serve ``METHOD /api/hubs/{hub}/{action}`` (``action`` like ``:invoke``) through the
-        tunnels with ``handler(hub, request)`` instead of the REST router."""
-        self._operations[(method.upper(), action.lower())] = handler
+        """Serve ``METHOD /api/hubs/{hub}/{action}`` through the tunnels with
+        ``handler(hub, request)`` before the REST router. ``action`` is one path segment
+        (``:invoke``) or several, where ``{name}`` matches any one segment
+        (``connections/{connectionId}/:send``); literal segments compare case-insensitively.
+        A handler answering None leaves the request to the REST router."""
+        pattern = tuple(part if part.startswith("{") else part.lower() for part in action.strip("/").split("/"))
+        self._operations[(method.upper(), pattern)] = handler
+
+    def add_listener(self, listener: Any) -> None:
+        """Tell ``listener`` about tunnels coming and app servers going, with whichever of
+        these methods it has (no checkpoint; they must not block):
+        ``tunnel_opened(hub, server)`` and ``server_lost(hub, server)`` (the last tunnel of
+        that app server for that hub closed)."""
+        self._listeners.append(listener)
+
+    def _operation(self, method: str, segments: list[str]) -> Operation | None:
+        rest_of = [urllib.parse.unquote(part) for part in segments[3:]]
+        for (op_method, pattern), handler in self._operations.items():
+            if op_method != method or len(pattern) != len(rest_of):
+                continue
+            if all(p.startswith("{") or p == part.lower() for p, part in zip(pattern, rest_of)):
+                return handler
+        return None
 
     # ---- routing ---------------------------------------------------------------------
 
@@ -738,13 +760,27 @@ class TunnelEdge:
             event.set()
         log.info("tunnel %s opened for hub %r by app server %s%s", tunnel.id, tunnel.hub, tunnel.server,
                  f" (target {tunnel.target})" if tunnel.target else "")
+        self._tell("tunnel_opened", tunnel.hub, tunnel.server)
 
     def _remove(self, tunnel: Tunnel) -> None:
         tunnels = self._hubs.get(tunnel.hub.lower())
         if tunnels is not None:
-            tunnels.pop(tunnel.id, None)
+            if tunnels.pop(tunnel.id, None) is None:
+                return
             if not tunnels:
                 del self._hubs[tunnel.hub.lower()]
+            if not any(t.server == tunnel.server for t in (tunnels or {}).values()):
+                self._tell("server_lost", tunnel.hub, tunnel.server)
+
+    def _tell(self, what: str, hub: str, server: str) -> None:
+        for listener in self._listeners:
+            method = getattr(listener, what, None)
+            if method is None:
+                continue
+            try:
+                method(hub, server)
+            except Exception:
+                log.exception("tunnel listener %r failed in %s", listener, what)
 
     # ---- app -> service dispatch -------------------------------------------------------
 
@@ -755,13 +791,15 @@ class TunnelEdge:
         if isinstance(request, TunnelReply):
             return request
         segments = request.raw_path.strip("/").split("/")
-        if len(segments) == 4 and segments[0] == "api" and segments[1] == "hubs":
-            handler = self._operations.get((request.method, urllib.parse.unquote(segments[3]).lower()))
+        if len(segments) >= 4 and segments[0] == "api" and segments[1] == "hubs" and self._operations:
+            handler = self._operation(request.method, segments)
             if handler is not None:
                 hub = urllib.parse.unquote(segments[2])
                 if not names.is_valid_hub_name(hub):
                     return TunnelReply.error(400, "InvalidHubName", f"invalid hub name {hub[:80]!r}")
-                return await handler(hub, request)
+                reply = await handler(hub, request)
+                if reply is not None:
+                    return reply
         if not request.raw_path.startswith("/api/"):
             return TunnelReply.error(404, "NotFound", f"no such resource: {request.method} {request.raw_path[:200]}")
         reply = TunnelReply.from_response(await rest.handle(self.registry, request, trusted=True))

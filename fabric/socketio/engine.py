@@ -119,6 +119,9 @@ class EngineApp(Protocol):
 
     # Optional: ``async def on_task_start(conn)`` / ``async def on_task_end(conn)``, awaited
     # by ``conn.serve()`` first and last (the end shielded), in the connection's task.
+    # Optional: ``async def on_handshake(request, sid) -> EngineConfig | Response | None``,
+    # awaited before a new session exists (its sid chosen): a ``Response`` refuses the
+    # handshake with it, an ``EngineConfig`` is that session's (what its open packet says).
 
 
 class CorsOptions:
@@ -662,9 +665,24 @@ class EngineServer:
         # BAD_METHOD: Node answers 500 with an empty body.
         return Response(500, b"", tuple(self.cors.headers_for(request)))
 
+    async def _handshake(self, request: Request) -> tuple[str, EngineConfig] | Response:
+        """A new session's sid and options, or the app's refusal (``on_handshake``)."""
+        sid = generate_sid()
+        hook = getattr(self.app, "on_handshake", None)
+        if hook is None:
+            return sid, self.config
+        decided = await hook(request, sid)
+        if isinstance(decided, Response):
+            return decided
+        return sid, decided if decided is not None else self.config
+
     async def _open_polling(self, request: Request) -> Response:
+        decided = await self._handshake(request)
+        if isinstance(decided, Response):
+            return decided
+        sid, config = decided
         now = trio.current_time()
-        session = Session(generate_sid(), self.config, "polling", now)
+        session = Session(sid, config, "polling", now)
         conn = EngineConnection(self, session, request)
         self.sessions[conn.sid] = conn
         try:
@@ -714,9 +732,13 @@ class EngineServer:
                 return WebSocketAccept(subprotocol=None, run=_accept_and_close)
             return WebSocketAccept(subprotocol=None, run=conn._run_probe, **bounds)
         # OPEN_WEBSOCKET
+        decided = await self._handshake(request)
+        if isinstance(decided, Response):
+            return decided
+        sid, config = decided
 
         async def run(ws: WebSocket) -> None:
-            session = Session(generate_sid(), self.config, "websocket", trio.current_time())
+            session = Session(sid, config, "websocket", trio.current_time())
             conn = EngineConnection(self, session, request)
             conn.ws = ws
             self.sessions[conn.sid] = conn

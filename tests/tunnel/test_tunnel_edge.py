@@ -205,7 +205,6 @@ async def test_the_filter_precedence_quirk_is_reproduced(fab):
     ("POST", "/api/hubs/sio/:send", "x", "text/html"),
     ("POST", "/api/hubs/1bad/:send", "x", "text/plain"),
     ("PATCH", "/api/hubs/sio/:send", "x", "text/plain"),
-    ("POST", "/api/hubs/sio/:invoke", "x", "text/plain"),
     ("GET", "/api/health", "", None),
 ])
 async def test_answers_are_those_of_rest_over_http(fab, method, path, body, content_type):

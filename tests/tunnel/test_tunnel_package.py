@@ -5,10 +5,9 @@ the service API; observed by Web PubSub clients in the groups that Socket.IO roo
 (``0~b64url(ns)~b64url(room)``). The same tunnel serves ``tunnel:///`` event handlers to the
 awps-tunnel proxy code shipped in the package.
 
-Part 1 of issue 12: Socket.IO clients are not involved yet (the service events of part 2
-are not implemented), so rooms are joined with the adapter's own REST calls, and what a
-socket.io client would receive is seen as the Engine.IO payload text a Web PubSub client in
-that group receives.
+Here the observers are Web PubSub clients, so rooms are joined with the adapter's own REST
+calls, and what a socket.io client would receive is seen as the Engine.IO payload text a Web
+PubSub client in that group receives; ``test_default_mode.py`` has socket.io clients.
 """
 
 from __future__ import annotations
@@ -117,7 +116,7 @@ async def test_socketio_operations_through_the_tunnel_reach_the_service_api():
             await app.call("emit", to="room3", event="bin", args=[{"$bytes": base64.b64encode(b"\x01\x02\x03").decode()}])
             expected = '451-["bin",{"_placeholder":true,"num":0}]\x1ebAQID'
             assert await a.next_data() == expected and await b.next_data() == expected
-            # disconnectSockets broadcasts DISCONNECT with data; translating it is part 2 (§d.5)
+            # disconnectSockets broadcasts DISCONNECT with data; only Socket.IO clients get it translated
             await app.call("disconnectSockets", to="room3")
             assert await a.next_data() == '41{"close":false}'
             assert await b.next_data() == '41{"close":false}'
@@ -140,8 +139,10 @@ async def test_bad_requests_from_the_app_get_clear_errors_and_touch_nothing_else
         assert not answer["ok"] and "unexpected status code 400" in answer["error"]
         answer = await app.request("sendToAll", payload="x", filter="connectionId eq")
         assert not answer["ok"] and "unexpected status code 400" in answer["error"]
-        answer = await app.request("invoke", payload='420["ev"]', filter="'0~Lw~' in groups")
-        assert not answer["ok"] and "unexpected status code 404" in answer["error"]  # :invoke is part 2
+        answer = await app.request("invoke", payload='42["no ack id"]', filter="'0~Lw~' in groups")
+        assert not answer["ok"] and "unexpected status code 400" in answer["error"]
+        # no Socket.IO client to ask (the Web PubSub client is not one): an empty answer
+        assert await app.call("invoke", payload='420["ev"]', filter="'0~Lw~' in groups") == ""
         # nothing else was touched
         await nothing_before(client, "still fine", app)
 

@@ -1,0 +1,922 @@
+"""Web PubSub for Socket.IO's default mode: Socket.IO clients served by a Node app server
+through its tunnel.
+
+An unmodified socket.io app with ``useAzureSocketIO(io, {hub, connectionString})`` from
+``@azure/web-pubsub-socket.io`` keeps its Socket.IO logic; the service keeps the clients'
+Engine.IO connections. This module is the service's half (reference: socketio-protocol.md
+§d.3-d.5, and the package's ``dist/EIO`` and ``dist/SIO/components/web-pubsub-adapter.js``).
+It reaches the app through an ``AppLink`` (the fabric gives it the server tunnel; this edge
+never imports another edge):
+
+- **Handshake**: a new Engine.IO session's sid is its connection id; the ``connect``
+  CloudEvent (query values as arrays, claims as ``{name: [values]}``) goes to an app server
+  of the hub, which answers with its own Engine.IO handshake (sid forced to the connection
+  id). Its ``pingInterval``/``pingTimeout``/``maxPayload`` become the session's, so clients
+  see what the app configured; the upgrades offered are ours (polling clients may upgrade).
+  A refusal is the client's handshake answer; no app server within ``APP_WAIT`` is a 503.
+- **Client -> app**: every Engine.IO message is a segment of a polling-format payload in a
+  ``azure.webpubsub.user.message`` event (``text/plain``), one connection's in order, batched
+  while the previous call is in flight, to the app server that accepted the connection.
+  Engine.IO heartbeats towards the client are ours; the app's engine.io pings (``2`` through
+  ``:send``) are answered by us with ``3``. The end of the session is a ``disconnected``
+  event, after everything the client sent.
+- **App -> client**: the app's REST calls (through the tunnel, as any REST call) reach the
+  hub; each connection is a hub ``Member`` whose deliveries are Engine.IO payloads written
+  to the client. The service keeps what the package leaves to it (§d.5): a ``40`` reply
+  joins the connection to its namespace's group ``0~b64(nsp)~``; a DISCONNECT for a
+  namespace (from the client, from the app, or translated) takes the connection out of
+  every group of that namespace (the package never removes rooms at a socket's end); a
+  DISCONNECT with data (``disconnectSockets``: ``41{"close":false}``, which a client would
+  reject) is sent as a plain ``41``, and the app is told the socket left (a ``41`` from the
+  client), or with ``close`` the connection ends; a ``1`` closes it.
+- **``:invoke``** (broadcasts with acks): the EVENT goes to the connections the filter
+  selects that have its namespace; each client's ACK with that namespace and id is taken
+  out of the stream to the app and streamed back as a line ``{"Payload": "<EIO payload>"}``;
+  the stream ends when every recipient answered or left, or after ``INVOKE_TIMEOUT``.
+
+Which hubs: see ``DefaultMode.serves``; the choices where Azure is silent are in
+``specs/socketio_default.py``. Rules this module keeps: one app server per
+connection (pinned at connect; its loss past ``APP_WAIT`` ends the connection, so the
+client reconnects to an app that knows it); bounded queues (client messages waiting for
+the app, answers of an invoke); nothing a client or an app sends raises out of here.
+"""
+
+from __future__ import annotations
+
+import binascii
+import collections
+import dataclasses
+import itertools
+import logging
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import (
+    Any,
+    Protocol,
+)
+
+import msgspec
+import trio
+
+from fabric.core import auth
+from fabric.core.counters import Counters, CounterSpec
+from fabric.core.events import ConnectionContext
+from fabric.core.permissions import Permissions
+from fabric.core.publication import Publication
+from fabric.socketio.eio_packets import (
+    EncodedPacket,
+    PacketEncodeError,
+    binary_message,
+    message_polling_segment,
+)
+from fabric.socketio.eio_session import CloseReason, EngineConfig
+from fabric.socketio.endpoint import AZURE_PREFIX, Starter, engine_config
+from fabric.socketio.engine import CorsOptions, EngineConnection, EngineServer
+from fabric.socketio.formats import namespace_group
+from specs import names
+from specs import socketio_default as defaults
+from specs import upstream as up
+from specs.errors import CloseSituation
+from transport.http import Request, Response, WebSocketAccept
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TUNNELLED_COUNTERS", "AppLink", "AppResponse", "AppUnreachable", "DefaultMode", "TunnelledConnection"]
+
+#: Seconds a handshake waits for an app server of the hub, and a connection for its own
+#: app server to come back (a tunnel reconnecting) before it is closed.
+APP_WAIT = defaults.APP_WAIT_SECONDS
+#: Longest an ``:invoke`` stream stays open for acks (the app's own timeout normally ends
+#: its wait first; the stream must not end before it, or the app sees fewer clients).
+INVOKE_TIMEOUT = defaults.INVOKE_TIMEOUT_SECONDS
+#: Client messages queued per connection while its app server is busy (the reader waits).
+MAX_QUEUED = 256
+#: Messages and bytes sent to the app in one user event.
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 256 * 1024
+#: Handshakes the app accepted whose session has not opened yet (kept at most this long).
+PENDING_SECONDS = 30.0
+EVENT_PATH = "/eventhandler/"
+
+TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
+    ("handshakes", "Handshakes sent to an app server (connect events)."),
+    ("handshakes_refused", "Handshakes an app server refused."),
+    ("handshakes_unavailable", "Handshakes refused because no app server was connected (503)."),
+    ("events_sent", "User events sent to app servers (each a batch of client packets)."),
+    ("events_failed", "User events that failed (the connection was closed)."),
+    ("pongs", "Engine.IO pings of app servers answered by the service."),
+    ("namespace_joins", "Connections joined to a namespace group on the app's CONNECT reply."),
+    ("disconnects_translated", "DISCONNECT packets with data (disconnectSockets) translated."),
+    ("payloads_ignored", "Deliveries that were not Engine.IO payloads (not sent to Socket.IO clients)."),
+    ("invokes", "Broadcasts with acks (:invoke) served."),
+    ("invoke_answers", "Client acks streamed back to app servers."),
+    ("orphans_closed", "Connections closed because their app server left."),
+))
+
+_json_decode = msgspec.json.decode
+_json_encode = msgspec.json.encode
+
+
+class AppUnreachable(Exception):
+    """No app server answered (none connected, or its tunnel broke)."""
+
+
+class AppResponse(Protocol):
+    status: int
+    headers: Mapping[str, Sequence[str]]
+
+    @property
+    def server(self) -> str: ...
+
+    async def read(self) -> bytes: ...
+
+
+class AppLink(Protocol):
+    """How this edge reaches app servers (the fabric wraps its server tunnel)."""
+
+    async def request(self, hub: str, method: str, url: str, headers: Mapping[str, Sequence[str]],
+                      content: bytes | None, *, key: str, server: str | None, wait: float) -> AppResponse:
+        """Raises ``AppUnreachable``."""
+
+    def has_server(self, hub: str, server: str) -> bool: ...
+
+
+# ---- Socket.IO packet headers (only what routing needs; the app parses the rest) ----------
+
+
+def _sio_header(text: str) -> tuple[str, int, str, int | None, int] | None:
+    """``(type digit, attachments, nsp, ack id, index of the data)`` of a Socket.IO packet's
+    text, or None if it is not one."""
+    if not text or text[0] not in "0123456":
+        return None
+    kind = text[0]
+    i = 1
+    attachments = 0
+    n = len(text)
+    if kind in "56":
+        dash = text.find("-", 1)
+        count = text[1:dash] if dash != -1 else ""
+        if not count.isdigit() or len(count) > 6:
+            return None
+        attachments = int(count)
+        i = dash + 1
+    nsp = "/"
+    if i < n and text[i] == "/":
+        comma = text.find(",", i)
+        if comma == -1:
+            nsp, i = text[i:], n
+        else:
+            nsp, i = text[i:comma], comma + 1
+    j = i
+    while j < n and "0" <= text[j] <= "9":
+        j += 1
+    ack_id = int(text[i:j]) if i < j <= i + 16 else None
+    return kind, attachments, nsp, ack_id, (j if ack_id is not None else i)
+
+
+def _disconnect(nsp: str) -> EncodedPacket:
+    """The Engine.IO message carrying a plain Socket.IO DISCONNECT for ``nsp``."""
+    return EncodedPacket(True, _disconnect_segment(nsp))
+
+
+def _disconnect_segment(nsp: str) -> bytes:
+    return b"41" if nsp == "/" else f"41{nsp},".encode()
+
+
+def _group_prefix(nsp: str) -> str:
+    return namespace_group(nsp)  # "0~<b64 nsp>~": the namespace group and every room of it
+
+
+# ---- bounded queue of segments for the app -------------------------------------------------
+
+
+class _Upstream:
+    """One connection's packets for the app, in order (polling-format segments)."""
+
+    __slots__ = ("_ready", "_space", "closed", "items")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[bytes] = collections.deque()
+        self._ready = trio.Event()
+        self._space: trio.Event | None = None
+        self.closed = False
+
+    async def put(self, segment: bytes) -> None:
+        while len(self.items) >= MAX_QUEUED and not self.closed:
+            if self._space is None:
+                self._space = trio.Event()
+            await self._space.wait()
+        if self.closed:
+            return
+        self.items.append(segment)
+        self._ready.set()
+
+    def put_nowait(self, segment: bytes) -> bool:
+        """For what the service itself says (pongs, translated DISCONNECTs): a little room
+        past the bound; False when even that is full."""
+        if self.closed or len(self.items) >= 2 * MAX_QUEUED:
+            return False
+        self.items.append(segment)
+        self._ready.set()
+        return True
+
+    async def take(self) -> list[bytes] | None:
+        """The next batch, or None once closed and drained."""
+        while not self.items:
+            if self.closed:
+                return None
+            self._ready = trio.Event()
+            await self._ready.wait()
+        batch = []
+        size = 0
+        items = self.items
+        while items and len(batch) < MAX_BATCH and (not batch or size + len(items[0]) <= MAX_BATCH_BYTES):
+            segment = items.popleft()
+            size += len(segment) + 1
+            batch.append(segment)
+        space = self._space
+        if space is not None and len(items) < MAX_QUEUED:
+            self._space = None
+            space.set()
+        return batch
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+        if self._space is not None:
+            self._space.set()
+
+
+# ---- broadcasts with acks --------------------------------------------------------------
+
+
+class _Invoke:
+    """One ``:invoke``: the recipients still owing an answer, and the answers."""
+
+    def __init__(self, key: tuple[str, int], recipients: list[TunnelledConnection]) -> None:
+        self.key = key
+        self.waiting = {m.connection_id for m in recipients}
+        self.recipients = recipients
+        self.send, self.receive = trio.open_memory_channel(max(1, len(recipients)))
+        if not self.waiting:
+            self.send.close()
+
+    def answer(self, member: TunnelledConnection, payload: str) -> None:
+        if member.connection_id not in self.waiting:
+            return
+        self.waiting.discard(member.connection_id)
+        try:
+            self.send.send_nowait(payload)  # capacity = recipients: never full
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        if not self.waiting:
+            self.send.close()
+
+    def gone(self, member: TunnelledConnection) -> None:
+        if member.connection_id in self.waiting:
+            self.waiting.discard(member.connection_id)
+            if not self.waiting:
+                self.send.close()
+
+    def forget(self) -> None:
+        for member in self.recipients:
+            if member.invokes.get(self.key) is self:
+                del member.invokes[self.key]
+        self.send.close()
+
+
+# ---- one client connection ------------------------------------------------------------------
+
+
+class TunnelledConnection:
+    """One client's Engine.IO connection in default mode: a hub ``Member`` whose Socket.IO
+    is run by an app server."""
+
+    def __init__(self, mode: DefaultMode, hub: Any, engine: EngineConnection, server: str,
+                 identity: auth.ClientIdentity | None) -> None:
+        self.mode = mode
+        self.hub = hub
+        self.engine = engine
+        self.connection_id = engine.sid
+        self.server = server
+        self.identity = identity
+        self.user_id = identity.user_id if identity is not None else None
+        self.groups: set[str] = set()
+        self.permissions = Permissions(identity.roles if identity is not None else ())
+        #: Namespaces the app accepted a CONNECT for (and no DISCONNECT since).
+        self.namespaces: set[str] = set()
+        #: ``(nsp, ack id)`` -> the ``:invoke`` waiting for this client's ack.
+        self.invokes: dict[tuple[str, int], _Invoke] = {}
+        self.upstream = _Upstream()
+        self.closed = False
+        self._capture: list[str | bytes] | None = None
+        self._capture_left = 0
+        self._capture_invoke: _Invoke | None = None
+        self._forward_left = 0
+
+    def __repr__(self) -> str:
+        return f"<TunnelledConnection {self.hub.name}/{self.connection_id} app={self.server}>"
+
+    # ---- Member ------------------------------------------------------------------------
+
+    @property
+    def context(self) -> ConnectionContext:
+        return ConnectionContext(hub=self.hub.name, connection_id=self.connection_id, user_id=self.user_id,
+                                 subprotocol="socket.io")
+
+    def deliver_nowait(self, publication: Publication) -> None:
+        effects = self.from_app(publication.payload.body)
+        if effects:
+            self.mode._spawn(self._apply, effects)
+
+    def close_for(self, situation: CloseSituation, message: str | None = None, *, discard: bool = False) -> None:
+        engine = self.engine
+        if situation is CloseSituation.SERVER_SHUTDOWN:
+            engine.close(CloseReason.SERVER_SHUTTING_DOWN)
+        elif situation is CloseSituation.SLOW_CLIENT:
+            engine._overflow()
+        elif situation is CloseSituation.CLOSED_BY_APP_SERVER:
+            for nsp in sorted(self.namespaces):
+                engine.send(_disconnect(nsp))
+            engine.close(CloseReason.FORCED_SERVER_CLOSE)
+        else:
+            engine.close(CloseReason.FORCED_CLOSE)
+
+    def heartbeat(self, now: float, idle_timeout: float) -> bool:
+        return False  # Engine.IO's own pings keep this connection
+
+    def statistics(self) -> dict:
+        return {"connection_id": self.connection_id, "user_id": self.user_id, "transport": self.engine.transport,
+                "app_server": self.server, "namespaces": sorted(self.namespaces), "groups": len(self.groups),
+                "queued": len(self.upstream.items), "invokes": len(self.invokes),
+                "close_reason": getattr(self.engine.session.close_reason, "value", None)}
+
+    # ---- the connection's task -------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        hub = self.hub
+        try:
+            await hub.register(self)
+            for group in (self.identity.groups if self.identity is not None else ()):
+                await hub.join_group(self, group)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump)
+                await self.engine.serve()
+                self.upstream.close()
+        finally:
+            self.upstream.close()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(APP_WAIT):
+                    await self._send_disconnected()
+                for invoke in list(self.invokes.values()):
+                    invoke.gone(self)
+                self.invokes.clear()
+                if hub.local_member(self.connection_id) is self:
+                    await hub.unregister(self)
+                self.mode._forget(self)
+
+    async def _pump(self) -> None:
+        """Client packets to the app, in order, batched while a call is in flight."""
+        mode = self.mode
+        while True:
+            batch = await self.upstream.take()
+            if batch is None:
+                return
+            ok = await mode._event(self, "message", b"\x1e".join(batch))
+            if not ok:
+                self.upstream.close()
+                self.engine.close(CloseReason.TRANSPORT_ERROR)
+                return
+
+    async def _send_disconnected(self) -> None:
+        await self.mode._event(self, "disconnected", b'{"reason":""}', system=True, wait=0.0)
+
+    # ---- client -> app ---------------------------------------------------------------
+
+    async def from_client(self, data: str | bytes) -> None:
+        """One Engine.IO message from the client. Checkpoint: when the queue is full."""
+        if self._capture_left:
+            if not isinstance(data, str):
+                self._capture.append(data)  # type: ignore[union-attr]
+                self._capture_left -= 1
+                if not self._capture_left:
+                    self._finish_capture()
+                return
+            self._capture, self._capture_left, self._capture_invoke = None, 0, None
+        if self._forward_left:
+            if not isinstance(data, str):
+                self._forward_left -= 1
+                await self.upstream.put(message_polling_segment(data))
+                return
+            self._forward_left = 0
+        if isinstance(data, str):
+            header = _sio_header(data)
+            if header is not None:
+                kind, attachments, nsp, ack_id, _ = header
+                if kind in "36" and ack_id is not None and self.invokes:
+                    invoke = self.invokes.get((nsp, ack_id))
+                    if invoke is not None:
+                        if attachments:
+                            self._capture, self._capture_left, self._capture_invoke = [data], attachments, invoke
+                        else:
+                            self._answer(invoke, [data])
+                        return
+                elif kind == "1" and nsp in self.namespaces:
+                    await self._leave_namespace(nsp)
+                if attachments:
+                    self._forward_left = attachments
+            try:
+                segment = message_polling_segment(data)
+            except PacketEncodeError:
+                log.info("%r: a client packet contains U+001E, which cannot travel to the app (closing)", self)
+                self.engine.close(CloseReason.PARSE_ERROR)
+                return
+            await self.upstream.put(segment)
+            return
+        await self.upstream.put(message_polling_segment(data))
+
+    def _finish_capture(self) -> None:
+        parts, invoke = self._capture or [], self._capture_invoke
+        self._capture, self._capture_left, self._capture_invoke = None, 0, None
+        if invoke is not None:
+            self._answer(invoke, parts)
+
+    def _answer(self, invoke: _Invoke, parts: list[str | bytes]) -> None:
+        if self.invokes.get(invoke.key) is invoke:
+            del self.invokes[invoke.key]
+        segments = [message_polling_segment(p).decode("ascii" if not isinstance(p, str) else "utf-8") for p in parts]
+        invoke.answer(self, "\x1e".join(segments))
+
+    # ---- app -> client ---------------------------------------------------------------
+
+    def from_app(self, body: bytes) -> list[Callable[[], Awaitable[None]]]:
+        """Write an Engine.IO payload from the app to the client (what the service keeps
+        for itself is handled here). Returns the group changes still to await, in order.
+        No checkpoint."""
+        if self.closed or not body:
+            return []
+        effects: list[Callable[[], Awaitable[None]]] = []
+        engine = self.engine
+        mode = self.mode
+        for raw in body.split(b"\x1e"):
+            if not raw:
+                mode.counters["payloads_ignored"] += 1
+                return effects
+            kind = raw[0]
+            if kind == 0x62:  # "b": a binary attachment
+                try:
+                    engine.send(binary_message(binascii.a2b_base64(raw[1:], strict_mode=True)))
+                except binascii.Error:
+                    mode.counters["payloads_ignored"] += 1
+                    return effects
+            elif kind == 0x34:  # "4": a Socket.IO packet
+                effect = self._app_packet(raw)
+                if effect is not None:
+                    effects.append(effect)
+            elif kind == 0x32:  # "2": the app's engine.io ping, answered here
+                if self.upstream.put_nowait(b"3"):
+                    mode.counters["pongs"] += 1
+            elif kind == 0x31:  # "1": the app closed the Engine.IO socket
+                engine.close(CloseReason.FORCED_CLOSE)
+                return effects
+            elif kind in (0x33, 0x36):  # pong, noop: nothing for the client
+                continue
+            else:
+                mode.counters["payloads_ignored"] += 1
+                return effects
+        return effects
+
+    def _app_packet(self, raw: bytes) -> Callable[[], Awaitable[None]] | None:
+        second = raw[1:2]
+        if second not in (b"0", b"1"):
+            self.engine.send(EncodedPacket(True, raw))
+            return None
+        try:
+            text = raw[1:].decode("utf-8")
+        except UnicodeDecodeError:
+            self.mode.counters["payloads_ignored"] += 1
+            return None
+        header = _sio_header(text)
+        if header is None:
+            self.mode.counters["payloads_ignored"] += 1
+            return None
+        kind, _, nsp, _, start = header
+        if kind == "0":  # the app accepted a CONNECT: the socket is in its namespace now
+            self.engine.send(EncodedPacket(True, raw))
+            if nsp not in self.namespaces:
+                self.namespaces.add(nsp)
+                self.mode.counters["namespace_joins"] += 1
+                return lambda: self._join(namespace_group(nsp))
+            return None
+        # DISCONNECT
+        data = text[start:]
+        close = False
+        if data:
+            try:
+                decoded = _json_decode(data)
+            except msgspec.DecodeError:
+                decoded = None
+            close = isinstance(decoded, dict) and decoded.get("close") is True
+            self.mode.counters["disconnects_translated"] += 1
+            if close:
+                for other in sorted(self.namespaces):
+                    self.engine.send(_disconnect(other))
+                self.namespaces.clear()
+                self.engine.close(CloseReason.FORCED_SERVER_CLOSE)
+                return None
+            if nsp not in self.namespaces:
+                return None
+            self.engine.send(_disconnect(nsp))
+            self.namespaces.discard(nsp)
+            self.upstream.put_nowait(_disconnect_segment(nsp))  # the app's socket leaves too
+            return lambda: self._leave_namespace(nsp)
+        if nsp not in self.namespaces:
+            return None  # the socket is gone already (the client left): nothing to say
+        self.engine.send(EncodedPacket(True, raw))
+        self.namespaces.discard(nsp)
+        return lambda: self._leave_namespace(nsp)
+
+    async def _apply(self, effects: Iterable[Callable[[], Awaitable[None]]]) -> None:
+        for effect in effects:
+            await effect()
+
+    async def _join(self, group: str) -> None:
+        hub = self.hub
+        if self.closed or hub.local_member(self.connection_id) is not self:
+            return
+        await hub.join_group(self, group)
+        if self.closed or hub.local_member(self.connection_id) is not self:
+            await hub.leave_group(self, group)
+
+    async def _leave_namespace(self, nsp: str) -> None:
+        self.namespaces.discard(nsp)
+        prefix = _group_prefix(nsp)
+        for group in [g for g in self.groups if g.startswith(prefix)]:
+            await self.hub.leave_group(self, group)
+
+    def _closed(self) -> None:
+        self.closed = True
+        self.upstream.close()
+        for invoke in list(self.invokes.values()):
+            invoke.gone(self)
+
+
+# ---- the Engine.IO app ------------------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("at", "identity", "server")
+
+    def __init__(self, server: str, identity: auth.ClientIdentity | None, at: float) -> None:
+        self.server, self.identity, self.at = server, identity, at
+
+
+class _HubApp:
+    """The Engine.IO app of one default-mode hub."""
+
+    def __init__(self, mode: DefaultMode, hub: str) -> None:
+        self.mode = mode
+        self.hub = hub
+        self.pending: dict[str, _Pending] = {}
+
+    async def on_handshake(self, request: Request, sid: str) -> EngineConfig | Response:
+        return await self.mode._handshake(self, request, sid)
+
+    async def on_open(self, conn: EngineConnection, request: Request) -> None:
+        pending = self.pending.pop(conn.sid, None)
+        if pending is None:
+            raise RuntimeError("the handshake was not accepted by an app server")
+        mode = self.mode
+        hub = await mode.registry.get(self.hub)
+        member = TunnelledConnection(mode, hub, conn, pending.server, pending.identity)
+        conn.app_state = member
+        mode.connections.setdefault(self.hub.lower(), {})[member.connection_id] = member
+        await hub.start_connection(member.connection_id, member.run)
+
+    async def on_message(self, conn: EngineConnection, data: str | bytes) -> None:
+        member = conn.app_state
+        if member is not None and not member.closed:
+            await member.from_client(data)
+
+    def on_close(self, conn: EngineConnection, reason: CloseReason, description: str) -> None:
+        member = conn.app_state
+        if member is not None:
+            member._closed()
+
+
+# ---- the edge ------------------------------------------------------------------------------
+
+
+class DefaultMode:
+    """Default-mode hubs at ``/clients/socketio/hubs/{hub}/`` (see the module docstring).
+
+    Which hubs: a hub is served by its app servers once one of them opened a tunnel for it
+    (``tunnel_opened``), for the rest of this process's life, provided it is Socket.IO
+    enabled, its ``service_mode`` is ``"default"`` and none of its event handlers is a
+    ``tunnel:`` URL (such a hub's tunnel serves plain Web PubSub events). Other hubs keep
+    the embedded Socket.IO server (``fabric.socketio.server``).
+    """
+
+    def __init__(self, registry: Any, link: AppLink, start: Starter) -> None:
+        self.registry = registry
+        self.link = link
+        self._start = start
+        self.counters = Counters(TUNNELLED_COUNTERS)
+        self._tunnelled: set[str] = set()  # lower-cased hub names an app server tunnelled for
+        self._engines: dict[str, EngineServer] = {}
+        self._apps: dict[str, _HubApp] = {}
+        self._started: dict[str, trio.Event] = {}
+        self.connections: dict[str, dict[str, TunnelledConnection]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._running: trio.Event | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def config(self):
+        return self.registry.config
+
+    # ---- which hubs ------------------------------------------------------------------
+
+    def serves(self, hub: str) -> bool:
+        if hub.lower() not in self._tunnelled:
+            return False
+        hub_config = self.config.hub(hub)
+        if not hub_config.socketio.enabled or hub_config.socketio.service_mode != "default":
+            return False
+        return not any(h.url_template.lower().startswith("tunnel:") for h in hub_config.event_handlers)
+
+    def tunnel_opened(self, hub: str, server: str) -> None:
+        self._tunnelled.add(hub.lower())
+
+    def server_lost(self, hub: str, server: str) -> None:
+        """An app server's last tunnel for ``hub`` closed: its connections end unless it is
+        back within ``APP_WAIT``."""
+        if self.connections.get(hub.lower()):
+            self._spawn(self._orphans, hub, server)
+
+    async def _orphans(self, hub: str, server: str) -> None:
+        await trio.sleep(APP_WAIT)
+        if self.link.has_server(hub, server):
+            return
+        for member in list(self.connections.get(hub.lower(), {}).values()):
+            if member.server == server and not member.closed:
+                self.counters["orphans_closed"] += 1
+                member.engine.close(CloseReason.TRANSPORT_CLOSE)
+
+    def _hub_of(self, request: Request) -> str | None:
+        path = request.path
+        if not path.startswith(AZURE_PREFIX):
+            return None
+        return path[len(AZURE_PREFIX):].split("/", 1)[0]
+
+    def owns(self, request: Request) -> bool:
+        hub = self._hub_of(request)
+        return hub is not None and names.is_valid_hub_name(hub) and self.serves(hub)
+
+    # ---- tasks -----------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Timers and deferred group changes (the fabric runs it). Runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.start_soon(fn, *args)
+
+    async def _ensure(self, hub: str) -> EngineServer:
+        key = hub.lower()
+        engine = self._engines.get(key)
+        if engine is not None and self._started[key].is_set():
+            return engine
+        if engine is None:
+            app = self._apps[key] = _HubApp(self, hub)
+            s = self.config.socketio
+            engine = self._engines[key] = EngineServer(
+                app, engine_config(self.config), cors=CorsOptions(s.cors_allowed_origins, s.cors_credentials),
+                cookie=s.cookie or None, outbox_max_items=self.config.server.outbox_max_messages,
+                outbox_max_bytes=self.config.server.outbox_max_bytes)
+            self._started[key] = started = trio.Event()
+            try:
+                if self._running is None:
+                    self._running = trio.Event()
+                    try:
+                        await self._start("socketio-default-mode", self.run)
+                    finally:
+                        self._running.set()
+                else:
+                    await self._running.wait()
+                await self._start(f"engineio-default:{key}", engine.run)
+            finally:
+                started.set()
+        else:
+            await self._started[key].wait()
+        return engine
+
+    # ---- the HTTP front's entry points ---------------------------------------------
+
+    async def handle_http(self, request: Request) -> Response:
+        engine = await self._ensure(self._hub_of(request) or "")
+        return await engine.handle_http(request)
+
+    async def handle_websocket(self, request: Request) -> Response | WebSocketAccept:
+        engine = await self._ensure(self._hub_of(request) or "")
+        return await engine.handle_websocket(request)
+
+    # ---- the handshake -----------------------------------------------------------------
+
+    def _verify(self, hub: str, request: Request) -> auth.ClientIdentity | None:
+        token = request.query_one("access_token")
+        authorization = request.header("authorization")
+        if token is None and authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        if token is None and self.config.hub(hub).anonymous_connect:
+            return None
+        return auth.verify_client_token(token, keys=self.registry.access_keys, hub=hub,
+                                        client_path_prefixes=(AZURE_PREFIX,),
+                                        public_endpoint=self.config.server.public_endpoint)
+
+    async def _handshake(self, app: _HubApp, request: Request, sid: str) -> EngineConfig | Response:
+        hub = app.hub
+        try:
+            identity = self._verify(hub, request)
+        except auth.TokenError as exc:
+            return Response.error(exc.status, exc.code, str(exc))
+        now = trio.current_time()
+        for stale in [s for s, p in app.pending.items() if now - p.at > PENDING_SECONDS]:
+            app.pending.pop(stale, None)
+        body = _json_encode({
+            "claims": dict(identity.claims) if identity is not None else {},
+            "query": {k: list(v) for k, v in request.query.items() if k != "access_token"},
+            "headers": _header_map(request.headers),
+            "subprotocols": [],
+            "clientCertificates": [],
+        })
+        self.counters["handshakes"] += 1
+        try:
+            response = await self.link.request(
+                hub, "POST", self._url(), self._headers(hub, sid, identity.user_id if identity else None,
+                                                        "connect", system=True), body,
+                key=sid, server=None, wait=APP_WAIT)
+            answer = await response.read()
+        except AppUnreachable as exc:
+            self.counters["handshakes_unavailable"] += 1
+            return Response.error(503, "ServiceUnavailable", f"no app server is connected for hub {hub!r}: {exc}")
+        if response.status != 200:
+            self.counters["handshakes_refused"] += 1
+            message = answer.decode("utf-8", "replace")[:up.ERROR_DETAIL_CHARS]
+            status = response.status if 400 <= response.status < 500 else 500
+            return Response(status, _json_encode({"code": 3, "message": message or "Bad request"}),
+                            (("content-type", "application/json"),))
+        app.pending[sid] = _Pending(response.server, identity, now)
+        return self._config_from(answer)
+
+    def _config_from(self, answer: bytes) -> EngineConfig:
+        """The session's options: ours, with the app's heartbeat and payload bound."""
+        config = engine_config(self.config)
+        try:
+            handshake = _json_decode(answer).get("socketio") or {}
+        except (msgspec.DecodeError, AttributeError):
+            return config
+        changes: dict[str, int] = {}
+        for field, name in (("ping_interval_ms", "pingInterval"), ("ping_timeout_ms", "pingTimeout")):
+            value = handshake.get(name)
+            if type(value) is int and 0 < value <= 3_600_000:
+                changes[field] = value
+        value = handshake.get("maxPayload")
+        if type(value) is int and value > 0:
+            changes["max_payload"] = min(value, config.max_payload)
+        return dataclasses.replace(config, **changes)
+
+    # ---- events to the app -----------------------------------------------------------
+
+    def _url(self) -> str:
+        return f"http://{self._origin()}{EVENT_PATH}"
+
+    def _origin(self) -> str:
+        endpoint = self.config.server.public_endpoint or self.registry.endpoint or "http://localhost"
+        host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+    def _headers(self, hub: str, connection_id: str, user_id: str | None, event: str, *,
+                 system: bool) -> dict[str, list[str]]:
+        headers = {
+            up.H_ORIGIN: [self._origin()],
+            up.H_CONTENT_TYPE: [up.SYSTEM_CONTENT_TYPE if system else up.USER_CONTENT_TYPES["text"]],
+            up.H_SPECVERSION: [up.SPEC_VERSION],
+            up.H_TYPE: [up.ce_type(event, system=system)],
+            up.H_SOURCE: [up.ce_source(hub, connection_id)],
+            up.H_ID: [str(next(self._ids))],
+            up.H_TIME: [up.ce_time()],
+            up.H_SIGNATURE: [up.signature(self.registry.access_keys, connection_id)],
+            up.H_CONNECTION_ID: [connection_id],
+            up.H_HUB: [hub],
+            up.H_EVENT_NAME: [event],
+            up.H_AWPS_VERSION: [up.AWPS_VERSION],
+        }
+        if user_id is not None:
+            headers[up.H_USER_ID] = [user_id]
+        return headers
+
+    async def _event(self, member: TunnelledConnection, event: str, body: bytes, *, system: bool = False,
+                     wait: float = APP_WAIT) -> bool:
+        """Send one event of a connection to its app server; False if it failed."""
+        hub = member.hub.name
+        try:
+            response = await self.link.request(
+                hub, "POST", self._url(), self._headers(hub, member.connection_id, member.user_id, event,
+                                                        system=system),
+                body, key=member.connection_id, server=member.server, wait=wait)
+            answer = await response.read()
+        except AppUnreachable as exc:
+            if not system:
+                self.counters["events_failed"] += 1
+                log.info("%r: its app server is unreachable (%s): closing", member, exc)
+            return False
+        if system:
+            return True
+        self.counters["events_sent"] += 1
+        if response.status >= 300:
+            self.counters["events_failed"] += 1
+            log.info("%r: the app server answered %d to a client event (%s): closing", member, response.status,
+                     answer[:up.ERROR_DETAIL_CHARS].decode("utf-8", "replace"))
+            return False
+        return True
+
+    # ---- operations the app calls (through the fabric's tunnel) ----------------------
+
+    def local(self, hub: str, connection_id: str) -> TunnelledConnection | None:
+        """The default-mode connection with that id on this node, if any."""
+        return self.connections.get(hub.lower(), {}).get(connection_id)
+
+    async def send_to_connection(self, member: TunnelledConnection, body: bytes) -> None:
+        """``connections/{id}/:send`` from the app: written, and the group changes it implies
+        done, before the app hears back (so a broadcast it sends next sees them)."""
+        for effect in member.from_app(body):
+            await effect()
+
+    def invoke(self, hub: str, selects: Callable[[Any], bool] | None, body: bytes) -> AsyncIterator[bytes]:
+        """``:invoke``: the EVENT is sent now; the answer's stream yields one NDJSON line
+        ``{"Payload": ...}`` per client ack. Raises ``ValueError`` for a body that is not an
+        Engine.IO payload of a Socket.IO EVENT with an ack id. No checkpoint."""
+        text = body.decode("utf-8", "replace")
+        first = text.split("\x1e", 1)[0]
+        header = _sio_header(first[1:]) if first.startswith("4") else None
+        if header is None or header[0] not in "25" or header[3] is None:
+            raise ValueError("the body must be an Engine.IO payload of a Socket.IO EVENT with an ack id, "
+                             f"got {text[:40]!r}")
+        nsp, ack_id = header[2], header[3]
+        key = (nsp, ack_id)
+        recipients = [m for m in list(self.connections.get(hub.lower(), {}).values())
+                      if not m.closed and nsp in m.namespaces and (selects is None or selects(m))]
+        self.counters["invokes"] += 1
+        invoke = _Invoke(key, recipients)
+        for member in recipients:
+            previous = member.invokes.get(key)
+            if previous is not None:
+                previous.gone(member)
+            member.invokes[key] = invoke
+        for member in recipients:
+            member.from_app(body)
+        return self._answers(invoke)
+
+    async def _answers(self, invoke: _Invoke) -> AsyncIterator[bytes]:
+        try:
+            with trio.move_on_after(INVOKE_TIMEOUT):
+                async for payload in invoke.receive:
+                    self.counters["invoke_answers"] += 1
+                    yield _json_encode({"Payload": payload}) + b"\n"
+        finally:
+            invoke.forget()
+
+    def _forget(self, member: TunnelledConnection) -> None:
+        mine = self.connections.get(member.hub.name.lower())
+        if mine is not None and mine.get(member.connection_id) is member:
+            del mine[member.connection_id]
+
+    def statistics(self) -> dict:
+        return {
+            "hubs": sorted(self._tunnelled),
+            "connections": {hub: len(c) for hub, c in self.connections.items()},
+            "endpoints": {hub: e.statistics() for hub, e in self._engines.items()},
+            "counters": self.counters.as_dict(),
+        }
+
+
+def _header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name != "authorization":
+            out.setdefault(name, []).append(value)
+    return out
+
