@@ -185,12 +185,15 @@ class GroupActor(Actor):
 
 
 class LocalGroup:
-    """This node's members of one group, and the actor delivering to them."""
+    """This node's members of one group, and the actor delivering to them (none for an
+    ``inline`` group: its publications are delivered as they arrive, see ``join_group``)."""
 
-    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation", "telemetry")
+    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation", "telemetry", "inline")
 
-    def __init__(self, name: str, generation: int, telemetry: HubTelemetry | None = None) -> None:
+    def __init__(self, name: str, generation: int, telemetry: HubTelemetry | None = None,
+                 inline: bool = False) -> None:
         self.name = name
+        self.inline = inline
         self.telemetry = telemetry if telemetry is not None else HubTelemetry(name, counting=False)
         self.members: dict[str, Member] = {}
         self.handle = None
@@ -265,6 +268,8 @@ class Hub:
         self._notifier_ref = None
         self._started = trio.Event()
         self._emptied: trio.Event | None = None  # set when the last connection leaves (shutdown waits on it)
+        #: Names under which a detached session answers claims (``alias``).
+        self._aliases: dict[str, Any] = {}
 
     def _new_supervisor(self) -> Supervisor:
         return Supervisor(f"hub:{self.name}", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, within=10.0)
@@ -383,14 +388,20 @@ class Hub:
 
     # ---- groups ------------------------------------------------------------------------
 
-    async def join_group(self, member: Member, group: str) -> None:
-        """Add a local member to a group. Checkpoint: when the group is new here."""
+    async def join_group(self, member: Member, group: str, *, inline: bool = False) -> None:
+        """Add a local member to a group. Checkpoint: when the group is new here.
+
+        ``inline``: if the group is new here, it gets no actor; its publications are
+        delivered to its members as they arrive from the broker (a group of one member, such
+        as a Socket.IO socket's own room, costs a registry entry and a subscription, not a
+        task). Members that join it later share that."""
         local = self.groups.get(group)
         if local is None:
-            local = LocalGroup(group, next(self._generation), self.telemetry)
+            local = LocalGroup(group, next(self._generation), self.telemetry, inline)
             self.groups[group] = local
-            local.handle = await self.supervisor.start_child(ChildSpec(
-                f"group:{group}#{local.generation}", lambda: GroupActor(local), restart=Restart.TRANSIENT))
+            if not inline:
+                local.handle = await self.supervisor.start_child(ChildSpec(
+                    f"group:{group}#{local.generation}", lambda: GroupActor(local), restart=Restart.TRANSIENT))
             await self.broker.subscribe(topics.group_topic(self.name, group))
         local.members[member.connection_id] = member
         member.groups.add(group)
@@ -538,15 +549,18 @@ class Hub:
 
     # ---- moving a reliable session between nodes (hooks for the edges) --------------
 
-    async def claim_session(self, connection_id: str, token: str, protocol: str | None) -> tuple[Any, str] | None:
+    async def claim_session(self, connection_id: str, token: str, protocol: str | None, *,
+                            anywhere: bool = False) -> tuple[Any, str] | None:
         """Ask the node holding ``connection_id`` (not this one) to hand its session over:
         ``(snapshot, owner)``, where the snapshot is whatever that member's
         ``export_session(token, protocol, timeout)`` returned, or None when no node has such
         a session or it refused. The owner keeps the session (buffering) until
-        ``release_session``, or until ``timeout`` (the request timeout) passes. Checkpoint."""
+        ``release_session``, or until ``timeout`` (the request timeout) passes. ``anywhere``:
+        ask every node (the session is an ``alias``, not a subscribed connection). Checkpoint."""
         if self._solo():
             return None
-        for reply in await self._request(self._conn_topic(connection_id), "claim", (connection_id, token, protocol)):
+        topic = self._hub_topic if anywhere else self._conn_topic(connection_id)
+        for reply in await self._request(topic, "claim", (connection_id, token, protocol)):
             if reply.value is not None and reply.node is not None and reply.node != self.reply_topic:
                 return reply.value, reply.node
         return None
@@ -652,8 +666,18 @@ class Hub:
         member = self.connections.get(connection_id)
         return member is not None and member.permissions.has(permission, target)
 
+    def alias(self, name: str, member: Any | None) -> None:
+        """Let claims and releases for ``name`` (``claim_session(..., anywhere=True)``) reach
+        ``member`` (its ``export_session``/``release_session``/``groups``), or forget the
+        name (None). For a session that is no registered connection. No checkpoint."""
+        if member is None:
+            self._aliases.pop(name, None)
+        else:
+            self._aliases[name] = member
+
     def _local_claim(self, connection_id: str, token: str, protocol: str | None) -> Any:
-        export = getattr(self.connections.get(connection_id), "export_session", None)
+        member = self.connections.get(connection_id) or self._aliases.get(connection_id)
+        export = getattr(member, "export_session", None)
         return export(token, protocol, self.request_timeout) if export is not None else None
 
     async def flush_groups(self, member: Member) -> None:
@@ -674,7 +698,7 @@ class Hub:
                 await barrier.done.wait()
 
     async def _local_release(self, connection_id: str, claim: str) -> Any:
-        member = self.connections.get(connection_id)
+        member = self.connections.get(connection_id) or self._aliases.get(connection_id)
         release = getattr(member, "release_session", None)
         if release is None:
             return None
@@ -879,7 +903,12 @@ class Hub:
         kind, _, rest = topic.partition("\x00")
         if kind == "g":
             local = self.groups.get(publication.group)
-            if local is None or local.handle is None or local.handle.ref is None:
+            if local is None:
+                return
+            if local.inline:
+                self._deliver_inline(local, publication)
+                return
+            if local.handle is None or local.handle.ref is None:
                 return
             ref = local.handle.ref
             try:
@@ -921,6 +950,23 @@ class Hub:
                 continue
             member.deliver_nowait(publication)
         self.telemetry.delivered(kind, publication, sent)
+
+    def _deliver_inline(self, local: LocalGroup, publication: Publication) -> None:
+        """An inline group's publication, delivered now (what its actor would do). No checkpoint."""
+        if publication.expires_at is not None and publication.expired():
+            local.expired += 1
+            return
+        matches = publication.filter
+        sent = 0
+        for connection_id, member in list(local.members.items()):
+            if (publication.no_echo or publication.excluded) and publication.skips(connection_id):
+                continue
+            if matches is not None and not matches(member):
+                continue
+            member.deliver_nowait(publication)
+            sent += 1
+        local.delivered += 1
+        self.telemetry.delivered("group", publication, sent)
 
     # ---- introspection -----------------------------------------------------------------
 

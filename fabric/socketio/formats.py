@@ -91,16 +91,18 @@ class SioPublication(Publication):
     """A publication the Socket.IO server built: its packets are encoded already.
 
     ``volatile``: recipients whose transport is not writable now skip it. ``nsp``: the
-    namespace it belongs to (for statistics and recovery).
+    namespace it belongs to. ``metadata``: a recoverable broadcast's offset (it crosses nodes
+    with the publication; ``server.py``).
     """
 
     __slots__ = ("nsp", "packets", "volatile")
 
     def __init__(self, packets: tuple[EncodedPacket, ...], *, nsp: str, group: str | None,
-                 excluded: frozenset[str] = frozenset(), filter: Any = None, volatile: bool = False) -> None:
+                 excluded: frozenset[str] = frozenset(), filter: Any = None, volatile: bool = False,
+                 metadata: Any = None) -> None:
         body = join_segments(packets)
         super().__init__("group" if group is not None else "server", Payload(DataType.TEXT, body),
-                         group=group, excluded=excluded, filter=filter)
+                         group=group, excluded=excluded, filter=filter, metadata=metadata)
         self.packets = packets
         self.volatile = volatile
         self.nsp = nsp

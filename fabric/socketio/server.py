@@ -11,10 +11,13 @@ Rules this module keeps (reference: socketio-protocol.md §b, §e):
   Engine.IO sid). Its sockets (one per namespace) are this module's objects. Rooms are hub
   groups (``formats.room_group``); a connected socket is in its namespace's group; so a send
   to a room is a hub group publication, encoded once per format for all recipients.
-- A socket's own room (its sid) is not a hub group: a group per socket would cost a group
-  actor per connection. Sends to a sid go to the socket directly; a broadcast naming sids
-  and rooms is one hub-wide publication whose filter selects those connections. (Serverless
-  hubs, where the app reaches sockets only through REST, do pay that: ``serverless.py``.)
+- Every socket is in its own room (its sid), as in socket.io: the hub group
+  ``0~b64(nsp)~b64(sid)``, joined *inline* (``Hub.join_group(..., inline=True)``: a registry
+  entry and a broker subscription, no group actor), so a server on any node, REST and the
+  OData filters reach a socket by its sid wherever it lives. A send from this node to one of
+  its own sockets still goes to the socket directly; ``enter_room``/``leave_room``/
+  ``disconnect`` of a socket held by another node go through the hub (its own room's member
+  is its connection there).
 - CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``; the connect
   handler runs before the reply and may refuse (``False`` or ``ConnectionRefusedError``);
   what the handler emits to the socket is held and written after the ``40`` reply. A packet
@@ -28,11 +31,19 @@ Rules this module keeps (reference: socketio-protocol.md §b, §e):
   connection carries on.
 - Disconnect reasons are Socket.IO's (§b.5). ``disconnect`` handlers run once per socket,
   after its rooms were left, as tasks.
-- Connection-state recovery (§b.6), when enabled: every broadcast without ack and not
-  volatile gets an offset (appended as the last argument) and is kept in a bounded buffer;
-  a socket closed for a recoverable reason is kept for ``max_disconnection_duration``; a
-  CONNECT carrying its ``pid`` and an ``offset`` still in the buffer restores the sid, rooms
-  and session data and replays the missed packets after the ``40`` reply.
+- Connection-state recovery (§b.6), when enabled, on any node: every broadcast without ack
+  and not volatile gets an offset unique across nodes (appended as the last argument, and in
+  the publication's metadata, which crosses nodes); each node records the ones it delivers,
+  in delivery order, in a bounded log. A socket closed for a recoverable reason is kept for
+  ``max_disconnection_duration``: its closed connection stays registered and in the socket's
+  groups (``_linger``), so the log goes on recording what the socket is sent. A CONNECT with
+  its ``pid`` and an ``offset`` still in the log restores sid, rooms and session data and
+  replays what the log holds for it after that offset, after the ``40`` reply. On another
+  node the CONNECT claims the socket from the node keeping it through the hub (every node is
+  asked; the kept socket answers as an alias named after a hash of its pid), joins its groups
+  first, then gets its missed broadcasts and session; what arrives meanwhile waits behind the
+  replay (``_Hold``), once. Unknown pid, expired socket, lost offset or owner gone: a fresh
+  socket (``recovered`` false), as socket.io does. Rules and bounds: ``specs/socketio.py``.
 - Bounded: attachments per packet, acks pending per socket, handler tasks per connection,
   the recovery buffer (packets and sessions), the outbox (slow consumers are closed).
 """
@@ -41,13 +52,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import inspect
 import itertools
 import logging
 import math
 import re
 import secrets
-import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 import msgspec
@@ -58,9 +69,10 @@ from specs.errors import CloseSituation
 from fabric.core.counters import CounterSpec, Counters
 from fabric.core.events import ConnectionContext
 from fabric.core.permissions import Permissions
+from fabric.core.payload import DataType, Payload
 from fabric.core.publication import Publication
 from fabric.socketio import parser
-from fabric.socketio.eio_packets import EncodedPacket, text_message
+from fabric.socketio.eio_packets import EncodedPacket, join_segments, text_message
 from fabric.socketio.eio_session import CloseReason
 from fabric.socketio.engine import EngineConnection
 from fabric.socketio.exceptions import ConnectionRefusedError, DisconnectedError, TimeoutError
@@ -370,6 +382,8 @@ class SioConnection:
 
     def deliver_nowait(self, publication: Publication) -> None:
         """The fan-out path: the publication's shared frames or packets, never awaiting."""
+        if publication.metadata is not None:  # a recoverable broadcast, maybe: recorded (once)
+            self.server._delivered(publication)
         engine = self.engine
         out = engine.ws_out
         if out is not None:  # open on a WebSocket: one outbox item, the frames built once for all
@@ -382,6 +396,9 @@ class SioConnection:
             frames = publication.encoded(WS_FRAMES)
             if frames:
                 engine.put_frames(out, frames)
+            return
+        if engine.__class__ is _Hold:
+            engine.hold(publication)
             return
         if type(publication) is not SioPublication and publication.encoded(DISCONNECTS):
             self._deliver_disconnects(publication)
@@ -405,6 +422,11 @@ class SioConnection:
 
     def close_for(self, situation: CloseSituation, message: str | None = None, *, discard: bool = False) -> None:
         engine = self.engine
+        if engine.closed:  # lingering for its kept sockets: they go now
+            recovery = self.server._recovery
+            if recovery is not None:
+                recovery.let_go_conn(self.connection_id)
+            return
         if situation is CloseSituation.SERVER_SHUTDOWN:
             engine.close(CloseReason.SERVER_SHUTTING_DOWN)
         elif situation is CloseSituation.SLOW_CLIENT:
@@ -440,10 +462,16 @@ class SioConnection:
             await hub.join_group(self, group)
 
     async def _teardown(self) -> None:
+        server = self.server
         for socket in list(self.sockets.values()):
-            self.server._close_socket(socket, self.server._engine_reason(self.engine))
-        if self.hub.local_member(self.connection_id) is self:
-            await self.hub.unregister(self)
+            server._close_socket(socket, server._engine_reason(self.engine))
+        if self.hub.local_member(self.connection_id) is not self:
+            return
+        recovery = server._recovery
+        if recovery is not None and self.connection_id in recovery.by_conn and server._nursery is not None:
+            server._nursery.start_soon(server._linger, self)  # unregisters when its kept sockets are gone
+            return
+        await self.hub.unregister(self)
 
     # ---- inbound -----------------------------------------------------------------------
 
@@ -504,26 +532,122 @@ class SioConnection:
             event.set()
 
 
-class _DisconnectedSession:
-    __slots__ = ("at", "nsp", "pid", "rooms", "session", "sid")
+#: Metadata keys of a recoverable broadcast (they cross nodes with the publication).
+_OFFSET = "socketio.offset"
+_NSP = "socketio.nsp"
+#: The ``protocol`` of a Socket.IO claim (``Hub.claim_session``).
+_CLAIM_PROTOCOL = "socket.io"
 
-    def __init__(self, sid: str, pid: str, nsp: str, rooms: list[str], session: dict, at: float) -> None:
-        self.sid, self.pid, self.nsp, self.rooms, self.session, self.at = sid, pid, nsp, rooms, session, at
+
+def _claim_name(pid: str) -> str:
+    """The name a kept socket answers claims under: derived from its private id, which it
+    does not reveal."""
+    return "sio:" + hashlib.sha256(pid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _selects(publication: Publication, probe: Any) -> bool:
+    """Whether a recorded broadcast was for ``probe`` (a kept socket: its connection id and
+    groups), as the hub would have decided."""
+    if publication.group is not None and publication.group not in probe.groups:
+        return False
+    if publication.excluded and probe.connection_id in publication.excluded:
+        return False
+    selects = publication.filter
+    return selects is None or bool(selects(probe))
+
+
+class _Kept:
+    """A socket closed for a recoverable reason, kept for ``max_disconnection`` seconds.
+
+    Its connection stays registered and in the socket's groups meanwhile (``Server._linger``),
+    so this node keeps receiving and recording what the socket is sent. It is also the hub
+    alias another node claims it through (``export_session``/``release_session``)."""
+
+    __slots__ = ("at", "claim", "conn", "connection_id", "groups", "name", "nsp", "offset", "pid", "recovery",
+                 "session", "sid", "user_id")
+
+    def __init__(self, recovery: "_Recovery", socket: Socket, groups: set[str], at: float) -> None:
+        self.recovery = recovery
+        self.conn = socket.conn
+        self.connection_id = socket.conn.connection_id
+        self.user_id = socket.conn.user_id
+        self.sid = socket.sid
+        self.pid: str = socket.pid  # type: ignore[assignment]
+        self.nsp = socket.nsp
+        self.groups = groups
+        self.session = socket._session
+        self.at = at
+        self.name = _claim_name(self.pid)
+        #: (claim id, deadline, offset) while another node takes it over.
+        self.claim: tuple[str, float, str] | None = None
+
+    def claimed(self) -> bool:
+        return self.claim is not None and trio.current_time() < self.claim[1]
+
+    # ---- the owner's side of a claim (the hub's command task calls these: no checkpoint) ----
+
+    def export_session(self, token: str, protocol: str | None, timeout: float) -> dict | None:
+        """Step 1: the claimer sends ``[pid, namespace, offset]``; if they fit, the socket is
+        reserved for it and described (sid, groups)."""
+        if protocol != _CLAIM_PROTOCOL or self.recovery.sessions.get(self.pid) is not self or self.claimed():
+            return None
+        try:
+            pid, nsp, offset = _json_decode(token)
+        except (msgspec.DecodeError, TypeError, ValueError):
+            return None
+        if pid != self.pid or nsp != self.nsp or not isinstance(offset, str) or offset not in self.recovery.index:
+            return None
+        claim = secrets.token_urlsafe(12)
+        self.claim = (claim, trio.current_time() + 3 * timeout, offset)
+        return {"claim": claim, "sid": self.sid, "groups": sorted(self.groups)}
+
+    def release_session(self, claim: str) -> dict | None:
+        """Step 2 (after the hub flushed the socket's groups here): what the socket missed
+        since the claimed offset and its session data; the socket is forgotten here."""
+        current = self.claim
+        if current is None or current[0] != claim or not self.claimed():
+            return None
+        recovery = self.recovery
+        if recovery.sessions.get(self.pid) is not self:
+            return None
+        missed = recovery.missed(current[2], self)
+        if missed is None:
+            return None
+        session = self.session
+        try:
+            msgspec.msgpack.encode(session)  # it must cross nodes
+        except (TypeError, ValueError, OverflowError):
+            log.warning("session data of %s cannot move to another node: not serializable", self.sid)
+            return None
+        recovery.take(self)
+        recovery.let_go(self)
+        return {"entries": missed, "session": session}
 
 
 class _Recovery:
-    """Connection-state recovery's two bounded stores: broadcasts by offset, dropped sessions by pid."""
+    """Connection-state recovery on one node: the recent recoverable broadcasts this node
+    delivered (in delivery order, by offset) and the kept sockets (by pid). Bounded by
+    count and by ``max_disconnection``."""
 
-    def __init__(self, max_disconnection: float, max_packets: int = 10_000, max_sessions: int = 10_000) -> None:
+    def __init__(self, server: "Server", max_disconnection: float, max_packets: int = 10_000,
+                 max_sessions: int = 10_000) -> None:
+        self.server = server
         self.max_disconnection = max_disconnection
         self.max_packets = max_packets
         self.max_sessions = max_sessions
-        self.packets: collections.deque = collections.deque()  # (offset, at, nsp, filter, sid, packets)
+        self.packets: collections.deque = collections.deque()  # (offset, at, publication)
         self.index: dict[str, int] = {}
         self._first = 0
-        self.sessions: dict[str, _DisconnectedSession] = {}
+        self._last: Publication | None = None
+        self.sessions: dict[str, _Kept] = {}  # pid -> kept, oldest first
+        #: Connection id -> pids of its kept sockets, and the event its linger waits on.
+        self.by_conn: dict[str, set[str]] = {}
+        self.wakers: dict[str, trio.Event] = {}
         self._counter = itertools.count(1)
-        self._epoch = format(int(time.time() * 1000), "x")
+        self._epoch = secrets.token_hex(4)  # offsets are unique across nodes and restarts
+
+    def new_offset(self) -> str:
+        return f"{self._epoch}-{next(self._counter)}"
 
     def _expire(self, now: float) -> None:
         limit = now - self.max_disconnection
@@ -534,50 +658,143 @@ class _Recovery:
             self._first += 1
         sessions = self.sessions
         while sessions:
-            pid, first = next(iter(sessions.items()))
-            if first.at >= limit and len(sessions) <= self.max_sessions:
+            first = next(iter(sessions.values()))
+            if (first.at >= limit and len(sessions) <= self.max_sessions) or first.claimed():
                 break
-            del sessions[pid]
+            self.take(first)
+            self.let_go(first)
 
-    def new_offset(self) -> str:
-        return f"{self._epoch}-{next(self._counter)}"
-
-    def record(self, offset: str, nsp: str, selects: Callable[[Any], bool] | None, sid: str | None,
-               packets: tuple[EncodedPacket, ...]) -> None:
+    def record(self, publication: Publication, offset: str) -> None:
+        """A recoverable broadcast delivered here (once: its recipients come one after the
+        other, and an offset is recorded once). No checkpoint."""
+        if publication is self._last:
+            return
+        self._last = publication
+        if offset in self.index:
+            return
         now = trio.current_time()
         self._expire(now)
         self.index[offset] = self._first + len(self.packets)
-        self.packets.append((offset, now, nsp, selects, sid, packets))
+        self.packets.append((offset, now, publication))
 
-    def keep(self, socket: Socket, rooms: list[str]) -> None:
+    def missed(self, offset: str, probe: Any) -> list[Publication] | None:
+        """The broadcasts after ``offset`` that were for ``probe``, in delivery order; None if
+        the offset is no longer (or never was) here."""
+        position = self.index.get(offset)
+        if position is None:
+            return None
+        packets = self.packets
+        return [p for i in range(position - self._first + 1, len(packets))
+                for p in (packets[i][2],) if _selects(p, probe)]
+
+    def keep(self, socket: Socket, groups: set[str]) -> None:
         if socket.pid is None:
             return
         now = trio.current_time()
         self._expire(now)
-        self.sessions[socket.pid] = _DisconnectedSession(socket.sid, socket.pid, socket.nsp, rooms,
-                                                         socket.session, now)
+        kept = _Kept(self, socket, groups, now)
+        self.sessions[kept.pid] = kept
+        self.by_conn.setdefault(kept.connection_id, set()).add(kept.pid)
+        socket.conn.hub.alias(kept.name, kept)
 
-    def restore(self, pid: Any, offset: Any, nsp: str) -> tuple[_DisconnectedSession, list] | None:
+    def find(self, pid: Any, offset: Any, nsp: str) -> _Kept | None:
+        """The kept socket a local CONNECT with ``pid`` and ``offset`` recovers, or None."""
         if not isinstance(pid, str) or not isinstance(offset, str):
             return None
         self._expire(trio.current_time())
         kept = self.sessions.get(pid)
-        position = self.index.get(offset)
-        if kept is None or kept.nsp != nsp or position is None:
+        if kept is None or kept.nsp != nsp or kept.claimed() or offset not in self.index:
             return None
-        del self.sessions[pid]
-        start = position - self._first + 1
-        return kept, [self.packets[i] for i in range(start, len(self.packets))]
+        return kept
+
+    def take(self, kept: _Kept) -> None:
+        """Forget a kept socket (recovered, claimed or expired); its connection still holds
+        its groups until ``let_go``. No checkpoint."""
+        if self.sessions.get(kept.pid) is kept:
+            del self.sessions[kept.pid]
+        kept.conn.hub.alias(kept.name, None)
+
+    def let_go(self, kept: _Kept) -> None:
+        """Its connection no longer holds the socket's groups (its linger ends with its last
+        kept socket). No checkpoint."""
+        cid = kept.connection_id
+        pids = self.by_conn.get(cid)
+        if pids is None or kept.pid not in pids:
+            return
+        pids.discard(kept.pid)
+        if pids:
+            groups = kept.groups - set().union(*(self.sessions[p].groups for p in pids if p in self.sessions))
+            self.server._spawn(self.server._leave_all, kept.conn, sorted(groups))
+            return
+        del self.by_conn[cid]
+        waker = self.wakers.pop(cid, None)
+        if waker is not None:
+            waker.set()
+
+    def let_go_conn(self, cid: str) -> None:
+        """Forget every kept socket of a connection (its linger ended). No checkpoint."""
+        for pid in list(self.by_conn.get(cid, ())):
+            kept = self.sessions.get(pid)
+            if kept is not None:
+                self.take(kept)
+        self.by_conn.pop(cid, None)
+        waker = self.wakers.pop(cid, None)
+        if waker is not None:
+            waker.set()
 
 
-class _Member:
-    """A stand-in member for recovery filtering: the groups a kept session will have."""
+class _Restoring:
+    """A socket being recovered by a CONNECT: from this node (``kept``) or claimed from
+    another (``owner``, ``claim``)."""
 
-    __slots__ = ("connection_id", "groups")
+    __slots__ = ("claim", "groups", "kept", "name", "offset", "owner", "pid", "sid")
 
-    def __init__(self, connection_id: str, groups: set[str]) -> None:
-        self.connection_id = connection_id
-        self.groups = groups
+    def __init__(self, sid: str, pid: str, groups: set[str], offset: str, *, kept: _Kept | None = None,
+                 owner: str | None = None, claim: str | None = None, name: str | None = None) -> None:
+        self.sid, self.pid, self.groups, self.offset = sid, pid, groups, offset
+        self.kept, self.owner, self.claim, self.name = kept, owner, claim, name
+
+
+class _Hold:
+    """Stands in for a connection's engine while a recovered socket's state arrives: what
+    is sent to the connection meanwhile waits, in order, and goes out after the replay
+    (what the replay already holds, once). Bounded: more than ``limit`` items close the
+    connection as a slow consumer would be."""
+
+    __slots__ = ("engine", "items", "limit")
+
+    ws_out = None
+    writable = False
+
+    def __init__(self, engine: EngineConnection, limit: int) -> None:
+        object.__setattr__(self, "engine", engine)
+        object.__setattr__(self, "items", [])
+        object.__setattr__(self, "limit", limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.engine, name, value)
+
+    def _add(self, item: Any) -> bool:
+        if len(self.items) >= self.limit:
+            self.engine._overflow()
+            return False
+        self.items.append(item)
+        return True
+
+    def hold(self, publication: Publication) -> None:
+        self._add(publication)
+
+    def send(self, packet: EncodedPacket) -> bool:
+        return self._add((packet,))
+
+    def send_packets(self, packets: Iterable[EncodedPacket]) -> bool:
+        return self._add(tuple(packets))
+
+    def send_ws_frames(self, frames: bytes, packets: tuple[EncodedPacket, ...]) -> bool:
+        return self._add(packets)
 
 
 class BroadcastOperator:
@@ -755,7 +972,7 @@ class Server:
         self._namespace_objects: dict[str, Namespace] = {}
         self._sockets: dict[str, Socket] = {}
         self._by_nsp: dict[str, dict[str, Socket]] = {}
-        self._recovery = _Recovery(connection_state_recovery) if connection_state_recovery else None
+        self._recovery = _Recovery(self, connection_state_recovery) if connection_state_recovery else None
         self._hub: Hub | None = None
         self._hub_getter: Callable[[], Any] | None = None
         self._nursery: trio.Nursery | None = None
@@ -924,23 +1141,26 @@ class Server:
             self.counters["sockets_refused"] += 1
             conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, {"message": "Invalid namespace"}))
             return
-        restored = None
+        restoring = None
         recovery = self._recovery
         if recovery is not None and "pid" in auth:
-            restored = recovery.restore(auth.get("pid"), auth.get("offset"), nsp)
+            restoring = await self._find_kept(conn, nsp, auth.get("pid"), auth.get("offset"))
             auth = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
-        sid = restored[0].sid if restored is not None else _new_id()
+            if conn.sockets.get(nsp) is not None or conn.engine.closed:  # a second CONNECT meanwhile, or gone
+                return
+        sid = restoring.sid if restoring is not None else _new_id()
         if sid in self._sockets:  # the old socket is somehow still here: start afresh
-            restored, sid = None, _new_id()
+            restoring, sid = None, _new_id()
         socket = Socket(conn, nsp, sid, auth, key)
         conn.sockets[nsp] = socket
         self._sockets[sid] = socket
         self._by_nsp.setdefault(nsp, {})[sid] = socket
-        if restored is not None:
-            socket.session = restored[0].session
-            socket.recovered = True
-        if recovery is not None:
-            socket.pid = restored[0].pid if restored is not None else _new_id()
+        if restoring is not None:
+            socket.pid = restoring.pid
+            if restoring.kept is not None and restoring.kept.session is not None:
+                socket.session = restoring.kept.session
+        if recovery is not None and socket.pid is None:
+            socket.pid = _new_id()
         refusal: dict | None = None
         handler = None if self.serverless else self._connect_handler(key)
         if self.serverless:
@@ -959,46 +1179,121 @@ class Server:
             else:
                 if accepted is False:
                     refusal = {"message": "Connection rejected by server"}
-        if conn.sockets.get(nsp) is not socket or conn.engine.closed:  # closed while the handler ran
+        if conn.sockets.get(nsp) is not socket or conn.engine.closed or refusal is not None:
             self._forget(socket)
-            return
-        if refusal is not None:
-            self.counters["sockets_refused"] += 1
-            self._forget(socket)
-            conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, refusal))
+            if restoring is not None and restoring.kept is not None:
+                recovery.let_go(restoring.kept)
+            if refusal is not None and not conn.engine.closed:
+                self.counters["sockets_refused"] += 1
+                conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, refusal))
             return
         hub = conn.hub
-        await hub.join_group(conn, namespace_group(nsp))
-        if self.serverless:  # the socket's own room is a group (REST sends and filters reach it)
-            await hub.join_group(conn, room_group(nsp, sid))
-        if restored is not None:
-            for group in restored[0].rooms:
-                await hub.join_group(conn, group)
-        if conn.sockets.get(nsp) is not socket or conn.engine.closed:
+        hold = None
+        if restoring is not None:  # what reaches the connection while the socket's state arrives waits
+            hold = _Hold(conn.engine, recovery.max_packets)
+            conn.engine = hold  # type: ignore[assignment]
+        missed: list[Publication] | None = None
+        try:
+            await hub.join_group(conn, namespace_group(nsp))
+            # Every socket is in its own room, a hub group without an actor: sends to its sid
+            # (REST or a server on any node) reach it wherever it lives.
+            await hub.join_group(conn, room_group(nsp, sid), inline=True)
+            if restoring is not None:
+                for group in sorted(restoring.groups):
+                    await hub.join_group(conn, group)
+                missed = await self._restore(conn, socket, restoring)
+                if missed is None:  # the owner let go meanwhile: a fresh socket
+                    await self._start_afresh(conn, socket, restoring)
+        finally:
+            if hold is not None:
+                conn.engine = hold.engine
+        engine = conn.engine
+        if conn.sockets.get(nsp) is not socket or engine.closed:
             self._forget(socket)
             return
-        reply = {"sid": sid, "pid": socket.pid} if socket.pid is not None else {"sid": sid}
+        reply = {"sid": socket.sid, "pid": socket.pid} if socket.pid is not None else {"sid": socket.sid}
         socket.connected = True
         pending, socket.pending = socket.pending, None
-        conn.engine.send(_control(parser.PacketType.CONNECT, nsp, reply))
-        if restored is not None:
+        engine.send(_control(parser.PacketType.CONNECT, nsp, reply))
+        if missed is not None:
+            socket.recovered = True
             self.counters["sockets_recovered"] += 1
-            probe = _Member(conn.connection_id, conn.groups)
-            for _offset, _at, p_nsp, selects, p_sid, packets in restored[1]:
-                if p_nsp != nsp:
-                    continue
-                if p_sid is not None:
-                    if p_sid != sid:
-                        continue
-                elif selects is not None and not selects(probe):
-                    continue
-                conn.engine.send_packets(packets)
+            replayed = set()
+            for publication in missed:
+                offset = publication.metadata[_OFFSET]
+                replayed.add(offset)
+                recovery.record(publication, offset)
+                engine.send_packets(publication.encoded(PACKETS))
         if pending:
-            conn.engine.send_packets(pending)
+            engine.send_packets(pending)
+        if hold is not None:
+            for item in hold.items:
+                if type(item) is tuple:
+                    engine.send_packets(item)
+                elif (missed is None or (item.metadata or {}).get(_OFFSET) not in replayed) and _selects(item, conn):
+                    conn.deliver_nowait(item)
         self.counters["sockets_connected"] += 1
-        conn.engine.app_deadline = float("inf")
+        engine.app_deadline = float("inf")
         if self.serverless:
             serverless.connected(socket)
+
+    async def _find_kept(self, conn: SioConnection, nsp: str, pid: Any, offset: Any) -> _Restoring | None:
+        """The socket a CONNECT with ``pid`` and ``offset`` recovers: kept here, or claimed
+        from the node that keeps it (every node is asked). None: a fresh socket. Checkpoint."""
+        recovery = self._recovery
+        kept = recovery.find(pid, offset, nsp)
+        if kept is not None:
+            recovery.take(kept)
+            return _Restoring(kept.sid, kept.pid, set(kept.groups), offset, kept=kept)
+        if not isinstance(pid, str) or not isinstance(offset, str) or len(pid) > 128 or len(offset) > 128:
+            return None
+        token = msgspec.json.encode([pid, nsp, offset]).decode()
+        name = _claim_name(pid)
+        found = await conn.hub.claim_session(name, token, _CLAIM_PROTOCOL, anywhere=True)
+        if found is None:
+            return None
+        snapshot, owner = found
+        try:
+            sid, claim, groups = snapshot["sid"], snapshot["claim"], snapshot["groups"]
+        except (KeyError, TypeError):
+            return None
+        if not isinstance(sid, str) or not isinstance(claim, str) or not isinstance(groups, (list, tuple)):
+            return None
+        prefix = namespace_group(nsp)
+        groups = {g for g in groups if isinstance(g, str) and g.startswith(prefix)}
+        return _Restoring(sid, pid, groups, offset, owner=owner, claim=claim, name=name)
+
+    async def _restore(self, conn: SioConnection, socket: Socket, restoring: _Restoring) -> list[Publication] | None:
+        """The broadcasts the recovering socket missed, once it is in its groups here (so
+        nothing published from now on escapes it); None if they cannot be had. Checkpoint."""
+        recovery = self._recovery
+        kept = restoring.kept
+        if kept is not None:
+            missed = recovery.missed(restoring.offset, kept)
+            recovery.let_go(kept)  # its old connection leaves the groups now that this one is in them
+            return missed
+        tail = await conn.hub.release_session(restoring.owner, restoring.name, restoring.claim)
+        if not isinstance(tail, dict) or not isinstance(tail.get("entries"), list):
+            return None
+        session = tail.get("session")
+        if session is not None:
+            socket.session = session if isinstance(session, dict) else {}
+        # What this node's group actors still queue for the socket is a copy of something the
+        # owner had, or new: deliver it into the hold before merging.
+        await conn.hub.flush_groups(conn)
+        return [p for p in tail["entries"] if isinstance(p, Publication) and isinstance(p.metadata, dict)
+                and isinstance(p.metadata.get(_OFFSET), str)]
+
+    async def _start_afresh(self, conn: SioConnection, socket: Socket, restoring: _Restoring) -> None:
+        """A claim that fell through after the socket joined its old rooms (the owner let go
+        or vanished meanwhile): it leaves them and starts without state, under a new pid, so
+        the client sees ``recovered`` false. Checkpoint."""
+        keep = (namespace_group(socket.nsp), room_group(socket.nsp, socket.sid))
+        for group in sorted(restoring.groups):
+            if group not in keep:
+                await conn.hub.leave_group(conn, group)
+        socket.pid = _new_id()
+        socket.session = {}
 
     def _connect_handler(self, key: str) -> _Handler | Callable | None:
         handler, _ = self._handler(key, "connect")
@@ -1050,8 +1345,9 @@ class Server:
             return
         prefix = namespace_group(socket.nsp)
         rooms = [g for g in conn.groups if g.startswith(prefix) and g != prefix]
-        if self._recovery is not None and reason in _RECOVERABLE:
-            self._recovery.keep(socket, rooms)
+        if self._recovery is not None and reason in _RECOVERABLE and conn.engine.closed:
+            # Kept with its groups: the closed connection stays in them (``_linger``).
+            self._recovery.keep(socket, {prefix, *rooms})
         if not conn.engine.closed:  # leave now; a closed connection leaves them all when it unregisters
             self._spawn(self._leave_all, conn, [prefix, *rooms])
         if self.serverless:
@@ -1060,6 +1356,35 @@ class Server:
         handler, _ = self._handler(socket.key, "disconnect")
         if handler is not None:
             self._spawn(self._call_disconnect, handler, socket, reason)
+
+    async def _linger(self, conn: SioConnection) -> None:
+        """A closed connection with kept sockets stays registered, in their groups, so this
+        node keeps recording what they are sent, until the last is recovered, claimed or
+        expired (or the connection is closed through the service API)."""
+        recovery = self._recovery
+        cid = conn.connection_id
+        try:
+            while cid in recovery.by_conn:
+                waker = recovery.wakers.get(cid)
+                if waker is None:
+                    waker = recovery.wakers[cid] = trio.Event()
+                with trio.move_on_after(recovery.max_disconnection):
+                    await waker.wait()
+                recovery._expire(trio.current_time())
+        finally:
+            recovery.let_go_conn(cid)
+            with trio.CancelScope(shield=True):
+                if conn.hub.local_member(cid) is conn:
+                    await conn.hub.unregister(conn)
+
+    def _delivered(self, publication: Publication) -> None:
+        """A publication with metadata reached a connection here: recorded if it is a
+        recoverable broadcast. No checkpoint."""
+        recovery = self._recovery
+        if recovery is not None:
+            offset = publication.metadata.get(_OFFSET)
+            if type(offset) is str:
+                recovery.record(publication, offset)
 
     async def _leave_all(self, conn: SioConnection, groups: list[str]) -> None:
         for group in groups:
@@ -1291,12 +1616,13 @@ class Server:
         hub = await self._get_hub()
         self.counters["broadcasts"] += 1
         recovery = self._recovery
-        offset = None
+        offset = metadata = None
         if recovery is not None and not volatile:
             offset = recovery.new_offset()
             args = [*args, offset]
+            metadata = {_OFFSET: offset, _NSP: nsp}
         packets = _encode_event(nsp, [event, *args])
-        # Sids are rooms too (not hub groups): split them out.
+        # A sid is a room (its socket's own group); a local socket is reached directly.
         sid_targets = [s for s in (self._local_socket(r, nsp) for r in rooms) if s is not None]
         room_names = [r for r in rooms if self._local_socket(r, nsp) is None]
         except_sockets = [s for s in (self._local_socket(r, nsp) for r in excepts) if s is not None]
@@ -1305,10 +1631,11 @@ class Server:
         if rooms and not room_names and len(sid_targets) == 1 and not except_groups:
             socket = sid_targets[0]
             if socket.conn.connection_id not in except_cids:
+                if offset is not None:
+                    recovery.record(SioPublication(packets, nsp=nsp, group=room_group(nsp, socket.sid),
+                                                   metadata=metadata), offset)
                 if not volatile or socket.conn.engine.writable:
                     socket.send_packets(packets)
-                if offset is not None:
-                    recovery.record(offset, nsp, None, socket.sid, packets)
             return
         selects = None
         if len(room_names) == 1 and not sid_targets:
@@ -1324,10 +1651,7 @@ class Server:
             selects = _RoomFilter(frozenset(room_group(nsp, r) for r in room_names),
                                   frozenset(s.conn.connection_id for s in sid_targets), except_groups, None)
         publication = SioPublication(packets, nsp=nsp, group=group, excluded=except_cids, filter=selects,
-                                     volatile=volatile)
-        if offset is not None:
-            record_filter = selects or _RoomFilter(frozenset((group,)), frozenset(), frozenset(), None)
-            recovery.record(offset, nsp, _Excluding(record_filter, except_cids), None, packets)
+                                     volatile=volatile, metadata=metadata)
         if group is not None:
             await hub.publish(publication)
         else:
@@ -1379,17 +1703,44 @@ class Server:
     # ---- rooms -------------------------------------------------------------------------
 
     async def enter_room(self, sid: str, room: str | Iterable[str], namespace: str | None = None) -> None:
-        """Put a socket in a room (a hub group). Checkpoint."""
-        socket = self._socket(sid, namespace)
-        for name in ((room,) if isinstance(room, str) else room):
+        """Put a socket in a room (a hub group); a socket on another node too. Checkpoint."""
+        names = (room,) if isinstance(room, str) else tuple(room)
+        socket = self._sockets.get(sid)
+        if socket is None or (namespace is not None and socket.nsp != namespace):
+            await self._remote_rooms(sid, namespace or "/", names, join=True)
+            return
+        for name in names:
             if name == socket.sid:
                 continue  # every socket is in its own room already
             await socket.conn.hub.join_group(socket.conn, room_group(socket.nsp, name))
 
     async def leave_room(self, sid: str, room: str | Iterable[str], namespace: str | None = None) -> None:
-        socket = self._socket(sid, namespace)
-        for name in ((room,) if isinstance(room, str) else room):
-            await socket.conn.hub.leave_group(socket.conn, room_group(socket.nsp, name))
+        """Take a socket out of a room (not its own); a socket on another node too. Checkpoint."""
+        names = (room,) if isinstance(room, str) else tuple(room)
+        socket = self._sockets.get(sid)
+        if socket is None or (namespace is not None and socket.nsp != namespace):
+            await self._remote_rooms(sid, namespace or "/", names, join=False)
+            return
+        for name in names:
+            if name != socket.sid:
+                await socket.conn.hub.leave_group(socket.conn, room_group(socket.nsp, name))
+
+    async def _remote_rooms(self, sid: str, nsp: str, names: Iterable[str], *, join: bool) -> None:
+        """Rooms of a socket this node does not hold: its connection is the member of its own
+        room's group wherever it lives, and the hub joins or removes that connection there.
+        Raises ``DisconnectedError`` if no node has the socket."""
+        hub = await self._get_hub()
+        members = await hub.group_members(room_group(nsp, sid))
+        if not members:
+            raise DisconnectedError(f"no connected socket {sid!r} in {nsp!r}")
+        for cid, _user in members:
+            for name in names:
+                if name == sid:
+                    continue
+                if join:
+                    await hub.add_to_group(cid, room_group(nsp, name))
+                else:
+                    await hub.remove_from_group(cid, room_group(nsp, name))
 
     async def close_room(self, room: str, namespace: str | None = None) -> None:
         """Take every socket out of ``room``."""
@@ -1431,6 +1782,12 @@ class Server:
         ``close=True`` closes its whole Engine.IO connection too. Checkpoint."""
         socket = self._sockets.get(sid)
         if socket is None or (namespace is not None and socket.nsp != namespace):
+            # Maybe on another node: a DISCONNECT packet to its own room ends it there too
+            # (``formats.DISCONNECTS``), as a REST send of one does.
+            nsp = namespace or "/"
+            body = join_segments((_control(parser.PacketType.DISCONNECT, nsp),))
+            hub = await self._get_hub()
+            await hub.publish(Publication("group", Payload(DataType.TEXT, body), group=room_group(nsp, sid)))
             return
         self._close_socket(socket, Reason.SERVER_DISCONNECT, send=True)
         if close:
@@ -1470,19 +1827,6 @@ class Server:
             "recovery": None if self._recovery is None else {
                 "packets": len(self._recovery.packets), "sessions": len(self._recovery.sessions)},
         }
-
-
-class _Excluding:
-    """A recovery filter: ``selects`` but not the excluded connections."""
-
-    __slots__ = ("excluded", "selects")
-
-    def __init__(self, selects: Callable[[Any], bool], excluded: frozenset[str]) -> None:
-        self.selects = selects
-        self.excluded = excluded
-
-    def __call__(self, member: Any) -> bool:
-        return member.connection_id not in self.excluded and self.selects(member)
 
 
 async def _await(awaitable: Any) -> None:

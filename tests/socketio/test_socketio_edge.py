@@ -251,3 +251,21 @@ async def test_per_hub_endpoint_requires_a_token_unless_anonymous(fab):
     await trio.sleep(0)
     assert await fab.hub("chat").group_exists("g1")  # webpubsub.group joined on connect
     assert await fab.hub("chat").connection_exists(sid)
+
+
+async def test_a_sockets_own_room_is_a_group_rest_reaches(fab):
+    s = await RawSocket.open(fab)
+    sid = (await s.connect())["sid"]
+    handle = fab.hub("socketio")
+    own = room_group("/", sid)
+    assert await handle.group_exists(own)
+    assert [m["connectionId"] for m in await handle.list_connections_in_group(own)] == [s.sid]
+    await handle.send_to_group(own, '42["news","to my room"]')
+    assert await s.receive() == '42["news","to my room"]'
+    await handle.send_to_group(own, "41")  # a DISCONNECT through the service API ends the socket here too
+    assert await s.receive() == "41"
+    sio = fab.socketio()
+    with trio.fail_after(5):
+        while sid in sio.sids() or await handle.group_exists(own):
+            await trio.sleep(0.01)
+    await s.aclose()

@@ -192,7 +192,7 @@ async def test_the_default_mode_calls_no_upstream_handler(upstream):
         await s.send('421["hello","world"]')
         await trio.sleep(0.05)
         assert not upstream.connects and not upstream.events
-        assert not await fab.hub(HUB).group_exists(room_group("/", sid))  # a socket's room is no group here
+        assert await fab.hub(HUB).group_exists(room_group("/", sid))  # every socket is in its own room's group
         await s.aclose()
 
 
