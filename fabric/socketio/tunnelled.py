@@ -116,6 +116,7 @@ TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("payloads_ignored", "Deliveries that were not Engine.IO payloads (not sent to Socket.IO clients)."),
     ("invokes", "Broadcasts with acks (:invoke) served."),
     ("invoke_answers", "Client acks streamed back to app servers."),
+    ("orphan_checks", "App servers whose connections were checked after losing their last tunnel."),
     ("orphans_closed", "Connections closed because their app server left."),
 ))
 
@@ -663,6 +664,7 @@ class DefaultMode:
 
     async def _orphans(self, hub: str, server: str) -> None:
         await trio.sleep(APP_WAIT)
+        self.counters["orphan_checks"] += 1
         if self.link.has_server(hub, server):
             return
         for member in list(self.connections.get(hub.lower(), {}).values()):
