@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import binascii
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -102,6 +103,8 @@ MAX_BATCH = 64
 MAX_BATCH_BYTES = 256 * 1024
 #: Handshakes the app accepted whose session has not opened yet (kept at most this long).
 PENDING_SECONDS = 30.0
+#: ... and at most this many per hub (more handshakes at once are refused with 503).
+MAX_PENDING = 10_000
 EVENT_PATH = "/eventhandler/"
 
 TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
@@ -756,7 +759,11 @@ class DefaultMode:
             return Response.error(exc.status, exc.code, str(exc))
         now = trio.current_time()
         for stale in [s for s, p in app.pending.items() if now - p.at > PENDING_SECONDS]:
-            app.pending.pop(stale, None)
+            # accepted by the app, but the session never opened (the upgrade failed): forget it there too
+            self._spawn(self._abandon, hub, stale, app.pending.pop(stale))
+        if len(app.pending) >= MAX_PENDING:
+            self.counters["handshakes_unavailable"] += 1
+            return Response.error(503, "ServiceUnavailable", f"too many handshakes in progress for hub {hub!r}")
         body = _json_encode({
             "claims": dict(identity.claims) if identity is not None else {},
             "query": {k: list(v) for k, v in request.query.items() if k != "access_token"},
@@ -829,6 +836,14 @@ class DefaultMode:
         if user_id is not None:
             headers[up.H_USER_ID] = [user_id]
         return headers
+
+    async def _abandon(self, hub: str, sid: str, pending: _Pending) -> None:
+        user_id = pending.identity.user_id if pending.identity is not None else None
+        with contextlib.suppress(AppUnreachable):
+            response = await self.link.request(
+                hub, "POST", self._url(), self._headers(hub, sid, user_id, "disconnected", system=True),
+                b'{"reason":""}', key=sid, server=pending.server, wait=0.0)
+            await response.read()
 
     async def _event(self, member: TunnelledConnection, event: str, body: bytes, *, system: bool = False,
                      wait: float = APP_WAIT) -> bool:
