@@ -8,7 +8,8 @@ Supervision (see docs/design.md): each hub runs a ``Supervisor`` with
   slow handler never delays a connection (bounded mailbox; overflow is counted);
 - one TRANSIENT ``GroupActor`` per group with local members (started on first join,
   stopped when the last member leaves; a crashed group restarts and its members keep
-  their membership, which the hub holds);
+  their membership, which the hub holds), except *inline* groups, meant for one member
+  (a Socket.IO socket's own room), whose publications are delivered as they arrive;
 - one TEMPORARY task per connection, started by the edge that owns the protocol
   (``start_connection``); a connection is never restarted.
 
@@ -287,6 +288,7 @@ class Hub:
             self.connections.clear()
             self.users.clear()
             self.groups.clear()
+            self._aliases.clear()
             self.telemetry.forget_all()
             self._started = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -397,7 +399,8 @@ class Hub:
         task). Members that join it later share that."""
         local = self.groups.get(group)
         if local is None:
-            local = LocalGroup(group, next(self._generation), self.telemetry, inline)
+            # (an inline group has no actor to name: generation 0, a shared small int)
+            local = LocalGroup(group, 0 if inline else next(self._generation), self.telemetry, inline)
             self.groups[group] = local
             if not inline:
                 local.handle = await self.supervisor.start_child(ChildSpec(

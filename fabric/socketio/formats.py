@@ -43,6 +43,7 @@ __all__ = [
     "WS_FRAMES",
     "SioPublication",
     "namespace_group",
+    "own_room_group",
     "parse_group",
     "parse_payload",
     "room_group",
@@ -67,6 +68,12 @@ def namespace_group(nsp: str) -> str:
 def room_group(nsp: str, room: str) -> str:
     """The hub group of a room: ``0~<b64(nsp)>~<b64(room)>``."""
     return f"0~{_b64(nsp)}~{_b64(room)}"
+
+
+def own_room_group(nsp: str, sid: str) -> str:
+    """``room_group`` for a socket's own room, not cached: each is made once, when the socket
+    joins it, and a cache entry per socket would cost more than the name."""
+    return f"0~{_b64(nsp)}~{_b64(sid)}"
 
 
 def parse_group(group: str) -> tuple[str, str | None] | None:

@@ -65,6 +65,7 @@ import msgspec
 import trio
 
 from specs.errors import CloseSituation
+from specs.socketio import RECOVERY_KEPT_SOCKETS, RECOVERY_LOG_ENTRIES
 
 from fabric.core.counters import CounterSpec, Counters
 from fabric.core.events import ConnectionContext
@@ -83,6 +84,7 @@ from fabric.socketio.formats import (
     WS_FRAMES,
     SioPublication,
     namespace_group,
+    own_room_group,
     packets_of,
     parse_group,
     room_group,
@@ -629,8 +631,8 @@ class _Recovery:
     delivered (in delivery order, by offset) and the kept sockets (by pid). Bounded by
     count and by ``max_disconnection``."""
 
-    def __init__(self, server: "Server", max_disconnection: float, max_packets: int = 10_000,
-                 max_sessions: int = 10_000) -> None:
+    def __init__(self, server: "Server", max_disconnection: float, max_packets: int = RECOVERY_LOG_ENTRIES,
+                 max_sessions: int = RECOVERY_KEPT_SOCKETS) -> None:
         self.server = server
         self.max_disconnection = max_disconnection
         self.max_packets = max_packets
@@ -1147,9 +1149,13 @@ class Server:
             restoring = await self._find_kept(conn, nsp, auth.get("pid"), auth.get("offset"))
             auth = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
             if conn.sockets.get(nsp) is not None or conn.engine.closed:  # a second CONNECT meanwhile, or gone
+                if restoring is not None and restoring.kept is not None:
+                    recovery.let_go(restoring.kept)
                 return
         sid = restoring.sid if restoring is not None else _new_id()
         if sid in self._sockets:  # the old socket is somehow still here: start afresh
+            if restoring is not None and restoring.kept is not None:
+                recovery.let_go(restoring.kept)
             restoring, sid = None, _new_id()
         socket = Socket(conn, nsp, sid, auth, key)
         conn.sockets[nsp] = socket
@@ -1197,7 +1203,7 @@ class Server:
             await hub.join_group(conn, namespace_group(nsp))
             # Every socket is in its own room, a hub group without an actor: sends to its sid
             # (REST or a server on any node) reach it wherever it lives.
-            await hub.join_group(conn, room_group(nsp, sid), inline=True)
+            await hub.join_group(conn, own_room_group(nsp, sid), inline=True)
             if restoring is not None:
                 for group in sorted(restoring.groups):
                     await hub.join_group(conn, group)

@@ -138,7 +138,58 @@ async function fanout() {
   return { clients: n, count, acked, bad: bad.slice(0, 5).map(([i, m]) => ({ i, m: m.slice(0, 30) })), bad_count: bad.length, ms: Date.now() - started, connect_ms: tConnected, join_ms: tJoined };
 }
 
-const scenarios = { basic, admin, recovery, fanout };
+// Connection-state recovery across two nodes (spec.url = node A, spec.url_b = node B, one
+// Redis): the socket drops from A and its reconnect goes to B, as a load balancer without
+// sticky sessions may send it. spec.owner_gone: node A stops first (halt_node).
+async function waitFor(what, check, ms = 10000) {
+  const start = Date.now();
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() - start > ms) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function recoveryAcross() {
+  const a = connect({ transports: spec.transports || ["websocket"] });
+  const onA = connect({ transports: ["websocket"] });
+  const onB = io(spec.url_b, { path: spec.path || "/socket.io/", transports: ["websocket"], reconnection: false, forceNew: true });
+  const got = [];
+  a.on("news", (text) => got.push(text));
+  for (const s of [a, onA, onB]) await connected(s);
+  const firstSid = a.id;
+  await within(5000, a.emitWithAck("join", "across"), "join");
+  await within(5000, a.emitWithAck("remember", "moved"), "remember");
+  await within(5000, onB.emitWithAck("broadcast", "across", "m1"), "m1");
+  await waitFor("m1 arrives", () => got.length >= 1);
+  const gone = once(a, "disconnect", "drop");
+  a.io.engine.close(); // the transport drops
+  const [dropReason] = await gone;
+  await waitFor("A keeps the socket", async () => (await onA.emitWithAck("kept")) >= 1);
+  for (const [s, text] of [[onB, "b1"], [onA, "a1"], [onB, "b2"], [onA, "a2"]]) {
+    await within(5000, s.emitWithAck("broadcast", "across", text), text);
+  }
+  if (spec.owner_gone) {
+    const down = once(onA, "disconnect", "node A stops");
+    onA.emit("halt_node");
+    await down;
+  }
+  a.io.uri = spec.url_b; // the reconnect reaches node B
+  const back = once(a, "connect", "reconnect to B");
+  a.connect();
+  await back;
+  const missed = spec.owner_gone ? 0 : 4;
+  await waitFor("replay", () => got.length >= 1 + missed);
+  const who = await within(5000, a.emitWithAck("whoami"), "whoami");
+  await within(5000, a.emitWithAck("join", "after"), "join after");
+  await within(5000, onB.emitWithAck("broadcast", "after", "live"), "live");
+  await waitFor("live arrives", () => got.includes("live"));
+  const result = { drop_reason: dropReason, recovered: a.recovered, first_sid: firstSid, sid: a.id, got: [...got], who };
+  a.close(); onA.close(); onB.close();
+  return result;
+}
+
+const scenarios = { basic, admin, recovery, fanout, recovery_across: recoveryAcross };
 try {
   const result = await scenarios[spec.scenario]();
   console.log(JSON.stringify({ ok: true, ...result }));

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import attrs
 import pytest
@@ -180,6 +181,49 @@ async def test_socket_recovers_on_another_node_with_what_it_missed(sio_nodes):
             await client.aclose()
 
 
+async def test_socket_recovers_on_its_own_node_and_a_stale_offset_is_a_fresh_socket(sio_nodes):
+    async with sio_nodes() as open_node:
+        a, _ = await open_node()
+        b, _ = await open_node()
+        sio_a = a.socketio()
+        s = await RawSocket.open(a)
+        hello = await s.connect()
+        sid, pid = hello["sid"], hello["pid"]
+        await s.send('421["join","r"]')
+        assert await s.receive() == '431["ok"]'
+        await sio_a.emit("news", "m1", room="r")
+        [(_, (_, offset))] = await _events(s, 1)
+        await sio_a.emit("news", "m2", room="r")
+        await _drop(s)
+        await _kept(sio_a)
+        await b.socketio().emit("news", "m3", room="r")
+        await sio_a.emit("news", "m4", to=sid)
+        with trio.fail_after(10):
+            while sio_a.statistics()["recovery"]["packets"] < 4:
+                await trio.sleep(0.01)
+        back = await RawSocket.open(a)
+        await back.send("40" + json.dumps({"pid": pid, "offset": offset}))
+        assert json.loads((await back.receive())[2:]) == {"sid": sid, "pid": pid}
+        texts = [e[1][0] for e in await _events(back, 3)]
+        assert texts == [json.loads(p.payload.body[2:])[1] for p in _log_after(sio_a, offset)]
+        assert sorted(texts) == ["m2", "m3", "m4"]
+        assert sio_a.recovered(sid) and sio_a.rooms(sid) == [sid, "r"]
+        # a pid whose socket is no longer kept, or an offset the log never had: fresh sockets
+        again = await RawSocket.open(b)
+        await again.send("40" + json.dumps({"pid": pid, "offset": offset}))
+        fresh = json.loads((await again.receive())[2:])
+        assert fresh["sid"] != sid and fresh["pid"] != pid
+        await _drop(back)
+        await _kept(sio_a)
+        other = await RawSocket.open(b)
+        await other.send("40" + json.dumps({"pid": pid, "offset": "nope-1"}))
+        fresh = json.loads((await other.receive())[2:])
+        assert fresh["sid"] != sid and fresh["pid"] != pid
+        assert sio_a.statistics()["recovery"]["sessions"] == 1  # still kept for a right offset
+        for client in (again, other):
+            await client.aclose()
+
+
 async def test_owner_gone_means_a_fresh_socket(sio_nodes):
     async with sio_nodes() as open_node:
         b, _ = await open_node()
@@ -202,3 +246,51 @@ async def test_owner_gone_means_a_fresh_socket(sio_nodes):
         [(name, args)] = await _events(back, 1)
         assert (name, args[0]) == ("news", "live")
         await back.aclose()
+
+
+# --------------------------------------------------------------------------- socket.io-client
+
+
+@pytest.fixture
+def two_apps(redis_server):
+    """Two app processes (tests/socketio/sio_app.py) as nodes of one fabric on redis-server."""
+    from tests.socketio.sio_support import start_app
+
+    app_path = Path(__file__).resolve().parents[1] / "socketio" / "sio_app.py"
+    args = ("--redis", redis_server.url, "--recovery", str(KEEP), "--halt")
+    apps = [start_app(app_path, *args), start_app(app_path, *args)]
+    try:
+        yield apps
+    finally:
+        for app in apps:
+            app.stop()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"])
+def test_socketio_client_recovers_on_the_other_node(two_apps, transports):
+    from tests.socketio.sio_support import run_node
+
+    a, b = two_apps
+    result = run_node({"url": a.url, "url_b": b.url, "scenario": "recovery_across", "transports": transports},
+                      app=a)
+    assert result["ok"], result
+    assert result["recovered"] is True and result["sid"] == result["first_sid"] == result["who"]["sid"]
+    assert {k: result["who"][k] for k in ("sid", "recovered", "session")} == {
+        "sid": result["sid"], "recovered": True, "session": "moved"}
+    got = result["got"]
+    assert got[0] == "m1" and got[-1] == "live" and sorted(got[1:-1]) == ["a1", "a2", "b1", "b2"]  # once each
+    assert [t for t in got if t[0] == "a"] == ["a1", "a2"] and [t for t in got if t[0] == "b"] == ["b1", "b2"]
+
+
+@pytest.mark.interop
+def test_socketio_client_owner_gone_is_a_fresh_socket(two_apps):
+    from tests.socketio.sio_support import run_node
+
+    a, b = two_apps
+    result = run_node({"url": a.url, "url_b": b.url, "scenario": "recovery_across", "owner_gone": True}, app=b)
+    assert result["ok"], result
+    assert result["recovered"] is False and result["sid"] != result["first_sid"]
+    assert result["who"] == {"sid": result["sid"], "transport": "websocket", "recovered": False, "session": None}
+    assert result["got"] == ["m1", "live"]  # nothing of what it missed
+    assert a.proc.wait(10) is not None  # node A did stop

@@ -1,6 +1,8 @@
 """The Socket.IO app the interop tests drive (run as a subprocess, like a user's app).
 
     python tests/socketio/sio_app.py --port 0      # prints "listening on http://HOST:PORT"
+    python tests/socketio/sio_app.py --port 0 --redis redis://127.0.0.1:6379/0 --recovery 30 --halt
+                                                   # one node of several (tests/scaleout)
 
 Hub ``siotest`` at ``/socket.io/`` (no token) with connection-state recovery (5 s), and hub
 ``azhub`` at ``/clients/socketio/hubs/azhub/`` (anonymous allowed). Access key ``test-key``.
@@ -16,6 +18,8 @@ Events (namespace ``/`` unless said):
 - ``whoami()`` -> ack ``{"sid", "transport", "recovered", "session"}``; ``remember(v)``
   stores ``v`` in the socket's session.
 - ``kick()`` -> the server disconnects the socket.
+- ``kept()`` -> ack: how many sockets this node keeps for recovery.
+- ``halt_node()`` (with ``--halt`` only) -> the process stops, as a node that goes away.
 - namespace ``/admin``: connect refused unless ``auth == {"token": "secret"}``, with data.
 """
 
@@ -53,12 +57,12 @@ anonymous_connect = true
 """
 
 
-def build(fab: fabric.Fabric) -> None:
+def build(fab: fabric.Fabric, halt: trio.CancelScope | None = None) -> None:
     for hub in ("siotest", "azhub"):
-        install(fab.socketio(hub))
+        install(fab.socketio(hub), halt)
 
 
-def install(sio) -> None:
+def install(sio, halt: trio.CancelScope | None = None) -> None:
     sio.namespaces = {"/", "/admin"}
 
     @sio.event
@@ -111,6 +115,16 @@ def install(sio) -> None:
     async def kick(sid):
         await sio.disconnect(sid)
 
+    @sio.event
+    def kept(sid):
+        recovery = sio.statistics()["recovery"]
+        return recovery["sessions"] if recovery else 0
+
+    if halt is not None:
+        @sio.event
+        def halt_node(sid):
+            halt.cancel()
+
     @sio.on("connect", namespace="/admin")
     def admin_connect(sid, environ, auth):
         if auth != {"token": "secret"}:
@@ -121,10 +135,16 @@ def install(sio) -> None:
         return ["admin", *args]
 
 
-async def main(host: str, port: int) -> None:
-    config = loads_config(CONFIG, source="sio_app.py", env={})
+async def main(host: str, port: int, redis: str | None = None, recovery: float | None = None,
+               halt: bool = False) -> None:
+    text = CONFIG
+    if recovery is not None:
+        text = text.replace("connection_state_recovery = 5.0", f"connection_state_recovery = {recovery}")
+    if redis is not None:
+        text += f'\n[broker]\nurl = "{redis}"\nchannel_prefix = "sio_app:"\n'
+    config = loads_config(text, source="sio_app.py", env={})
     async with fabric.open_fabric(config) as fab, trio.open_nursery() as nursery:
-        build(fab)
+        build(fab, nursery.cancel_scope if halt else None)
         bound = await nursery.start(fab.serve, host, port)
         print(f"listening on http://{host}:{bound}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -137,6 +157,9 @@ if __name__ == "__main__":
     cli = argparse.ArgumentParser()
     cli.add_argument("--host", default="127.0.0.1")
     cli.add_argument("--port", type=int, default=0)
+    cli.add_argument("--redis", help="a node of several: the broker's Redis URL")
+    cli.add_argument("--recovery", type=float, help="seconds a dropped socket is kept (default 5)")
+    cli.add_argument("--halt", action="store_true", help="serve the halt_node event (the process stops)")
     options = cli.parse_args()
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
-    trio.run(main, options.host, options.port)
+    trio.run(main, options.host, options.port, options.redis, options.recovery, options.halt)
