@@ -29,8 +29,9 @@ never imports another edge):
   DISCONNECT with data (``disconnectSockets``: ``41{"close":false}``, which a client would
   reject) is sent as a plain ``41``, and the app is told the socket left (a ``41`` from the
   client), or with ``close`` the connection ends; a ``1`` closes it.
-- **``:invoke``** (broadcasts with acks): the EVENT goes to the connections the filter
-  selects that have its namespace; each client's ACK with that namespace and id is taken
+- **``:invoke``** (broadcasts with acks): the EVENT (which the package sends without an ack
+  id: the service numbers it) goes to the connections the filter selects that have its
+  namespace; each client's ACK with that namespace and id is taken
   out of the stream to the app and streamed back as a line ``{"Payload": "<EIO payload>"}``;
   the stream ends when every recipient answered or left, or after ``INVOKE_TIMEOUT``.
 
@@ -106,6 +107,9 @@ PENDING_SECONDS = 30.0
 #: ... and at most this many per hub (more handshakes at once are refused with 503).
 MAX_PENDING = 10_000
 EVENT_PATH = "/eventhandler/"
+#: Ack ids the service gives the EVENTs of ``:invoke`` (the app's own count from 0 per
+#: namespace; socket.io-client takes any integer up to 2**53).
+FIRST_INVOKE_ACK_ID = 10**12
 
 TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("handshakes", "Handshakes sent to an app server (connect events)."),
@@ -641,6 +645,7 @@ class DefaultMode:
         self._nursery: trio.Nursery | None = None
         self._running: trio.Event | None = None
         self._ids = itertools.count(1)
+        self._ack_ids = itertools.count(FIRST_INVOKE_ACK_ID)
 
     @property
     def config(self):
@@ -883,16 +888,22 @@ class DefaultMode:
             await effect()
 
     def invoke(self, hub: str, selects: Callable[[Any], bool] | None, body: bytes) -> AsyncIterator[bytes]:
-        """``:invoke``: the EVENT is sent now; the answer's stream yields one NDJSON line
-        ``{"Payload": ...}`` per client ack. Raises ``ValueError`` for a body that is not an
-        Engine.IO payload of a Socket.IO EVENT with an ack id. No checkpoint."""
+        """``:invoke``: the EVENT is sent now (with an ack id of ours if it has none); the
+        answer's stream yields one NDJSON line ``{"Payload": ...}`` per client ack. Raises
+        ``ValueError`` for a body that is not an Engine.IO payload of a Socket.IO EVENT.
+        No checkpoint."""
         text = body.decode("utf-8", "replace")
-        first = text.split("\x1e", 1)[0]
+        first, sep, rest = text.partition("\x1e")
         header = _sio_header(first[1:]) if first.startswith("4") else None
-        if header is None or header[0] not in "25" or header[3] is None:
-            raise ValueError("the body must be an Engine.IO payload of a Socket.IO EVENT with an ack id, "
-                             f"got {text[:40]!r}")
-        nsp, ack_id = header[2], header[3]
+        if header is None or header[0] not in "25":
+            raise ValueError(f"the body must be an Engine.IO payload of a Socket.IO EVENT, got {text[:40]!r}")
+        nsp, ack_id, start = header[2], header[3], header[4]
+        if ack_id is None:
+            # The package's adapter sends the EVENT without an id (it overrides the adapter
+            # method that would set one): the service numbers it, far above the app's own ids.
+            ack_id = next(self._ack_ids)
+            sio = first[1:]
+            body = ("4" + sio[:start] + str(ack_id) + sio[start:] + sep + rest).encode("utf-8")
         key = (nsp, ack_id)
         recipients = [m for m in list(self.connections.get(hub.lower(), {}).values())
                       if not m.closed and nsp in m.namespaces and (selects is None or selects(m))]

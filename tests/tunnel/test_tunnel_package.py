@@ -139,7 +139,7 @@ async def test_bad_requests_from_the_app_get_clear_errors_and_touch_nothing_else
         assert not answer["ok"] and "unexpected status code 400" in answer["error"]
         answer = await app.request("sendToAll", payload="x", filter="connectionId eq")
         assert not answer["ok"] and "unexpected status code 400" in answer["error"]
-        answer = await app.request("invoke", payload='42["no ack id"]', filter="'0~Lw~' in groups")
+        answer = await app.request("invoke", payload='41', filter="'0~Lw~' in groups")  # not an EVENT
         assert not answer["ok"] and "unexpected status code 400" in answer["error"]
         # no Socket.IO client to ask (the Web PubSub client is not one): an empty answer
         assert await app.call("invoke", payload='420["ev"]', filter="'0~Lw~' in groups") == ""
