@@ -32,8 +32,8 @@ user event's ``ce-type`` is ``azure.webpubsub.user.<event>`` (Azure:
 ``azure.webpubsub.user.message``, the event name only in ``ce-eventName``), which the webhook
 client derives from the event name.
 
-A socket's own group is a real hub group here (a group actor per socket): serverless hubs pay
-that memory, the default mode does not (see ``server.py``).
+A socket's own group is the same in every mode: an inline hub group (no actor), joined by
+``server.py`` when the CONNECT succeeds.
 """
 
 from __future__ import annotations
