@@ -214,3 +214,31 @@ async def test_no_app_server_is_a_503_after_the_wait(setup):
         response = await client.http.get(client.url + "&EIO=4&transport=polling")
     assert response.status_code == 503
     assert fab.default_mode.counters["handshakes_unavailable"] == 1
+
+
+async def test_invoke_numbers_the_event_and_streams_each_ack_binary_included(setup):
+    fab, app, rest, client = setup
+    await client.open()
+    await client.post("40")
+    assert await rest.call("POST", f"/connections/{client.sid}/:send", '40{"sid":"s"}') == 202
+    assert await client.get() == ['40{"sid":"s"}']
+    caller = await TunnelClient.open(fab, HUB, sub="app-2")  # the app's call, on a tunnel of its own
+    answers = []
+
+    async def invoke():
+        flt = "%270~Lw~%27%20in%20groups"
+        answers.append(await caller.call("POST", f"/api/hubs/{HUB}/:invoke?api-version=2023-07-01&filter={flt}",
+                                         '42["q"]'))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(invoke)
+        (event,) = await client.get()
+        ack_id = event[2:event.index("[")]
+        assert event == f'42{ack_id}["q"]' and int(ack_id) >= 10**12  # numbered by the service
+        await client.post(f'461-{ack_id}[{{"_placeholder":true,"num":0}}]', "bAQI=")
+    ((status, _, body, parts),) = answers
+    assert status == 200 and len(parts) == 3  # the head, one line, the end
+    assert json.loads(body) == {"Payload": f'461-{ack_id}[{{"_placeholder":true,"num":0}}]\x1ebAQI='}
+    # the ack went to the invoke, not to the app as a client packet
+    assert [r.content for r in app.requests if (r.header("ce-type") or "").endswith("user.message")] == [b"40"]
+    await caller.aclose()
