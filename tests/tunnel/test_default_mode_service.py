@@ -32,6 +32,7 @@ class App:
         self.requests: list[tp.HttpRequest] = []
         self.changed = trio.Event()
         self.refuse = False
+        self.forget = False
         self.ping_interval = 12345
 
     async def handle(self, request: tp.HttpRequest):
@@ -46,6 +47,8 @@ class App:
             handshake = {"socketio": {"sid": cid, "upgrades": [], "pingInterval": self.ping_interval,
                                       "pingTimeout": 2000, "maxPayload": 100000}}
             return 200, {"Content-Type": ["application/json"]}, json.dumps(handshake).encode()
+        if self.forget and kind == "azure.webpubsub.user.message":
+            return 400, {"Content-Type": ["text/plain"]}, f"EIO server cannot find ConnectionId {cid}".encode()
         return 200, {}, b""
 
     async def events(self, kind: str, count: int = 1) -> list[tp.HttpRequest]:
@@ -242,3 +245,13 @@ async def test_invoke_numbers_the_event_and_streams_each_ack_binary_included(set
     # the ack went to the invoke, not to the app as a client packet
     assert [r.content for r in app.requests if (r.header("ce-type") or "").endswith("user.message")] == [b"40"]
     await caller.aclose()
+
+
+async def test_a_connection_the_app_does_not_know_is_closed(setup):
+    fab, app, _, client = setup
+    await client.open()
+    app.forget = True  # as an app that lost its state answers
+    await client.post("40")
+    assert await client.get() == ["1"]  # closed: the client reconnects and gets a fresh start
+    await app.events("sys.disconnected")
+    assert fab.default_mode.counters["events_failed"] == 1
