@@ -224,6 +224,68 @@ async def test_socket_recovers_on_its_own_node_and_a_stale_offset_is_a_fresh_soc
             await client.aclose()
 
 
+async def test_a_stream_from_either_node_arrives_once_in_order_while_the_socket_moves(sio_nodes):
+    """A publisher on each node streams to the room while the socket drops from A, is kept,
+    and is claimed by B: every number after the client's offset arrives once, in order."""
+    async with sio_nodes() as open_node:
+        a, _ = await open_node()
+        b, _ = await open_node()
+        sio_a, sio_b = a.socketio(), b.socketio()
+        s = await RawSocket.open(a)
+        hello = await s.connect()
+        await s.send('421["join","r"]')
+        assert await s.receive() == '431["ok"]'
+        count = 200
+        async with trio.open_nursery() as nursery:
+            for sio, name in ((sio_a, "a"), (sio_b, "b")):
+                async def stream(sio=sio, name=name):
+                    for i in range(count):
+                        await sio.emit(name, i, room="r")
+                        await trio.sleep(0.001)
+                nursery.start_soon(stream)
+            got = {"a": [], "b": []}
+            offset = None
+            for name, (i, offset) in await _events(s, 40):
+                got[name].append(i)
+            await _drop(s)
+            await _kept(sio_a)
+            back = await RawSocket.open(b)
+            await back.send("40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+            assert json.loads((await back.receive())[2:]) == {"sid": hello["sid"], "pid": hello["pid"]}
+            with trio.fail_after(20):
+                while got["a"][-1:] != [count - 1] or got["b"][-1:] != [count - 1]:
+                    [(name, (i, _))] = await _events(back, 1)
+                    got[name].append(i)
+        assert got == {"a": list(range(count)), "b": list(range(count))}
+        assert sio_b.recovered(hello["sid"])
+        await back.aclose()
+
+
+async def test_bad_recovery_input_is_a_fresh_socket_and_disturbs_nothing(sio_nodes):
+    async with sio_nodes() as open_node:
+        a, _ = await open_node()
+        b, _ = await open_node()
+        s = await RawSocket.open(a)
+        hello = await s.connect()
+        await a.socketio().emit("news", "m1")
+        [(_, (_, offset))] = await _events(s, 1)
+        await _drop(s)
+        await _kept(a.socketio())
+        bad = [{"pid": 5, "offset": offset}, {"pid": None}, {"pid": hello["pid"]}, {"pid": hello["pid"], "offset": 7},
+               {"pid": "x" * 5000, "offset": offset}, {"pid": hello["pid"], "offset": ["a"]},
+               {"pid": hello["pid"] + "\u00e9", "offset": offset}, {"pid": "", "offset": ""}]
+        for auth in bad:
+            c = await RawSocket.open(b)
+            await c.send("40" + json.dumps(auth))
+            reply = json.loads((await c.receive())[2:])
+            assert reply["sid"] != hello["sid"] and reply["pid"] != hello["pid"], auth
+            await c.aclose()
+        back = await RawSocket.open(b)  # the kept socket is still there for the right pair
+        await back.send("40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+        assert json.loads((await back.receive())[2:]) == {"sid": hello["sid"], "pid": hello["pid"]}
+        await back.aclose()
+
+
 async def test_owner_gone_means_a_fresh_socket(sio_nodes):
     async with sio_nodes() as open_node:
         b, _ = await open_node()
