@@ -678,8 +678,12 @@ class Hub:
         else:
             self._aliases[name] = member
 
+    def _session_holder(self, connection_id: str) -> Any:
+        member = self.connections.get(connection_id)
+        return member if member is not None else self._aliases.get(connection_id)
+
     def _local_claim(self, connection_id: str, token: str, protocol: str | None) -> Any:
-        member = self.connections.get(connection_id) or self._aliases.get(connection_id)
+        member = self._session_holder(connection_id)
         export = getattr(member, "export_session", None)
         return export(token, protocol, self.request_timeout) if export is not None else None
 
@@ -701,7 +705,7 @@ class Hub:
                 await barrier.done.wait()
 
     async def _local_release(self, connection_id: str, claim: str) -> Any:
-        member = self.connections.get(connection_id) or self._aliases.get(connection_id)
+        member = self._session_holder(connection_id)
         release = getattr(member, "release_session", None)
         if release is None:
             return None
