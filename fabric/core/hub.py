@@ -4,8 +4,10 @@ every operation of the service API.
 Supervision (see docs/design.md): each hub runs a ``Supervisor`` with
 - ``keepalive``: one task that asks every member for a heartbeat (one task per hub instead
   of one per connection: it saves ~2 kB and a wake-up per connection);
-- ``notifier``: an actor that runs ``on_connected``/``on_disconnected`` handlers so that a
-  slow handler never delays a connection (bounded mailbox; overflow is counted);
+- ``notifier``: an actor that runs ``on_connected``/``on_disconnected`` and the group
+  presence handlers (``on_group_joined``/``on_group_left``) so that a slow handler never
+  delays a connection, all of a hub's in the order they happened (bounded mailbox;
+  overflow is counted);
 - one TRANSIENT ``GroupActor`` per group with local members (started on first join,
   stopped when the last member leaves; a crashed group restarts and its members keep
   their membership, which the hub holds), except *inline* groups, meant for one member
@@ -55,7 +57,12 @@ from fabric.core import broker as topics
 from fabric.core.broker import BrokerUnavailable
 from fabric.core.commands import PROBE, Command, Reply
 from fabric.core.counters import HUB_COUNTERS, Counters
-from fabric.core.events import ConnectionContext, EventHandler
+from fabric.core.events import (
+    ConnectionContext,
+    EventHandler,
+    call_notification,
+    handles_system_event,
+)
 from fabric.core.permissions import Permissions, TooManyPermissions
 from fabric.core.publication import Publication
 from fabric.core.telemetry import HubTelemetry
@@ -74,6 +81,7 @@ MAX_PENDING_REQUESTS = 1024
 #: Commands queued for one hub's command task (more are dropped and counted).
 COMMAND_QUEUE = 16384
 _WARN_EVERY = 10.0
+_PRESENCE = frozenset({"joined", "left"})
 _TOO_MANY = "!TooManyPermissions"
 
 
@@ -204,27 +212,34 @@ class LocalGroup:
 
 
 class Notifier(Actor):
-    """Runs connected/disconnected notifications off the connections' paths."""
+    """Runs connected/disconnected and joined/left notifications off the connections' paths,
+    one at a time: a handler sees a hub's notifications in the order they happened (a
+    connection's groups joined at connect, then ``connected``; every group left, then
+    ``disconnected``). A full mailbox refuses (``Hub.notify`` counts the drop)."""
 
     mailbox_size = 4096
-    overflow = Overflow.DROP_NEWEST
+    overflow = Overflow.FAIL
 
     def __init__(self, hub: "Hub") -> None:
         self.hub = hub
 
     async def handle(self, message: tuple[str, Any, str]) -> None:
-        kind, context, reason = message
-        handler = self.hub.handler
+        kind, context, detail = message
+        hub = self.hub
+        handler = hub.handler
         if handler is None:
             return
         try:
             if kind == "connected":
                 await handler.on_connected(context)
-            else:
-                await handler.on_disconnected(context, reason)
+            elif kind == "disconnected":
+                await handler.on_disconnected(context, detail)
+            elif handles_system_event(handler, kind):  # joined / left, ``detail`` the group
+                await call_notification(handler, kind, context, detail, timeout=hub.server_config.upstream_timeout)
+                hub.counters["presence_events"] += 1
         except Exception:
-            self.hub.counters["handler_failures"] += 1
-            log.exception("%s handler failed in hub %r", kind, self.hub.name)
+            hub.counters["handler_failures"] += 1
+            log.exception("%s handler failed in hub %r", kind, hub.name)
 
 
 class Hub:
@@ -376,13 +391,17 @@ class Hub:
             self.notify("disconnected", member, disconnected_reason)
 
     def notify(self, kind: str, member: Member, reason: str = "") -> None:
-        """Queue a ``connected``/``disconnected`` notification for the handler. No checkpoint."""
+        """Queue a ``connected``/``disconnected`` notification for the handler, or a group
+        presence one (``joined``/``left``, ``reason`` the group; the edge decides what is a
+        real change and whether its handler wants it). No checkpoint."""
         if self.handler is None or self._notifier_ref is None:
+            if kind in _PRESENCE and self.handler is not None:
+                self.counters["presence_dropped"] += 1
             return
         try:
             self._notifier_ref.tell_nowait((kind, member.context, reason))
         except Exception:
-            self.counters["notifications_dropped"] += 1
+            self.counters["presence_dropped" if kind in _PRESENCE else "notifications_dropped"] += 1
 
     def local_member(self, connection_id: str) -> Member | None:
         """The member with that id if it lives in this process (edges use it for recovery)."""

@@ -1,16 +1,17 @@
 """One supervised task per hub for the Web PubSub edge's work that must not run on a reader.
 
 ``Background`` is a task child of the hub's supervisor (started by ``background_for`` the first
-time a connection of the hub needs it: an invocation, a stream, or a handler that wants group
-presence; a hub without them never runs it) that owns:
+time a connection of the hub needs it: an invocation or a stream; a hub without them never
+runs it) that owns:
 
 - a nursery for invocation tasks (``spawn``): an ``invoke`` waits for its handler there, so
   the connection's reader keeps reading (a ``cancelInvocation`` can arrive) without a nursery
   per connection, which would cost about 1.2 kB on every idle connection;
 - one timer heap for every stream's idle deadline (``call_at``), served by one task: a single
-  sleeping task per hub instead of one per stream, exact under ``autojump_clock``;
-- the group-presence queue (``notify_presence``): ``joined``/``left`` go to the handler in
-  order, never from the fan-out or membership path, and a full queue drops and counts.
+  sleeping task per hub instead of one per stream, exact under ``autojump_clock``.
+
+Group presence (``joined``/``left``) is not here: it goes through the hub's notifier, in one
+order with ``connected``/``disconnected``.
 
 Rules this module keeps:
 - Nothing here awaits a connection; callbacks given to ``call_at`` are synchronous and must
@@ -34,15 +35,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import trio
 
 from actors import ChildSpec, Restart
-from fabric.core.events import call_notification, handles_system_event
 
 if TYPE_CHECKING:
     from fabric.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
-#: Presence notifications queued per hub before new ones are dropped (and counted).
-PRESENCE_QUEUE = 4096
 _COMPACT_MIN = 64
 
 
@@ -74,7 +72,6 @@ class Background:
         self._seq = itertools.count()
         self._live = 0
         self._changed: trio.Event | None = None
-        self._presence: trio.MemorySendChannel | None = None
         self.spawned = 0
         self.refused = 0
 
@@ -83,18 +80,14 @@ class Background:
         return self._nursery is not None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """The supervised task: the nursery, the timer task and the presence worker."""
-        send, receive = trio.open_memory_channel(PRESENCE_QUEUE)
+        """The supervised task: the nursery and the timer task."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._presence = send
                 nursery.start_soon(self._timers)
-                nursery.start_soon(self._presence_worker, receive)
                 task_status.started(self)
         finally:
             self._nursery = None
-            self._presence = None
 
     # ---- tasks -------------------------------------------------------------------------
 
@@ -153,35 +146,6 @@ class Background:
 
     def timer_statistics(self) -> dict:
         return {"heap": len(self._heap), "live": self._live}
-
-    # ---- group presence ----------------------------------------------------------------
-
-    def notify_presence(self, kind: str, context: Any, group: str) -> bool:
-        """Queue a ``joined``/``left`` notification. False (and the caller counts a drop)
-        when the queue is full or the service is not running. No checkpoint."""
-        send = self._presence
-        if send is None:
-            return False
-        try:
-            send.send_nowait((kind, context, group))
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
-
-    async def _presence_worker(self, receive: trio.MemoryReceiveChannel) -> None:
-        async for kind, context, group in receive:
-            hub = self._hub_ref()
-            if hub is None:
-                return
-            handler = hub.handler
-            if handler is None or not handles_system_event(handler, kind):
-                continue
-            try:
-                await call_notification(handler, kind, context, group, timeout=hub.server_config.upstream_timeout)
-                hub.counters["presence_events"] += 1
-            except Exception:
-                hub.counters["handler_failures"] += 1
-                log.exception("%s handler failed in hub %r", kind, hub.name)
 
     def statistics(self) -> dict:
         return {"running": self.running, "spawned": self.spawned, "refused": self.refused,

@@ -24,7 +24,8 @@ Rules this module keeps:
   stream (``Cancelled``) when the logical connection ends.
 - Group presence: the hub changes ``groups`` on join and leave; ``_Groups`` turns a real
   change into a ``joined``/``left`` notification for a handler that wants it, queued on the
-  background service (never awaited here).
+  hub's notifier with ``connected``/``disconnected`` (never awaited here), so the handler sees
+  them in the order they happened.
 """
 
 from __future__ import annotations
@@ -375,9 +376,6 @@ class ClientConnection:
         """
         task_status.started()
         hub = self.hub
-        handler = hub.handler
-        if handler is not None and (handles_system_event(handler, "joined") or handles_system_event(handler, "left")):
-            await self._background()  # presence is queued from synchronous code: have it ready
         await hub.register(self)
         life = self.lifecycle
         ws = self.ws
@@ -937,14 +935,12 @@ class ClientConnection:
     # ---- group presence ------------------------------------------------------------------
 
     def _presence(self, kind: str, group: str) -> None:
-        """A real join or leave (from ``_Groups``): queue it for a handler that wants it."""
+        """A real join or leave (from ``_Groups``): queued on the hub's notifier, behind and
+        ahead of this hub's other notifications, for a handler that wants it."""
         hub = self.hub
         handler = hub.handler
-        if handler is None or not handles_system_event(handler, kind):
-            return
-        background = background_nowait(hub)
-        if background is None or not background.notify_presence(kind, self.context, group):
-            hub.counters["presence_dropped"] += 1
+        if handler is not None and handles_system_event(handler, kind):
+            hub.notify(kind, self, group)
 
     async def _sequence_ack(self, msg: codec_json.SequenceAck) -> None:
         if self.replay is not None:

@@ -5,6 +5,7 @@ connection joins or leaves a group."""
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 import fabric
 from fabric import EventHandler
@@ -164,3 +165,67 @@ async def test_no_presence_for_a_handler_that_does_not_ask(fab, autojump_clock):
     await trio.sleep(1)
     counters = fab.hub("chat").statistics()["counters"]
     assert counters["presence_events"] == 0 and counters["presence_dropped"] == 0
+
+
+class Ordered(Presence):
+    """Presence and connection events in one list; ``gate``, when set, holds every joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: trio.Event | None = None
+
+    async def on_connected(self, context):
+        self.events.append(("connected", context.user_id, ""))
+
+    async def on_disconnected(self, context, reason):
+        self.events.append(("disconnected", context.user_id, ""))
+
+    async def on_group_joined(self, context, group):
+        if self.gate is not None:
+            await self.gate.wait()
+        await super().on_group_joined(context, group)
+
+
+async def test_presence_and_connection_events_arrive_in_the_order_they_happened(autojump_clock):
+    """One queue (the hub's notifier) for all four: the groups of the token are joined before
+    the connection counts as connected (the lifecycle's order), every group is left before
+    ``disconnected``."""
+    handler = Ordered()
+    async with fabric.open_fabric(quick_config(), access_key="test-key", handlers={"chat": handler}) as fab:
+        a = await connect(fab, user_id="a", roles=ROLES, groups=("t1", "t2"))
+        await a.send_json({"type": "joinGroup", "group": "c", "ackId": 1})
+        await a.receive_json()
+        await a.aclose()
+        await trio.sleep(1)
+    assert handler.events[:4] == [("joined", "a", "t1"), ("joined", "a", "t2"), ("connected", "a", ""),
+                                  ("joined", "a", "c")]
+    assert sorted(handler.events[4:7]) == [("left", "a", "c"), ("left", "a", "t1"), ("left", "a", "t2")]
+    assert handler.events[7:] == [("disconnected", "a", "")]
+
+
+async def test_presence_beyond_the_notifier_mailbox_is_dropped_and_counted():
+    from fabric.core.hub import Notifier
+
+    handler = Ordered()
+    async with fabric.open_fabric(quick_config(), access_key="test-key", handlers={"chat": handler}) as fab:
+        hub = fab.hub("chat")
+        a = await connect(fab, user_id="a", roles=ROLES)
+        await trio.testing.wait_all_tasks_blocked()  # `connected` handled: the mailbox is empty
+        handler.gate = trio.Event()
+        await hub.add_connection_to_group("g0", a.connection_id)
+        await trio.testing.wait_all_tasks_blocked()  # the notifier is held in g0's joined
+        extra = 5
+        for i in range(1, Notifier.mailbox_size + 1 + extra):
+            await hub.add_connection_to_group(f"g{i}", a.connection_id)
+        assert hub.statistics()["counters"]["presence_dropped"] == extra
+        handler.gate.set()
+        with trio.fail_after(30):
+            while hub.statistics()["counters"]["presence_events"] < 1 + Notifier.mailbox_size:
+                await trio.sleep(0.01)
+        joined = [group for kind, _, group in handler.events if kind == "joined"]
+        assert joined == [f"g{i}" for i in range(Notifier.mailbox_size + 1)]  # in order, the rest dropped
+        # the connection itself never noticed: it still joins, sends and receives
+        await a.send_json({"type": "sendToGroup", "group": "g1", "dataType": "text", "data": "still fine",
+                           "ackId": 2})
+        frames = [await a.receive_json() for _ in range(2)]
+        assert {f["type"]: f.get("data", f.get("success")) for f in frames} == {"message": "still fine", "ack": True}
