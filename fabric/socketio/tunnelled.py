@@ -687,8 +687,17 @@ class DefaultMode:
         return path[len(AZURE_PREFIX):].split("/", 1)[0]
 
     def owns(self, request: Request) -> bool:
+        """Handshakes of the hubs we serve, and every later request of our sessions (a
+        session stays with the engine that opened it, whichever way the hub goes meanwhile:
+        the embedded server's sessions when a hub becomes ours, ours after a reload)."""
         hub = self._hub_of(request)
-        return hub is not None and names.is_valid_hub_name(hub) and self.serves(hub)
+        if hub is None or not names.is_valid_hub_name(hub):
+            return False
+        sid = request.query_one("sid")
+        if sid:
+            engine = self._engines.get(hub.lower())
+            return engine is not None and sid in engine.sessions
+        return self.serves(hub)
 
     # ---- tasks -----------------------------------------------------------------------
 

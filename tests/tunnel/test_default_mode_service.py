@@ -255,3 +255,28 @@ async def test_a_connection_the_app_does_not_know_is_closed(setup):
     assert await client.get() == ["1"]  # closed: the client reconnects and gets a fresh start
     await app.events("sys.disconnected")
     assert fab.default_mode.counters["events_failed"] == 1
+
+
+async def test_a_session_stays_with_the_server_that_opened_it():
+    """Sessions of the embedded server opened before the app's tunnel keep being served by
+    it; handshakes after it go to the app."""
+    async with fabric.open_fabric(tunnel_config()) as fab:
+        await fab.serve("127.0.0.1", 0)
+        token = auth.mint_client_token(key=KEY, endpoint=fab.endpoint, hub=HUB, client_type="socketio")
+        url = f"{fab.endpoint}/clients/socketio/hubs/{HUB}/?access_token={token}"
+        async with httpx.AsyncClient(timeout=20) as http, trio.open_nursery() as nursery:
+            before = Polling(http, url)
+            await before.open()  # the embedded server: no app yet
+            tunnel = await TunnelClient.open(fab, HUB)
+            app = App(tunnel)
+            nursery.start_soon(tunnel.serve, app.handle)
+            after = Polling(http, url)
+            await after.open()
+            (connect,) = await app.events("sys.connect")
+            assert connect.header("ce-connectionId") == after.sid != before.sid
+            await before.post("40")
+            (reply,) = await before.get()
+            assert reply.startswith('40{"sid":')  # the embedded server answered its own session
+            assert not [r for r in app.requests if r.header("ce-connectionId") == before.sid]
+            await tunnel.aclose()
+            nursery.cancel_scope.cancel()
