@@ -3,8 +3,9 @@ through its tunnel.
 
 An unmodified socket.io app with ``useAzureSocketIO(io, {hub, connectionString})`` from
 ``@azure/web-pubsub-socket.io`` keeps its Socket.IO logic; the service keeps the clients'
-Engine.IO connections. This module is the service's half (reference: socketio-protocol.md
-§d.3-d.5, and the package's ``dist/EIO`` and ``dist/SIO/components/web-pubsub-adapter.js``).
+Engine.IO connections. This module is the service's half, as the package's code expects it
+(its ``dist/EIO`` and ``dist/SIO/components/web-pubsub-adapter.js``; Microsoft Learn's
+socketio-service-internal.md describes the split).
 It reaches the app through an ``AppLink`` (the fabric gives it the server tunnel; this edge
 never imports another edge):
 
@@ -22,7 +23,7 @@ never imports another edge):
   event, after everything the client sent.
 - **App -> client**: the app's REST calls (through the tunnel, as any REST call) reach the
   hub; each connection is a hub ``Member`` whose deliveries are Engine.IO payloads written
-  to the client. The service keeps what the package leaves to it (§d.5): a ``40`` reply
+  to the client. The service keeps what the package leaves to it: a ``40`` reply
   joins the connection to its namespace's group ``0~b64(nsp)~``; a DISCONNECT for a
   namespace (from the client, from the app, or translated) takes the connection out of
   every group of that namespace (the package never removes rooms at a socket's end); a
