@@ -59,6 +59,15 @@ function handlers(nsp) {
         cb(`error: ${err.message}`);
       }
     });
+    // a broadcast with acks to one socket (its own room): the service's :invoke
+    socket.on("askself", async (question, cb) => {
+      try {
+        const answers = await nsp.to(socket.id).timeout(5000).emitWithAck("question", question);
+        cb(answers.map(String));
+      } catch (err) {
+        cb(`error: ${err.message}`);
+      }
+    });
     socket.on("ask", async (room, question, cb) => {
       try {
         const answers = await nsp.to(room).timeout(5000).emitWithAck("question", question);
