@@ -66,7 +66,7 @@ async def test_the_chat_scenario_behaves_as_on_plain_socketio():
     assert float(samples["fabric_tunnel_tunnels_opened_total"]) >= 1
     assert float(samples["fabric_tunnel_requests_served_total"]) > 0
     assert float(samples["fabric_socketio_default_handshakes_total"]) == 4  # A (and A2), B, C, D
-    assert float(samples["fabric_socketio_default_invokes_total"]) == 2
+    assert float(samples["fabric_socketio_default_invokes_total"]) == 3
     assert float(samples["fabric_socketio_default_invoke_answers_total"]) == 3
     assert float(samples["fabric_socketio_default_disconnects_translated_total"]) == 2
 
@@ -86,6 +86,7 @@ async def test_the_chat_scenario_behaves_as_on_plain_socketio():
     assert steps["emitWithAck to a room"]["acks"] == [["A", "ask", ["answer:A:q2", "answer:B:q2"]]]
     assert steps["emitWithAck to one client"]["acks"] == [["B", "askme", "answer:B:q1"]]
     assert steps["emitWithAck to one socket's room"]["acks"] == [["C", "askself", ["answer:C:q3"]]]
+    assert steps["emitWithAck nobody answers"]["acks"] == [["A", "asksilent", "error: operation has timed out"]]
     assert steps["binary"]["B"] == ['["bin","A",{"$bytes":"AQID+g=="}]']
     assert steps["disconnectSockets"]["C"] == ['["disconnect","io server disconnect"]']
     assert steps["disconnectSockets(true)"]["D"] == ['["disconnect","io server disconnect"]']

@@ -68,6 +68,14 @@ function handlers(nsp) {
         cb(`error: ${err.message}`);
       }
     });
+    // nobody answers "silent": the app's own timeout ends the wait, as on plain socket.io
+    socket.on("asksilent", async (room, cb) => {
+      try {
+        cb(await nsp.to(room).timeout(500).emitWithAck("silent"));
+      } catch (err) {
+        cb(`error: ${err.message}`);
+      }
+    });
     socket.on("ask", async (room, question, cb) => {
       try {
         const answers = await nsp.to(room).timeout(5000).emitWithAck("question", question);

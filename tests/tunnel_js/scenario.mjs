@@ -113,6 +113,7 @@ try {
   await step("emitWithAck to one client", (call) => call(B, "askme", "q1"), { B: 1 });
   await step("emitWithAck to a room", (call) => call(A, "ask", "r1", "q2"), { A: 1, B: 1 });
   await step("emitWithAck to one socket's room", (call) => call(C, "askself", "q3"), { C: 1 });
+  await step("emitWithAck nobody answers", (call) => call(A, "asksilent", "r1"), { A: 1, B: 1 });
   await step("binary", (call) => call(A, "bin", "r1", Buffer.from([1, 2, 3, 250])), { A: 1, B: 1 });
   await step("socketsJoin", async (call) => {
     await call(C, "socketsJoin", "r2", "r3");
