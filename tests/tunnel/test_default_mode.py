@@ -88,6 +88,7 @@ async def test_the_chat_scenario_behaves_as_on_plain_socketio():
     assert steps["emitWithAck to one socket's room"]["acks"] == [["C", "askself", ["answer:C:q3"]]]
     assert steps["emitWithAck nobody answers"]["acks"] == [["A", "asksilent", "error: operation has timed out"]]
     assert steps["binary"]["B"] == ['["bin","A",{"$bytes":"AQID+g=="}]']
+    assert steps["binary over WebSocket"]["A"] == ['["bin","B",{"$bytes":"AP8="}]']
     assert steps["disconnectSockets"]["C"] == ['["disconnect","io server disconnect"]']
     assert steps["disconnectSockets(true)"]["D"] == ['["disconnect","io server disconnect"]']
     # the app's sockets ended too; how the app hears it differs (the package only learns of a

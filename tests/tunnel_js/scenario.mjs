@@ -115,6 +115,7 @@ try {
   await step("emitWithAck to one socket's room", (call) => call(C, "askself", "q3"), { C: 1 });
   await step("emitWithAck nobody answers", (call) => call(A, "asksilent", "r1"), { A: 1, B: 1 });
   await step("binary", (call) => call(A, "bin", "r1", Buffer.from([1, 2, 3, 250])), { A: 1, B: 1 });
+  await step("binary over WebSocket", (call) => call(B, "bin", "r1", Buffer.from([0, 255])), { A: 1, B: 1 });
   await step("socketsJoin", async (call) => {
     await call(C, "socketsJoin", "r2", "r3");
     await call(C, "broadcast", ["r3"], [], "t4");
