@@ -254,7 +254,7 @@ class WebSocket:
         # Fast path for real sockets: one non-blocking send() straight on the OS socket, and
         # trio's send_all only for what the kernel did not take. get_batch() already
         # checkpoints once per loop, so cancellation and fairness are unchanged.
-        raw = getattr(stream.socket, "_sock", None) if isinstance(stream, trio.SocketStream) else None
+        raw = _os_socket(stream)
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -318,12 +318,35 @@ class WebSocket:
         fast = _wsproto_idle(ws)
         held: bytearray | None = None
         held_need = 0  # the held frame's whole size (0: its header is not complete either)
+        # Real sockets are read with recv() on the OS socket (as the writer sends): trio's
+        # receive_some costs a context manager, an async one and, when the peer has not
+        # answered yet, a recv() that fails with EAGAIN and its exception, before it waits.
+        # Here a read that did not fill the buffer drained the socket, so the next one
+        # waits for readability first: one wait and one recv() per message of a
+        # request/response exchange. A full read yields once and reads again at once.
+        raw = _os_socket(stream)
+        wait_readable = trio.lowlevel.wait_readable
+        drained = True
         try:
             while True:
-                try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                if raw is not None:
+                    try:
+                        if drained:
+                            await wait_readable(raw)
+                        else:
+                            await checkpoint()
+                        data = raw.recv(RECEIVE_SIZE)
+                    except BlockingIOError:  # readable was a false alarm
+                        drained = True
+                        continue
+                    except (OSError, trio.ClosedResourceError, trio.BrokenResourceError):
+                        data = b""
+                    drained = len(data) < RECEIVE_SIZE
+                else:
+                    try:
+                        data = await stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
                 if not data:
                     if self.close_code is None:
                         self.close_code = CLOSE_ABNORMAL
@@ -532,6 +555,16 @@ def _wsproto_idle(ws: Connection) -> bool:
                 and not len(decoder.buffer) and proto._message_decoder.opcode is None)
     except AttributeError:
         return False
+
+
+def _os_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The OS socket under a trio ``SocketStream`` (None for any other stream: memory pairs
+    in tests, TLS), which reader and writer use directly."""
+    if isinstance(stream, trio.SocketStream):
+        raw = getattr(stream.socket, "_sock", None)
+        if isinstance(raw, socket.socket):
+            return raw
+    return None
 
 
 def _reset_on_close(stream: trio.abc.Stream) -> None:
