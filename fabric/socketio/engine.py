@@ -678,8 +678,8 @@ class EngineServer:
 
     async def _open_polling(self, request: Request) -> Response:
         decided = await self._handshake(request)
-        if isinstance(decided, Response):
-            return decided
+        if isinstance(decided, Response):  # refused: with CORS headers, so a browser reads why
+            return Response(decided.status, decided.body, (*decided.headers, *self.cors.headers_for(request)))
         sid, config = decided
         now = trio.current_time()
         session = Session(sid, config, "polling", now)
