@@ -475,11 +475,15 @@ DECISIONS: tuple[Decision, ...] = (
         "group_presence_events, filtered by group_filters patterns). joined fires when a connection "
         "becomes a member of a group (client joinGroup, REST, token or connect-answer groups), left "
         "when it stops being one (leaveGroup, REST removal, and every group when the connection "
-        "ends); a join of a group it is already in fires nothing.",
+        "ends); a join of a group it is already in fires nothing. A handler gets a connection's "
+        "notifications in the order they happened: its token and connect-answer groups joined, "
+        "then connected; every group left, then disconnected.",
         "[SDK] @azure/web-pubsub-express 1.1.0 dispatches exactly these types and reads `group` "
         "from the JSON body (its tests send ce-eventName joined/left); [DOC] Azure's ARM model "
         "(groupPresenceEvents: eventNames joined/left, groupFilters patterns) makes them opt-in "
-        "per handler. Leaving every group at disconnect is what presence needs to stay true.",
+        "per handler. Leaving every group at disconnect is what presence needs to stay true. No "
+        "source gives an order; membership's own order means an app never hears of a connection "
+        "leaving a group after it heard the connection was gone.",
     ),
     Decision(
         "upstream.invoke-errors",
