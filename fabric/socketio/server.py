@@ -679,6 +679,15 @@ class _Recovery:
         self.index[offset] = self._first + len(self.packets)
         self.packets.append((offset, now, publication))
 
+    def mark(self, offset: str) -> None:
+        """Note an offset a socket claimed from another node stands at (an entry for no
+        one), so that it can recover here from it too. No checkpoint."""
+        if offset not in self.index:
+            now = trio.current_time()
+            self._expire(now)
+            self.index[offset] = self._first + len(self.packets)
+            self.packets.append((offset, now, None))
+
     def missed(self, offset: str, probe: Any) -> list[Publication] | None:
         """The broadcasts after ``offset`` that were for ``probe``, in delivery order; None if
         the offset is no longer (or never was) here."""
@@ -687,7 +696,7 @@ class _Recovery:
             return None
         packets = self.packets
         return [p for i in range(position - self._first + 1, len(packets))
-                for p in (packets[i][2],) if _selects(p, probe)]
+                for p in (packets[i][2],) if p is not None and _selects(p, probe)]
 
     def keep(self, socket: Socket, groups: set[str]) -> None:
         if socket.pid is None:
@@ -1216,6 +1225,8 @@ class Server:
         engine = conn.engine
         if conn.sockets.get(nsp) is not socket or engine.closed:
             self._forget(socket)
+            if hub.local_member(conn.connection_id) is not conn:  # unregistered while it joined
+                await self._leave_all(conn, sorted(conn.groups))
             return
         reply = {"sid": socket.sid, "pid": socket.pid} if socket.pid is not None else {"sid": socket.sid}
         socket.connected = True
@@ -1224,6 +1235,8 @@ class Server:
         if missed is not None:
             socket.recovered = True
             self.counters["sockets_recovered"] += 1
+            if restoring.kept is None:  # claimed: the client's offset is a place in this log too
+                recovery.mark(restoring.offset)
             replayed = set()
             for publication in missed:
                 offset = publication.metadata[_OFFSET]

@@ -286,6 +286,37 @@ async def test_bad_recovery_input_is_a_fresh_socket_and_disturbs_nothing(sio_nod
         await back.aclose()
 
 
+async def test_a_client_gone_as_it_recovers_on_another_node_recovers_there_again_and_leaves_nothing(sio_nodes):
+    async with sio_nodes() as open_node:
+        a, _ = await open_node()
+        b, _ = await open_node()
+        s = await RawSocket.open(a)
+        hello = await s.connect()
+        await s.send('421["join","r"]')
+        assert await s.receive() == '431["ok"]'
+        await a.socketio().emit("news", "m1", room="r")
+        [(_, (_, offset))] = await _events(s, 1)
+        await _drop(s)
+        await _kept(a.socketio())
+        back = await RawSocket.open(b)
+        await back.send("40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+        await _drop(back)  # gone as node B restores it (usually just after: B then keeps it in turn)
+        hub_b, sio_b = await b.hubs.get("socketio"), b.socketio()
+        with trio.fail_after(10):  # it left before the recovery completed, or after (then B keeps it)
+            while hub_b.connections and not sio_b.statistics()["recovery"]["sessions"]:
+                await trio.sleep(0.01)
+        if sio_b.statistics()["recovery"]["sessions"]:  # B keeps it: from the same offset, once more
+            again = await RawSocket.open(b)
+            await again.send("40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+            assert json.loads((await again.receive())[2:]) == {"sid": hello["sid"], "pid": hello["pid"]}
+            await again.send("41")  # a client disconnect: nothing kept
+            await again.aclose()
+        with trio.fail_after(10):  # then node B holds nothing of it
+            while hub_b.connections or hub_b.groups:
+                await trio.sleep(0.01)
+        assert not a.socketio().statistics()["recovery"]["sessions"] or not sio_b.statistics()["recovery"]["sessions"]
+
+
 async def test_owner_gone_means_a_fresh_socket(sio_nodes):
     async with sio_nodes() as open_node:
         b, _ = await open_node()
