@@ -21,10 +21,12 @@ DECISIONS: tuple[Decision, ...] = (
         "socketio-default.which-hubs",
         "Which hubs are served by app servers through the tunnel rather than by the embedded "
         "Socket.IO server?",
-        "A hub is in default mode once an app server opened a tunnel for it (until the fabric "
-        "restarts), if its Socket.IO endpoint is enabled, its service_mode is \"default\" and "
-        "none of its event handlers is a tunnel: URL. A handshake while no app server is "
-        "connected waits up to APP_WAIT_SECONDS for one, then gets 503.",
+        "A hub is in default mode on a node once an app server opened a tunnel for it to that "
+        "node (until the node restarts), if its Socket.IO endpoint is enabled, its service_mode "
+        "is \"default\" and none of its event handlers is a tunnel: URL. A handshake while no app "
+        "server is connected waits up to APP_WAIT_SECONDS for one, then gets 503. A node the app "
+        "has no tunnel to does not serve the hub's clients in default mode (events are not "
+        "forwarded between nodes yet).",
         "[INF] On Azure every hub of a Socket.IO resource in default mode belongs to the app; "
         "the fabric also has an embedded Socket.IO server, so the app's tunnel is what says the "
         "hub is the app's. A tunnel: event handler marks a plain Web PubSub hub behind "
