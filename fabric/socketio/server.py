@@ -384,9 +384,9 @@ class SioConnection:
 
     def deliver_nowait(self, publication: Publication) -> None:
         """The fan-out path: the publication's shared frames or packets, never awaiting."""
-        if publication.metadata is not None:  # a recoverable broadcast, maybe: recorded (once)
-            self.server._delivered(publication)
         engine = self.engine
+        if publication.metadata is not None and engine.__class__ is not _Hold:
+            self.server._delivered(publication)  # a recoverable broadcast, maybe: recorded (once)
         out = engine.ws_out
         if out is not None:  # open on a WebSocket: one outbox item, the frames built once for all
             if type(publication) is SioPublication:

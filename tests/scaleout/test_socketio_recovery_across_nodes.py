@@ -254,11 +254,20 @@ async def test_a_stream_from_either_node_arrives_once_in_order_while_the_socket_
             assert json.loads((await back.receive())[2:]) == {"sid": hello["sid"], "pid": hello["pid"]}
             with trio.fail_after(20):
                 while got["a"][-1:] != [count - 1] or got["b"][-1:] != [count - 1]:
-                    [(name, (i, _))] = await _events(back, 1)
+                    [(name, (i, offset))] = await _events(back, 1)
                     got[name].append(i)
         assert got == {"a": list(range(count)), "b": list(range(count))}
         assert sio_b.recovered(hello["sid"])
-        await back.aclose()
+        # it drops again with nothing new since: recovering on B replays nothing twice
+        await _drop(back)
+        await _kept(sio_b)
+        again = await RawSocket.open(b)
+        await again.send("40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+        assert json.loads((await again.receive())[2:]) == {"sid": hello["sid"], "pid": hello["pid"]}
+        await sio_a.emit("done", room="r")
+        [(name, _)] = await _events(again, 1)
+        assert name == "done"
+        await again.aclose()
 
 
 async def test_bad_recovery_input_is_a_fresh_socket_and_disturbs_nothing(sio_nodes):
