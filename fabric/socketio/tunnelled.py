@@ -71,7 +71,7 @@ from fabric.core import auth
 from fabric.core.counters import Counters, CounterSpec
 from fabric.core.events import ConnectionContext
 from fabric.core.permissions import Permissions
-from fabric.core.publication import Publication
+from fabric.core.publication import Publication, WireFormat
 from fabric.socketio.eio_packets import (
     EncodedPacket,
     PacketEncodeError,
@@ -187,6 +187,73 @@ def _sio_header(text: str) -> tuple[str, int, str, int | None, int] | None:
         j += 1
     ack_id = int(text[i:j]) if i < j <= i + 16 else None
     return kind, attachments, nsp, ack_id, (j if ack_id is not None else i)
+
+
+# ---- what the app's payloads say, parsed once per publication ---------------------------
+
+_SEND, _CONNECT, _DISCONNECT, _DISCONNECT_WITH_DATA, _PING, _CLOSE, _IGNORED = (
+    "send", "connect", "disconnect", "disconnect-with-data", "ping", "close", "ignored")
+
+
+def parse_app_payload(body: bytes) -> tuple:
+    """The actions of an Engine.IO payload from the app: ``(_SEND, packet)``, ``(_CONNECT,
+    nsp, packet)``, ``(_DISCONNECT, nsp, packet)``, ``(_DISCONNECT_WITH_DATA, nsp, close)``,
+    ``(_PING,)``, ``(_CLOSE,)`` (last), ``(_IGNORED,)`` (a packet that is not Engine.IO or
+    Socket.IO: the rest of the payload is dropped with it when it is not Engine.IO). The
+    packets are shared by every recipient (their WebSocket frames are built once)."""
+    if not body:
+        return ()
+    try:
+        body.decode("utf-8")  # text frames must be UTF-8: a payload that is not is nobody's
+    except UnicodeDecodeError:
+        return ((_IGNORED,),)
+    actions: list[tuple] = []
+    for raw in body.split(b"\x1e"):
+        kind = raw[:1]
+        if kind == b"4":
+            second = raw[1:2]
+            if second not in (b"0", b"1"):
+                actions.append((_SEND, EncodedPacket(True, raw)))
+                continue
+            text = raw[1:].decode("utf-8")
+            header = _sio_header(text)
+            if header is None:
+                actions.append((_IGNORED,))
+                continue
+            nsp, start = header[2], header[4]
+            if second == b"0":
+                actions.append((_CONNECT, nsp, EncodedPacket(True, raw)))
+                continue
+            data = text[start:]
+            if not data:
+                actions.append((_DISCONNECT, nsp, EncodedPacket(True, raw)))
+                continue
+            try:
+                decoded = _json_decode(data)
+            except msgspec.DecodeError:
+                decoded = None
+            actions.append((_DISCONNECT_WITH_DATA, nsp, isinstance(decoded, dict) and decoded.get("close") is True))
+        elif kind == b"b":  # a binary attachment
+            try:
+                actions.append((_SEND, binary_message(binascii.a2b_base64(raw[1:], strict_mode=True))))
+            except binascii.Error:
+                actions.append((_IGNORED,))
+                break
+        elif kind == b"2":
+            actions.append((_PING,))
+        elif kind == b"1":
+            actions.append((_CLOSE,))
+            break
+        elif kind in (b"3", b"6"):  # pong, noop: nothing for the client
+            continue
+        else:
+            actions.append((_IGNORED,))
+            break
+    return tuple(actions)
+
+
+#: A publication's actions, parsed once for all default-mode recipients.
+APP_ACTIONS = WireFormat("socketio/default-mode", lambda p: parse_app_payload(p.payload.body))  # type: ignore[arg-type,return-value]
 
 
 def _disconnect(nsp: str) -> EncodedPacket:
@@ -340,7 +407,7 @@ class TunnelledConnection:
                                  subprotocol="socket.io")
 
     def deliver_nowait(self, publication: Publication) -> None:
-        effects = self.from_app(publication.payload.body)
+        effects = self.act(publication.encoded(APP_ACTIONS))
         if effects:
             self.mode._spawn(self._apply, effects)
 
@@ -469,88 +536,56 @@ class TunnelledConnection:
         """Write an Engine.IO payload from the app to the client (what the service keeps
         for itself is handled here). Returns the group changes still to await, in order.
         No checkpoint."""
-        if self.closed or not body:
+        return self.act(parse_app_payload(body))
+
+    def act(self, actions: tuple) -> list[Callable[[], Awaitable[None]]]:
+        """Perform a payload's actions (``parse_app_payload``) for this connection; the
+        group changes still to await, in order. No checkpoint."""
+        if self.closed:
             return []
         effects: list[Callable[[], Awaitable[None]]] = []
         engine = self.engine
-        mode = self.mode
-        for raw in body.split(b"\x1e"):
-            if not raw:
-                mode.counters["payloads_ignored"] += 1
-                return effects
-            kind = raw[0]
-            if kind == 0x62:  # "b": a binary attachment
-                try:
-                    engine.send(binary_message(binascii.a2b_base64(raw[1:], strict_mode=True)))
-                except binascii.Error:
-                    mode.counters["payloads_ignored"] += 1
+        counters = self.mode.counters
+        for action in actions:
+            kind = action[0]
+            if kind is _SEND:
+                engine.send(action[1])
+            elif kind is _CONNECT:  # the app accepted a CONNECT: the socket is in its namespace now
+                nsp = action[1]
+                engine.send(action[2])
+                if nsp not in self.namespaces:
+                    self.namespaces.add(nsp)
+                    counters["namespace_joins"] += 1
+                    effects.append(lambda nsp=nsp: self._join(namespace_group(nsp)))
+            elif kind is _DISCONNECT:
+                nsp = action[1]
+                if nsp in self.namespaces:  # else the socket is gone already (the client left)
+                    engine.send(action[2])
+                    self.namespaces.discard(nsp)
+                    effects.append(lambda nsp=nsp: self._leave_namespace(nsp))
+            elif kind is _DISCONNECT_WITH_DATA:  # disconnectSockets: a plain DISCONNECT instead
+                nsp, close = action[1], action[2]
+                counters["disconnects_translated"] += 1
+                if close:
+                    for other in sorted(self.namespaces):
+                        engine.send(_disconnect(other))
+                    self.namespaces.clear()
+                    engine.close(CloseReason.FORCED_SERVER_CLOSE)
                     return effects
-            elif kind == 0x34:  # "4": a Socket.IO packet
-                effect = self._app_packet(raw)
-                if effect is not None:
-                    effects.append(effect)
-            elif kind == 0x32:  # "2": the app's engine.io ping, answered here
+                if nsp in self.namespaces:
+                    engine.send(_disconnect(nsp))
+                    self.namespaces.discard(nsp)
+                    self.upstream.put_nowait(_disconnect_segment(nsp))  # the app's socket leaves too
+                    effects.append(lambda nsp=nsp: self._leave_namespace(nsp))
+            elif kind is _PING:  # the app's engine.io ping, answered here
                 if self.upstream.put_nowait(b"3"):
-                    mode.counters["pongs"] += 1
-            elif kind == 0x31:  # "1": the app closed the Engine.IO socket
+                    counters["pongs"] += 1
+            elif kind is _CLOSE:  # the app closed the Engine.IO socket
                 engine.close(CloseReason.FORCED_CLOSE)
                 return effects
-            elif kind in (0x33, 0x36):  # pong, noop: nothing for the client
-                continue
-            else:
-                mode.counters["payloads_ignored"] += 1
-                return effects
+            else:  # _IGNORED
+                counters["payloads_ignored"] += 1
         return effects
-
-    def _app_packet(self, raw: bytes) -> Callable[[], Awaitable[None]] | None:
-        second = raw[1:2]
-        if second not in (b"0", b"1"):
-            self.engine.send(EncodedPacket(True, raw))
-            return None
-        try:
-            text = raw[1:].decode("utf-8")
-        except UnicodeDecodeError:
-            self.mode.counters["payloads_ignored"] += 1
-            return None
-        header = _sio_header(text)
-        if header is None:
-            self.mode.counters["payloads_ignored"] += 1
-            return None
-        kind, _, nsp, _, start = header
-        if kind == "0":  # the app accepted a CONNECT: the socket is in its namespace now
-            self.engine.send(EncodedPacket(True, raw))
-            if nsp not in self.namespaces:
-                self.namespaces.add(nsp)
-                self.mode.counters["namespace_joins"] += 1
-                return lambda: self._join(namespace_group(nsp))
-            return None
-        # DISCONNECT
-        data = text[start:]
-        close = False
-        if data:
-            try:
-                decoded = _json_decode(data)
-            except msgspec.DecodeError:
-                decoded = None
-            close = isinstance(decoded, dict) and decoded.get("close") is True
-            self.mode.counters["disconnects_translated"] += 1
-            if close:
-                for other in sorted(self.namespaces):
-                    self.engine.send(_disconnect(other))
-                self.namespaces.clear()
-                self.engine.close(CloseReason.FORCED_SERVER_CLOSE)
-                return None
-            if nsp not in self.namespaces:
-                return None
-            self.engine.send(_disconnect(nsp))
-            self.namespaces.discard(nsp)
-            self.upstream.put_nowait(_disconnect_segment(nsp))  # the app's socket leaves too
-            return lambda: self._leave_namespace(nsp)
-        if nsp not in self.namespaces:
-            return None  # the socket is gone already (the client left): nothing to say
-        self.engine.send(EncodedPacket(True, raw))
-        self.namespaces.discard(nsp)
-        return lambda: self._leave_namespace(nsp)
 
     async def _apply(self, effects: Iterable[Callable[[], Awaitable[None]]]) -> None:
         for effect in effects:
@@ -704,15 +739,19 @@ class DefaultMode:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Timers and deferred group changes (the fabric runs it). Runs until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         nursery = self._nursery
         if nursery is not None:
-            nursery.start_soon(fn, *args)
+            with contextlib.suppress(RuntimeError):  # shutting down: nothing more to do
+                nursery.start_soon(fn, *args)
 
     async def _ensure(self, hub: str) -> EngineServer:
         key = hub.lower()

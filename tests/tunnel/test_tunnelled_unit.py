@@ -81,3 +81,28 @@ async def test_an_invoke_ends_when_every_recipient_answered_or_left():
 async def test_an_invoke_with_nobody_to_ask_ends_at_once():
     invoke = t._Invoke(("/", 1), [])
     assert [p async for p in invoke.receive] == []
+
+
+def test_an_app_payload_is_parsed_into_actions():
+    actions = t.parse_app_payload(b'40{"sid":"a"}\x1e42["x"]\x1e451-["b",{"_placeholder":true,"num":0}]\x1ebAQI=\x1e2\x1e3'
+                                  b'\x1e41/ns,\x1e41/ns,{"close":true}\x1e41{"close":false}\x1e1\x1e42["after close"]'
+)
+    kinds = [a[0] for a in actions]
+    assert kinds == [t._CONNECT, t._SEND, t._SEND, t._SEND, t._PING, t._DISCONNECT, t._DISCONNECT_WITH_DATA,
+                     t._DISCONNECT_WITH_DATA, t._CLOSE]
+    assert actions[0][1] == "/" and actions[0][2].ws == b'40{"sid":"a"}'
+    assert actions[3][1].ws == b"\x01\x02" and not actions[3][1].is_text
+    assert actions[5][1] == "/ns"
+    assert actions[6][1:] == ("/ns", True) and actions[7][1:] == ("/", False)
+
+
+@pytest.mark.parametrize("body, kinds", [
+    (b"", []),
+    (b'{"type":"message"}', [t._IGNORED]),  # a Web PubSub JSON message: not for Socket.IO clients
+    (b'42["a"]\x1e\x1e42["b"]', [t._SEND, t._IGNORED]),
+    (b"b!!!\x1e42[]", [t._IGNORED]),
+    (b"4" + "0/\u00e9,{}".encode() + b"\x1e42[]", [t._CONNECT, t._SEND]),
+    (b'42["a"]\x1e40/bad\xff', [t._IGNORED]),  # not UTF-8: none of it
+])
+def test_odd_app_payloads(body, kinds):
+    assert [a[0] for a in t.parse_app_payload(body)] == kinds
