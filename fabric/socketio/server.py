@@ -565,7 +565,7 @@ class _Kept:
     so this node keeps receiving and recording what the socket is sent. It is also the hub
     alias another node claims it through (``export_session``/``release_session``)."""
 
-    __slots__ = ("at", "claim", "conn", "connection_id", "groups", "name", "nsp", "offset", "pid", "recovery",
+    __slots__ = ("at", "claim", "conn", "connection_id", "groups", "name", "nsp", "pid", "recovery",
                  "session", "sid", "user_id")
 
     def __init__(self, recovery: "_Recovery", socket: Socket, groups: set[str], at: float) -> None:
