@@ -15,6 +15,8 @@ from specs._decisions import Decision
 APP_WAIT_SECONDS = 5.0
 #: Longest an ``:invoke`` answer stays open waiting for client acks.
 INVOKE_TIMEOUT_SECONDS = 120.0
+#: The first ack id the service gives an ``:invoke``'s EVENT.
+FIRST_INVOKE_ACK_ID = 10**12
 
 DECISIONS: tuple[Decision, ...] = (
     Decision(
@@ -81,6 +83,17 @@ DECISIONS: tuple[Decision, ...] = (
         "[SDK] The adapter reports the number of lines it read as the client count when the "
         "stream ends; ending before the app's own timeout would resolve emitWithAck with fewer "
         "answers where plain socket.io reports a timeout.",
+    ),
+    Decision(
+        "socketio-default.invoke-ack-ids",
+        "The EVENT an :invoke carries has no ack id (the package's adapter overrides "
+        "broadcastWithAck and never sets one); which id do clients answer with?",
+        "The service numbers each :invoke's EVENT itself, counting from FIRST_INVOKE_ACK_ID, and "
+        "takes a client's ACK with that namespace and id out of the packets for the app; an "
+        "EVENT that already has an id keeps it.",
+        "[SDK] web-pubsub-adapter.js broadcastWithAck (observed: the payload is 42[...] without "
+        "an id). [INF] The app's own ids count from 0 per namespace, so ids from 10**12 never "
+        "meet them; socket.io-client reads any integer up to 2**53.",
     ),
     Decision(
         "socketio-default.filter-precedence",

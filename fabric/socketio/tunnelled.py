@@ -110,7 +110,7 @@ MAX_PENDING = 10_000
 EVENT_PATH = "/eventhandler/"
 #: Ack ids the service gives the EVENTs of ``:invoke`` (the app's own count from 0 per
 #: namespace; socket.io-client takes any integer up to 2**53).
-FIRST_INVOKE_ACK_ID = 10**12
+FIRST_INVOKE_ACK_ID = defaults.FIRST_INVOKE_ACK_ID
 
 TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("handshakes", "Handshakes sent to an app server (connect events)."),
