@@ -39,7 +39,6 @@ from interop_support import (  # noqa: E402
     SdkClient,
     _await_listening,
     _child_env,
-    _free_port,
     _OutputTail,
     require_tool,
     stop_server,
@@ -286,10 +285,14 @@ def test_rest_metadata_reaches_the_11_client_and_the_python_client_copes(fabric_
 class Express11:
     """The `node express11.mjs` process and the JSON lines it printed."""
 
-    def __init__(self, hub: str, allowed: list[str]) -> None:
+    def __init__(self, hub: str, allowed: list[str] | None) -> None:
+        """``allowed``: the endpoints express accepts events from; None: given later with
+        ``configure`` (once the fabric listens on a port it chose)."""
         node = require_node22()
         cmd = [node, str(JS22_DIR / "express11.mjs"), "--hub", hub]
-        for url in allowed:
+        if allowed is None:
+            cmd.append("--endpoints-from-stdin")
+        for url in allowed or ():
             cmd += ["--allowed-endpoint", url]
         self.proc = subprocess.Popen(cmd, cwd=JS22_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
@@ -298,6 +301,12 @@ class Express11:
         self.seen: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.port = self.wait_for(lambda m: m["type"] == "listening", "the listening line")["port"]
+
+    def configure(self, allowed: list[str]) -> None:
+        """The endpoints express accepts events from (``--endpoints-from-stdin``)."""
+        self.proc.stdin.write(json.dumps({"allowedEndpoints": allowed}).encode() + b"\n")
+        self.proc.stdin.flush()
+        self.wait_for(lambda m: m["type"] == "configured", "its configuration")
 
     def describe(self) -> str:
         return f"--- express11 stdout ---\n{self.stdout.text()}\n--- express11 stderr ---\n{self.stderr.text()}"
@@ -355,13 +364,13 @@ group_filters = ["lobby", "room*"]
 
 @pytest.fixture(scope="module")
 def express11_setup(tmp_path_factory):
-    fabric_port = _free_port()  # express checks the WebHook-Request-Origin against it
-    app = Express11(EXPRESS_HUB, [f"http://127.0.0.1:{fabric_port}"])
+    app = Express11(EXPRESS_HUB, None)
     server = None
     try:
         config = tmp_path_factory.mktemp("express11") / "fabric.toml"
         config.write_text(EXPRESS_CONFIG.format(express=app.port))
-        server = start_fabric_serve(config, fabric_port)
+        server = start_fabric_serve(config, 0)  # each on a port it chose: no race for a free one
+        app.configure([server.endpoint])  # express checks the WebHook-Request-Origin against it
         yield app, server
     finally:
         if server is not None:
@@ -385,9 +394,11 @@ def test_express11_gets_group_presence_events(express11_setup, node22):
                       "userId": joined["userId"]}
     app.wait_for(lambda m: m["type"] == "left" and m["group"] == "room", "the left event at disconnect")
     app.wait_for(lambda m: m["type"] == "disconnected" and m["connectionId"] == cid, "disconnected")
-    presence = [(m["type"], m["group"]) for m in app.seen if m["type"] in ("joined", "left")
-                and m["connectionId"] == cid]
-    assert presence == [("joined", "lobby"), ("left", "lobby"), ("joined", "room"), ("left", "room")], presence
+    # in the order they happened (decision upstream.group-presence), nothing for `unwatched`
+    seen = [(m["type"], m.get("group")) for m in app.seen
+            if m["type"] in ("connected", "joined", "left", "disconnected") and m["connectionId"] == cid]
+    assert seen == [("connected", None), ("joined", "lobby"), ("left", "lobby"), ("joined", "room"),
+                    ("left", "room"), ("disconnected", None)], seen
     http = [m for m in app.seen if m["type"] == "http" and m["ceType"] == "azure.webpubsub.gp.joined"]
     assert http and http[0]["eventName"] == "joined"
 

@@ -4,6 +4,11 @@
 // what it saw from stdout.
 //
 // usage: node express11.mjs --hub HUB [--port N] [--allowed-endpoint URL]... [--deadline-ms N]
+//                           [--endpoints-from-stdin]
+//
+// --endpoints-from-stdin: the allowed endpoints arrive as the first stdin line,
+// {"allowedEndpoints": [URL, ...]}, once the fabric listens (so both can pick a free port
+// themselves); until then every request is answered 503.
 //
 // Behaviour:
 //   connect: res.success({roles: [joinLeaveGroup, sendToGroup]})
@@ -15,6 +20,7 @@
 //   for user events, answers each one back as X-WebPubSub-Metadata-<key> (plus `app: express`).
 // stdout, one JSON object per line:
 //   {"type":"listening","port":N}
+//   {"type":"configured","allowedEndpoints":[...]}: with --endpoints-from-stdin, once the line arrived
 //   {"type":"http","method":...,"path":...,"ceType":...,"eventName":...,"metadata":{...}}
 //   {"type":"joined"|"left","group":...,"connectionId":...,"eventName":...,"userId":...}
 //   {"type":"connected"|"disconnected"|"user-event", ...}
@@ -31,6 +37,7 @@ const { values: args } = parseArgs({
     port: { type: "string", default: "0" },
     "allowed-endpoint": { type: "string", multiple: true, default: [] },
     "deadline-ms": { type: "string", default: "120000" },
+    "endpoints-from-stdin": { type: "boolean", default: false },
   },
 });
 const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -80,8 +87,12 @@ const options = {
     }
   },
 };
-if (args["allowed-endpoint"].length) options.allowedEndpoints = args["allowed-endpoint"];
-const handler = new WebPubSubEventHandler(args.hub, options);
+let middleware = null;
+const configure = (allowedEndpoints) => {
+  if (allowedEndpoints.length) options.allowedEndpoints = allowedEndpoints;
+  middleware = new WebPubSubEventHandler(args.hub, options).getMiddleware();
+};
+if (!args["endpoints-from-stdin"]) configure(args["allowed-endpoint"]);
 
 const app = express();
 app.use((req, res, next) => {
@@ -101,8 +112,26 @@ app.use((req, res, next) => {
   }
   next();
 });
-app.use(handler.getMiddleware());
+app.use((req, res, next) => {
+  if (middleware === null) {
+    res.statusCode = 503;
+    res.end("not configured yet");
+    return;
+  }
+  middleware(req, res, next);
+});
 
 const server = app.listen(Number(args.port), "127.0.0.1", () => print({ type: "listening", port: server.address().port }));
+let pending = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk) => {
+  if (middleware !== null) return;  // only the first line means anything
+  pending += chunk;
+  const end = pending.indexOf("\n");
+  if (end < 0) return;
+  const { allowedEndpoints } = JSON.parse(pending.slice(0, end));
+  configure(allowedEndpoints);
+  print({ type: "configured", allowedEndpoints });
+});
 process.stdin.on("end", () => server.close(() => process.exit(0)));
 process.stdin.resume();
