@@ -9,6 +9,7 @@ protocol says.
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Mapping
@@ -304,6 +305,7 @@ async def open_fabric(
         bus = redis = redis_bus(config)
     fabric = Fabric(config, handlers, bus=bus)
     start_error: RedisBrokerError | None = None
+    gc_before = _tune_gc(config.server.gc_young_threshold)
     try:
         async with trio.open_nursery() as nursery:
             if redis is not None:
@@ -326,6 +328,20 @@ async def open_fabric(
         if start_error is not None:
             raise start_error from None
         raise
+    finally:
+        if gc_before is not None:
+            gc.set_threshold(*gc_before)
+
+
+def _tune_gc(young: int) -> tuple[int, ...] | None:
+    """Raise the collector's youngest-generation threshold to ``young`` (0: leave it);
+    returns the thresholds to restore. No checkpoint. Why: docs/design.md "Garbage
+    collection"."""
+    if not young:
+        return None
+    before = gc.get_threshold()
+    gc.set_threshold(young, *before[1:])
+    return before
 
 
 def redis_bus(config: FabricConfig) -> RedisBus:

@@ -598,6 +598,10 @@ class ServerConfig:
     max_message_fragments: int = 1024
     #: ackIds remembered per connection for ``Duplicate`` detection.
     ack_cache_size: int = 1000
+    #: The cyclic garbage collector's youngest-generation threshold while a fabric runs
+    #: (Python's default is 700; 0 leaves the interpreter's setting alone). See
+    #: docs/design.md "Garbage collection".
+    gc_young_threshold: int = 10_000
     #: Seconds an upstream event handler request may take.
     upstream_timeout: float = attrs.field(default=20.0, converter=_to_float)
     #: debug, info, warning, error or critical.
@@ -650,6 +654,7 @@ _SERVER_CHECKS: dict[str, Check] = {
     "close_timeout": _float_in(0.0, 3600.0, low_open=True),
     "max_message_fragments": _int_in(1),
     "ack_cache_size": _int_in(0),
+    "gc_young_threshold": _int_in(0),
     "upstream_timeout": _float_in(0.0, 3600.0, low_open=True),
     "log_level": _one_of(*_LOG_LEVELS),
     "log_format": _one_of(*_LOG_FORMATS),
@@ -1040,7 +1045,7 @@ _SERVER_FIELD_TYPES: dict[str, str] = {
     "reconnect_window": "float", "reliable_buffer_messages": "int", "reliable_buffer_bytes": "int",
     "ack_cache_size": "int", "upstream_timeout": "float", "log_level": "str",
     "stall_timeout": "float", "limits": "str", "close_timeout": "float", "max_message_fragments": "int",
-    "log_format": "str",
+    "log_format": "str", "gc_young_threshold": "int",
 }
 if set(_SERVER_FIELD_TYPES) != set(_public_fields(ServerConfig)):
     raise LookupError("ServerConfig fields and their environment-variable types disagree: "
