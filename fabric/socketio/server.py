@@ -17,7 +17,9 @@ Rules this module keeps (reference: socketio-protocol.md §b, §e):
   OData filters reach a socket by its sid wherever it lives. A send from this node to one of
   its own sockets still goes to the socket directly; ``enter_room``/``leave_room``/
   ``disconnect`` of a socket held by another node go through the hub (its own room's member
-  is its connection there).
+  is its connection there), and so do the operators' ``sockets_join``/``sockets_leave``/
+  ``disconnect_sockets`` (a filter over groups, as Azure's adapter sends them). Still this
+  node's sockets only: ``fetch_sockets``, ``emit_with_ack`` to rooms, ``call`` and acks.
 - CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``; the connect
   handler runs before the reply and may refuse (``False`` or ``ConnectionRefusedError``);
   what the handler emits to the socket is held and written after the ``40`` reply. A packet
@@ -863,16 +865,26 @@ class BroadcastOperator:
                                                       self._timeout if self._timeout is not None else 60.0)
 
     async def disconnect_sockets(self, close: bool = False) -> None:
-        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
-            await self._server.disconnect(socket.sid, namespace=self._nsp, close=close)
+        """Disconnect the targeted sockets, on every node (a DISCONNECT packet to them, as a
+        service-API send of one). ``close``: their Engine.IO connections end too (on this
+        node). Checkpoint."""
+        server = self._server
+        local = await server._targets(self._nsp, self._rooms, self._except)
+        hub = await server._get_hub()
+        body = join_segments((_control(parser.PacketType.DISCONNECT, self._nsp),))
+        await hub.send_to_all(Publication("server", Payload(DataType.TEXT, body),
+                                          filter=server._selection(self._nsp, self._rooms, self._except)))
+        if close:
+            for socket in local:
+                socket.conn.engine.close(CloseReason.FORCED_SERVER_CLOSE)
 
     async def sockets_join(self, room: str | Iterable[str]) -> None:
-        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
-            await self._server.enter_room(socket.sid, room, namespace=self._nsp)
+        """Put the targeted sockets, on every node, in ``room``. Checkpoint."""
+        await self._server._rooms_of_targets(self._nsp, self._rooms, self._except, room, join=True)
 
     async def sockets_leave(self, room: str | Iterable[str]) -> None:
-        for socket in await self._server._targets(self._nsp, self._rooms, self._except):
-            await self._server.leave_room(socket.sid, room, namespace=self._nsp)
+        """Take the targeted sockets, on every node, out of ``room``. Checkpoint."""
+        await self._server._rooms_of_targets(self._nsp, self._rooms, self._except, room, join=False)
 
     async def fetch_sockets(self) -> list[str]:
         """The sids of the targeted (local) sockets."""
@@ -1743,6 +1755,23 @@ class Server:
         for name in names:
             if name != socket.sid:
                 await socket.conn.hub.leave_group(socket.conn, room_group(socket.nsp, name))
+
+    def _selection(self, nsp: str, rooms: frozenset[str], excepts: frozenset[str]) -> _RoomFilter:
+        """The connections with a socket a broadcast operator targets (in any of ``rooms``,
+        else in ``nsp``; in none of ``excepts``), as a filter that crosses nodes."""
+        groups = frozenset(room_group(nsp, r) for r in rooms) or frozenset((namespace_group(nsp),))
+        return _RoomFilter(groups, frozenset(), frozenset(room_group(nsp, r) for r in excepts), None)
+
+    async def _rooms_of_targets(self, nsp: str, rooms: frozenset[str], excepts: frozenset[str],
+                                room: str | Iterable[str], *, join: bool) -> None:
+        names = (room,) if isinstance(room, str) else tuple(room)
+        hub = await self._get_hub()
+        groups = [room_group(nsp, name) for name in names]
+        selects = self._selection(nsp, rooms, excepts)
+        if join:
+            await hub.add_connections_to_groups(groups, selects)
+        else:
+            await hub.remove_connections_from_groups(groups, selects)
 
     async def _remote_rooms(self, sid: str, nsp: str, names: Iterable[str], *, join: bool) -> None:
         """Rooms of a socket this node does not hold: its connection is the member of its own

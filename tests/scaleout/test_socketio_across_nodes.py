@@ -112,3 +112,30 @@ async def test_a_sid_on_another_node_is_a_room_like_any_other(nodes):
             await sio_a.enter_room(sid_b, "vip")  # no node has it
         await on_a.aclose()
         await on_b.aclose()
+
+
+async def test_broadcast_operators_join_leave_and_disconnect_sockets_on_every_node(nodes):
+    async with nodes(2) as (a, b):
+        for fab in (a, b):
+            _setup(fab)
+        sio_a, sio_b = a.socketio(), b.socketio()
+        on_a, sid_a = await _ws(a)
+        on_b, sid_b = await _ws(b)
+        for s in (on_a, on_b):
+            await s.send('421["join","lobby"]')
+            assert (await s.receive()).startswith("431[")
+        lone, sid_lone = await _ws(b)  # in no room
+        await sio_a.in_("lobby").sockets_join("extra")
+        assert sorted(sio_a.rooms(sid_a)[1:]) == sorted(sio_b.rooms(sid_b)[1:]) == ["extra", "lobby"]
+        assert sio_b.rooms(sid_lone) == [sid_lone]
+        await sio_b.in_("extra").except_(sid_a).sockets_leave("extra")
+        assert sorted(sio_a.rooms(sid_a)[1:]) == ["extra", "lobby"] and sio_b.rooms(sid_b) == [sid_b, "lobby"]
+        await sio_a.in_("lobby").disconnect_sockets()
+        assert await on_a.receive() == "41" and await on_b.receive() == "41"
+        await sio_b.emit("still", "here", to=sid_lone)
+        assert await lone.receive() == '42["still","here"]'  # not targeted, not disconnected
+        with trio.fail_after(10):
+            while sio_a.sids() or sio_b.sids() != [sid_lone]:
+                await trio.sleep(0.01)
+        for s in (on_a, on_b, lone):
+            await s.aclose()

@@ -269,3 +269,23 @@ async def test_a_sockets_own_room_is_a_group_rest_reaches(fab):
         while sid in sio.sids() or await handle.group_exists(own):
             await trio.sleep(0.01)
     await s.aclose()
+
+
+async def test_broadcast_operators_on_one_node(fab):
+    sio = fab.socketio()
+    s1, s2 = await RawSocket.open(fab), await RawSocket.open(fab)
+    sid1, sid2 = (await s1.connect())["sid"], (await s2.connect())["sid"]
+    await s1.send('421["join","lobby"]')
+    assert (await s1.receive()).startswith("431[")
+    await sio.in_("lobby").sockets_join(["x", "y"])
+    assert sorted(sio.rooms(sid1)[1:]) == ["lobby", "x", "y"] and sio.rooms(sid2) == [sid2]
+    await sio.of("/").except_("lobby").sockets_join("others")
+    assert sio.rooms(sid2) == [sid2, "others"]
+    await sio.in_("x").sockets_leave("y")
+    assert sorted(sio.rooms(sid1)) == sorted([sid1, "lobby", "x"])
+    await sio.in_(sid2).disconnect_sockets(close=True)
+    assert await s2.receive() == "41"
+    await s2.client.wait_closed()
+    await sio.emit("still", "here", to=sid1)
+    assert await s1.receive() == '42["still","here"]'
+    await s1.aclose()
