@@ -151,7 +151,10 @@ def _serve(args, argv: list[str] | None = None) -> int:
         print(f"fabric: cannot use the broker: {broker_failed[0]}", file=sys.stderr)
         return 1
     if failed:
-        print(f"fabric: cannot listen on {config.server.host}:{config.server.port}: {failed[0]}", file=sys.stderr)
+        first = failed[0]
+        while isinstance(first, BaseExceptionGroup):  # trio nests groups; name the real cause
+            first = first.exceptions[0]
+        print(f"fabric: cannot listen on {config.server.host}:{config.server.port}: {first}", file=sys.stderr)
         return 1
     return 0
 

@@ -106,6 +106,8 @@ def test_port_in_use_is_a_clear_error():
         out = subprocess.run([*FABRIC, "serve", "--port", port], capture_output=True, text=True, timeout=30)
         assert out.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+        assert "Address already in use" in out.stderr  # the cause, not trio's exception group
+        assert "sub-exception" not in out.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
