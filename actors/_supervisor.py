@@ -224,13 +224,20 @@ class ChildHandle:
 
 
 class _ChildStatus(trio.TaskStatus[Any]):
-    """The task_status a child sees: records the start, then tells the supervisor."""
+    """The task_status a child sees: records the start, then tells the supervisor.
+
+    It lets go of trio's status once ``started()`` has passed it on: trio's status refers to
+    the task that called ``start_child`` (through its nursery), and a child keeps its
+    task_status for its whole life. A child started from a short-lived task (an HTTP
+    connection's, for a WebSocket) would otherwise keep that finished task, its coroutine,
+    nursery and cancel status alive: about 2 kB per connection.
+    """
 
     __slots__ = ("_handle", "_outer")
 
     def __init__(self, handle: ChildHandle, outer: trio.TaskStatus[None]) -> None:
         self._handle = handle
-        self._outer = outer
+        self._outer: trio.TaskStatus[None] | None = outer
 
     def started(self, value: Any = None) -> None:
         handle = self._handle
@@ -243,7 +250,8 @@ class _ChildStatus(trio.TaskStatus[Any]):
             handle._target = value
         if handle._stop_mode is not None and handle._target is not None:
             handle._target.stop()  # a stop was requested while it was starting
-        self._outer.started()
+        outer, self._outer = self._outer, None
+        outer.started()  # type: ignore[union-attr]  # set until the first started()
 
 
 @attrs.frozen
@@ -478,12 +486,16 @@ class Supervisor:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         status = _ChildStatus(handle, task_status)
+        del task_status  # only ``status`` refers to it, and lets go once started (see there)
         crash: BaseException | None = None
         try:
             with scope:
                 try:
                     try:
-                        await self._run_child(handle, status)
+                        if handle._is_task:  # most children (one per connection): one frame less
+                            await handle.spec.start(task_status=status)
+                        else:
+                            await self._run_child(handle, status)
                     except Exception as exc:  # the exact object: an error, or a group of errors
                         crash = exc
                 except* Exception as errors:  # a group mixing errors with Cancelled (RULE 2)
@@ -500,7 +512,7 @@ class Supervisor:
                 handle._exit_event.set()
         if not handle._started:
             if crash is None and handle._stop_mode is not None:
-                task_status.started()  # stopped while starting: start() returns, child is gone
+                status._outer.started()  # type: ignore[union-attr]  # stopped while starting: start() returns, child is gone
             else:
                 if crash is None:
                     crash = ActorError(
@@ -510,11 +522,8 @@ class Supervisor:
         self._child_exited(handle, crash)
 
     async def _run_child(self, handle: ChildHandle, status: _ChildStatus) -> None:
-        start = handle.spec.start
-        if handle._is_task:
-            await start(task_status=status)
-            return
-        child = start()
+        """Run an actor or supervisor child (task children run in ``_run_incarnation``)."""
+        child = handle.spec.start()
         if isinstance(child, Actor):
             handle._kind = _ACTOR
             await _run_actor(child, name=handle.name, task_status=status)

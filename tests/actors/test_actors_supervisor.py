@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import pytest
 import trio
@@ -628,6 +630,34 @@ async def test_ten_thousand_temporary_task_children_start_and_stop():
         assert len(sup.children()) == n
     assert sup.statistics().children == 0 and running == 0
     assert sup.statistics().restarts == 0 and sup.statistics().crashes == 0
+
+
+async def test_a_running_child_does_not_keep_the_task_that_started_it():
+    """A connection's child is started by its short-lived HTTP task; once that task ends, the
+    child (which keeps its task_status for life) must not keep it, its nursery and its
+    coroutine alive: that was ~2 kB per idle connection."""
+    release = trio.Event()
+
+    async def connection(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await release.wait()
+
+    starters: list[weakref.ref] = []
+
+    async def starter(sup: Supervisor, name: str, start) -> None:
+        starters.append(weakref.ref(trio.lowlevel.current_task()))
+        await sup.start_child(ChildSpec(name, start, Restart.TEMPORARY))
+
+    async with open_supervisor("hub") as sup:
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(starter, sup, f"conn-{i}", connection)
+            nursery.start_soon(starter, sup, "actor", Recorder)
+        await settle()
+        assert len(sup.children()) == 4 and len(starters) == 4
+        gc.collect()
+        assert [ref() for ref in starters] == [None] * 4
+        release.set()
 
 
 async def test_crash_mixed_into_the_supervisors_own_cancellation_is_still_reported(caplog):

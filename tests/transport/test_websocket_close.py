@@ -8,9 +8,11 @@ at once. A peer that answers our close gets an orderly close.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import socket
+import sys
 
 import pytest
 import trio
@@ -252,3 +254,16 @@ async def test_completed_handshake_over_tcp_closes_with_fin(nursery):
         assert await client_stream.receive_some(100) == b""
     assert client_stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
     await client_stream.aclose()
+
+
+async def test_wsproto_event_queue_is_small_and_still_works():
+    """The socket gives wsproto a list as its event queue (an empty deque is 760 bytes per
+    connection); wsproto's own use of it, a transport-ended event queued and then popped,
+    works as with its deque."""
+    ours, _theirs = memory_stream_pair()
+    conn = WebSocket(ours, subprotocol=None)._ws
+    assert sys.getsizeof(conn._events) < sys.getsizeof(collections.deque()) // 4
+    conn.receive_data(None)
+    events = list(conn.events())
+    assert len(events) == 1 and isinstance(events[0], CloseConnection) and events[0].code == 1006
+    assert not conn._events

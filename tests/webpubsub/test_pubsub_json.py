@@ -76,6 +76,22 @@ async def test_duplicate_ack_id(fab):
     assert ack["success"] is False and ack["error"]["name"] == "Duplicate"
 
 
+async def test_ack_memory_keeps_the_last_ack_memory_ids(fab):
+    from fabric.webpubsub.connection import ACK_MEMORY
+
+    c = await connect(fab, roles=ROLES)
+    for ack_id in range(1, ACK_MEMORY + 2):  # one more than remembered: ackId 1 is forgotten
+        await c.send_json({"type": "joinGroup", "group": "g", "ackId": ack_id})
+        assert (await c.receive_json())["success"] is True
+    for ack_id, name in ((2, "Duplicate"), (ACK_MEMORY + 1, "Duplicate"), (1, None)):
+        await c.send_json({"type": "joinGroup", "group": "g", "ackId": ack_id})
+        ack = await c.receive_json()
+        assert ack["ackId"] == ack_id and (ack.get("error") or {}).get("name") == name
+    # ackId 1 counted as new again, and pushed out ackId 2 (the oldest)
+    await c.send_json({"type": "joinGroup", "group": "g", "ackId": 2})
+    assert (await c.receive_json())["success"] is True
+
+
 async def test_ping_pong(fab):
     c = await connect(fab)
     await c.send_json({"type": "ping"})
