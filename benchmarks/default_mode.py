@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import NODE_DIR, OUT_DIR, ROOT
-from benchmarks.procs import HOST, PortAllocator, RunningServer, raise_nofile_limit, run_command, running_server
+from benchmarks.procs import HOST, PortAllocator, RunningServer, ServerFailed, raise_nofile_limit, run_command, running_server
 from benchmarks.scenarios import LOADGEN, PAYLOAD_BYTES
 
 APP = NODE_DIR / "sio_default_mode.js"
@@ -144,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                     load = os.getloadavg()[0]
                     label = f"{name} N={subs} rep {rep + 1}"
                     opener = _plain(ports, logs) if name == "plain" else _default(ports, logs, config)
-                    with opener as (port, path, servers):
-                        raw = _loadgen(port, path, servers, subs, messages, label)
+                    try:
+                        with opener as (port, path, servers):
+                            raw = _loadgen(port, path, servers, subs, messages, label)
+                    except ServerFailed as exc:
+                        raw = {"label": label, "errors": [f"{exc}: {exc.log_tail[-1500:]}"]}
                     m = _metrics(raw)
                     m.update(config=name, subs=subs, rep=rep + 1, messages=messages, load1=load)
                     results.setdefault((subs, name), []).append(m)
@@ -167,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
               f" | {_fmt(_median([r['p99_ms'] for r in plain]), 1)} | {_fmt(_median([r['p99_ms'] for r in default]), 1)}"
               f" | {_fmt(_median(p99s), 2)}x | {_fmt(_median([r['cpu_s_per_100k'] for r in plain]), 2)}"
               f" | {_fmt(_median([r['cpu_s_per_100k'] for r in default]), 2)} |")
+    problems = [f"{m['config']} N={m['subs']} rep {m['rep']}: {m['errors']}" for runs in results.values() for m in runs
+                if m["errors"] or m["lost"]]
+    for problem in problems:
+        print("PROBLEM", problem[:500])
     loads = [m["load1"] for runs in results.values() for m in runs]
     print(f"\nload average (1 min) before runs: min {min(loads):.2f}, median {statistics.median(loads):.2f}, "
           f"max {max(loads):.2f}; {os.cpu_count()} CPUs; runs in {out}")

@@ -17,6 +17,8 @@ APP_WAIT_SECONDS = 5.0
 INVOKE_TIMEOUT_SECONDS = 120.0
 #: The first ack id the service gives an ``:invoke``'s EVENT.
 FIRST_INVOKE_ACK_ID = 10**12
+#: Seconds between a node's checks of whether another node serves a hub in default mode.
+ELSEWHERE_CHECK_SECONDS = 1.0
 
 DECISIONS: tuple[Decision, ...] = (
     Decision(
@@ -26,14 +28,47 @@ DECISIONS: tuple[Decision, ...] = (
         "A hub is in default mode on a node once an app server opened a tunnel for it to that "
         "node (until the node restarts), if its Socket.IO endpoint is enabled, its service_mode "
         "is \"default\" and none of its event handlers is a tunnel: URL. A handshake while no app "
-        "server is connected waits up to APP_WAIT_SECONDS for one, then gets 503. A node the app "
-        "has no tunnel to does not serve the hub's clients in default mode (events are not "
-        "forwarded between nodes yet).",
+        "server is connected waits up to APP_WAIT_SECONDS for one, then gets 503. Nodes the app "
+        "has no tunnel to: see socketio-default.other-nodes.",
         "[INF] On Azure every hub of a Socket.IO resource in default mode belongs to the app; "
         "the fabric also has an embedded Socket.IO server, so the app's tunnel is what says the "
         "hub is the app's. A tunnel: event handler marks a plain Web PubSub hub behind "
         "awps-tunnel, which would not understand Socket.IO events. Staying in default mode while "
         "the app restarts keeps clients from landing on the embedded server meanwhile.",
+    ),
+    Decision(
+        "socketio-default.other-nodes",
+        "Several nodes (Redis): which node serves a client, and what does a client get on a node "
+        "the hub's app servers have no tunnel to while another node has one?",
+        "Each node serves the clients that connect to it, through the app servers tunnelled to "
+        "it; an app scales by attaching one instance per node (useAzureSocketIO takes one "
+        "endpoint). Rooms, namespace broadcasts, excepts, socketsJoin, socketsLeave and "
+        "disconnectSockets reach every node's connections (they are hub sends and filtered "
+        "group changes), and each connection's packets go to the app instance of its node. A "
+        "node that serves a hub marks it in the broker; a node without a tunnel checks the "
+        "mark every ELSEWHERE_CHECK_SECONDS for hubs it was asked for, and while another node "
+        "holds it refuses the hub's handshakes with 503 and a message naming the cause (the "
+        "embedded server never takes them). The first handshake of a hub on such a node, "
+        "before its first check, is still the embedded server's. Client events are not "
+        "forwarded to another node's app server.",
+        "[INF] The package's app instance knows only the sockets whose events reach it; one "
+        "fabric of nodes is one resource on Azure, where the service routes every client to an "
+        "app server. Forwarding client events between nodes (through the broker, in order, "
+        "with the app's answers coming back) is the complete answer and is not built; a 503 "
+        "lets socket.io-client's reconnection or a load balancer try another node, where "
+        "serving the embedded server would run a Socket.IO server without the app's handlers.",
+    ),
+    Decision(
+        "socketio-default.invoke-scope",
+        "Which clients does an :invoke (emitWithAck to a room or to all) reach with several "
+        "nodes?",
+        "The connections of the node whose tunnel carried it (the filter is applied to them); "
+        "clients of the same rooms on other nodes neither get the EVENT nor answer, so "
+        "emitWithAck resolves with the answers of this node's clients only. Plain emits reach "
+        "every node.",
+        "[INF] Not built: the acks would have to stream back from every node through the "
+        "broker (a command per node whose reply is a stream, gathered until each node's "
+        "recipients answered or left), which the hub's one-reply commands do not carry.",
     ),
     Decision(
         "socketio-default.heartbeat",

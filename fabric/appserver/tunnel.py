@@ -451,6 +451,7 @@ class Tunnel:
         """Own the tunnel until its socket ends. Checkpoint."""
         self.ws = ws
         edge = self.edge
+        await edge._announce(self)  # before the tunnel takes requests or says it is connected
         edge._add(self)
         ws.farewell = self._farewell
         try:
@@ -657,7 +658,8 @@ class TunnelEdge:
         """Tell ``listener`` about tunnels coming and app servers going, with whichever of
         these methods it has (no checkpoint; they must not block):
         ``tunnel_opened(hub, server)`` and ``server_lost(hub, server)`` (the last tunnel of
-        that app server for that hub closed)."""
+        that app server for that hub closed); and an async ``tunnel_started(hub, server)``,
+        awaited before the app server hears that its tunnel is connected."""
         self._listeners.append(listener)
 
     def _operation(self, method: str, segments: list[str]) -> Operation | None:
@@ -771,6 +773,18 @@ class TunnelEdge:
                 del self._hubs[tunnel.hub.lower()]
             if not any(t.server == tunnel.server for t in (tunnels or {}).values()):
                 self._tell("server_lost", tunnel.hub, tunnel.server)
+
+    async def _announce(self, tunnel: Tunnel) -> None:
+        """Listeners' ``tunnel_started(hub, server)``, awaited before the app server is told
+        it is connected. Checkpoint."""
+        for listener in self._listeners:
+            method = getattr(listener, "tunnel_started", None)
+            if method is None:
+                continue
+            try:
+                await method(tunnel.hub, tunnel.server)
+            except Exception:
+                log.exception("tunnel listener %r failed in tunnel_started", listener)
 
     def _tell(self, what: str, hub: str, server: str) -> None:
         for listener in self._listeners:

@@ -286,6 +286,8 @@ class Hub:
         self._emptied: trio.Event | None = None  # set when the last connection leaves (shutdown waits on it)
         #: Names under which a detached session answers claims (``alias``).
         self._aliases: dict[str, Any] = {}
+        #: What this node holds for the hub that other nodes may ask about (``mark``).
+        self._marks: set[str] = set()
 
     def _new_supervisor(self) -> Supervisor:
         return Supervisor(f"hub:{self.name}", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, within=10.0)
@@ -774,6 +776,26 @@ class Hub:
         if op == "release":
             return await self._local_release(a[0], a[1])
         return None  # "probe" (a stray request answered "nothing here")
+
+    # ---- marks: a flag of this node that other nodes can see ------------------------------
+
+    def _mark_topic(self, name: str) -> str:
+        return f"m\x00{self.name}\x00{name}"
+
+    async def mark(self, name: str) -> None:
+        """Say that this node holds ``name`` for this hub (an edge's flag: nothing is sent on
+        it); ``marked(name)`` on any node sees it while this hub runs. Checkpoint."""
+        if name not in self._marks:
+            self._marks.add(name)
+            await self.broker.subscribe(self._mark_topic(name))
+
+    async def marked(self, name: str) -> bool:
+        """Whether any node of the fabric (this one included) holds ``name``. Checkpoint."""
+        if name in self._marks:
+            return True
+        if self._solo():
+            return False
+        return await self._reaches(self._mark_topic(name))
 
     # ---- requests between nodes ------------------------------------------------------
 

@@ -111,11 +111,18 @@ EVENT_PATH = "/eventhandler/"
 #: Ack ids the service gives the EVENTs of ``:invoke`` (the app's own count from 0 per
 #: namespace; socket.io-client takes any integer up to 2**53).
 FIRST_INVOKE_ACK_ID = defaults.FIRST_INVOKE_ACK_ID
+#: The hub mark (``Hub.mark``) of a node that serves the hub in default mode.
+APP_MARK = "socketio-default-app"
+#: Seconds between a node's checks of whether another node serves a hub it does not.
+ELSEWHERE_CHECK = defaults.ELSEWHERE_CHECK_SECONDS
+#: Hubs a node keeps checking (handshakes for more are left to the embedded server).
+MAX_WATCHED = 1024
 
 TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("handshakes", "Handshakes sent to an app server (connect events)."),
     ("handshakes_refused", "Handshakes an app server refused."),
     ("handshakes_unavailable", "Handshakes refused because no app server was connected (503)."),
+    ("handshakes_elsewhere", "Handshakes refused because the hub's app servers are attached to other nodes (503)."),
     ("events_sent", "User events sent to app servers (each a batch of client packets)."),
     ("events_failed", "User events that failed (the connection was closed)."),
     ("pongs", "Engine.IO pings of app servers answered by the service."),
@@ -682,6 +689,11 @@ class DefaultMode:
         self._running: trio.Event | None = None
         self._ids = itertools.count(1)
         self._ack_ids = itertools.count(FIRST_INVOKE_ACK_ID)
+        #: Lower-cased hubs another node served in default mode at the last check.
+        self._elsewhere: set[str] = set()
+        #: Hubs this node checks for that (lower-cased name -> name), and whether it does.
+        self._watched: dict[str, str] = {}
+        self._watching = False
 
     @property
     def config(self):
@@ -690,8 +702,9 @@ class DefaultMode:
     # ---- which hubs ------------------------------------------------------------------
 
     def serves(self, hub: str) -> bool:
-        if hub.lower() not in self._tunnelled:
-            return False
+        return hub.lower() in self._tunnelled and self._eligible(hub)
+
+    def _eligible(self, hub: str) -> bool:
         hub_config = self.config.hub(hub)
         if not hub_config.socketio.enabled or hub_config.socketio.service_mode != "default":
             return False
@@ -699,6 +712,43 @@ class DefaultMode:
 
     def tunnel_opened(self, hub: str, server: str) -> None:
         self._tunnelled.add(hub.lower())
+
+    async def tunnel_started(self, hub: str, server: str) -> None:
+        """Before the app server hears that its tunnel is up: the hub's mark, so that the
+        other nodes refuse its handshakes instead of serving them with the embedded server
+        (``specs/socketio_default.py``: socketio-default.other-nodes). Checkpoint."""
+        if self._eligible(hub):
+            with trio.move_on_after(APP_WAIT):
+                await (await self.registry.get(hub)).mark(APP_MARK)
+
+    def _watch(self, hub: str) -> None:
+        """Keep checking whether another node serves ``hub`` in default mode. No checkpoint."""
+        key = hub.lower()
+        if key not in self._watched and len(self._watched) < MAX_WATCHED:
+            self._watched[key] = hub
+        if not self._watching:
+            self._watching = True
+            # owns() is synchronous and this node may have no task of ours yet (no tunnel,
+            # no default-mode session): the checks run as a system task until the run ends.
+            trio.lowlevel.spawn_system_task(self._check_elsewhere, name="socketio-default-elsewhere")
+
+    async def _check_elsewhere(self) -> None:
+        try:
+            while True:
+                for key, hub in list(self._watched.items()):
+                    elsewhere = False
+                    try:
+                        with trio.move_on_after(ELSEWHERE_CHECK * 5):
+                            elsewhere = await (await self.registry.get(hub)).marked(APP_MARK)
+                    except Exception as exc:  # a hub shutting down, a broker down: ask again later
+                        log.debug("default mode: could not check hub %r on other nodes: %r", hub, exc)
+                    if elsewhere:
+                        self._elsewhere.add(key)
+                    else:
+                        self._elsewhere.discard(key)
+                await trio.sleep(ELSEWHERE_CHECK)
+        finally:
+            self._watching = False
 
     def server_lost(self, hub: str, server: str) -> None:
         """An app server's last tunnel for ``hub`` closed: its connections end unless it is
@@ -733,7 +783,12 @@ class DefaultMode:
         if sid:
             engine = self._engines.get(hub.lower())
             return engine is not None and sid in engine.sessions
-        return self.serves(hub)
+        if self.serves(hub):
+            return True
+        if self.config.broker.url is None or hub.lower() in self._tunnelled or not self._eligible(hub):
+            return False
+        self._watch(hub)
+        return hub.lower() in self._elsewhere  # refused by _handshake
 
     # ---- tasks -----------------------------------------------------------------------
 
@@ -807,6 +862,13 @@ class DefaultMode:
 
     async def _handshake(self, app: _HubApp, request: Request, sid: str) -> EngineConfig | Response:
         hub = app.hub
+        if not self.serves(hub):
+            self.counters["handshakes_elsewhere"] += 1
+            return Response.error(
+                503, "ServiceUnavailable",
+                f"hub {hub!r} is served in Socket.IO default mode by app servers attached to other nodes of "
+                f"this fabric, and none is attached to this node: connect through a node the app server's "
+                f"tunnel reaches, or attach an instance of the app to this node")
         try:
             identity = self._verify(hub, request)
         except auth.TokenError as exc:

@@ -7,7 +7,9 @@ endpoint), so an app process serves the clients of the node it tunnels to, and a
 gets a second app process. Clients (``socket.io-client``, ``clients.mjs``) connect to both
 nodes: rooms, excepts, ``socketsJoin``/``socketsLeave``/``disconnectSockets`` and the
 namespace broadcast cross the nodes through the hub; ``emitWithAck`` to a room reaches this
-node's clients only (``specs/socketio_default.py``, socketio-default.invoke-scope).
+node's clients only (``specs/socketio_default.py``, socketio-default.invoke-scope). A node
+the app has no tunnel to refuses the hub's handshakes with 503 and the reason
+(socketio-default.other-nodes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
 from fabric.core import auth
 
@@ -145,3 +149,29 @@ async def test_one_fabric_two_nodes_two_app_instances(redis_url):
         assert ended["disconnect"] == "client namespace disconnect"
         got = await c.step("Y", "broadcast", ["r", "z"], [], "after kick")
         assert got["X"] == got["Y"] == [["msg", "Y", "after kick"]]
+
+
+async def test_a_node_without_the_apps_tunnel_refuses_with_the_reason(redis_url):
+    """The app is attached to node 2 only: node 1 refuses the hub's handshakes with 503 and
+    says why (the embedded server never serves them), once it has checked; node 2 serves."""
+    async with (
+        open_serve("--redis", redis_url) as one,
+        open_serve("--redis", redis_url) as two,
+        open_node("chat.mjs", "azure", two.connection_string, HUB, name="chat on node 2"),
+        open_node("clients.mjs", name="clients") as clients,
+        httpx.AsyncClient() as http,
+    ):
+        url = f"{one.endpoint}{PATH}/?EIO=4&transport=polling&access_token={_token(one)}"
+        with trio.fail_after(20):  # the first handshake may come before node 1's first check
+            while (answer := await http.get(url)).status_code != 503:
+                await trio.sleep(0.2)
+        assert "served in Socket.IO default mode by app servers attached to other nodes" in answer.text
+        assert (await http.get(url)).status_code == 503  # and it stays so
+        metrics = (await http.get(one.endpoint + "/metrics")).text
+        assert "fabric_socketio_default_handshakes_elsewhere_total" in metrics
+        answer = await clients.request("connect", name="on1", endpoint=one.endpoint, path=PATH, token=_token(one),
+                                       transports=["polling"])
+        assert not answer["ok"]
+        c = _Clients(clients, {})
+        await c.connect("on2", two)
+        assert await c.emit("on2", "echo", "hi") == "hi:1"
