@@ -1046,6 +1046,7 @@ class DefaultMode:
     def statistics(self) -> dict:
         return {
             "hubs": sorted(self._tunnelled),
+            "served_elsewhere": sorted(self._elsewhere),
             "connections": {hub: len(c) for hub, c in self.connections.items()},
             "endpoints": {hub: e.statistics() for hub, e in self._engines.items()},
             "counters": self.counters.as_dict(),
