@@ -39,7 +39,9 @@ and ``transports/polling.ts``; the official Engine.IO v4 suite):
   packets (open, ping) are always queued: they take a place in the count but no bytes.
 - Polling requests apply the heartbeat deadlines themselves before answering, so a GET
   arriving just after a ping fell due gets the ping, and one arriving after the pong
-  deadline gets 400, whatever the adapter's timer precision.
+  deadline gets 400, whatever the adapter's timer precision. The pong deadline counts from
+  when the ping fell due when no GET was parked to carry it (the client could not have
+  seen it earlier on a punctual server either), from when it was queued otherwise.
 - No clock, no I/O, no trio: ``now`` is passed in (seconds, any monotonic origin).
 """
 
@@ -386,8 +388,18 @@ class Session:
             return (self._close(CloseReason.PING_TIMEOUT, ""),)
         if now >= self._next_ping:
             self._queue.append(_PING)
+            if self.transport == "websocket" or self._get_parked:
+                # Written now: the client gets its full pingTimeout from now, even if this
+                # tick came late (a loaded loop must not cut a healthy client's time).
+                self._pong_deadline = now + self._timeout
+            else:
+                # Polling with no GET parked: the client sees the ping only when it polls,
+                # so the clock runs from when the ping fell due, as on a punctual server
+                # (Node: setTimeout at the ping). A GET arriving past that closes at once.
+                self._pong_deadline = self._next_ping + self._timeout
             self._next_ping = _INF
-            self._pong_deadline = now + self._timeout
+            if now >= self._pong_deadline:
+                return (self._close(CloseReason.PING_TIMEOUT, ""),)
         return _NO_EVENTS
 
     def _on_pong(self, now: float) -> None:

@@ -284,6 +284,37 @@ def test_get_applies_deadlines_itself():
     assert reply.status == 400 and reply.events == (SessionClosed(CloseReason.PING_TIMEOUT, ""),)
 
 
+def test_late_timer_on_an_unpolled_session_counts_from_when_the_ping_fell_due():
+    # The official suite's "closes the session upon ping timeout": the client sleeps
+    # pingInterval + pingTimeout and polls. A loaded loop whose timer ran late must answer
+    # as a punctual server would: the ping fell due at 0.3, nobody could see it before
+    # polling, so the session is gone at 0.5.
+    s = polling()
+    assert s.tick(T + 0.45) == ()  # the ping's timer, 150 ms late
+    assert s.next_deadline() == pytest.approx(T + 0.5)
+    reply = s.begin_get(T + 0.501)
+    assert reply.status == 400 and reply.events == (SessionClosed(CloseReason.PING_TIMEOUT, ""),)
+    # a timer so late that the pong deadline passed too closes at once
+    s = polling()
+    assert s.tick(T + 0.6) == (SessionClosed(CloseReason.PING_TIMEOUT, ""),)
+
+
+def test_late_timer_with_a_parked_get_gives_the_client_its_full_timeout():
+    s = polling()
+    assert s.begin_get(T + 0.01) is None  # parked: the ping is written as soon as it is queued
+    s.tick(T + 0.45)  # 150 ms late
+    assert s.take_get_reply().body == b"2"
+    assert s.next_deadline() == pytest.approx(T + 0.65)
+    assert post(s, b"3", T + 0.6).status == 200
+
+
+def test_late_timer_on_a_websocket_gives_the_client_its_full_timeout():
+    s = websocket()
+    s.tick(T + 0.45)
+    assert ws_texts(s) == ["2"]
+    assert s.next_deadline() == pytest.approx(T + 0.65)
+
+
 def test_post_applies_the_pong_deadline():
     s = polling()
     s.tick(T + 0.3)
