@@ -108,8 +108,8 @@ class WebSocket:
         if max_message_fragments < 1:
             raise ValueError("max_message_fragments must be at least 1")
         self._stream = stream
-        self._ws = Connection(ConnectionType.SERVER)
-        self._ws._events = _EventQueue()  # memory: see _EventQueue
+        # wsproto's connection (~1 kB) is made when first needed (see ``_wsproto``).
+        self._ws: Connection | None = None
         self.outbox = Outbox(outbox_max_items, outbox_max_bytes)
         self.subprotocol = subprotocol
         self.max_message_bytes = max_message_bytes
@@ -135,7 +135,7 @@ class WebSocket:
         self.peer_closed = False
         self._aborted = False
         if trailing_data:
-            self._ws.receive_data(trailing_data)
+            self._wsproto().receive_data(trailing_data)
 
     # ---- sending (no checkpoints; safe from any task) -------------------------------
 
@@ -155,8 +155,26 @@ class WebSocket:
         return self.outbox.put_nowait(encode_frame(data, text=False))
 
     def ping_nowait(self, payload: bytes = b"") -> None:
-        if not self.closing and self._ws.state is ConnectionState.OPEN:
-            self.outbox.put_control(self._ws.send(Ping(payload)))
+        if self.closing:
+            return
+        ws = self._ws
+        if ws is None:  # wsproto saw nothing, so the connection is open
+            self.outbox.put_control(_control_frame(OP_PING, payload))
+        elif ws.state is ConnectionState.OPEN:
+            self.outbox.put_control(ws.send(Ping(payload)))
+
+    def _wsproto(self) -> Connection:
+        """wsproto's connection, made on first use: the opening handshake is ours (see
+        ``transport.http``) and the reader decodes simple frames itself, so an idle or
+        chatty client whose frames are all simple never needs one. wsproto only ever sees
+        frames from a frame boundary on, so one made late is in the state one made at the
+        start would be in. While there is none, pings and pongs are built without it
+        (``_control_frame``). No checkpoint."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Connection(ConnectionType.SERVER)
+            ws._events = _EventQueue()  # memory: see _EventQueue
+        return ws
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "", *, discard: bool = False) -> None:
         """Start the closing handshake (no checkpoint). The first close wins.
@@ -185,7 +203,7 @@ class WebSocket:
         if self._final_queued:
             return
         try:
-            frame = self._ws.send(event)
+            frame = self._wsproto().send(event)
         except LocalProtocolError:
             self._abort()
             return
@@ -382,7 +400,10 @@ class WebSocket:
                             budget = EVENTS_PER_YIELD
                             await checkpoint()
                         if opcode == OP_PING:
-                            if ws.state is ConnectionState.OPEN:
+                            ws = self._ws  # made meanwhile if we started closing
+                            if ws is None:
+                                self.outbox.put_control(_control_frame(OP_PONG, message))
+                            elif ws.state is ConnectionState.OPEN:
                                 self.outbox.put_control(ws.send(Pong(message)))
                             continue
                         if opcode == OP_PONG or self._final_queued:
@@ -399,6 +420,7 @@ class WebSocket:
                         continue
                     data = data[pos:]
                     fast = False
+                ws = self._wsproto()
                 try:
                     ws.receive_data(data)
                 except LocalProtocolError:  # data after the close handshake
@@ -544,11 +566,13 @@ def _simple_frame(data: bytes, pos: int, max_bytes: int):
     return opcode, payload, stop
 
 
-def _wsproto_idle(ws: Connection) -> bool:
-    """wsproto holds nothing: open, no pending event, no buffered byte, no frame or
-    fragmented message under way. Reads wsproto's private state; if that ever changes
-    shape, the answer is False and every frame simply goes through wsproto (slower, same
-    behaviour; tests/transport checks that the fast path is taken)."""
+def _wsproto_idle(ws: Connection | None) -> bool:
+    """wsproto holds nothing: none made yet, or open, no pending event, no buffered byte, no
+    frame or fragmented message under way. Reads wsproto's private state; if that ever
+    changes shape, the answer is False and every frame simply goes through wsproto (slower,
+    same behaviour; tests/transport checks that the fast path is taken)."""
+    if ws is None:
+        return True
     try:
         proto = ws._proto
         decoder = proto._frame_decoder
@@ -566,6 +590,13 @@ def _os_socket(stream: trio.abc.Stream) -> socket.socket | None:
         if isinstance(raw, socket.socket):
             return raw
     return None
+
+
+def _control_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked ping or pong frame, byte for byte as wsproto builds it. No checkpoint."""
+    if len(payload) > 125:
+        raise ValueError("a control frame's payload is at most 125 bytes (RFC 6455 section 5.5)")
+    return bytes((0x80 | opcode, len(payload))) + payload
 
 
 class _EventQueue(list):

@@ -261,7 +261,7 @@ async def test_wsproto_event_queue_is_small_and_still_works():
     connection); wsproto's own use of it, a transport-ended event queued and then popped,
     works as with its deque."""
     ours, _theirs = memory_stream_pair()
-    conn = WebSocket(ours, subprotocol=None)._ws
+    conn = WebSocket(ours, subprotocol=None)._wsproto()
     assert sys.getsizeof(conn._events) < sys.getsizeof(collections.deque()) // 4
     conn.receive_data(None)
     events = list(conn.events())

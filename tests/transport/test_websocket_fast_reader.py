@@ -216,8 +216,9 @@ async def test_simple_frames_skip_wsproto_and_others_reach_it(nursery):
     client_stream, server_stream = memory_stream_pair(1 << 20)
     ws = WebSocket(server_stream, subprotocol=None)
     fed: list[bytes] = []
-    feed = ws._ws.receive_data
-    ws._ws.receive_data = lambda data: (fed.append(bytes(data)), feed(data))[1]
+    conn = ws._wsproto()  # made now (it is made on first need) to watch what reaches it
+    feed = conn.receive_data
+    conn.receive_data = lambda data: (fed.append(bytes(data)), feed(data))[1]
     received: list = []
 
     async def record(message):
