@@ -72,7 +72,7 @@ def wire(tunnels: TunnelEdge, mode: DefaultMode) -> None:
             except FilterError as exc:
                 return TunnelReply.error(400, "InvalidFilter", str(exc))
         try:
-            stream = mode.invoke(hub, selects, request.body)
+            stream = await mode.invoke(hub, selects, request.body)
         except ValueError as exc:
             return TunnelReply.error(400, "InvalidPayload", str(exc))
         return TunnelReply(200, b"", (("content-type", "application/x-ndjson"),), stream)

@@ -42,6 +42,7 @@ OPS = frozenset({
     "close", "close_all", "close_group", "close_user",
     "grant", "revoke", "has_perm",  # (connection_id, permission, target)
     "claim", "release",  # moving a reliable session between nodes
+    "edge",  # (name, *args) + filter: an edge's own operation (``Hub.on_edge``)
 })
 
 

@@ -80,6 +80,9 @@ _SHUTDOWN = CloseSituation.SERVER_SHUTDOWN
 MAX_PENDING_REQUESTS = 1024
 #: Commands queued for one hub's command task (more are dropped and counted).
 COMMAND_QUEUE = 16384
+#: Streams of one hub open at once (``open_stream``): edge operations whose answers go on
+#: arriving after the command's one reply.
+MAX_STREAMS = 1024
 _WARN_EVERY = 10.0
 _PRESENCE = frozenset({"joined", "left"})
 _TOO_MANY = "!TooManyPermissions"
@@ -288,6 +291,9 @@ class Hub:
         self._aliases: dict[str, Any] = {}
         #: What this node holds for the hub that other nodes may ask about (``mark``).
         self._marks: set[str] = set()
+        #: Edge operations by name (``on_edge``) and open streams by id (``open_stream``).
+        self._edge_ops: dict[str, Callable[[tuple, Any], Awaitable[Any]]] = {}
+        self._streams: dict[int, Callable[[Reply], None]] = {}
 
     def _new_supervisor(self) -> Supervisor:
         return Supervisor(f"hub:{self.name}", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, within=10.0)
@@ -775,6 +781,9 @@ class Hub:
             return self._local_claim(a[0], a[1], a[2])
         if op == "release":
             return await self._local_release(a[0], a[1])
+        if op == "edge":
+            handler = self._edge_ops.get(a[0]) if a else None
+            return await handler(tuple(a[1:]), command.filter) if handler is not None else None
         return None  # "probe" (a stray request answered "nothing here")
 
     # ---- marks: a flag of this node that other nodes can see ------------------------------
@@ -796,6 +805,66 @@ class Hub:
         if self._solo():
             return False
         return await self._reaches(self._mark_topic(name))
+
+    # ---- edge operations: an edge's own command, applied by that edge on every node --------
+    #
+    # The core does not know the edges: an edge registers a handler under a name, and
+    # ``edge_request`` runs it on every node of the hub (this one included), each node's
+    # handler answering once. A handler whose work goes on (answers that stream) sends them
+    # on the requester's stream (``open_stream``/``stream_send``): replies on the reply topic
+    # whose id is the stream's, in order per node.
+
+    def on_edge(self, name: str, handler: Callable[[tuple, Any], Awaitable[Any]]) -> None:
+        """Apply ``handler(args, filter)`` to ``edge_request(name, args)`` from any node; its
+        value is this node's reply. No checkpoint."""
+        self._edge_ops[name] = handler
+
+    async def edge_request(self, name: str, args: tuple = (), *, filter: Any = None) -> list[Reply]:
+        """Run the edge operation ``name`` on every node of the hub; one reply per node
+        (those that answered within ``request_timeout``). Checkpoint."""
+        return await self._request(self._hub_topic, "edge", (name, *args), filter=filter)
+
+    async def edge_tell(self, name: str, args: tuple = ()) -> None:
+        """Run the edge operation ``name`` on every node of the hub, no reply wanted.
+        Checkpoint."""
+        try:
+            await self.broker.publish(self._hub_topic, Command("edge", (name, *args)))
+        except BrokerUnavailable as exc:
+            self._broker_failed(exc)
+        except trio.ClosedResourceError:
+            self.counters["broker_closed"] += 1
+
+    def single_node(self) -> bool:
+        """True when no other node runs this hub's topics (every member is here). No
+        checkpoint."""
+        return self._solo()
+
+    def open_stream(self, receive: Callable[[Reply], None]) -> int | None:
+        """A stream id for answers sent with ``stream_send`` to ``reply_topic``: each is
+        passed to ``receive`` (which must not block), until ``close_stream``. None when
+        ``MAX_STREAMS`` are open. No checkpoint."""
+        if len(self._streams) >= MAX_STREAMS:
+            return None
+        stream_id = next(self._request_ids)
+        self._streams[stream_id] = receive
+        return stream_id
+
+    def close_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    async def stream_send(self, reply_to: str, stream_id: int, value: Any) -> None:
+        """One answer on another node's (or this node's) stream. Checkpoint."""
+        reply = Reply(stream_id, value, self.reply_topic)
+        if reply_to == self.reply_topic:
+            self._on_control(reply_to, reply)
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self.broker.publish(reply_to, reply)
+        except BrokerUnavailable as exc:
+            self._broker_failed(exc)
+        except trio.ClosedResourceError:
+            self.counters["broker_closed"] += 1
 
     # ---- requests between nodes ------------------------------------------------------
 
@@ -851,6 +920,10 @@ class Hub:
                 pending = self._requests.get(message.request_id)
                 if pending is not None:
                     pending.add(message)
+                else:
+                    receive = self._streams.get(message.request_id)
+                    if receive is not None:
+                        receive(message)
             return
         if message.op == "probe" and not message.request_id:
             return

@@ -49,6 +49,7 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 from collections.abc import (
@@ -117,6 +118,13 @@ APP_MARK = "socketio-default-app"
 ELSEWHERE_CHECK = defaults.ELSEWHERE_CHECK_SECONDS
 #: Hubs a node keeps checking (handshakes for more are left to the embedded server).
 MAX_WATCHED = 1024
+#: The hub's edge operations of ``:invoke`` across nodes (``Hub.on_edge``).
+INVOKE_OP = "socketio-invoke"
+INVOKE_END_OP = "socketio-invoke-end"
+#: Acks from other nodes waiting for the app to read them, per ``:invoke``.
+MAX_INVOKE_BUFFER = 4096
+#: ``:invoke`` from other nodes this node relays acks for at once.
+MAX_RELAYS = 1024
 
 TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("handshakes", "Handshakes sent to an app server (connect events)."),
@@ -131,6 +139,9 @@ TUNNELLED_COUNTERS = tuple(CounterSpec(n, h) for n, h in (
     ("payloads_ignored", "Deliveries that were not Engine.IO payloads (not sent to Socket.IO clients)."),
     ("invokes", "Broadcasts with acks (:invoke) served."),
     ("invoke_answers", "Client acks streamed back to app servers."),
+    ("invoke_answers_dropped", "Acks from other nodes dropped: the app server read too slowly."),
+    ("invokes_not_spread", "Broadcasts with acks kept to this node: too many in flight across nodes."),
+    ("invokes_refused", "Broadcasts with acks from other nodes not delivered here: too many in flight."),
     ("orphan_checks", "App servers whose connections were checked after losing their last tunnel."),
     ("orphans_closed", "Connections closed because their app server left."),
 ))
@@ -347,6 +358,8 @@ class _Invoke:
         self.waiting = {m.connection_id for m in recipients}
         self.recipients = recipients
         self.send, self.receive = trio.open_memory_channel(max(1, len(recipients)))
+        #: Where a relay to another node waits (``DefaultMode._relay``), to end it early.
+        self.scope: trio.CancelScope | None = None
         if not self.waiting:
             self.send.close()
 
@@ -646,6 +659,7 @@ class _HubApp:
             raise RuntimeError("the handshake was not accepted by an app server")
         mode = self.mode
         hub = await mode.registry.get(self.hub)
+        mode._listen(hub)
         member = TunnelledConnection(mode, hub, conn, pending.server, pending.identity)
         conn.app_state = member
         mode.connections.setdefault(self.hub.lower(), {})[member.connection_id] = member
@@ -689,6 +703,8 @@ class DefaultMode:
         self._running: trio.Event | None = None
         self._ids = itertools.count(1)
         self._ack_ids = itertools.count(FIRST_INVOKE_ACK_ID)
+        #: ``:invoke`` of any node whose acks this node streams back, by (reply topic, stream).
+        self._relays: dict[tuple[str, int], _Invoke] = {}
         #: Lower-cased hubs another node served in default mode at the last check.
         self._elsewhere: set[str] = set()
         #: Hubs this node checks for that (lower-cased name -> name), and whether it does.
@@ -998,11 +1014,23 @@ class DefaultMode:
         for effect in member.from_app(body):
             await effect()
 
-    def invoke(self, hub: str, selects: Callable[[Any], bool] | None, body: bytes) -> AsyncIterator[bytes]:
-        """``:invoke``: the EVENT is sent now (with an ack id of ours if it has none); the
-        answer's stream yields one NDJSON line ``{"Payload": ...}`` per client ack. Raises
-        ``ValueError`` for a body that is not an Engine.IO payload of a Socket.IO EVENT.
-        No checkpoint."""
+    async def invoke(self, hub: str, selects: Callable[[Any], bool] | None, body: bytes) -> AsyncIterator[bytes]:
+        """``:invoke``: the EVENT (with an ack id of ours if it has none) goes to the
+        selected connections of every node; the answer's stream yields one NDJSON line
+        ``{"Payload": ...}`` per client ack. Raises ``ValueError`` for a body that is not an
+        Engine.IO payload of a Socket.IO EVENT. Alone, the EVENT is sent before this
+        returns; with other nodes, when the stream is first read (an ``invoke`` command to
+        every node, whose acks stream back: ``_spread``). Checkpoint."""
+        key, body = self._numbered(body)
+        self.counters["invokes"] += 1
+        node = await self.registry.get(hub)
+        self._listen(node)
+        if node.single_node():
+            return self._answers(self._start_invoke(hub, selects, body, key))
+        return self._spread(node, selects, body, key)
+
+    def _numbered(self, body: bytes) -> tuple[tuple[str, int], bytes]:
+        """``(nsp, ack id)`` of an ``:invoke``'s EVENT, and the body with that id in it."""
         text = body.decode("utf-8", "replace")
         first, sep, rest = text.partition("\x1e")
         header = _sio_header(first[1:]) if first.startswith("4") else None
@@ -1015,10 +1043,15 @@ class DefaultMode:
             ack_id = next(self._ack_ids)
             sio = first[1:]
             body = ("4" + sio[:start] + str(ack_id) + sio[start:] + sep + rest).encode("utf-8")
-        key = (nsp, ack_id)
+        return (nsp, ack_id), body
+
+    def _start_invoke(self, hub: str, selects: Callable[[Any], bool] | None, body: bytes,
+                      key: tuple[str, int]) -> _Invoke:
+        """Send the EVENT to this node's selected connections that have its namespace. No
+        checkpoint."""
+        nsp = key[0]
         recipients = [m for m in list(self.connections.get(hub.lower(), {}).values())
                       if not m.closed and nsp in m.namespaces and (selects is None or selects(m))]
-        self.counters["invokes"] += 1
         invoke = _Invoke(key, recipients)
         for member in recipients:
             previous = member.invokes.get(key)
@@ -1027,7 +1060,7 @@ class DefaultMode:
             member.invokes[key] = invoke
         for member in recipients:
             member.from_app(body)
-        return self._answers(invoke)
+        return invoke
 
     async def _answers(self, invoke: _Invoke) -> AsyncIterator[bytes]:
         try:
@@ -1037,6 +1070,97 @@ class DefaultMode:
                     yield _json_encode({"Payload": payload}) + b"\n"
         finally:
             invoke.forget()
+
+    # ---- :invoke across nodes ----------------------------------------------------------
+
+    async def _spread(self, hub: Any, selects: Callable[[Any], bool] | None, body: bytes,
+                      key: tuple[str, int]) -> AsyncIterator[bytes]:
+        """The requesting node's half: an ``invoke`` edge command to every node (this one
+        included), each answering how many clients it sent the EVENT to, then streaming
+        their acks and a last ``done``; the stream ends when every node that had recipients
+        is done (a node that did not answer in time counts as none), or after
+        ``INVOKE_TIMEOUT``. Acks waiting to be read are bounded (``MAX_INVOKE_BUFFER``)."""
+        send, receive = trio.open_memory_channel[Any](MAX_INVOKE_BUFFER)
+
+        def arrived(reply: Any) -> None:
+            try:
+                send.send_nowait(reply)
+            except trio.WouldBlock:
+                self.counters["invoke_answers_dropped"] += 1
+
+        stream_id = hub.open_stream(arrived)
+        if stream_id is None:  # too many at once: this node's clients only, as alone
+            self.counters["invokes_not_spread"] += 1
+            log.warning("hub %r: too many :invoke in flight across nodes: this one reaches this node only", hub.name)
+            async for line in self._answers(self._start_invoke(hub.name, selects, body, key)):
+                yield line
+            return
+        owing: set[str] = set()
+        done: set[str] = set()
+        try:
+            with trio.move_on_after(INVOKE_TIMEOUT):
+                replies = await hub.edge_request(INVOKE_OP, (hub.reply_topic, stream_id, body), filter=selects)
+                owing = {r.node for r in replies if type(r.value) is int and r.value > 0 and r.node}
+                while not owing <= done:
+                    reply = await receive.receive()
+                    value = reply.value
+                    if type(value) is list and len(value) == 2 and value[0] == "a" and type(value[1]) is str:
+                        self.counters["invoke_answers"] += 1
+                        yield _json_encode({"Payload": value[1]}) + b"\n"
+                    elif value == ["d"]:
+                        done.add(reply.node)
+        finally:
+            hub.close_stream(stream_id)
+            send.close()
+            if not owing <= done:  # timed out, or the app stopped reading: the others stop waiting
+                with trio.CancelScope(shield=True), trio.move_on_after(APP_WAIT):
+                    await hub.edge_tell(INVOKE_END_OP, (hub.reply_topic, stream_id))
+
+    def _listen(self, hub: Any) -> None:
+        """Serve the ``:invoke`` of other nodes for ``hub`` (idempotent). No checkpoint."""
+        hub.on_edge(INVOKE_OP, functools.partial(self._invoke_here, hub))
+        hub.on_edge(INVOKE_END_OP, self._invoke_end)
+
+    async def _invoke_here(self, hub: Any, args: tuple, selects: Callable[[Any], bool] | None) -> int:
+        """A node's half of an ``:invoke`` from any node: the EVENT to its selected
+        connections now, their acks streamed to the requester; the number of recipients."""
+        if len(args) != 3 or type(args[0]) is not str or type(args[1]) is not int or type(args[2]) is not bytes:
+            return 0
+        reply_to, stream_id, body = args
+        try:
+            key, numbered = self._numbered(body)
+        except ValueError:
+            return 0
+        if numbered is not body or self._nursery is None:
+            return 0  # the requester numbers the EVENT; no task of ours: no connection either
+        if len(self._relays) >= MAX_RELAYS:
+            self.counters["invokes_refused"] += 1
+            log.warning("hub %r: too many :invoke from other nodes in flight: one is not delivered here", hub.name)
+            return 0
+        invoke = self._start_invoke(hub.name, selects, body, key)
+        if not invoke.recipients:
+            return 0
+        relay = (reply_to, stream_id)
+        self._relays[relay] = invoke
+        self._spawn(self._relay, hub, relay, invoke)
+        return len(invoke.recipients)
+
+    async def _relay(self, hub: Any, relay: tuple[str, int], invoke: _Invoke) -> None:
+        reply_to, stream_id = relay
+        try:
+            with trio.move_on_after(INVOKE_TIMEOUT) as invoke.scope:
+                async for payload in invoke.receive:
+                    await hub.stream_send(reply_to, stream_id, ["a", payload])
+        finally:
+            invoke.forget()
+            self._relays.pop(relay, None)
+            with trio.CancelScope(shield=True), trio.move_on_after(APP_WAIT):
+                await hub.stream_send(reply_to, stream_id, ["d"])
+
+    async def _invoke_end(self, args: tuple, selects: Any) -> None:
+        invoke = self._relays.get(tuple(args))  # type: ignore[arg-type]
+        if invoke is not None and invoke.scope is not None:
+            invoke.scope.cancel()
 
     def _forget(self, member: TunnelledConnection) -> None:
         mine = self.connections.get(member.hub.name.lower())

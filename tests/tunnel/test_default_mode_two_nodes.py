@@ -6,8 +6,9 @@ opens its tunnels to that one endpoint (its ``WebPubSubServiceCaller`` has a sin
 endpoint), so an app process serves the clients of the node it tunnels to, and a second node
 gets a second app process. Clients (``socket.io-client``, ``clients.mjs``) connect to both
 nodes: rooms, excepts, ``socketsJoin``/``socketsLeave``/``disconnectSockets`` and the
-namespace broadcast cross the nodes through the hub; ``emitWithAck`` to a room reaches this
-node's clients only (``specs/socketio_default.py``, socketio-default.invoke-scope). A node
+namespace broadcast cross the nodes through the hub, and so does ``emitWithAck`` to a room,
+whose acks stream back from every node (``specs/socketio_default.py``,
+socketio-default.invoke-scope). A node
 the app has no tunnel to refuses the hub's handshakes with 503 and the reason
 (socketio-default.other-nodes).
 """
@@ -131,11 +132,14 @@ async def test_one_fabric_two_nodes_two_app_instances(redis_url):
         got = await c.step("Y", "broadcast", ["r"], [], "after bin")
         assert got["X"][-1] == ["msg", "Y", "after bin"]
 
-        # emitWithAck to a room spanning both nodes: this node's clients answer (invoke-scope)
+        # emitWithAck to a room spanning both nodes: every member answers, whichever node it is
+        # on and whichever app instance asks (invoke-scope); the order of answers is arrival's
         answers = await c.emit("X", "ask", "r", "q1")
-        assert answers == ["answer:X:q1"]
+        assert sorted(answers) == ["answer:X:q1", "answer:Y:q1"]
         answers = await c.emit("Y", "ask", "r", "q2")
-        assert answers == ["answer:Y:q2"]
+        assert sorted(answers) == ["answer:X:q2", "answer:Y:q2"]
+        answers = await c.emit("X", "ask", "z", "q3")  # a room on the other node only
+        assert answers == ["answer:Z:q3"]
         got = await c.step("X", "broadcast", ["r"], [], "after ask")
         assert got["X"] == got["Y"] == [["msg", "X", "after ask"]]  # no "question" was recorded as msg
 
