@@ -62,13 +62,19 @@ DECISIONS: tuple[Decision, ...] = (
         "socketio-default.invoke-scope",
         "Which clients does an :invoke (emitWithAck to a room or to all) reach with several "
         "nodes?",
-        "The connections of the node whose tunnel carried it (the filter is applied to them); "
-        "clients of the same rooms on other nodes neither get the EVENT nor answer, so "
-        "emitWithAck resolves with the answers of this node's clients only. Plain emits reach "
-        "every node.",
-        "[INF] Not built: the acks would have to stream back from every node through the "
-        "broker (a command per node whose reply is a stream, gathered until each node's "
-        "recipients answered or left), which the hub's one-reply commands do not carry.",
+        "The selected connections of every node: the node whose tunnel carried it sends an "
+        "invoke command to every node of the hub (itself included) with the EVENT and the "
+        "filter; each node sends the EVENT to its own selected connections, answers how many "
+        "it sent it to, then streams each client's ack back as it arrives and a last done "
+        "once its recipients answered or left (or INVOKE_TIMEOUT_SECONDS passed). The answer "
+        "to the app merges them and ends when every node that had recipients is done; a node "
+        "that does not answer within the hub's request timeout counts as none. Acks waiting "
+        "for the app are bounded per invocation (more are dropped and counted), and so are "
+        "invocations in flight per node: past the bound a node relays nothing for one it is "
+        "asked for, and one it is asked for by its app reaches its own clients only (both "
+        "counted and logged).",
+        "[INF] On Azure the service is one resource and emitWithAck to a room reaches every "
+        "member; one node alone keeps the direct path (no command).",
     ),
     Decision(
         "socketio-default.heartbeat",

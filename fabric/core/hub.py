@@ -33,7 +33,9 @@ Rules this module keeps:
   (this one included) applies it in its ``commands`` task, in arrival order, and answers
   on the requester's reply topic; the requester waits for as many answers as the broker
   says it reached, at most ``request_timeout``. ``exists`` asks no node: a target exists
-  while some node subscribes its topic (the broker's count).
+  while some node subscribes its topic (the broker's count). An edge's own operation
+  (``on_edge``) travels the same way as the op ``edge`` with its name; answers that go on
+  after the one reply use a stream (``open_stream``, at most ``MAX_STREAMS`` open).
 - ``on_publication`` never waits for a command (it may run in the broker's reader, which
   also confirms the subscriptions a command's join waits for): commands are queued
   (bounded; overflow is counted and the requester times out).
@@ -80,6 +82,10 @@ _SHUTDOWN = CloseSituation.SERVER_SHUTDOWN
 MAX_PENDING_REQUESTS = 1024
 #: Commands queued for one hub's command task (more are dropped and counted).
 COMMAND_QUEUE = 16384
+#: A group publication finding the group's actor idle with an empty mailbox is delivered in
+#: place when the group has at most this many members here (a larger fan-out stays on the
+#: actor's task, off the publisher's and the broker reader's).
+INLINE_MAX_MEMBERS = 64
 #: Streams of one hub open at once (``open_stream``): edge operations whose answers go on
 #: arriving after the command's one reply.
 MAX_STREAMS = 1024
@@ -171,6 +177,7 @@ class GroupActor(Actor):
         self.group = group
 
     async def handle(self, publication: Publication) -> None:
+        self.group.queued -= 1  # (no checkpoint below: nothing of this group runs meanwhile)
         if publication.__class__ is _Barrier:
             publication.done.set()  # everything queued before it was delivered
             return
@@ -200,7 +207,8 @@ class LocalGroup:
     """This node's members of one group, and the actor delivering to them (none for an
     ``inline`` group: its publications are delivered as they arrive, see ``join_group``)."""
 
-    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation", "telemetry", "inline")
+    __slots__ = ("name", "members", "handle", "delivered", "expired", "generation", "telemetry", "inline",
+                 "queued")
 
     def __init__(self, name: str, generation: int, telemetry: HubTelemetry | None = None,
                  inline: bool = False) -> None:
@@ -212,6 +220,9 @@ class LocalGroup:
         self.delivered = 0
         self.expired = 0
         self.generation = generation
+        #: Messages told to the actor and not yet handled (0: its mailbox is empty and it is
+        #: idle, so a publication may be delivered in place without overtaking one).
+        self.queued = 0
 
 
 class Notifier(Actor):
@@ -725,9 +736,11 @@ class Hub:
                 if ref is None:
                     continue
                 barrier = _Barrier()
+                local.queued += 1
                 try:
                     await ref.tell(barrier)
                 except Exception:  # noqa: BLE001, S112 - the group stopped: nothing of it is queued any more
+                    local.queued -= 1
                     continue
                 await barrier.done.wait()
 
@@ -1031,7 +1044,13 @@ class Hub:
                 return
             if local.handle is None or local.handle.ref is None:
                 return
+            if local.queued == 0 and len(local.members) <= INLINE_MAX_MEMBERS:
+                # The actor is idle with nothing queued: deliver in place, as it would next,
+                # and save waking it (nothing it holds can be overtaken).
+                self._deliver_inline(local, publication)
+                return
             ref = local.handle.ref
+            local.queued += 1
             try:
                 ref.tell_nowait(publication)
             except Exception:
@@ -1039,6 +1058,7 @@ class Hub:
                 try:
                     await ref.tell(publication)
                 except Exception:
+                    local.queued -= 1
                     self.counters["group_publications_lost"] += 1
                     log.warning("group %r stopped while a publication was queued", publication.group)
             return

@@ -34,13 +34,16 @@ never imports another edge):
   id: the service numbers it) goes to the connections the filter selects that have its
   namespace; each client's ACK with that namespace and id is taken
   out of the stream to the app and streamed back as a line ``{"Payload": "<EIO payload>"}``;
-  the stream ends when every recipient answered or left, or after ``INVOKE_TIMEOUT``.
+  the stream ends when every recipient answered or left, or after ``INVOKE_TIMEOUT``. With
+  other nodes it is the hub's edge operation ``INVOKE_OP`` on every node (this one too):
+  each sends the EVENT to its own recipients, answers their number, then streams their acks
+  and a last ``done`` to the requester, which merges them (``_spread``, ``_invoke_here``).
 
 Which hubs: see ``DefaultMode.serves``; the choices where Azure is silent are in
 ``specs/socketio_default.py``. Rules this module keeps: one app server per
 connection (pinned at connect; its loss past ``APP_WAIT`` ends the connection, so the
 client reconnects to an app that knows it); bounded queues (client messages waiting for
-the app, answers of an invoke); nothing a client or an app sends raises out of here.
+the app, answers of an invoke, invokes relayed for other nodes); nothing a client or an app sends raises out of here.
 """
 
 from __future__ import annotations
