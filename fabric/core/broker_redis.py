@@ -131,7 +131,6 @@ log = logging.getLogger(__name__)
 MAGIC = b"fab2"
 _INSTANCE_BYTES = 8
 _HEADER = len(MAGIC) + _INSTANCE_BYTES + 8
-_RECEIVE_BYTES = 65536
 PUBLISHERS = ("coredis", "resp")
 #: Channels per SUBSCRIBE/UNSUBSCRIBE command (a resubscription of 100k topics is 100 commands).
 _CHANNELS_PER_COMMAND = 1000
@@ -743,13 +742,13 @@ class RedisBus:
 
     async def _read(self, conn: RespConnection) -> None:
         parser = conn.parser
-        stream = conn.stream
+        receive_some = conn.receive_some  # wait, then one recv (no recv that fails first)
         while True:
             item = parser.parse()
             if item is NEED_MORE:
                 self._read_started = trio.current_time()
                 self._reading = True
-                data = await stream.receive_some(_RECEIVE_BYTES)
+                data = await receive_some()
                 self._reading = False
                 if not data:
                     raise RedisUnavailable(f"Redis at {self.url.redacted} closed the subscriber connection")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import re
 import select
+import socket
 import ssl
 from typing import Any
 
@@ -39,6 +40,22 @@ from fabric.core.redis_resp import (
 RECEIVE_BYTES = 65536
 
 
+def os_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The OS socket under a plain trio ``SocketStream`` (None for TLS and other streams).
+
+    The publisher and subscriber use it directly: trio's ``receive_some`` first tries a
+    ``recv`` that fails with EAGAIN when the answer is not there yet (it never is right
+    after we sent), and ``send_all`` yields once more after a send the kernel took whole.
+    A node publishing at a few hundred pipelines per second paid that in syscalls and run
+    loop passes per pipeline, on top of the work itself.
+    """
+    if isinstance(stream, trio.SocketStream):
+        raw = getattr(stream.socket, "_sock", None)
+        if isinstance(raw, socket.socket):
+            return raw
+    return None
+
+
 class StaleConnection(RedisUnavailable):
     """Redis closed this connection while it was idle; nothing was sent on it since, so
     the caller may send the same commands again on a new connection."""
@@ -57,11 +74,12 @@ class RespConnection:
     """A trio stream, its parser, a write lock, and the replies awaited in the order their
     commands were sent: (a marker chosen by the caller, time sent)."""
 
-    __slots__ = ("_send_lock", "parser", "replies", "server_version", "stream", "url")
+    __slots__ = ("_send_lock", "parser", "raw", "replies", "server_version", "stream", "url")
 
     def __init__(self, url: RedisURL, stream: trio.abc.Stream, max_message_bytes: int) -> None:
         self.url = url
         self.stream = stream
+        self.raw = os_socket(stream)  # None (TLS): use ``stream``
         self.parser = RespParser(max_message_bytes)
         self.replies: collections.deque[tuple[Any, float]] = collections.deque()
         self._send_lock = trio.StrictFIFOLock()
@@ -79,10 +97,44 @@ class RespConnection:
             item = self.parser.parse()
             if item is not NEED_MORE:
                 return item
-            data = await self.stream.receive_some(RECEIVE_BYTES)
+            data = await self.receive_some()
             if not data:
                 raise RedisUnavailable(f"Redis at {self.url.redacted} closed the connection")
             self.parser.feed(data)
+
+    async def receive_some(self) -> bytes:
+        """At most ``RECEIVE_BYTES`` (b"" at EOF), waiting until the socket is readable.
+        Called when everything read so far was parsed, so the data is not there yet: wait
+        first, then one ``recv``. Checkpoint: yes."""
+        raw = self.raw
+        if raw is None:
+            return await self.stream.receive_some(RECEIVE_BYTES)
+        while True:
+            await trio.lowlevel.wait_readable(raw)
+            try:
+                return raw.recv(RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # readable was a false alarm
+            except OSError as e:
+                raise trio.BrokenResourceError(f"Redis at {self.url.redacted}: {e}") from e
+
+    async def send_batch(self, data: bytes) -> None:
+        """Send all of ``data``: one non-blocking ``send`` and trio's ``send_all`` only for
+        what the kernel did not take. Not a checkpoint when the kernel took it all (the
+        caller's next ``receive_some`` is). Callers serialize sends (the publisher's one
+        writer task)."""
+        raw = self.raw
+        if raw is None:
+            await self.stream.send_all(data)
+            return
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            raise trio.BrokenResourceError(f"Redis at {self.url.redacted}: {e}") from e
+        if sent < len(data):
+            await self.stream.send_all(memoryview(data)[sent:])
 
     async def publish_batch(self, commands: list[tuple[bytes, bytes]]) -> list[Any]:
         """PUBLISH each (channel, data) in one write, then read as many answers (each the
@@ -90,7 +142,7 @@ class RespConnection:
         rights, say) raises ``RedisUnavailable``; a connection Redis closed while it was
         idle raises ``StaleConnection`` before sending anything."""
         await self._check_idle_close()
-        await self.stream.send_all(b"".join([encode_publish(c, d) for c, d in commands]))
+        await self.send_batch(b"".join([encode_publish(c, d) for c, d in commands]))
         results: list[Any] = []
         while len(results) < len(commands):
             item = await self.receive()
