@@ -390,6 +390,35 @@ class _Invoke:
         self.send.close()
 
 
+class _Merge:
+    """What other nodes stream for one ``:invoke`` of this node, in arrival order: acks
+    (at most ``MAX_INVOKE_BUFFER`` waiting; more are dropped and counted) and each node's
+    ``done`` (never dropped: one per node)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self.items: collections.deque[Any] = collections.deque()
+        self.done_from: set[str] = set()
+        self._ready = trio.Event()
+
+    def arrived(self, reply: Any) -> None:
+        if reply.value == ["d"]:
+            if reply.node in self.done_from:
+                return
+            self.done_from.add(reply.node)
+        elif len(self.items) - len(self.done_from) >= MAX_INVOKE_BUFFER:
+            self.counters["invoke_answers_dropped"] += 1
+            return
+        self.items.append(reply)
+        self._ready.set()
+
+    async def next(self) -> Any:
+        while not self.items:
+            self._ready = trio.Event()
+            await self._ready.wait()
+        return self.items.popleft()
+
+
 # ---- one client connection ------------------------------------------------------------------
 
 
@@ -1083,15 +1112,8 @@ class DefaultMode:
         their acks and a last ``done``; the stream ends when every node that had recipients
         is done (a node that did not answer in time counts as none), or after
         ``INVOKE_TIMEOUT``. Acks waiting to be read are bounded (``MAX_INVOKE_BUFFER``)."""
-        send, receive = trio.open_memory_channel[Any](MAX_INVOKE_BUFFER)
-
-        def arrived(reply: Any) -> None:
-            try:
-                send.send_nowait(reply)
-            except trio.WouldBlock:
-                self.counters["invoke_answers_dropped"] += 1
-
-        stream_id = hub.open_stream(arrived)
+        merge = _Merge(self.counters)
+        stream_id = hub.open_stream(merge.arrived)
         if stream_id is None:  # too many at once: this node's clients only, as alone
             self.counters["invokes_not_spread"] += 1
             log.warning("hub %r: too many :invoke in flight across nodes: this one reaches this node only", hub.name)
@@ -1105,7 +1127,7 @@ class DefaultMode:
                 replies = await hub.edge_request(INVOKE_OP, (hub.reply_topic, stream_id, body), filter=selects)
                 owing = {r.node for r in replies if type(r.value) is int and r.value > 0 and r.node}
                 while not owing <= done:
-                    reply = await receive.receive()
+                    reply = await merge.next()
                     value = reply.value
                     if type(value) is list and len(value) == 2 and value[0] == "a" and type(value[1]) is str:
                         self.counters["invoke_answers"] += 1
@@ -1114,7 +1136,6 @@ class DefaultMode:
                         done.add(reply.node)
         finally:
             hub.close_stream(stream_id)
-            send.close()
             if not owing <= done:  # timed out, or the app stopped reading: the others stop waiting
                 with trio.CancelScope(shield=True), trio.move_on_after(APP_WAIT):
                     await hub.edge_tell(INVOKE_END_OP, (hub.reply_topic, stream_id))
@@ -1144,6 +1165,7 @@ class DefaultMode:
         if not invoke.recipients:
             return 0
         relay = (reply_to, stream_id)
+        invoke.scope = trio.CancelScope(deadline=trio.current_time() + INVOKE_TIMEOUT)
         self._relays[relay] = invoke
         self._spawn(self._relay, hub, relay, invoke)
         return len(invoke.recipients)
@@ -1151,7 +1173,7 @@ class DefaultMode:
     async def _relay(self, hub: Any, relay: tuple[str, int], invoke: _Invoke) -> None:
         reply_to, stream_id = relay
         try:
-            with trio.move_on_after(INVOKE_TIMEOUT) as invoke.scope:
+            with invoke.scope:  # type: ignore[union-attr]
                 async for payload in invoke.receive:
                     await hub.stream_send(reply_to, stream_id, ["a", payload])
         finally:
@@ -1161,7 +1183,9 @@ class DefaultMode:
                 await hub.stream_send(reply_to, stream_id, ["d"])
 
     async def _invoke_end(self, args: tuple, selects: Any) -> None:
-        invoke = self._relays.get(tuple(args))  # type: ignore[arg-type]
+        if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not int:
+            return
+        invoke = self._relays.get((args[0], args[1]))
         if invoke is not None and invoke.scope is not None:
             invoke.scope.cancel()
 

@@ -140,6 +140,8 @@ async def test_one_fabric_two_nodes_two_app_instances(redis_url):
         assert sorted(answers) == ["answer:X:q2", "answer:Y:q2"]
         answers = await c.emit("X", "ask", "z", "q3")  # a room on the other node only
         assert answers == ["answer:Z:q3"]
+        # nobody answers: the app's own timeout ends its wait, as with one node
+        assert await c.emit("X", "asksilent", "r") == "error: operation has timed out"
         got = await c.step("X", "broadcast", ["r"], [], "after ask")
         assert got["X"] == got["Y"] == [["msg", "X", "after ask"]]  # no "question" was recorded as msg
 

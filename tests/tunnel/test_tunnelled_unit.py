@@ -7,6 +7,7 @@ import pytest
 import trio
 import trio.testing
 
+from fabric.core.commands import Reply
 from fabric.socketio import tunnelled as t
 
 
@@ -106,3 +107,139 @@ def test_an_app_payload_is_parsed_into_actions():
 ])
 def test_odd_app_payloads(body, kinds):
     assert [a[0] for a in t.parse_app_payload(body)] == kinds
+
+
+# ---- :invoke across nodes: the requesting node's merge, a node's relay -------------------
+
+
+class _Hub:
+    """A hub as ``_spread``/``_invoke_here`` see it: ``edge_request`` answers ``replies``
+    after streaming ``streamed`` (value, node) on the open stream."""
+
+    name = "h"
+    reply_topic = "me"
+
+    def __init__(self, replies=(), streamed=(), room=True):
+        self.replies = list(replies)
+        self.streamed = list(streamed)
+        self.room = room
+        self.receive = None
+        self.told = []
+        self.sent = []
+        self.closed = []
+
+    def open_stream(self, receive):
+        if not self.room:
+            return None
+        self.receive = receive
+        return 7
+
+    def close_stream(self, stream_id):
+        self.closed.append(stream_id)
+
+    async def edge_request(self, name, args, *, filter=None):
+        assert name == t.INVOKE_OP and args[:2] == ("me", 7)
+        for value, node in self.streamed:
+            self.receive(Reply(7, value, node))
+        return self.replies
+
+    async def edge_tell(self, name, args):
+        self.told.append((name, args))
+
+    async def stream_send(self, reply_to, stream_id, value):
+        self.sent.append((reply_to, stream_id, value))
+
+
+def _mode():
+    return t.DefaultMode(None, None, None)
+
+
+BODY = b'42["q"]'
+
+
+async def test_the_requester_merges_every_nodes_acks_and_ends_when_each_is_done():
+    mode = _mode()
+    key, body = mode._numbered(BODY)
+    hub = _Hub(
+        replies=[Reply(1, 2, "n1"), Reply(1, 0, "n2"), Reply(1, None, "n4"), Reply(1, 1, "n3")],
+        streamed=[(["a", "431[1]"], "n1"), (["x"], "n1"), (["a", "432[3]"], "n3"), (["d"], "n3"),
+                  (["d"], "n3"), (["a", "433[2]"], "n1"), (["d"], "n1")])
+    lines = [line async for line in mode._spread(hub, None, body, key)]
+    assert lines == [b'{"Payload":"431[1]"}\n', b'{"Payload":"432[3]"}\n', b'{"Payload":"433[2]"}\n']
+    assert hub.closed == [7] and hub.told == []  # everyone done: nobody to stop
+    assert mode.counters["invoke_answers"] == 3
+
+
+async def test_the_requester_keeps_a_bounded_backlog_but_every_done(monkeypatch):
+    monkeypatch.setattr(t, "MAX_INVOKE_BUFFER", 2)
+    mode = _mode()
+    key, body = mode._numbered(BODY)
+    hub = _Hub(replies=[Reply(1, 5, "n1")], streamed=[(["a", f"43{i}"], "n1") for i in range(5)] + [(["d"], "n1")])
+    lines = [line async for line in mode._spread(hub, None, body, key)]
+    assert len(lines) == 2 and mode.counters["invoke_answers_dropped"] == 3
+
+
+async def test_a_node_that_never_finishes_is_told_to_stop_at_the_timeout(autojump_clock):
+    mode = _mode()
+    key, body = mode._numbered(BODY)
+    hub = _Hub(replies=[Reply(1, 1, "n1")])
+    assert [line async for line in mode._spread(hub, None, body, key)] == []
+    assert hub.told == [(t.INVOKE_END_OP, ("me", 7))] and hub.closed == [7]
+
+
+async def test_too_many_in_flight_reaches_this_nodes_clients_only():
+    mode = _mode()
+    key, body = mode._numbered(BODY)
+    hub = _Hub(room=False)
+    assert [line async for line in mode._spread(hub, None, body, key)] == []
+    assert mode.counters["invokes_not_spread"] == 1
+
+
+async def test_a_node_relays_nothing_for_what_it_cannot_serve(monkeypatch):
+    mode = _mode()
+    hub = _Hub()
+    numbered = mode._numbered(BODY)[1]
+    assert await mode._invoke_here(hub, ("me", 7), None) == 0  # malformed
+    assert await mode._invoke_here(hub, ("me", "7", numbered), None) == 0
+    assert await mode._invoke_here(hub, ("me", 7, BODY), None) == 0  # not numbered by the requester
+    assert await mode._invoke_here(hub, ("me", 7, b"not sio"), None) == 0
+    async with trio.open_nursery() as nursery:
+        mode._nursery = nursery
+        assert await mode._invoke_here(hub, ("me", 7, numbered), None) == 0  # no recipients here
+        monkeypatch.setattr(t, "MAX_RELAYS", 0)
+        assert await mode._invoke_here(hub, ("me", 8, numbered), None) == 0
+        assert mode.counters["invokes_refused"] == 1
+    assert hub.sent == [] and not mode._relays
+
+
+class _Member:
+    def __init__(self, cid):
+        self.connection_id = cid
+        self.closed = False
+        self.namespaces = {"/"}
+        self.invokes = {}
+        self.got = []
+
+    def from_app(self, body):
+        self.got.append(body)
+
+
+async def test_a_node_relays_its_clients_acks_then_done_and_stops_when_told():
+    mode = _mode()
+    hub = _Hub()
+    a, b = _Member("a"), _Member("b")
+    mode.connections["h"] = {"a": a, "b": b}
+    key, numbered = mode._numbered(BODY)
+    async with trio.open_nursery() as nursery:
+        mode._nursery = nursery
+        assert await mode._invoke_here(hub, ("me", 7, numbered), None) == 2
+        assert a.got == b.got == [numbered]
+        a.invokes[key].answer(a, "43x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.sent == [("me", 7, ["a", "43x"])]
+        assert await mode._invoke_here(hub, ("me", 8, numbered), lambda m: m is a) == 1  # a filter
+        await mode._invoke_end(("me", 8), None)  # the requester gave up on this one
+        b.invokes[key].gone(b)  # b left without answering
+        await trio.testing.wait_all_tasks_blocked()
+    assert ("me", 7, ["d"]) in hub.sent and ("me", 8, ["d"]) in hub.sent
+    assert not mode._relays and not a.invokes and not b.invokes
