@@ -243,3 +243,17 @@ async def test_a_node_relays_its_clients_acks_then_done_and_stops_when_told():
         await trio.testing.wait_all_tasks_blocked()
     assert ("me", 7, ["d"]) in hub.sent and ("me", 8, ["d"]) in hub.sent
     assert not mode._relays and not a.invokes and not b.invokes
+
+
+def test_the_invoke_command_and_its_stream_cross_the_wire():
+    from fabric.appserver.odata import compile_filter
+    from fabric.core.commands import Command, decode_message, encode_message
+
+    selects = compile_filter("'0~Lw~cg' in groups and not ('0~Lw~eA' in groups)")
+    body = _mode()._numbered(BODY)[1]
+    command = Command("edge", (t.INVOKE_OP, "me", 7, body), filter=selects, request_id=3, reply_to="me")
+    back = decode_message(encode_message(command), compile_filter=compile_filter)
+    assert (back.op, back.args, back.filter.source) == ("edge", (t.INVOKE_OP, "me", 7, body), selects.source)
+    for value in (3, ["a", '431000000000000["x"]'], ["d"]):
+        reply = decode_message(encode_message(Reply(7, value, "n1")))
+        assert (reply.request_id, reply.value, reply.node) == (7, value, "n1")
