@@ -10,6 +10,9 @@ Everything runs on this machine, on 127.0.0.1, each server in its own process gr
   express`` Microsoft's @azure/web-pubsub-express on express (``tests/js/express_handler.mjs``,
   needs ``npm ci`` in tests/js). It answers the validation OPTIONS and echoes each user event.
 - ``fabric serve --event-handler bench=http://127.0.0.1:HP/eventhandler/{event}``.
+- the same ``fabric serve`` with the webhook client on httpx for plain http (this file re-run
+  with ``--fabric-httpx serve ...``; ``WebhookEventHandler.use_pool = False``), to compare the
+  h11 pool (``fabric.appserver.http_pool``) with httpx in the same run.
 - for comparison, an embedded fabric with an *in-process* echo handler (this file re-run
   with ``--serve-inprocess``): the same WebSocket path without the HTTP hop.
 
@@ -17,7 +20,7 @@ One client (the fabric's own small WebSocket client over TCP, JSON subprotocol) 
 events one after another, each with an ackId, and waits for the reply message and the ack.
 Rounds alternate between the three measurements so drift hits all alike:
 
-1. ``fabric + webhook``: the full round trip;
+1. ``fabric + webhook``: the full round trip (h11 pool), and the same with httpx;
 2. ``fabric + in-process``: the round trip without the upstream hop;
 3. ``handler alone, bare h11``: the same CloudEvent POSTed straight to the handler by a bare
    h11 client over one kept-alive socket: the handler's share (its HTTP server, its code,
@@ -27,7 +30,9 @@ Rounds alternate between the three measurements so drift hits all alike:
 It prints round trips/s, p50 and p99 for each, and splits the mean webhook round trip into
 the handler's share (3) and the fabric's own overhead (1 − 3), the latter into the
 WebSocket/JSON/dispatch path (2), httpx's per-request cost (4 − 3) and the upstream client's
-own work (1 − 2 − 4). Asserts nothing.
+own work (1 − 2 − 4). It also prints the fabric process's CPU time (user + system, from
+/proc) per webhook round trip for the pool and for httpx: on a loaded machine a steadier
+comparison than latency. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -148,6 +153,12 @@ class Proc:
                 self.proc.wait(5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def endpoint_of(line: str) -> str:
     return line.split("Endpoint=", 1)[1].split(";", 1)[0]
 
@@ -260,6 +271,12 @@ def summary(samples: list[float]) -> tuple[float, float, float, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--fabric-httpx"]:  # child: fabric serve with httpx for plain http
+        from fabric.appserver.webhook import WebhookEventHandler
+        from fabric.cli import main as cli
+
+        WebhookEventHandler.use_pool = False
+        sys.exit(cli(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="500 events, 1 round")
     parser.add_argument("--events", type=int, default=2000)
@@ -291,21 +308,29 @@ def main() -> None:
             handler_name = "CloudEvents echo on transport.http (h11, Python)"
         procs.append(handler)
         handler_base = f"http://127.0.0.1:{handler_port}"
-        webhook = Proc([sys.executable, "-m", "fabric", "serve", "--host", "127.0.0.1", "--port", "0",
-                        f"--access-key={KEY}", "--event-handler",
-                        f"{HUB}={handler_base}/eventhandler/{{event}}"], "Endpoint=")
+        serve = ["serve", "--host", "127.0.0.1", "--port", "0", f"--access-key={KEY}", "--event-handler",
+                 f"{HUB}={handler_base}/eventhandler/{{event}}"]
+        webhook = Proc([sys.executable, "-m", "fabric", *serve], "Endpoint=")
         procs.append(webhook)
+        webhook_httpx = Proc([sys.executable, __file__, "--fabric-httpx", *serve], "Endpoint=")
+        procs.append(webhook_httpx)
         inprocess = Proc([sys.executable, __file__, "--serve-inprocess"], "Endpoint=")
         procs.append(inprocess)
 
-        results: dict[str, list[float]] = {"webhook": [], "inprocess": [], "direct": [], "raw": []}
+        results: dict[str, list[float]] = {"webhook": [], "webhook_httpx": [], "inprocess": [], "direct": [],
+                                           "raw": []}
+        cpu = {"webhook": 0.0, "webhook_httpx": 0.0}
         # warm-up (connections, validation, JIT-free but cache-warm paths)
         trio.run(ws_round_trips, endpoint_of(webhook.line), 50)
+        trio.run(ws_round_trips, endpoint_of(webhook_httpx.line), 50)
         trio.run(ws_round_trips, endpoint_of(inprocess.line), 50)
         trio.run(direct_round_trips, handler_base, 50)
         trio.run(raw_round_trips, handler_base, 50)
         for _ in range(rounds):
-            results["webhook"] += trio.run(ws_round_trips, endpoint_of(webhook.line), events)
+            for key, proc in (("webhook", webhook), ("webhook_httpx", webhook_httpx)):
+                before = cpu_seconds(proc.proc.pid)
+                results[key] += trio.run(ws_round_trips, endpoint_of(proc.line), events)
+                cpu[key] += cpu_seconds(proc.proc.pid) - before
             results["inprocess"] += trio.run(ws_round_trips, endpoint_of(inprocess.line), events)
             results["direct"] += trio.run(direct_round_trips, handler_base, events)
             results["raw"] += trio.run(raw_round_trips, handler_base, events)
@@ -323,7 +348,8 @@ def main() -> None:
     print(f"handler: {handler_name}; 54-byte text payload; JSON subprotocol; ack awaited per event\n")
     print("| measurement | round trips/s | p50 ms | p99 ms | mean µs |")
     print("|---|---:|---:|---:|---:|")
-    rows = [("fabric + webhook handler (client → fabric → handler → client)", "webhook"),
+    rows = [("fabric + webhook handler (client → fabric → handler → client), h11 pool", "webhook"),
+            ("fabric + webhook handler, httpx", "webhook_httpx"),
             ("fabric + in-process handler (no HTTP hop)", "inprocess"),
             ("handler alone, bare h11 client, keep-alive (the floor)", "raw"),
             ("handler alone, httpx client, keep-alive", "direct")]
@@ -334,6 +360,10 @@ def main() -> None:
         print(f"| {label} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {mean * 1e6:,.0f} |")
     us = {k: v * 1e6 for k, v in means.items()}
     print()
+    per = {k: cpu[k] / (events * rounds) * 1e6 for k in cpu}
+    print(f"- fabric process CPU per webhook round trip: h11 pool {per['webhook']:,.0f} µs, httpx "
+          f"{per['webhook_httpx']:,.0f} µs (ratio {per['webhook_httpx'] / max(per['webhook'], 1e-9):.2f}); "
+          f"round-trip rate ratio pool/httpx {us['webhook_httpx'] / us['webhook']:.2f}")
     print(f"- the handler's share per event (a bare HTTP round trip to it: its HTTP server, its code, "
           f"loopback): {us['raw']:,.0f} µs"
           + (f"; its own code, self-timed: {handler_self * 1e6:,.0f} µs" if handler_self is not None else ""))
@@ -342,8 +372,8 @@ def main() -> None:
     print(f"  - WebSocket, JSON, dispatch, and the benchmark client (the in-process round trip): "
           f"{us['inprocess']:,.0f} µs")
     print(f"  - httpx's per-request cost (httpx round trip − bare round trip): {us['direct'] - us['raw']:,.0f} µs")
-    print(f"  - the upstream client's own work (CloudEvent headers, signature, limiter, answer checks): "
-          f"{us['webhook'] - us['inprocess'] - us['direct']:,.0f} µs")
+    print(f"  - the pooled upstream client's own work beyond a bare h11 exchange (CloudEvent headers, "
+          f"signature, limiter, pool, answer checks): {us['webhook'] - us['inprocess'] - us['raw']:,.0f} µs")
 
 
 if __name__ == "__main__":

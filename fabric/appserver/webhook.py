@@ -49,6 +49,7 @@ import httpx
 import msgspec
 import trio
 
+from fabric.appserver import http_pool
 from fabric.config import EventHandlerConfig, HubConfig
 from fabric.core.counters import WEBHOOK_COUNTERS, Counters
 from fabric.core.metrics import counter, histogram
@@ -209,6 +210,9 @@ class WebhookEventHandler(EventHandler):
         self.notify_queue = notify_queue
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        #: Plain ``http://`` handlers go through this h11 pool when no transport is injected
+        #: (TLS, ``tunnel://`` and injected transports stay on httpx).
+        self._pool: http_pool.HttpPool | None = None
         self._limiter = trio.CapacityLimiter(max_concurrency)
         self._senders: list[trio.MemorySendChannel] | None = None
         self._validations: dict[str, _Validation] = {}
@@ -222,6 +226,10 @@ class WebhookEventHandler(EventHandler):
         #: Seconds spent in upstream exchanges of user events (for overhead accounting).
         self.user_event_seconds = 0.0
         self.running = False
+
+    #: Whether plain ``http://`` handlers use the h11 pool (``benchmarks/upstream_echo.py``
+    #: sets it False in a child process to compare with httpx).
+    use_pool = True
 
     def __repr__(self) -> str:
         return f"<WebhookEventHandler hub={self.hub!r} handlers={len(self.config.event_handlers)}>"
@@ -264,8 +272,11 @@ class WebhookEventHandler(EventHandler):
             follow_redirects=False,
             trust_env=False,
         )
+        pool = http_pool.HttpPool(max_per_origin=self.max_concurrency, keepalive_expiry=30.0,
+                                  connect_timeout=self.timeout) if self.use_pool else None
         channels = [trio.open_memory_channel(self.notify_queue) for _ in range(self.notify_workers)]
         self._client = client
+        self._pool = pool
         self._senders = [send for send, _ in channels]
         self.running = True
         try:
@@ -279,9 +290,11 @@ class WebhookEventHandler(EventHandler):
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + min(DRAIN_SECONDS, self.timeout)
                 await self._drain([receive for _, receive in channels])
-            self._client = None
+            self._client = self._pool = None
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + 1.0
+                if pool is not None:
+                    await pool.aclose()
                 await client.aclose()
 
     async def _drain(self, receivers: list[trio.MemoryReceiveChannel]) -> None:
@@ -516,6 +529,12 @@ class WebhookEventHandler(EventHandler):
         if client is None:
             raise UpstreamFailure(Failure.NOT_RUNNING, "the upstream client is not running")
         limit = self.max_response_bytes if limit is None else limit
+        pool = self._pool
+        if pool is not None and self._transport is None:
+            if not isinstance(url, httpx.URL):
+                url = httpx.URL(url)
+            if url.scheme == "http":
+                return await self._exchange_pooled(pool, method, url, headers, body, limit)
         async with self._limiter:
             try:
                 # httpx.Request directly, not client.build_request: no per-request merge with
@@ -523,7 +542,8 @@ class WebhookEventHandler(EventHandler):
                 request = httpx.Request(method, url, headers=[*_FIXED_HEADERS, *headers], content=body)
                 response = await client.send(request, stream=True)
                 try:
-                    return await self._read(response, url, limit)
+                    return await self._read(response.status_code, response.headers.raw,
+                                            response.aiter_raw(), url, limit)
                 finally:
                     await response.aclose()
             except httpx.TimeoutException:
@@ -532,9 +552,22 @@ class WebhookEventHandler(EventHandler):
                 raise UpstreamFailure(Failure.UNREACHABLE, f"{url} is unreachable: {type(exc).__name__}: "
                                       f"{_quote(str(exc)) or 'connection failed'}") from None
 
-    async def _read(self, response: httpx.Response, url: str, limit: int) -> _Answer:
-        status = response.status_code
-        answer = _Answer.from_raw(status, response.headers.raw)
+    async def _exchange_pooled(self, pool: http_pool.HttpPool, method: str, url: httpx.URL,
+                               headers: list[tuple[bytes, bytes]], body: bytes | None, limit: int) -> _Answer:
+        # The same bytes httpx.Request sends: Host (the netloc), the given headers in order,
+        # Content-Length when there is a body.
+        async with self._limiter:
+            try:
+                async with pool.request(method, url.host, url.port or 80, url.netloc, url.raw_path,
+                                        [*_FIXED_HEADERS, *headers], body) as response:
+                    return await self._read(response.status, response.headers, response.iter_body(), url, limit)
+            except http_pool.HttpError as exc:
+                raise UpstreamFailure(Failure.UNREACHABLE, f"{url} is unreachable: {type(exc).__name__}: "
+                                      f"{_quote(str(exc)) or 'connection failed'}") from None
+
+    async def _read(self, status: int, raw_headers: Sequence[tuple[bytes, bytes]], chunks_in,
+                    url: str | httpx.URL, limit: int) -> _Answer:
+        answer = _Answer.from_raw(status, raw_headers)
         if not 200 <= status < 300:
             limit = min(limit, ERROR_BODY_BYTES)  # only the detail text is used
         encoding = (answer.get("content-encoding") or "identity").strip().lower()
@@ -547,7 +580,7 @@ class WebhookEventHandler(EventHandler):
                                   f"{url} answered a {int(declared)}-byte body; the limit is {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in chunks_in:
             size += len(chunk)
             if size > limit:
                 if not 200 <= status < 300:

@@ -1,0 +1,215 @@
+"""The webhook client's h11 pool (fabric.appserver.http_pool) against real sockets: reuse, a
+server closing a kept-alive connection, the per-origin bound, timeouts, malformed answers,
+chunked and Content-Length bodies."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from fabric.appserver import http_pool
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Server:
+    """A raw HTTP/1.1 server: ``answer(request_bytes, index)`` gives the bytes to send back
+    (None: send nothing and keep the connection open; it then waits for ``release``)."""
+
+    def __init__(self, answer, *, close_after_answer: bool = False) -> None:
+        self.answer = answer
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.open_now = 0
+        self.most_open = 0
+        self.release = trio.Event()
+        self.closed = trio.Event()
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += await stream.receive_some(65536)
+                request, buf = head + b"\r\n\r\n" + buf[:length], buf[length:]
+                self.requests.append(request)
+                reply = self.answer(request, len(self.requests) - 1)
+                if reply is None:
+                    await self.release.wait()
+                    reply = OK
+                await stream.send_all(reply)
+                if self.close_after_answer:
+                    await stream.aclose()
+                    self.closed.set()
+                    return
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            self.open_now -= 1
+            await stream.aclose()
+
+
+async def _get(pool: http_pool.HttpPool, port: int, *, method: str = "POST", body: bytes | None = b"hi",
+               target: bytes = b"/x") -> tuple[int, dict[bytes, bytes], bytes]:
+    async with pool.request(method, "127.0.0.1", port, f"127.0.0.1:{port}".encode(), target,
+                            [(b"X-Test", b"1")], body) as response:
+        chunks = [chunk async for chunk in response.iter_body()]
+        return response.status, {k.lower(): v for k, v in response.headers}, b"".join(chunks)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_exact_headers():
+    server = Server(lambda request, i: OK)
+    pool = http_pool.HttpPool(max_per_origin=4)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        for _ in range(3):
+            assert (await _get(pool, port))[::2] == (200, b"ok")
+        assert await _get(pool, port, method="OPTIONS", body=None) == (200, {b"content-length": b"2"}, b"ok")
+        assert server.connections == 1 and pool.connections_made == 1
+        assert pool.idle_count("127.0.0.1", port) == 1
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+    assert server.requests[0] == (f"POST /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Test: 1\r\n"
+                                  f"Content-Length: 2\r\n\r\nhi").encode()
+    assert server.requests[3] == f"OPTIONS /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Test: 1\r\n\r\n".encode()
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_and_the_request_sent_once():
+    server = Server(lambda request, i: OK, close_after_answer=True)
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        assert (await _get(pool, port))[0] == 200
+        await server.closed.wait()
+        assert pool.idle_count("127.0.0.1", port) == 1  # h11 saw a keep-alive answer
+        assert (await _get(pool, port, body=b"second"))[::2] == (200, b"ok")
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+    assert server.connections == 2 and len(server.requests) == 2
+    assert server.requests[1].endswith(b"second")
+
+
+async def test_connection_close_answers_are_not_pooled():
+    server = Server(lambda request, i: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        assert (await _get(pool, port))[2] == b"ok"
+        assert pool.idle_count("127.0.0.1", port) == 0
+        assert (await _get(pool, port))[2] == b"ok"
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+    assert server.connections == 2
+
+
+async def test_at_most_max_per_origin_connections_and_the_rest_wait():
+    server = Server(lambda request, i: None)  # holds every answer until released
+    pool = http_pool.HttpPool(max_per_origin=2)
+    results = []
+
+    async def one():
+        results.append(await _get(pool, port))
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        for _ in range(3):
+            nursery.start_soon(one)
+        while len(server.requests) < 2:
+            await trio.sleep(0.01)
+        origin = pool._origins[("127.0.0.1", port)]
+        while origin.slots.statistics().tasks_waiting < 1:
+            await trio.sleep(0.01)
+        assert len(server.requests) == 2 and server.most_open == 2
+        server.release.set()
+        while len(results) < 3:
+            await trio.sleep(0.01)
+        assert [r[2] for r in results] == [b"ok"] * 3
+        assert pool.connections_made == 2 and server.most_open == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_exchange_closes_its_connection_and_frees_its_slot():
+    server = Server(lambda request, i: None if i == 0 else OK)
+    pool = http_pool.HttpPool(max_per_origin=1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        with trio.move_on_after(0.2) as scope:
+            await _get(pool, port)
+        assert scope.cancelled_caught
+        assert pool.idle_count("127.0.0.1", port) == 0
+        server.release.set()
+        assert (await _get(pool, port))[2] == b"ok"  # the one slot is free again, on a new connection
+        assert pool.connections_made == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_connection_is_a_connect_error():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()
+    pool = http_pool.HttpPool()
+    with pytest.raises(http_pool.ConnectError):
+        await _get(pool, port)
+    assert pool._origins[("127.0.0.1", port)].slots.value == pool.max_per_origin
+
+
+@pytest.mark.parametrize("reply", [
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",  # then closes: a short body
+    b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",  # head over max_head_bytes
+])
+async def test_a_malformed_answer_is_a_protocol_error_and_the_connection_is_dropped(reply):
+    server = Server(lambda request, i: reply, close_after_answer=True)
+    pool = http_pool.HttpPool(max_head_bytes=16 * 1024)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        with pytest.raises((http_pool.RemoteProtocolError, http_pool.ReadError)):
+            await _get(pool, port)
+        assert pool.idle_count("127.0.0.1", port) == 0
+        assert pool._origins[("127.0.0.1", port)].slots.value == pool.max_per_origin
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_chunked_and_content_length_bodies_and_a_partly_read_answer_is_not_reused():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"z" * 200_000
+    replies = [chunked, big, big, OK]
+    server = Server(lambda request, i: replies[i])
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        assert (await _get(pool, port))[2] == b"abcde"
+        assert (await _get(pool, port))[2] == b"z" * 200_000
+        assert server.connections == 1
+        async with pool.request("POST", "127.0.0.1", port, b"h", b"/", [], b"") as response:
+            async for chunk in response.iter_body():
+                break  # the caller stops early (a body over its limit)
+        assert pool.idle_count("127.0.0.1", port) == 0
+        assert (await _get(pool, port))[2] == b"ok"
+        assert server.connections == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
