@@ -43,7 +43,8 @@ Which hubs: see ``DefaultMode.serves``; the choices where Azure is silent are in
 ``specs/socketio_default.py``. Rules this module keeps: one app server per
 connection (pinned at connect; its loss past ``APP_WAIT`` ends the connection, so the
 client reconnects to an app that knows it); bounded queues (client messages waiting for
-the app, answers of an invoke, invokes relayed for other nodes); nothing a client or an app sends raises out of here.
+the app, answers of an invoke, invokes relayed for other nodes); nothing a client or an app
+sends raises out of here.
 """
 
 from __future__ import annotations
@@ -1122,6 +1123,7 @@ class DefaultMode:
             return
         owing: set[str] = set()
         done: set[str] = set()
+        finished = False
         try:
             with trio.move_on_after(INVOKE_TIMEOUT):
                 replies = await hub.edge_request(INVOKE_OP, (hub.reply_topic, stream_id, body), filter=selects)
@@ -1134,9 +1136,10 @@ class DefaultMode:
                         yield _json_encode({"Payload": value[1]}) + b"\n"
                     elif value == ["d"]:
                         done.add(reply.node)
+                finished = True
         finally:
             hub.close_stream(stream_id)
-            if not owing <= done:  # timed out, or the app stopped reading: the others stop waiting
+            if not finished:  # timed out, or the app stopped reading: the others stop waiting
                 with trio.CancelScope(shield=True), trio.move_on_after(APP_WAIT):
                     await hub.edge_tell(INVOKE_END_OP, (hub.reply_topic, stream_id))
 

@@ -257,3 +257,13 @@ def test_the_invoke_command_and_its_stream_cross_the_wire():
     for value in (3, ["a", '431000000000000["x"]'], ["d"]):
         reply = decode_message(encode_message(Reply(7, value, "n1")))
         assert (reply.request_id, reply.value, reply.node) == (7, value, "n1")
+
+
+async def test_an_app_that_stops_reading_stops_the_other_nodes():
+    mode = _mode()
+    key, body = mode._numbered(BODY)
+    hub = _Hub(replies=[Reply(1, 2, "n1")], streamed=[(["a", "431"], "n1")])
+    stream = mode._spread(hub, None, body, key)
+    assert await stream.__anext__() == b'{"Payload":"431"}\n'
+    await stream.aclose()
+    assert hub.told == [(t.INVOKE_END_OP, ("me", 7))] and hub.closed == [7]
