@@ -7,7 +7,9 @@ outcome are data in ``specs/upstream.py``; this module only carries them out.
 
 Rules this module keeps:
 - One ``httpx.AsyncClient`` per hub (created and closed by ``run``, a supervised task), with
-  a keep-alive pool; at most ``max_concurrency`` requests in flight (a ``CapacityLimiter``;
+  a keep-alive pool, and beside it one ``http_pool.HttpPool`` (h11) that carries plain
+  ``http://`` handlers when no transport is injected (TLS and ``tunnel://`` stay on httpx);
+  at most ``max_concurrency`` requests in flight (a ``CapacityLimiter``;
   waiting for it counts against the timeout). Redirects are never followed, proxies from
   the environment never used, compressed answers refused.
 - Every request is bounded by ``timeout`` seconds from the moment the event is handed over
