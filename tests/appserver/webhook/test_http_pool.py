@@ -4,6 +4,10 @@ chunked and Content-Length bodies."""
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
+
 import pytest
 import trio
 
@@ -213,3 +217,51 @@ async def test_chunked_and_content_length_bodies_and_a_partly_read_answer_is_not
         assert server.connections == 2
         await pool.aclose()
         nursery.cancel_scope.cancel()
+
+
+
+async def test_a_send_that_fails_on_a_reused_connection_is_retried_once_on_a_new_one(monkeypatch):
+    # The race the idle check cannot see: the server resets the kept-alive connection after
+    # the check. Reach it by turning the check off; the reset (SO_LINGER 0) makes the send fail.
+    server = Server(lambda request, i: OK)
+    reset = trio.Event()
+
+    async def handle(stream):
+        await server._handle(_ResetAfterFirstAnswer(stream, reset) if not reset.is_set() else stream)
+
+    monkeypatch.setattr(http_pool._Connection, "stale", lambda self: False)
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        assert (await _get(pool, port))[2] == b"ok"
+        await reset.wait()
+        sock = pool._origins[("127.0.0.1", port)].idle[0].stream.socket
+        while not select.select([sock.fileno()], [], [], 0)[0]:  # until the RST has arrived
+            await trio.sleep(0.01)
+        assert (await _get(pool, port, body=b"again"))[2] == b"ok"
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+    assert pool.connections_made == 2 and len(server.requests) == 2 and server.requests[1].endswith(b"again")
+
+
+class _ResetAfterFirstAnswer:
+    """The server side of a connection that is reset (SO_LINGER 0) right after its first answer."""
+
+    def __init__(self, stream: trio.SocketStream, reset: trio.Event) -> None:
+        self.stream = stream
+        self.reset = reset
+
+    async def receive_some(self, n: int) -> bytes:
+        return await self.stream.receive_some(n)
+
+    async def send_all(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.stream.socket.close()
+        self.reset.set()
+        raise trio.BrokenResourceError
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
