@@ -72,11 +72,13 @@ class _Connection:
 
     def stale(self) -> bool:
         """Readable while idle: the server closed it (EOF) or sent something unasked."""
+        # poll, not select: a busy fabric's descriptors pass select's FD_SETSIZE (1024).
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):

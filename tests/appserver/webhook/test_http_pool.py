@@ -265,3 +265,28 @@ class _ResetAfterFirstAnswer:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def test_the_idle_check_works_for_descriptors_past_select_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if soft <= high:  # raises if the hard limit does not allow it: the test needs the descriptor
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    a, b = socket.socketpair()
+    try:
+        import os
+
+        os.dup2(a.fileno(), high)
+        a.close()
+        conn = http_pool._Connection(trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=high))),
+                                     1024)
+        assert not conn.stale()
+        b.close()
+        assert conn.stale()
+        await conn.aclose()
+    finally:
+        b.close()
+        if soft <= high:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
