@@ -1201,6 +1201,7 @@ class DefaultMode:
         return {
             "hubs": sorted(self._tunnelled),
             "served_elsewhere": sorted(self._elsewhere),
+            "invokes_relayed": len(self._relays),  # for other nodes, acks still owed
             "connections": {hub: len(c) for hub, c in self.connections.items()},
             "endpoints": {hub: e.statistics() for hub, e in self._engines.items()},
             "counters": self.counters.as_dict(),

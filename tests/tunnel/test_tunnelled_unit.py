@@ -237,6 +237,7 @@ async def test_a_node_relays_its_clients_acks_then_done_and_stops_when_told():
         a.invokes[key].answer(a, "43x")
         await trio.testing.wait_all_tasks_blocked()
         assert hub.sent == [("me", 7, ["a", "43x"])]
+        assert mode.statistics()["invokes_relayed"] == 1
         assert await mode._invoke_here(hub, ("me", 8, numbered), lambda m: m is a) == 1  # a filter
         await mode._invoke_end(("me", 8), None)  # the requester gave up on this one
         b.invokes[key].gone(b)  # b left without answering
