@@ -222,15 +222,20 @@ def apply_mutation(name: str) -> None:
 
         dispatch[codec_json.SendToGroup] = send_ignoring_no_echo
     elif name == "drop-50th":
+        # Counted where every group publication enters this node's hub, whichever way it
+        # is then delivered (the group's actor, or in place when the actor is idle).
         routed: dict[str, int] = {}
-        handle = core_hub.GroupActor.handle
+        on_publication = core_hub.Hub.on_publication
 
-        async def drop_every_50th(self, publication):
-            n = routed[self.group.name] = routed.get(self.group.name, 0) + 1
-            if n % 50:
-                await handle(self, publication)
+        async def drop_every_50th(self, topic, publication):
+            group = getattr(publication, "group", None)
+            if topic.startswith("g\x00") and group is not None:
+                n = routed[group] = routed.get(group, 0) + 1
+                if n % 50 == 0:
+                    return
+            await on_publication(self, topic, publication)
 
-        core_hub.GroupActor.handle = drop_every_50th
+        core_hub.Hub.on_publication = drop_every_50th
     else:  # ack-before-route: success at once, the operation ~100 ms later, failures only logged
         for kind in (codec_json.JoinGroup, codec_json.LeaveGroup, codec_json.SendToGroup):
             original = dispatch[kind]
