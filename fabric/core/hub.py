@@ -11,7 +11,10 @@ Supervision (see docs/design.md): each hub runs a ``Supervisor`` with
 - one TRANSIENT ``GroupActor`` per group with local members (started on first join,
   stopped when the last member leaves; a crashed group restarts and its members keep
   their membership, which the hub holds), except *inline* groups, meant for one member
-  (a Socket.IO socket's own room), whose publications are delivered as they arrive;
+  (a Socket.IO socket's own room), whose publications are delivered as they arrive. A
+  publication that finds its group's actor idle with an empty mailbox (and the group small:
+  ``INLINE_MAX_MEMBERS``) is delivered in place too, saving the actor's wake-up; it cannot
+  overtake one queued before it, so each publisher's order is the actor's;
 - one TEMPORARY task per connection, started by the edge that owns the protocol
   (``start_connection``); a connection is never restarted.
 

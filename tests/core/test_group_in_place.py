@@ -1,0 +1,103 @@
+"""A group publication is delivered in place when the group's actor is idle with nothing
+queued, and never overtakes one still in the actor's mailbox (per-publisher order).
+
+The members are recording stand-ins for connections (a unit test of the hub); the hub, its
+broker and its group actors are the real ones.
+"""
+
+import trio
+
+import fabric
+from fabric.config import load_config
+from fabric.core import hub as hub_module
+from fabric.core.payload import Payload
+from fabric.core.publication import Publication
+from fabric.testing import client_target, connect_tcp
+from tests.webpubsub.client_support import ROLES
+
+
+class Recorder:
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self.user_id = None
+        self.groups: set[str] = set()
+        self.got: list[str] = []
+
+    def deliver_nowait(self, publication: Publication) -> None:
+        self.got.append(publication.payload.body.decode())
+
+
+def _pub(text: str) -> Publication:
+    return Publication("group", Payload.text(text), group="g", sender_id="publisher")
+
+
+async def _with_hub(test) -> None:
+    async with fabric.open_fabric(load_config(None, env={}), access_key="k") as fab:
+        await test(await fab.get_hub("p"))
+
+
+async def test_idle_actor_publication_delivered_in_place():
+    async def test(hub):
+        member = Recorder("m")
+        await hub.join_group(member, "g")
+        await hub.publish(_pub("1"))  # no checkpoint on this path: delivered before it returns
+        assert member.got == ["1"]
+        await hub.publish(_pub("2"))
+        assert member.got == ["1", "2"]
+        assert hub.groups["g"].delivered == 2 and hub.groups["g"].queued == 0
+
+    await _with_hub(test)
+
+
+async def test_publication_never_overtakes_one_queued_for_the_actor():
+    async def test(hub):
+        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
+        for member in members:
+            await hub.join_group(member, "g")
+        first = members[0]
+        await hub.publish(_pub("1"))  # too many members to deliver in place: queued
+        assert first.got == [] and hub.groups["g"].queued == 1
+        for member in members[1:]:
+            await hub.leave_group(member, "g")
+        # Small again, but "1" still waits in the mailbox: "2" must queue behind it.
+        await hub.publish(_pub("2"))
+        assert first.got == [] and hub.groups["g"].queued == 2
+        while hub.groups["g"].queued:
+            await trio.lowlevel.checkpoint()
+        assert first.got == ["1", "2"]
+        await hub.publish(_pub("3"))  # idle again: in place
+        assert first.got == ["1", "2", "3"]
+
+    await _with_hub(test)
+
+
+async def test_flush_behind_queued_publication_then_in_place():
+    async def test(hub):
+        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
+        for member in members:
+            await hub.join_group(member, "g")
+        await hub.publish(_pub("1"))
+        await hub.flush_groups(members[0])  # returns once "1" was delivered
+        assert members[0].got == ["1"] and hub.groups["g"].queued == 0
+
+    await _with_hub(test)
+
+
+async def test_sender_in_group_gets_its_ack_before_the_group_message():
+    async with fabric.open_fabric(load_config(None, env={}), access_key="k") as fab:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(fab.serve, "127.0.0.1", 0)
+            token = fab.hub("p").get_client_access_token(roles=ROLES)["token"]
+            client = await connect_tcp("127.0.0.1", port, client_target("p", token), ["json.webpubsub.azure.v1"])
+            await client.receive_json()  # connected
+            await client.send_json({"type": "joinGroup", "group": "g", "ackId": 1})
+            assert await client.receive_json() == {"type": "ack", "ackId": 1, "success": True}
+            for ack_id in range(2, 6):
+                await client.send_json({"type": "sendToGroup", "group": "g", "ackId": ack_id,
+                                        "dataType": "text", "data": f"m{ack_id}"})
+                assert await client.receive_json() == {"type": "ack", "ackId": ack_id, "success": True}
+                message = await client.receive_json()
+                assert message["type"] == "message" and message["group"] == "g"
+                assert message["data"] == f"m{ack_id}"
+            await client.aclose()
+            nursery.cancel_scope.cancel()
