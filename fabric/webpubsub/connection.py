@@ -799,11 +799,14 @@ class ClientConnection:
         await self._perform_stream(step, msg.stream_id)
 
     async def _perform_stream(self, step: Step, stream_id: str, payload: Payload | None = None) -> None:
-        """Do what one stream step says, in order: publish (fragment or terminal), answer the
-        publisher, arm the idle timer."""
+        """Do what one stream step says, in order: answer the publisher, publish (fragment or
+        terminal), arm the idle timer. The answer is queued first so that a publisher in the
+        group gets it before the group message, also when the hub delivers in place (a
+        fragment's ack is coalesced and goes a tick later in any case)."""
         counters = self.hub.counters
         event = step.event
         stream = step.stream
+        self._reply_stream(step, stream_id)
         if step.fragment is not None:
             publication = StreamPublication(
                 step.fragment, "group", payload, group=stream.group, from_user_id=self.user_id,
@@ -821,7 +824,6 @@ class ClientConnection:
                 stream.timer = None
             await self.hub.publish(self._terminal_publication(step))
             counters["streams_closed"] += 1
-        self._reply_stream(step, stream_id)
         if step.arm:
             counters["streams_opened"] += 1
         elif event is StreamEvent.DATA_DUPLICATE:
