@@ -12,6 +12,12 @@ Rules:
   ``send_all``: the cost of a wake-up and a syscall is shared by the whole batch.
 - Memory matters (one per connection): plain lists (swapped, never popped from the left)
   and a single parked-task slot instead of deques and a ParkingLot.
+- The connection's reader may *hold* the writer's wake-ups while it runs without yielding
+  (``hold``): what it queues in that turn is then sent by the reader itself at the end of
+  the turn (``take_nowait`` + one send, when the writer is parked with nothing in flight) or
+  handed to the writer by ``release``. Nothing else runs during such a turn (trio is
+  single-threaded and the turn has no checkpoint), so the hold can delay no other task's
+  frames; a request/response round trip then costs one scheduler pass instead of three.
 - A data frame may carry a deadline (``expires_at``, trio time): past it, the writer drops
   it instead of sending it (counted in ``expired``). Frames without one cost nothing: the
   deadline list exists only while a frame with a deadline is queued, and the writer reads
@@ -42,7 +48,7 @@ class OutboxStatistics:
 class Outbox:
     __slots__ = (
         "_data", "_control", "_bytes", "_waiter", "max_items", "max_bytes",
-        "_peak_bytes", "_sent", "_rejected", "_data_closed", "_expiry", "_expired",
+        "_peak_bytes", "_sent", "_rejected", "_data_closed", "_expiry", "_expired", "_held",
     )
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
@@ -60,6 +66,7 @@ class Outbox:
         self._data_closed = False
         self._expiry: list[tuple[int, float]] | None = None  # (index in _data, deadline)
         self._expired = 0
+        self._held = False
 
     def __len__(self) -> int:
         return len(self._data) + (len(self._control) if self._control else 0)
@@ -70,7 +77,7 @@ class Outbox:
 
     def _wake(self) -> None:
         task = self._waiter
-        if task is not None:
+        if task is not None and not self._held:
             self._waiter = None
             trio.lowlevel.reschedule(task)
 
@@ -100,7 +107,7 @@ class Outbox:
         self._bytes = n
         if n > self._peak_bytes:
             self._peak_bytes = n
-        if self._waiter is not None:
+        if self._waiter is not None and not self._held:
             self._wake()
         return True
 
@@ -132,6 +139,42 @@ class Outbox:
         self._expiry = None
         return n
 
+    # ---- the reader's turn (see the module header) -----------------------------------
+
+    def hold(self) -> None:
+        """Queue without waking the writer until ``release`` or ``take_nowait``. Only for
+        a stretch of code with no checkpoint. No checkpoint."""
+        self._held = True
+
+    def release(self) -> None:
+        """End a hold: wake the writer if something was queued meanwhile. No checkpoint."""
+        self._held = False
+        if self._waiter is not None and (self._data or self._control):
+            self._wake()
+
+    @property
+    def writer_parked(self) -> bool:
+        """The writer waits in ``get_batch`` with nothing in flight: whoever takes the queue
+        now may send it directly without reordering anything."""
+        return self._waiter is not None
+
+    def take_nowait(self) -> list[bytes]:
+        """End a hold and take everything queued (control frames first), as ``get_batch``
+        would, for a caller that sends it itself. Only while ``writer_parked``; whatever the
+        caller cannot send goes back with ``put_back``. No checkpoint."""
+        self._held = False
+        return self._take()
+
+    def put_back(self, rest: bytes) -> None:
+        """Queue the unsent tail of what ``take_nowait`` returned, ahead of everything, and
+        wake the writer to send it. No checkpoint."""
+        self._data.insert(0, rest)
+        if self._expiry is not None:
+            self._expiry = [(i + 1, deadline) for i, deadline in self._expiry]
+        self._bytes += len(rest)
+        self._sent -= 1
+        self._wake()
+
     async def get_batch(self) -> list[bytes]:
         """Wait until something is queued, then take all of it (control frames first).
 
@@ -154,6 +197,9 @@ class Outbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await trio.lowlevel.checkpoint()
+        return self._take()
+
+    def _take(self) -> list[bytes]:
         data = self._data
         if self._expiry is not None:
             data = self._drop_expired(data)
