@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fabric.core.broker_memory import MemoryBus
 from fabric.core.broker_redis import RedisBus
+from tests.waiting import eventually_async
 
 WAIT = 10.0  # seconds for anything expected to arrive
 
@@ -36,9 +37,7 @@ class Node:
 
 
 async def eventually(predicate, timeout=WAIT):
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.002)
+    await eventually_async(predicate, timeout, interval=0.002)
 
 
 async def wait_for(nodes, message, topic="t"):

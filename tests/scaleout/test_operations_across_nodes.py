@@ -7,6 +7,7 @@ import trio
 
 from fabric.testing import ConnectionClosed
 from tests.webpubsub.client_support import ROLES, connect
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +26,7 @@ async def expect_nothing_before(client, hub, marker):
 
 
 async def eventually(predicate, timeout=5.0):
-    with trio.fail_after(timeout):
-        while not await predicate():
-            await trio.sleep(0.01)
+    await eventually_async(predicate, timeout, interval=0.01)
 
 
 async def test_membership_and_sends_across_nodes(nodes):

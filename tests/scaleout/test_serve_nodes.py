@@ -31,6 +31,8 @@ from test_reliable_sdks import (
     wait_until,
 )
 
+from tests.waiting import eventually
+
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 TEXT = WebPubSubDataType.TEXT
 
@@ -49,16 +51,6 @@ def fabric_nodes(redis_server):
     finally:
         for fab in made:
             fab.close()
-
-
-def eventually(predicate, what: str, timeout: float = 10.0, interval: float = 0.05) -> float:
-    """Seconds it took for ``predicate()`` to hold; fails after ``timeout``."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 def fenced(client: SdkClient, service, marker: str | None = None):
