@@ -15,6 +15,8 @@ RULES this module keeps (read these before changing anything below):
    ``task_status.started()`` called) before the next. A child that fails before calling
    ``started()`` fails ``start_child()`` / ``run()`` with :exc:`ChildCrashed` instead of
    being restarted: a child that cannot start is a configuration problem for the caller.
+   ``start_child_soon`` (task children that start at once, e.g. one per connection) has no
+   caller waiting: there, an exit before ``started()`` is an ordinary crash.
 4. One decision point. A child's exit is classified synchronously in its own wrapper task:
    no restart needed -> removed from the registry right there (cheap: 10k TEMPORARY
    connection children churn without waking anyone); restart needed -> appended to
@@ -395,6 +397,39 @@ class Supervisor:
             raise ActorStopped(f"supervisor {self.name!r} is {self._state}")
         return await self._add_child(spec)
 
+    def start_child_soon(self, spec: ChildSpec) -> ChildHandle:
+        """Add a task child and start it soon, without waiting for it. Not a checkpoint.
+
+        For the many short-setup children of a busy supervisor (one per connection): no
+        ``nursery.start`` (a nursery, a task status and a reparenting per child) and no
+        round trip to the child before returning; the child's task is spawned straight into
+        this supervisor's nursery and runs on the scheduler's next pass. ``spec.start`` must
+        be an async function (a task child) and should call ``task_status.started()`` at
+        once: as no caller waits for the start, a child that fails or returns before calling
+        it is a crash like any other (logged, then restarted by ``spec.restart``), not a
+        :exc:`ChildCrashed` raised here. Raises :exc:`InvalidSpec` (bad spec, name in use, not
+        a task child), :exc:`ActorError` / :exc:`ActorStopped` as :meth:`start_child` does.
+        """
+        if not isinstance(spec, ChildSpec):
+            raise InvalidSpec(f"start_child_soon() needs a ChildSpec, got {spec!r}")
+        if self._state == "new":
+            raise ActorError(f"supervisor {self.name!r} is not running yet")
+        if self._stop_requested or self._state not in ("starting", "running"):
+            raise ActorStopped(f"supervisor {self.name!r} is {self._state}")
+        if spec.name in self._children:
+            raise InvalidSpec(f"supervisor {self.name!r} already has a child {spec.name!r}")
+        handle = ChildHandle(self, spec)
+        if not handle._is_task:
+            raise InvalidSpec(f"child {spec.name!r}: start_child_soon() runs task children only")
+        nursery = self._nursery
+        if nursery is None:
+            raise ActorStopped(f"supervisor {self.name!r} is {self._state}: nowhere to start {spec.name!r}")
+        self._children[spec.name] = handle
+        scope = handle._scope = trio.CancelScope()
+        handle._running = True
+        nursery.start_soon(self._run_incarnation, handle, scope, True)
+        return handle
+
     async def stop_child(self, name: str) -> None:
         """Stop the named child for good and wait until it has gone. Always a checkpoint.
 
@@ -482,9 +517,12 @@ class Supervisor:
         self,
         handle: ChildHandle,
         scope: trio.CancelScope,
+        soon: bool = False,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        # ``soon``: spawned by start_child_soon, so nobody waits for the start: an exit
+        # before started() is a crash of the child, never raised into our nursery.
         status = _ChildStatus(handle, task_status)
         del task_status  # only ``status`` refers to it, and lets go once started (see there)
         crash: BaseException | None = None
@@ -510,7 +548,7 @@ class Supervisor:
             handle._running = False
             if handle._exit_event is not None:
                 handle._exit_event.set()
-        if not handle._started:
+        if not handle._started and not soon:
             if crash is None and handle._stop_mode is not None:
                 status._outer.started()  # type: ignore[union-attr]  # stopped while starting: start() returns, child is gone
             else:
@@ -519,6 +557,8 @@ class Supervisor:
                         f"child {handle.name!r} returned without calling task_status.started()"
                     )
                 raise ChildCrashed(handle.name) from crash
+        elif not handle._started and crash is None and handle._stop_mode is None:
+            crash = ActorError(f"child {handle.name!r} returned without calling task_status.started()")
         self._child_exited(handle, crash)
 
     async def _run_child(self, handle: ChildHandle, status: _ChildStatus) -> None:

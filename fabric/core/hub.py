@@ -378,9 +378,24 @@ class Hub:
             f"conn:{connection_id}", run, restart=Restart.TEMPORARY,
             shutdown_timeout=self.server_config.shutdown_timeout))
 
+    def start_connection_soon(self, connection_id: str, run: Callable[..., Awaitable[None]]) -> None:
+        """``start_connection`` without waiting for the task to start. No checkpoint.
+
+        ``run`` must call ``task_status.started()`` at once; it runs on the scheduler's next
+        pass (``Supervisor.start_child_soon``: no ``nursery.start`` per connection).
+        """
+        self.supervisor.start_child_soon(ChildSpec(
+            f"conn:{connection_id}", run, restart=Restart.TEMPORARY,
+            shutdown_timeout=self.server_config.shutdown_timeout))
+
     async def register(self, member: Member) -> None:
-        """Make a member reachable (by id, user, and later its groups). Checkpoint."""
-        await self._started.wait()
+        """Make a member reachable (by id, user, and later its groups). Checkpoint: only while
+        the hub is starting, or when the broker's subscribe is one (Redis); with the memory
+        broker a running hub registers in place, so a connection task registers in the same
+        step that started it."""
+        started = self._started
+        if not started.is_set():
+            await started.wait()
         cid = member.connection_id
         self.connections[cid] = member
         if member.user_id is not None:

@@ -58,7 +58,6 @@ import hashlib
 import inspect
 import itertools
 import logging
-import math
 import re
 import secrets
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
@@ -243,22 +242,6 @@ class _RoomFilter:
         if member.connection_id in self.connections:
             return True
         return not self.groups.isdisjoint(groups)
-
-
-class _Started:
-    """A connection start handed to the starter: set when done, with its error if any."""
-
-    __slots__ = ("error", "event")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.error: BaseException | None = None
-
-    def set(self) -> None:
-        self.event.set()
-
-    async def wait(self) -> None:
-        await self.event.wait()
 
 
 class _AckWaiter:
@@ -456,7 +439,7 @@ class SioConnection:
     # ---- the connection's task ---------------------------------------------------------
 
     # The connection's task is the engine connection's ``serve`` (a hub child, see
-    # ``Server._starter``); ``_SioApp`` runs these two in it, first and last: register, then
+    # ``Server._start_member``); ``_SioApp`` runs these two in it, first and last: register, then
     # the initial groups; unregister. No frame of ours stays on an idle connection's stack.
 
     async def _setup(self) -> None:
@@ -999,7 +982,6 @@ class Server:
         self._hub: Hub | None = None
         self._hub_getter: Callable[[], Any] | None = None
         self._nursery: trio.Nursery | None = None
-        self._starts: trio.MemorySendChannel | None = None
         self.counters = Counters(SOCKETIO_COUNTERS)
 
     # ---- binding (the fabric calls these) ----------------------------------------------
@@ -1008,46 +990,18 @@ class Server:
         self._hub_getter = hub_getter
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """The server's handler nursery and its connection starter (the fabric runs it). Runs
-        until cancelled."""
-        send, receive = trio.open_memory_channel(math.inf)
+        """The server's handler nursery (the fabric runs it). Runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._starts = send
-            try:
-                task_status.started()
-                await self._starter(receive)
-            finally:
-                self._starts = None
+            task_status.started()
+            await trio.sleep_forever()
 
-    async def _starter(self, receive: trio.MemoryReceiveChannel) -> None:
-        """Starts every connection's task as a hub child, from this one task.
-
-        A supervised child keeps the task that started it referenced for its whole life
-        (trio's start() status points at the starter's nursery), so connections started from
-        the requests that opened them would each keep their dead request task: about 1 kB per
-        idle connection. Started from here, they all keep this one.
-        """
-        async for hub, member, done in receive:
-            try:
-                await hub.start_connection(member.connection_id, member.engine.serve)
-            except Exception as exc:
-                done.error = exc
-            finally:
-                done.set()
-
-    async def _start_member(self, hub: "Hub", member: "SioConnection") -> None:
-        """Start a connection's task (through the starter when it runs); raises what starting
-        raised. Checkpoint."""
-        send = self._starts
-        if send is None:
-            await hub.start_connection(member.connection_id, member.engine.serve)
-            return
-        done = _Started()
-        send.send_nowait((hub, member, done))
-        await done.wait()
-        if done.error is not None:
-            raise done.error
+    def _start_member(self, hub: "Hub", member: "SioConnection") -> None:
+        """Start a connection's task as a hub child; raises what starting raised. No
+        checkpoint. ``Supervisor.start_child_soon`` spawns it straight into the hub's
+        nursery: no ``nursery.start``, whose status would keep the task that opened the
+        connection referenced for the connection's whole life."""
+        hub.start_connection_soon(member.connection_id, member.engine.serve)
 
     async def _get_hub(self) -> "Hub":
         if self._hub is None:
@@ -1912,7 +1866,7 @@ class _SioApp:
         conn.app_state = member
         server.counters["connections"] += 1
         conn.app_deadline = trio.current_time() + server.connect_timeout
-        await server._start_member(hub, member)
+        server._start_member(hub, member)
 
     async def on_task_start(self, conn: EngineConnection) -> None:
         await conn.app_state._setup()

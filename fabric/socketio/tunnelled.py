@@ -696,7 +696,7 @@ class _HubApp:
         member = TunnelledConnection(mode, hub, conn, pending.server, pending.identity)
         conn.app_state = member
         mode.connections.setdefault(self.hub.lower(), {})[member.connection_id] = member
-        await hub.start_connection(member.connection_id, member.run)
+        hub.start_connection_soon(member.connection_id, member.run)
 
     async def on_message(self, conn: EngineConnection, data: str | bytes) -> None:
         member = conn.app_state

@@ -134,7 +134,7 @@ async def handle_websocket(registry: HubRegistry, hub_name: str, request: Reques
             lifecycle=lifecycle,
         )
         try:
-            await hub.start_connection(connection_id, functools.partial(connection.run, groups))
+            hub.start_connection_soon(connection_id, functools.partial(connection.run, groups))
         except Exception:
             log.exception("could not start connection %s", connection_id)
             ws.abort_soon()

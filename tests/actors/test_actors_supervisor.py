@@ -682,3 +682,95 @@ async def test_crash_mixed_into_the_supervisors_own_cancellation_is_still_report
     assert sup.statistics().crashes == 1  # ... and the error riding with it was logged
     assert "child 'messy' crashed" in caplog.text
     assert "raised while the whole tree is cancelled" in caplog.text
+
+
+# -- start_child_soon: task children started without waiting ------------------------------------
+
+
+async def test_start_child_soon_runs_the_child_on_the_next_pass_without_a_checkpoint():
+    ran = []
+    release = trio.Event()
+
+    async def connection(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started("ready")
+        ran.append(trio.lowlevel.current_task().parent_nursery)
+        await release.wait()
+
+    async with open_supervisor("hub") as sup:
+        handle = sup.start_child_soon(ChildSpec("conn-1", connection, Restart.TEMPORARY))
+        assert ran == [] and sup.children() == ["conn-1"] and handle.running  # not run yet
+        await settle()
+        assert ran == [sup._nursery] and handle.value == "ready"
+        with pytest.raises(InvalidSpec):
+            sup.start_child_soon(ChildSpec("conn-1", connection, Restart.TEMPORARY))  # name in use
+        with pytest.raises(InvalidSpec, match="task children only"):
+            sup.start_child_soon(ChildSpec("actor", Recorder))
+        with pytest.raises(InvalidSpec):
+            sup.start_child_soon("conn-2")  # type: ignore[arg-type]
+        release.set()
+        await settle()
+        assert handle.stopped and sup.children() == []
+        sup.stop()
+        with pytest.raises(ActorStopped):
+            sup.start_child_soon(ChildSpec("late", connection, Restart.TEMPORARY))
+    with pytest.raises(ActorError):
+        Supervisor("new").start_child_soon(ChildSpec("a", connection))
+
+
+async def test_start_child_soon_failure_before_started_is_a_crash_not_raised(caplog):
+    async def returns_early(*, task_status=trio.TASK_STATUS_IGNORED):
+        return
+
+    async def raises_early(*, task_status=trio.TASK_STATUS_IGNORED):
+        raise Crash("could not start")
+
+    async def fine(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with open_supervisor("hub") as sup:
+        sup.start_child_soon(ChildSpec("sibling", fine, Restart.TEMPORARY))
+        sup.start_child_soon(ChildSpec("early", returns_early, Restart.TEMPORARY))
+        sup.start_child_soon(ChildSpec("raises", raises_early, Restart.TEMPORARY))
+        await settle()
+        assert sup.children() == ["sibling"]  # the supervisor and the sibling live on
+        assert sup.statistics().crashes == 2 and sup.statistics().restarts == 0
+    assert "without calling task_status.started()" in caplog.text and "could not start" in caplog.text
+
+
+async def test_start_child_soon_stopped_before_it_ran(autojump_clock):
+    started = []
+
+    async def connection(*, task_status=trio.TASK_STATUS_IGNORED):
+        started.append(1)
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with open_supervisor("hub") as sup:
+        handle = sup.start_child_soon(ChildSpec("conn", connection, Restart.TEMPORARY))
+        await sup.stop_child("conn")
+        assert handle.stopped and sup.children() == [] and sup.statistics().crashes == 0
+
+
+async def test_a_child_started_soon_does_not_keep_the_task_that_started_it():
+    release = trio.Event()
+
+    async def connection(*, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await release.wait()
+
+    starters: list[weakref.ref] = []
+
+    async def starter(sup: Supervisor, name: str) -> None:
+        starters.append(weakref.ref(trio.lowlevel.current_task()))
+        sup.start_child_soon(ChildSpec(name, connection, Restart.TEMPORARY))
+
+    async with open_supervisor("hub") as sup:
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(starter, sup, f"conn-{i}")
+        await settle()
+        assert len(sup.children()) == 3
+        gc.collect()
+        assert [ref() for ref in starters] == [None] * 3
+        release.set()
