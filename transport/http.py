@@ -24,6 +24,12 @@ Rules this module keeps:
   (RFC 9110 §8.6 allows it; every parser agrees on that length).
 - We own the accept loop (not ``trio.serve_listeners``) so that a connection's stream can
   outlive the task that accepted it when the application hands it to a supervisor.
+- Connection setup costs as few scheduler passes as it can: on an OS socket the accept loop
+  takes what the kernel has (yielding every ``ACCEPT_BURST``), a request head already in
+  the kernel is read and parsed without a deadline scope or a yield, reads wait for
+  readability and then ``recv`` once, and the 101 goes out in one non-blocking ``send``.
+  Every other response goes through ``send_all``, which yields, so a client pipelining
+  keep-alive requests cannot hold the loop.
 - A handler that holds a request open (a long poll) can learn that its client went away:
   ``request.disconnected`` is an event set when the peer closes the connection while the
   handler still runs. Watching costs a task, so it starts on first access of the property;
@@ -40,6 +46,7 @@ from __future__ import annotations
 import errno
 import http
 import logging
+import socket
 import urllib.parse
 from typing import Awaitable, Callable, Protocol
 
@@ -239,20 +246,26 @@ def _is_upgrade(headers: tuple[tuple[str, str], ...]) -> bool:
 async def serve_connection(
     stream: trio.abc.Stream, app: Application, limits: HttpLimits
 ) -> None:
-    """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint."""
+    """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint: not
+    always (an upgrade whose head was already in the kernel may complete without one)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    raw = _os_socket(stream)
     first = True
     handed_off = False
     try:
         while True:
             timeout = limits.handshake_timeout if first else limits.keepalive_timeout
             first = False
-            with trio.move_on_after(timeout) as scope:
-                event = await _next_event(stream, conn)
-            if scope.cancelled_caught:
-                if conn.our_state is h11.IDLE and conn.their_state is h11.SEND_BODY:
-                    await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body too slow"))
-                return
+            # A head already in the kernel is read and parsed without a deadline or a yield
+            # (a new WebSocket's request usually is there when the connection is accepted).
+            event = _next_event_nowait(raw, conn) if raw is not None else h11.NEED_DATA
+            if event is h11.NEED_DATA:
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                    event = await _next_event(stream, conn, raw)
+                if scope.cancelled_caught:
+                    if conn.our_state is h11.IDLE and conn.their_state is h11.SEND_BODY:
+                        await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body too slow"))
+                    return
             if event is None or isinstance(event, h11.ConnectionClosed):
                 return
             if isinstance(event, _BadRequest):
@@ -274,7 +287,8 @@ async def serve_connection(
             method = event.method.decode("ascii", "replace")
 
             if upgrade:
-                handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits)
+                handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits,
+                                            raw)
                 return
 
             # Plain request: read its body, bounded (by the application's smaller limit, if any).
@@ -372,27 +386,67 @@ def _framing_problem(event: h11.Request, upgrade: bool) -> str | None:
     return None
 
 
-async def _next_event(stream: trio.abc.Stream, conn: h11.Connection):
+def _os_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The OS socket under a trio ``SocketStream`` (None for any other stream: memory pairs,
+    TLS), read and written here without trio's yield per call."""
+    if isinstance(stream, trio.SocketStream):
+        sock = getattr(stream.socket, "_sock", None)
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
+
+
+def _h11_event(conn: h11.Connection):
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        # h11 hints 501 for a transfer coding it refuses; for us any unframeable body
+        # is a 400 (see the module header).
+        status = 400 if exc.error_status_hint == 501 else exc.error_status_hint
+        return _BadRequest(status, f"malformed HTTP request: {exc}")
+    if event is h11.PAUSED:
+        return None
+    return event
+
+
+def _next_event_nowait(raw: socket.socket, conn: h11.Connection):
+    """The next event from what h11 holds plus at most one non-blocking ``recv``; NEED_DATA
+    when the kernel has nothing yet. No checkpoint."""
+    event = _h11_event(conn)
+    if event is not h11.NEED_DATA:
+        return event
+    try:
+        data = raw.recv(RECEIVE_SIZE)
+    except BlockingIOError:
+        return h11.NEED_DATA
+    except OSError:
+        return None
+    conn.receive_data(data)
+    return _h11_event(conn)
+
+
+async def _next_event(stream: trio.abc.Stream, conn: h11.Connection, raw: socket.socket | None = None):
+    """The next event, waiting for data as needed. With ``raw`` (the stream's OS socket),
+    a read waits for readability and then calls ``recv`` once (trio's ``receive_some``
+    would first try a ``recv`` that fails and yield after the one that works)."""
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            # h11 hints 501 for a transfer coding it refuses; for us any unframeable body
-            # is a 400 (see the module header).
-            status = 400 if exc.error_status_hint == 501 else exc.error_status_hint
-            return _BadRequest(status, f"malformed HTTP request: {exc}")
-        if event is h11.NEED_DATA:
-            if conn.they_are_waiting_for_100_continue:
-                pass
+        event = _h11_event(conn)
+        if event is not h11.NEED_DATA:
+            return event
+        if raw is not None:
+            try:
+                await trio.lowlevel.wait_readable(raw)
+                data = raw.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
+                return None
+        else:
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
-            conn.receive_data(data)
-            continue
-        if event is h11.PAUSED:
-            return None
-        return event
+        conn.receive_data(data)
 
 
 async def _send_response(stream, conn: h11.Connection, response: Response, *, head: bool = False) -> bool:
@@ -429,7 +483,11 @@ async def _send_simple(stream, conn: h11.Connection, response: Response) -> None
     await _send_response(stream, conn, response)
 
 
-async def _upgrade(stream, conn: h11.Connection, app: Application, request: Request, limits: HttpLimits) -> bool:
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+
+
+async def _upgrade(stream, conn: h11.Connection, app: Application, request: Request, limits: HttpLimits,
+                   raw: socket.socket | None = None) -> bool:
     """Complete or refuse a WebSocket upgrade. True if the stream now belongs to a WebSocket."""
     key = request.header("sec-websocket-key")
     if request.method != "GET":
@@ -453,19 +511,23 @@ async def _upgrade(stream, conn: h11.Connection, app: Application, request: Requ
         return False
     # An upgrade request has no body; whatever followed the head belongs to the WebSocket.
     trailing, _closed = conn.trailing_data
-    lines = [
-        b"HTTP/1.1 101 Switching Protocols",
-        b"Upgrade: websocket",
-        b"Connection: Upgrade",
-        b"Sec-WebSocket-Accept: " + accept_key(key).encode("ascii"),
-    ]
+    head = _SWITCHING + accept_key(key).encode("ascii")
     if decision.subprotocol:
-        lines.append(b"Sec-WebSocket-Protocol: " + decision.subprotocol.encode("latin-1"))
-    lines.append(b"Server: fabric")
-    try:
-        await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
+        head += b"\r\nSec-WebSocket-Protocol: " + decision.subprotocol.encode("latin-1")
+    head += b"\r\nServer: fabric\r\n\r\n"
+    if raw is not None:  # one non-blocking send; trio's send_all would yield after it
+        try:
+            sent = raw.send(head)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        head = head[sent:]
+    if head:
+        try:
+            await stream.send_all(head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
     ws = WebSocket(
         stream,
         subprotocol=decision.subprotocol,
@@ -538,13 +600,43 @@ async def _reuse_port_listeners(host: str, port: int, *, backlog: int) -> list[t
 
 
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: What accept() may say about a connection that went away before we took it (trio's list):
+#: skip it and take the next.
+_ACCEPT_SKIP = {getattr(errno, name) for name in (
+    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+    "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+) if hasattr(errno, name)}
+#: Connections the accept loop takes in one turn before it lets other tasks run.
+ACCEPT_BURST = 16
 
 
 async def _accept_loop(listener: trio.SocketListener, app: Application, limits: HttpLimits, nursery) -> None:
+    """Accept connections, each served in its own task. On an OS socket: ``accept()`` until
+    the kernel has no more (then wait for readability), yielding every ``ACCEPT_BURST``
+    connections; trio's ``accept`` yields after each one."""
     async with listener:
+        raw = getattr(listener.socket, "_sock", None)
+        if not isinstance(raw, socket.socket):
+            raw = None
+        burst = 0
         while True:
             try:
-                stream = await listener.accept()
+                if raw is None:
+                    stream = await listener.accept()
+                else:
+                    try:
+                        sock, _ = raw.accept()
+                    except BlockingIOError:
+                        burst = 0
+                        await trio.lowlevel.wait_readable(raw)
+                        continue
+                    except OSError as exc:
+                        if exc.errno in _ACCEPT_SKIP:
+                            continue
+                        if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                            raise trio.ClosedResourceError from None
+                        raise
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             except OSError as exc:
                 if exc.errno in _ACCEPT_RETRY:
                     log.error("accept failed (%s); pausing 100 ms", exc)
@@ -552,3 +644,7 @@ async def _accept_loop(listener: trio.SocketListener, app: Application, limits: 
                     continue
                 raise
             nursery.start_soon(serve_connection, stream, app, limits)
+            burst += 1
+            if burst >= ACCEPT_BURST:
+                burst = 0
+                await trio.lowlevel.checkpoint()
