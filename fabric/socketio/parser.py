@@ -61,6 +61,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_ack",
+    "scan_header",
     "encode_event",
     "has_binary",
 ]
@@ -157,8 +158,11 @@ def _namespace_problem(nsp: str) -> str | None:
 # =========================================================================== decoding
 
 
-def _parse(text: str, max_attachments: int) -> tuple[PacketType, str, Any, int | None, int]:
-    """Header and payload of one text packet: ``(type, nsp, data, id, attachments)``."""
+def scan_header(text: str, max_attachments: int) -> tuple[PacketType, int, str, int | None, int]:
+    """The header of one text packet: ``(type, attachments, nsp, ack id, index of the
+    data)``. The one place the header's rules live (the decoder, and the default mode's
+    routing, which reads only the header and leaves the rest to the app). Raises
+    ``ParseError``. No checkpoint."""
     n = len(text)
     if n == 0:
         raise ParseError("empty packet")
@@ -197,7 +201,13 @@ def _parse(text: str, max_attachments: int) -> tuple[PacketType, str, Any, int |
             raise ParseError(f"ack id {text[i:j][:20]} is too large (at most 2**53-1)")
         ack_id = int(text[i:j])
         i = j
+    return ptype, attachments, nsp, ack_id, i
 
+
+def _parse(text: str, max_attachments: int) -> tuple[PacketType, str, Any, int | None, int]:
+    """Header and payload of one text packet: ``(type, nsp, data, id, attachments)``."""
+    ptype, attachments, nsp, ack_id, i = scan_header(text, max_attachments)
+    n = len(text)
     if i < n:
         try:
             data = msgspec.json.decode(text[i:])

@@ -87,6 +87,7 @@ from fabric.socketio.eio_session import CloseReason, EngineConfig
 from fabric.socketio.endpoint import AZURE_PREFIX, Starter, engine_config
 from fabric.socketio.engine import CorsOptions, EngineConnection, EngineServer
 from fabric.socketio.formats import namespace_group
+from fabric.socketio.parser import ParseError, scan_header
 from specs import names
 from specs import socketio_default as defaults
 from specs import upstream as up
@@ -181,34 +182,19 @@ class AppLink(Protocol):
 # ---- Socket.IO packet headers (only what routing needs; the app parses the rest) ----------
 
 
+#: The default mode only routes: the app sends what it likes, so no lower attachment bound
+#: than the digits the header may spell.
+_ROUTING_MAX_ATTACHMENTS = 999_999
+
+
 def _sio_header(text: str) -> tuple[str, int, str, int | None, int] | None:
     """``(type digit, attachments, nsp, ack id, index of the data)`` of a Socket.IO packet's
-    text, or None if it is not one."""
-    if not text or text[0] not in "0123456":
+    text, or None if it is not one (``parser.scan_header``'s rules: the decoder's)."""
+    try:
+        ptype, attachments, nsp, ack_id, start = scan_header(text, _ROUTING_MAX_ATTACHMENTS)
+    except ParseError:
         return None
-    kind = text[0]
-    i = 1
-    attachments = 0
-    n = len(text)
-    if kind in "56":
-        dash = text.find("-", 1)
-        count = text[1:dash] if dash != -1 else ""
-        if not count.isdigit() or len(count) > 6:
-            return None
-        attachments = int(count)
-        i = dash + 1
-    nsp = "/"
-    if i < n and text[i] == "/":
-        comma = text.find(",", i)
-        if comma == -1:
-            nsp, i = text[i:], n
-        else:
-            nsp, i = text[i:comma], comma + 1
-    j = i
-    while j < n and "0" <= text[j] <= "9":
-        j += 1
-    ack_id = int(text[i:j]) if i < j <= i + 16 else None
-    return kind, attachments, nsp, ack_id, (j if ack_id is not None else i)
+    return "0123456"[ptype], attachments, nsp, ack_id, start
 
 
 # ---- what the app's payloads say, parsed once per publication ---------------------------
