@@ -178,6 +178,10 @@ class GroupActor(Actor):
 
     def __init__(self, group: "LocalGroup") -> None:
         self.group = group
+        # Made anew for every (re)start, with an empty mailbox: what a crashed incarnation
+        # still had queued died with it, so nothing is queued now (else in-place delivery,
+        # which waits for zero, would stay off for the group's life).
+        group.queued = 0
 
     async def handle(self, publication: Publication) -> None:
         self.group.queued -= 1  # (no checkpoint below: nothing of this group runs meanwhile)

@@ -101,3 +101,35 @@ async def test_sender_in_group_gets_its_ack_before_the_group_message():
                 assert message["data"] == f"m{ack_id}"
             await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+class Crasher(Recorder):
+    """Makes the group's actor crash on the publication "boom"."""
+
+    def deliver_nowait(self, publication: Publication) -> None:
+        if publication.payload.body == b"boom":
+            raise RuntimeError("member failed")
+        super().deliver_nowait(publication)
+
+
+async def test_in_place_delivery_resumes_after_the_actor_crashed_with_messages_queued():
+    async def test(hub):
+        members = [Crasher("c")] + [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS)]
+        for member in members:
+            await hub.join_group(member, "g")
+        local = hub.groups["g"]
+        old_ref = local.handle.ref
+        # Queued for the actor (too many members), the first one crashes it: the rest of its
+        # mailbox dies with it, and the restarted actor starts with an empty one.
+        for text in ("boom", "lost-1", "lost-2"):
+            await hub.publish(_pub(text))
+        with trio.fail_after(5):
+            while local.handle.ref is old_ref or local.handle.ref is None:
+                await trio.sleep(0.01)
+        for member in members[1:]:
+            await hub.leave_group(member, "g")
+        assert local.queued == 0  # nothing is waiting in the new actor's mailbox
+        await hub.publish(_pub("after"))  # idle and small again: delivered in place
+        assert members[0].got[-1:] == ["after"]
+
+    await _with_hub(test)
