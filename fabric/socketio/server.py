@@ -197,6 +197,11 @@ def _arity(fn: Callable) -> int:
     return n
 
 
+#: Result types of a handler that are never awaitable: the common acks skip
+#: ``inspect.isawaitable`` (an ABC check, measurable on the emit-with-ack path).
+_PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, list, tuple, dict})
+
+
 def _is_async(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
@@ -1428,7 +1433,8 @@ class Server:
                 self.counters["handler_failures"] += 1
                 log.exception("handler for %r failed on %r", event, socket)
                 return
-            if inspect.isawaitable(result):  # a sync callable returning an awaitable: run it as a task
+            if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+                # a sync callable returning an awaitable: run it as a task
                 if self.async_handlers:
                     await self._start_task(socket, self._finish_awaitable(socket, event, result, ack_id))
                 else:
