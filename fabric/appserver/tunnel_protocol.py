@@ -29,7 +29,6 @@ import struct
 from collections.abc import Mapping
 
 import attrs
-import msgpack
 import msgspec
 
 __all__ = [
@@ -291,8 +290,8 @@ def decode(frame: bytes, *, max_bytes: int | None = None) -> Message:
         raise TunnelProtocolError(
             f"the length prefix announces {length} bytes but {body_bytes} follow it (one message per frame)")
     try:
-        array = msgpack.unpackb(memoryview(frame)[LENGTH_BYTES:], raw=False, use_list=True, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        array = msgspec.msgpack.decode(memoryview(frame)[LENGTH_BYTES:])
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise TunnelProtocolError(f"the message is not valid MessagePack ({type(exc).__name__}: {exc})") from None
     if not isinstance(array, list) or len(array) not in (2, 3):
         raise TunnelProtocolError(
@@ -384,5 +383,5 @@ def encode(message: Message) -> bytes:
     kind, fields, content = _fields(message)
     fields["Type"] = int(kind)
     text = msgspec.json.encode(fields).decode("utf-8")
-    body = msgpack.packb([int(kind), text, content], use_bin_type=True)
+    body = msgspec.msgpack.encode([int(kind), text, content])
     return _LENGTH.pack(len(body)) + body
