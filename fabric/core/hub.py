@@ -1027,6 +1027,12 @@ class Hub:
         self.telemetry.published("group" if publication.origin == "group" else "hub", publication)
         await self._send(topic, publication)
 
+    def publish_may_wait(self, group: str) -> bool:
+        """True if a publication to ``group`` would now wait for room in its actor's mailbox
+        on this node (the publisher is pushed back). No checkpoint."""
+        local = self.groups.get(group)
+        return local is not None and local.queued >= GroupActor.mailbox_size
+
     async def send_to_all(self, publication: Publication) -> None:
         self.telemetry.published("hub", publication)
         await self._send(self._hub_topic, publication)
@@ -1079,8 +1085,10 @@ class Hub:
                 # Mailbox full (BLOCK policy): wait for room, pushing back on the publisher.
                 try:
                     await ref.tell(publication)
-                except Exception:
+                except BaseException as exc:  # not queued: the count must say so (cancelled too)
                     local.queued -= 1
+                    if not isinstance(exc, Exception):
+                        raise
                     self.counters["group_publications_lost"] += 1
                     log.warning("group %r stopped while a publication was queued", publication.group)
             return

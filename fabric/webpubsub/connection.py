@@ -628,14 +628,22 @@ class ClientConnection:
         if not self.may("sendToGroup", msg.group):
             self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to send to group '{msg.group}'")
             return
-        # The ack is queued first: a sender in the group gets it before the group message,
-        # also when the hub delivers that message in place during publish().
-        self._ack_ok(msg.ack_id)
-        await self.hub.publish(Publication(
+        publication = Publication(
             "group", msg.payload, group=msg.group, from_user_id=self.user_id,
             sender_id=self.connection_id, no_echo=msg.no_echo, metadata=msg.metadata,
             ttl_seconds=msg.ttl_seconds,
-        ))
+        )
+        if self.hub.publish_may_wait(msg.group):
+            # The group's mailbox is full: wait for room first, then ack, so a wait that is
+            # cancelled (the connection closing) never leaves an ack for a dropped message.
+            # Ours is the mailbox's last message: the ack still almost always comes first.
+            await self.hub.publish(publication)
+            self._ack_ok(msg.ack_id)
+            return
+        # The ack is queued first: a sender in the group gets it before the group message,
+        # also when the hub delivers that message in place during publish().
+        self._ack_ok(msg.ack_id)
+        await self.hub.publish(publication)
 
     async def _event(self, msg: codec_json.Event) -> None:
         if self._seen(msg.ack_id):

@@ -133,3 +133,58 @@ async def test_in_place_delivery_resumes_after_the_actor_crashed_with_messages_q
         assert members[0].got[-1:] == ["after"]
 
     await _with_hub(test)
+
+
+async def test_a_cancelled_wait_for_mailbox_room_leaves_the_count_right():
+    async def test(hub):
+        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
+        for member in members:
+            await hub.join_group(member, "g")
+        local = hub.groups["g"]
+        size = hub_module.GroupActor.mailbox_size
+        for i in range(size):  # no checkpoint: the actor cannot drain meanwhile
+            await hub.publish(_pub(str(i)))
+        assert local.queued == size and hub.publish_may_wait("g")
+        with trio.CancelScope() as scope:
+            scope.cancel()  # the wait for room is cancelled (the actor may drain meanwhile)
+            await hub.publish(_pub("dropped"))
+        with trio.fail_after(5):
+            while local.queued > 0:
+                await trio.sleep(0.01)
+        assert local.queued == 0  # the dropped one was never counted as queued
+        assert not hub.publish_may_wait("g")
+        for member in members[1:]:
+            await hub.leave_group(member, "g")
+        await hub.publish(_pub("after"))  # idle again: in place
+        assert members[0].got == [str(i) for i in range(size)] + ["after"]
+
+    await _with_hub(test)
+
+
+async def test_sendtogroup_acks_after_the_publish_when_the_mailbox_is_full(monkeypatch):
+    """With the group's mailbox full, the ack waits for the publish (a cancelled wait must
+    not leave an ack for a dropped message); otherwise it is queued first."""
+    async with fabric.open_fabric(load_config(None, env={}), access_key="k") as fab:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(fab.serve, "127.0.0.1", 0)
+            hub = await fab.get_hub("p")
+            token = fab.hub("p").get_client_access_token(roles=ROLES)["token"]
+            client = await connect_tcp("127.0.0.1", port, client_target("p", token), ["json.webpubsub.azure.v1"])
+            connected = await client.receive_json()
+            conn = hub.connections[connected["connectionId"]]
+            queued_at_publish: list[int] = []
+            real_publish = hub.publish
+
+            async def publish(publication):
+                queued_at_publish.append(len(conn.ws.outbox))
+                await real_publish(publication)
+
+            monkeypatch.setattr(hub, "publish", publish)
+            for full in (False, True):
+                monkeypatch.setattr(hub, "publish_may_wait", lambda group, full=full: full)
+                await client.send_json({"type": "sendToGroup", "group": "g", "ackId": 7 + full,
+                                        "dataType": "text", "data": "x"})
+                assert await client.receive_json() == {"type": "ack", "ackId": 7 + full, "success": True}
+            assert queued_at_publish == [1, 0]  # the ack already queued / not yet
+            await client.aclose()
+            nursery.cancel_scope.cancel()
