@@ -1,0 +1,227 @@
+"""Benchmark: one client's request/response round trips and connection setup, each with the
+floor under it.
+
+Run:  .venv/bin/python benchmarks/floors.py [--round-trips N] [--rounds R] [--quick]
+      .venv/bin/python benchmarks/floors.py --setup [--connections N] [--rounds R]
+
+Why: the echo figure (one client, sequential round trips) is bound by the server's CPU per
+round trip, and connection setup by its CPU per connection. This separates what the runtime
+costs from what the protocols cost, with two floors that run no protocol at all (``loadgen
+--proto raw``: each text frame comes back; ``P``+json goes to every other connection):
+
+- ``floor_trio``: a bare echo on the fabric's own HTTP front and WebSocket transport on trio
+  (``transport.http`` + ``transport.websocket``: this file re-run with ``--serve-floor``):
+  one reader task, the handler queues the frame, the reader sends it at the end of its turn;
+- ``floor_node``: the same on Node ``ws`` (``node/raw_node.js``), the library Node
+  socket.io runs on;
+
+then the servers the echo scenario compares: ``fabric_sio`` and ``sio_node`` (Socket.IO
+emit-with-ack, one frame back per round trip), ``fabric`` and ``wps_node`` (Web PubSub
+``sendToGroup`` with an ackId to the sender's own group: an ack *and* a group message back
+per round trip). Rounds alternate the servers so drift hits all alike. For each it prints
+round trips/s and the server's user and system CPU per round trip (from /proc, over the
+loadgen run), then the ratios. ``--setup`` does the same for opening ``--connections``
+WebSockets (100 in flight; the idle scenario of ``python -m benchmarks``): connections/s,
+setup p50, and the server's CPU per connection. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import NODE_DIR  # noqa: E402
+from benchmarks.procs import PortAllocator, group_pids, run_command, running_server  # noqa: E402
+from benchmarks.servers import SERVERS  # noqa: E402
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _serve_floor(port: int) -> None:
+    import trio
+
+    from transport.frames import encode_frame
+    from transport.http import Response, WebSocketAccept, serve_tcp
+
+    sockets: set = set()
+    ack = encode_frame(b"A", text=True)
+
+    class Floor:
+        async def handle_http(self, request):
+            return Response(404, b"", ())
+
+        async def handle_websocket(self, request):
+            async def run(ws):
+                async def on_message(data):
+                    if isinstance(data, str):
+                        if data[:1] == "P":  # broadcast the rest to every other socket, then ack
+                            frame = encode_frame(data[1:].encode("utf-8"), text=True)
+                            for other in sockets:
+                                if other is not ws:
+                                    other.send_nowait(frame)
+                            ws.send_nowait(ack)
+                            return
+                        ws.send_nowait(encode_frame(data.encode("utf-8"), text=True))
+                    else:
+                        ws.send_nowait(encode_frame(data, text=False))
+
+                sockets.add(ws)
+                try:
+                    await ws.run(on_message)
+                finally:
+                    sockets.discard(ws)
+
+            return WebSocketAccept(None, run)
+
+    trio.run(serve_tcp, Floor(), "127.0.0.1", port)
+
+
+def _cpu(pids: list[int]) -> tuple[float, float]:
+    user = system = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / _TICK
+        system += int(fields[12]) / _TICK
+    return user, system
+
+
+def _servers() -> dict[str, tuple]:
+    """name -> (command(port), loadgen args, cwd)."""
+    table = {
+        "floor_trio": (lambda p: [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(p)],
+                       ("--proto", "raw"), ROOT),
+        "floor_node": (lambda p: ["node", str(NODE_DIR / "raw_node.js"), str(p)], ("--proto", "raw"), NODE_DIR),
+    }
+    for name in ("fabric_sio", "sio_node", "fabric", "wps_node"):
+        s = SERVERS[name]
+        table[name] = (s.command, s.loadgen_args, ROOT)
+    return table
+
+
+def _one(name: str, spec: tuple, port: int, round_trips: int, logs: Path) -> dict:
+    command, args, cwd = spec
+    with running_server(command(port), port, logs / f"{name}.log", cwd=cwd) as server:
+        time.sleep(0.3)
+        pids = group_pids(server.pid) or [server.pid]
+        u0, s0 = _cpu(pids)
+        res = run_command(["node", "loadgen.js", "--port", str(port), "--scenario", "echo", "--clients", "1",
+                           "--messages", str(round_trips), *args], cwd=NODE_DIR, timeout=300)
+        u1, s1 = _cpu(pids)
+    if res.returncode != 0:
+        raise SystemExit(f"{name}: loadgen failed: {res.stderr[-500:]}")
+    echo = json.loads(res.stdout.strip().splitlines()[-1])["echo"]
+    done = echo["round_trips"]
+    return {
+        "rate": echo["round_trips_per_s"],
+        "user_us": (u1 - u0) / done * 1e6,
+        "sys_us": (s1 - s0) / done * 1e6,
+        "p50_ms": echo["rtt_ms"]["p50"],
+        "errors": echo["errors"],
+    }
+
+
+def _one_setup(name: str, spec: tuple, port: int, connections: int, logs: Path) -> dict:
+    command, args, cwd = spec
+    with running_server(command(port), port, logs / f"{name}.log", cwd=cwd) as server:
+        time.sleep(0.3)
+        pids = group_pids(server.pid) or [server.pid]
+        u0, s0 = _cpu(pids)
+        res = run_command(["node", "loadgen.js", "--port", str(port), "--scenario", "fanout", "--subs",
+                           str(connections), "--messages", "1", "--warmup", "0", "--pace", "ack", *args],
+                          cwd=NODE_DIR, timeout=300)
+        u1, s1 = _cpu(pids)
+    if res.returncode != 0:
+        raise SystemExit(f"{name}: loadgen failed: {res.stderr[-500:]}")
+    c = json.loads(res.stdout.strip().splitlines()[-1])["connect"]
+    ok = c["ok"] + 1  # the publisher too
+    return {
+        "rate": round(c["ok"] / c["wall_s"]),
+        # Over the whole run (the one message and the closes are a small share).
+        "user_us": (u1 - u0) / ok * 1e6,
+        "sys_us": (s1 - s0) / ok * 1e6,
+        "p50_ms": c["setup_ms"]["p50"],
+        "errors": c["failed"],
+    }
+
+
+def _report(results: dict[str, list[dict]], unit: str, per: str) -> None:
+    med = {n: {k: statistics.median(x[k] for x in v) for k in ("rate", "user_us", "sys_us", "p50_ms")}
+           for n, v in results.items() if v}
+    print(f"\n| server | {unit} | server user us/{per} | server sys us/{per} | total us/{per} | p50 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n, m in med.items():
+        print(f"| {n} | {m['rate']:,.0f} | {m['user_us']:.1f} | {m['sys_us']:.1f} | "
+              f"{m['user_us'] + m['sys_us']:.1f} | {m['p50_ms']:.3f} |")
+    print()
+    for ours, peer in (("floor_trio", "floor_node"), ("floor_trio", "sio_node"), ("fabric_sio", "sio_node"),
+                       ("fabric", "sio_node"), ("fabric", "wps_node")):
+        if ours in med and peer in med:
+            o, p = med[ours], med[peer]
+            print(f"{ours} / {peer}: rate {o['rate'] / p['rate']:.2f}x, server CPU per {per} "
+                  f"{(o['user_us'] + o['sys_us']) / (p['user_us'] + p['sys_us']):.2f}x")
+    if "floor_trio" in med:
+        f = med["floor_trio"]
+        for n in ("fabric_sio", "fabric"):
+            if n in med:
+                m = med[n]
+                print(f"{n}: protocol work above the trio floor {m['user_us'] + m['sys_us'] - f['user_us'] - f['sys_us']:.1f}"
+                      f" us of server CPU per {per}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--round-trips", type=int, default=20000)
+    ap.add_argument("--setup", action="store_true", help="connection setup instead of round trips")
+    ap.add_argument("--connections", type=int, default=5000, help="--setup: connections per run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="5,000 round trips (or 1,000 connections), one round")
+    ap.add_argument("--servers", nargs="+", default=None)
+    ap.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.serve_floor:
+        _serve_floor(a.serve_floor)
+        return 0
+    if a.quick:
+        a.round_trips, a.connections, a.rounds = 5000, 1000, 1
+    table = _servers()
+    names = a.servers or list(table)
+    logs = ROOT / "benchmarks" / "out" / "floors"
+    ports = PortAllocator()
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    if a.setup:
+        print(f"connection setup: {a.connections} connections per run (100 in flight), {a.rounds} rounds, "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
+    else:
+        print(f"echo: {a.round_trips} round trips per run, {a.rounds} rounds, load {os.getloadavg()[0]:.2f}",
+              flush=True)
+    for r in range(a.rounds):
+        for name in names:
+            if a.setup:
+                m = _one_setup(name, table[name], ports.take(), a.connections, logs)
+                unit = "conn/s"
+            else:
+                m = _one(name, table[name], ports.take(), a.round_trips, logs)
+                unit = "rt/s"
+            results[name].append(m)
+            print(f"  r{r + 1} {name:11} {m['rate']:6,} {unit}  user {m['user_us']:7.1f} us  sys {m['sys_us']:6.1f} us"
+                  f"  p50 {m['p50_ms']:.3f} ms  errors {m['errors']}", flush=True)
+    if a.setup:
+        _report(results, "connections/s", "connection")
+    else:
+        _report(results, "round trips/s", "round trip")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
