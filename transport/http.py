@@ -265,8 +265,8 @@ async def serve_connection(
 ) -> None:
     """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint: not
     always (an upgrade whose head was already in the kernel may complete without one)."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     raw = _os_socket(stream)
+    conn = None if raw is not None else _h11_connection()  # made once a head needs h11
     first = True
     handed_off = False
     try:
@@ -286,9 +286,10 @@ async def serve_connection(
                     data = None  # not kept while the application decides (a hole in the heap per connection)
                     path, raw_path, query = _parse_target(target)
                     handed_off = await _upgrade(
-                        stream, conn, app, Request("GET", target, path, raw_path, query, headers), limits, raw,
+                        stream, None, app, Request("GET", target, path, raw_path, query, headers), limits, raw,
                         quick=True, trailing=trailing)
                     return
+                conn = _h11_connection()
                 conn.receive_data(data)
             first = False
             # A head already in the kernel is read and parsed without a deadline or a yield.
@@ -508,6 +509,10 @@ def _quick_upgrade_head(data: bytes) -> tuple[str, tuple[tuple[str, str], ...], 
     return target.decode("latin-1"), fields, end + 4
 
 
+def _h11_connection() -> h11.Connection:
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
 def _catch_up(conn: h11.Connection, request: Request) -> bool:
     """Let h11 read the head of a request taken by ``_quick_upgrade_head``, to answer it with
     a refusal. The head is rebuilt from the request (the same request line and fields, names
@@ -597,22 +602,24 @@ async def _send_simple(stream, conn: h11.Connection, response: Response) -> None
     await _send_response(stream, conn, response)
 
 
-async def _refuse(stream, conn: h11.Connection, quick: Request | None, response: Response) -> None:
-    if quick is not None and not _catch_up(conn, quick):
-        return
+async def _refuse(stream, conn: h11.Connection | None, quick: Request | None, response: Response) -> None:
+    if quick is not None:
+        conn = _h11_connection()
+        if not _catch_up(conn, quick):
+            return
     await _send_simple(stream, conn, response)
 
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
 
 
-async def _upgrade(stream, conn: h11.Connection, app: Application, request: Request, limits: HttpLimits,
+async def _upgrade(stream, conn: h11.Connection | None, app: Application, request: Request, limits: HttpLimits,
                    raw: socket.socket | None = None, *, quick: bool = False,
                    trailing: bytes | None = None) -> bool:
     """Complete or refuse a WebSocket upgrade. True if the stream now belongs to a WebSocket.
 
-    ``quick``: the head was taken by ``_quick_upgrade_head`` (h11 has not seen it, and reads
-    it only to refuse); ``trailing``: what followed that head."""
+    ``quick``: the head was taken by ``_quick_upgrade_head`` (no h11 connection yet: one is
+    made only to refuse); ``trailing``: what followed that head."""
     key = request.header("sec-websocket-key")
     if request.method != "GET":
         await _refuse(stream, conn, request if quick else None, Response.error(400, "BadRequest", "WebSocket upgrade must use GET"))
