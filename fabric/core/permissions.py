@@ -211,19 +211,36 @@ class Permissions:
     """A connection's roles (from its token, the connect handler, service-API grants) and
     the (action, group) pairs the service API revoked. ``may`` is read on every request."""
 
-    __slots__ = ("roles", "denied")
+    __slots__ = ("_roles", "denied", "_compiled")
 
     def __init__(self, roles: Iterable[str] = ()) -> None:
-        self.roles: set[str] = set(roles)
+        self._roles: set[str] = set(roles)
         #: (action, group) pairs revoked although a broader role allows them.
         self.denied: set[tuple[str, str]] | None = None
+        #: The roles compiled (shared through ``compile_roles``' cache), made on the first
+        #: ``may`` after a change: a request costs a lookup, not a tuple and a hash of it.
+        self._compiled: RoleSet | None = None
+
+    @property
+    def roles(self) -> set[str]:
+        """The roles. Change them through ``grant``/``revoke`` or by assigning a new set
+        (either resets the compiled form ``may`` reads); never mutate the set in place."""
+        return self._roles
+
+    @roles.setter
+    def roles(self, value: Iterable[str]) -> None:
+        self._roles = set(value)
+        self._compiled = None
 
     def may(self, action: str, group: str) -> bool:
         """Whether ``joinLeaveGroup``/``sendToGroup`` on ``group`` is allowed now."""
         denied = self.denied
         if denied and (action, group) in denied:
             return False
-        return role_grants(self.roles, action, group)
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = compile_roles(tuple(sorted(self._roles)))
+        return compiled.grants(action, group)
 
     def _check_room(self) -> None:
         if len(self.roles) + len(self.denied or ()) >= MAX_PERMISSION_ENTRIES:
@@ -233,24 +250,26 @@ class Permissions:
         """Allow ``permission`` on ``target`` (a group), or on every group."""
         role = f"webpubsub.{permission}"
         denied = self.denied
+        self._compiled = None
         if target is None:
-            self.roles.add(role)
+            self._roles.add(role)
             if denied:
                 denied.difference_update([d for d in denied if d[0] == permission])
             return
         if denied:
             denied.discard((permission, target))
         scoped = f"{role}.{target}"
-        if scoped not in self.roles:
+        if scoped not in self._roles:
             self._check_room()
-            self.roles.add(scoped)
+            self._roles.add(scoped)
 
     def revoke(self, permission: str, target: str | None) -> None:
         """Take ``permission`` away on ``target``, or on every group (scoped and pattern roles
         included). Revoking one group that a broader role still allows denies that group."""
         role = f"webpubsub.{permission}"
-        roles = self.roles
+        roles = self._roles
         denied = self.denied
+        self._compiled = None
         if target is None:
             scoped, patterns = role + ".", f"webpubsub.{permission}s."
             for r in [r for r in roles if r == role or r.startswith(scoped) or r.startswith(patterns)]:
