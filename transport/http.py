@@ -24,8 +24,16 @@ Rules this module keeps:
   (RFC 9110 §8.6 allows it; every parser agrees on that length).
 - We own the accept loop (not ``trio.serve_listeners``) so that a connection's stream can
   outlive the task that accepted it when the application hands it to a supervisor.
+- Connections are served in the order they were accepted: each connection's task takes
+  its first step (its request head, when already in the kernel, is read and handed to the
+  application) before the next one is started. Two requests a client sends at once on two
+  connections (an Engine.IO long-poll GET and the POST that closes the session, in the
+  official conformance suite) are thus handled in the order they arrived, as Node does;
+  tasks started in one scheduler pass would run in either order (trio reverses a pass's
+  order at random).
 - Connection setup costs as few scheduler passes as it can: on an OS socket the accept loop
-  takes what the kernel has (yielding every ``ACCEPT_BURST``), a request head already in
+  takes what the kernel has (one yield between two connections, for the order above, and
+  none to find the backlog empty), a request head already in
   the kernel is read and parsed without a deadline scope or a yield, reads wait for
   readability and then ``recv`` once, and the 101 goes out in one non-blocking ``send``.
   Every other response goes through ``send_all``, which yields, so a client pipelining
@@ -738,19 +746,18 @@ _ACCEPT_SKIP = {getattr(errno, name) for name in (
     "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
     "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
 ) if hasattr(errno, name)}
-#: Connections the accept loop takes in one turn before it lets other tasks run.
-ACCEPT_BURST = 16
 
 
 async def _accept_loop(listener: trio.SocketListener, app: Application, limits: HttpLimits, nursery) -> None:
-    """Accept connections, each served in its own task. On an OS socket: ``accept()`` until
-    the kernel has no more (then wait for readability), yielding every ``ACCEPT_BURST``
-    connections; trio's ``accept`` yields after each one."""
+    """Accept connections, each served in its own task, in accept order (see the module
+    rules). On an OS socket: ``accept()`` until the kernel has no more (then wait for
+    readability), yielding once between two connections; trio's ``accept`` yields after
+    each one."""
     async with listener:
         raw = getattr(listener.socket, "_sock", None)
         if not isinstance(raw, socket.socket):
             raw = None
-        burst = 0
+        started = 0  # connections started since the backlog was last found empty
         while True:
             try:
                 if raw is None:
@@ -759,7 +766,7 @@ async def _accept_loop(listener: trio.SocketListener, app: Application, limits: 
                     try:
                         sock, _ = raw.accept()
                     except BlockingIOError:
-                        burst = 0
+                        started = 0
                         await trio.lowlevel.wait_readable(raw)
                         continue
                     except OSError as exc:
@@ -775,8 +782,9 @@ async def _accept_loop(listener: trio.SocketListener, app: Application, limits: 
                     await trio.sleep(0.1)
                     continue
                 raise
-            nursery.start_soon(serve_connection, stream, app, limits)
-            burst += 1
-            if burst >= ACCEPT_BURST:
-                burst = 0
+            if started:
+                # Let the connection started last take its first step before this one
+                # starts (the order rule in the module header).
                 await trio.lowlevel.checkpoint()
+            nursery.start_soon(serve_connection, stream, app, limits)
+            started += 1

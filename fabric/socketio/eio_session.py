@@ -309,6 +309,11 @@ class Session:
         return self._qbytes
 
     @property
+    def get_parked(self) -> bool:
+        """A polling GET is parked, waiting for something to carry."""
+        return self._get_parked
+
+    @property
     def get_ready(self) -> bool:
         """A parked GET can be answered now (``take_get_reply`` returns a reply)."""
         return self._get_parked and (

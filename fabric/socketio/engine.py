@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 __all__ = ["CorsOptions", "EngineApp", "EngineConnection", "EngineServer", "frame_of"]
 
 _INF = math.inf
+#: A polling session closed by the client's close packet before any GET was parked keeps
+#: a tombstone this long, and at most this many are kept (oldest dropped first): see
+#: ``EngineServer._late_get``.
+LATE_GET_GRACE = 1.0
+LATE_GET_TOMBSTONES = 1024
 _WS_CLOSE_NORMAL = 1000
 
 
@@ -454,12 +459,16 @@ class EngineConnection:
         session = self.session
         now = trio.current_time()
         reply = session.begin_post(request.header("content-type"), now)
+        polled = session.get_parked
         if reply is None:
             body = request.body
             if request.body_over_limit or len(body) > session.config.max_payload:
                 reply = session.post_too_large()
             else:
                 reply = session.end_post(body, now)
+        if (not polled and session.transport == "polling"
+                and any(type(e) is SessionClosed and e.reason is CloseReason.TRANSPORT_CLOSE for e in reply.events)):
+            self.server._client_closed_unpolled(self.sid)  # see EngineServer._late_get
         messages = self._handle(reply.events)
         app = self.server.app
         for data in messages:
@@ -534,6 +543,9 @@ class EngineServer:
         #: Optional async hook for handshakes: None allows, a message refuses (403 FORBIDDEN).
         self.allow_request = allow_request
         self.sessions: dict[str, EngineConnection] = {}
+        #: sid -> trio time until which one late GET is answered with a noop (insertion
+        #: ordered, bounded by LATE_GET_TOMBSTONES).
+        self._closed_unpolled: dict[str, float] = {}
         self._heap: list[tuple[float, int, EngineConnection]] = []
         self._seq = itertools.count()
         self._ticker_scope: trio.CancelScope | None = None
@@ -651,19 +663,50 @@ class EngineServer:
                 allow=(lambda: refusal) if refusal is not None else None,
             )
         except RequestRejected as exc:
+            if exc.code is ErrorCode.UNKNOWN_SID and request.method == "GET":
+                late = self._late_get(request, query.get("sid"))
+                if late is not None:
+                    return late
             return self._rejected(request, exc)
         kind = route.kind
         if kind is RouteKind.OPEN_POLLING:
             return await self._open_polling(request)
         conn = self.sessions.get(route.sid or "")
         if conn is None:  # closed meanwhile (the lookup saw it)
-            return self._rejected(request, RequestRejected(ErrorCode.UNKNOWN_SID))
+            late = self._late_get(request, route.sid) if kind is RouteKind.POLL else None
+            return late if late is not None else self._rejected(request, RequestRejected(ErrorCode.UNKNOWN_SID))
         if kind is RouteKind.POLL:
             return await conn._get(request)
         if kind is RouteKind.POST:
             return await conn._post(request)
         # BAD_METHOD: Node answers 500 with an empty body.
         return Response(500, b"", tuple(self.cors.headers_for(request)))
+
+    def _client_closed_unpolled(self, sid: str) -> None:
+        """A polling session was closed by the client's close packet while no GET was
+        parked. No checkpoint."""
+        tombstones = self._closed_unpolled
+        if len(tombstones) >= LATE_GET_TOMBSTONES:
+            del tombstones[next(iter(tombstones))]
+        tombstones[sid] = trio.current_time() + LATE_GET_GRACE
+
+    def _late_get(self, request: Request, sid: str | None) -> Response | None:
+        """The noop (``6``) for the first GET of a session its client closed by POST while
+        no GET was parked, within ``LATE_GET_GRACE``; None otherwise (a 400 as usual).
+
+        A client that sends its long-poll GET and the POST with its close packet at once,
+        on two connections, has them handled in arrival order by Node: the GET is parked
+        first and answered with a noop when the close comes. Here the two may run in
+        either order; answering the GET that lost the race as it would have been answered
+        had it won keeps that client's view the same (the official Engine.IO suite's
+        "forcefully closes the session" does exactly this). Only the first such GET, and
+        only for a moment: the session is closed all the same. No checkpoint."""
+        if not sid:
+            return None
+        deadline = self._closed_unpolled.pop(sid, None)
+        if deadline is None or trio.current_time() > deadline:
+            return None
+        return self._reply(request, HttpReply(200, "text/plain; charset=UTF-8", b"6"))
 
     async def _handshake(self, request: Request) -> tuple[str, EngineConfig] | Response:
         """A new session's sid and options, or the app's refusal (``on_handshake``)."""

@@ -110,6 +110,38 @@ async def test_overlapping_polls_close_the_session(fab):
     assert error_code(await http(fab, "GET", target)) == 1
 
 
+async def test_close_post_then_the_poll_it_raced_gets_the_noop_once(fab, autojump_clock):
+    """A client sends its long-poll GET and the POST closing the session at once: when the
+    POST is handled first, the GET still gets the noop it would have had if parked first
+    (as Node, which handles them in arrival order), and only that one GET."""
+    from fabric.socketio import engine
+
+    target = "/socket.io/?EIO=4&transport=polling&sid={}"
+    sid = await open_polling(fab)
+    assert (await http(fab, "POST", target.format(sid), "1")).status == 200
+    late = await http(fab, "GET", target.format(sid))
+    assert (late.status, late.body) == (200, b"6")
+    assert error_code(await http(fab, "GET", target.format(sid))) == 1  # the session is gone
+    # Past the grace, or with a GET parked when the close came: the usual 400.
+    sid = await open_polling(fab)
+    assert (await http(fab, "POST", target.format(sid), "1")).status == 200
+    await trio.sleep(engine.LATE_GET_GRACE + 0.1)
+    assert error_code(await http(fab, "GET", target.format(sid))) == 1
+    sid = await open_polling(fab)
+    first = {}
+    async with trio.open_nursery() as nursery:
+        async def park():
+            first["answer"] = await http(fab, "GET", target.format(sid))
+
+        nursery.start_soon(park)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await http(fab, "POST", target.format(sid), "1")).status == 200
+    assert (first["answer"].status, first["answer"].body) == (200, b"6")
+    assert error_code(await http(fab, "GET", target.format(sid))) == 1
+    # Other sids never get a noop for it.
+    assert error_code(await http(fab, "GET", target.format("not-a-session"))) == 1
+
+
 async def test_octet_stream_post_is_refused_and_closes(fab):
     sid = await open_polling(fab)
     target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
