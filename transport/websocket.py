@@ -96,7 +96,7 @@ class WebSocket:
         "close_timeout",
         "close_code", "close_reason", "last_received", "_final_queued", "_final_sent", "_peer_closed",
         "_cancel_scope", "messages_received", "bytes_received", "farewell", "peer_closed", "_aborted",
-        "send_blocked_since",
+        "send_blocked_since", "_initial",
     )
 
     def __init__(
@@ -140,8 +140,9 @@ class WebSocket:
         # True once a close frame came from the peer (it started the close, or answered ours).
         self.peer_closed = False
         self._aborted = False
-        if trailing_data:
-            self._wsproto().receive_data(trailing_data)
+        #: Bytes that came with the opening handshake (a client that did not wait for the
+        #: 101): the reader's first chunk, before it reads the socket.
+        self._initial = trailing_data
 
     # ---- sending (no checkpoints; safe from any task) -------------------------------
 
@@ -353,12 +354,16 @@ class WebSocket:
         wait_readable = trio.lowlevel.wait_readable
         drained = True
         outbox = self.outbox
+        initial = self._initial
+        self._initial = b""
         try:
             while True:
                 # The turn ends here: what this turn's messages queued goes out (the reader
                 # sends it itself when the writer is idle; see ``_end_turn``).
                 self._end_turn(raw)
-                if raw is not None:
+                if initial:  # what came with the handshake is worked through first
+                    data, initial = initial, b""
+                elif raw is not None:
                     try:
                         if drained:
                             await wait_readable(raw)

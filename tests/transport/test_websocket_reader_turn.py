@@ -200,3 +200,47 @@ def test_outbox_hold_defers_the_wake_and_take_puts_back_in_front():
         assert box.statistics().frames_sent == 3  # a, b (tail counted once), c
 
     trio.run(main)
+
+
+async def test_a_frame_that_came_with_the_handshake_is_handled_at_once(nursery):
+    """A client that sends its first frame in the same write as the upgrade request (it did
+    not wait for the 101) gets its answer without sending anything more."""
+    import base64
+    import os
+    import socket
+
+    from wsproto.connection import Connection, ConnectionType
+
+    from transport.frames import encode_frame
+    from transport.http import Response, WebSocketAccept, serve_tcp
+
+    class Echo:
+        async def handle_http(self, request):
+            return Response(404, b"", ())
+
+        async def handle_websocket(self, request):
+            async def run(ws):
+                async def on_message(data):
+                    ws.send_nowait(encode_frame(("echo:" + data).encode(), text=True))
+
+                await ws.run(on_message)
+
+            return WebSocketAccept(None, run)
+
+    port = await nursery.start(serve_tcp, Echo(), "127.0.0.1", 0)
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    frame = Connection(ConnectionType.CLIENT).send(TextMessage(data="early"))
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    sock.sendall(head + frame)  # one write: the frame rides with the handshake
+    got = b""
+    with trio.fail_after(5):
+        while b"echo:early" not in got:
+            await trio.lowlevel.wait_readable(sock)
+            chunk = sock.recv(65536)
+            assert chunk, f"closed early: {got!r}"
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 101")
+    sock.close()
