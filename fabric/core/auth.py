@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import hashlib
 import hmac
 import json
@@ -155,6 +156,12 @@ def _reject_constant(name: str) -> Any:
 
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: byte -> its 6-bit value (only the alphabet's bytes are ever looked up: the regex ran first)
+_B64URL_VALUE = [0] * 256
+for _i, _c in enumerate(_B64URL_ALPHABET):
+    _B64URL_VALUE[_c] = _i
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _SUPPORTED_CRIT = frozenset({"b64"})
 
 
@@ -172,13 +179,15 @@ def _segment(segment: str, name: str) -> bytes:
             or _B64URL.fullmatch(stripped) is None):
         raise _malformed(f"Invalid {name} padding")
     raw = stripped.encode("ascii")
+    # Canonical: the bits of the last character beyond the data are zero (what encoding
+    # the decoded bytes again and comparing would check, without the second pass).
+    tail = len(raw) % 4
+    if tail and _B64URL_VALUE[raw[-1]] & (0x0F if tail == 2 else 0x03):
+        raise _malformed(f"Invalid {name} padding")
     try:
-        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         raise _malformed(f"Invalid {name} padding") from None
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
-        raise _malformed(f"Invalid {name} padding")
-    return decoded
 
 
 def _check_header(header: dict[str, Any]) -> None:
@@ -320,6 +329,15 @@ def _normalise_path(path: str) -> str:
     return urllib.parse.unquote(path).rstrip("/").lower()
 
 
+@functools.lru_cache(maxsize=256)
+def _expected_audiences(prefixes: tuple[str, ...], hub: str) -> tuple[str, frozenset[str]]:
+    """The text naming the audience paths a hub's tokens may carry, and their normalised
+    forms (a pure function of its arguments, cached: every connection of a hub asks)."""
+    expected = ["/" + (p.strip("/") + "/" + hub).lstrip("/") for p in prefixes]
+    return " or ".join(expected), frozenset(_normalise_path(e) for e in expected)
+
+
+@functools.lru_cache(maxsize=1024)
 def _audience_path(aud: str) -> str | None:
     """The normalised path of an ``aud`` URL (scheme/host/port/query ignored), or None."""
     if "://" in aud:
@@ -429,9 +447,7 @@ def verify_client_token(
     claims = _decode_verified(token.strip(), keys)
     expires_at = _check_times(claims, now, leeway)
 
-    expected = ["/" + (p.strip("/") + "/" + hub).lstrip("/") for p in client_path_prefixes]
-    expected_text = " or ".join(expected)
-    wanted = {_normalise_path(e) for e in expected}
+    expected_text, wanted = _expected_audiences(tuple(client_path_prefixes), hub)
     audiences = _audiences(claims, expected_text)
     if not any(_audience_path(a) in wanted for a in audiences):
         raise TokenError("InvalidAudience", f"audience {_short(audiences[0])} does not match {expected_text}")
