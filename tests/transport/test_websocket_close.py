@@ -113,7 +113,10 @@ async def test_answered_close_ends_without_waiting(nursery, autojump_clock):
     assert ws.peer_closed
 
 
-async def test_websocket_accept_carries_close_timeout(nursery):
+@pytest.mark.parametrize("setting, value", [
+    ("close_timeout", 0.25), ("max_message_fragments", 7), ("max_message_bytes", 4096),
+])
+async def test_websocket_accept_settings_reach_the_socket(nursery, setting, value):
     seen = []
 
     class App:
@@ -122,9 +125,15 @@ async def test_websocket_accept_carries_close_timeout(nursery):
 
         async def handle_websocket(self, request):
             async def run(ws):
-                seen.append(ws.close_timeout)
+                seen.append(getattr(ws, setting))
+                ws.close()
 
-            return WebSocketAccept(subprotocol=None, run=run, close_timeout=0.25)
+                async def ignore(message):  # pragma: no cover - nothing arrives
+                    pass
+
+                await ws.run(ignore)  # the 101 goes out when the socket runs
+
+            return WebSocketAccept(subprotocol=None, run=run, **{setting: value})
 
     client, server = memory_stream_pair()
     nursery.start_soon(serve_connection, server, App(), HttpLimits())
@@ -135,7 +144,7 @@ async def test_websocket_accept_carries_close_timeout(nursery):
         assert (await client.receive_some(65536)).startswith(b"HTTP/1.1 101")
         while not seen:
             await trio.sleep(0)
-    assert seen == [0.25]
+    assert seen == [value]
 
 
 # ---- over real TCP sockets -----------------------------------------------------------------

@@ -138,30 +138,3 @@ async def test_reader_yields_while_working_through_one_big_receive(nursery, kind
     every = wsmod.EVENTS_PER_YIELD
     assert steps >= n // every, f"{steps} reader steps for {n} events: the reader hogged the loop"
     assert counter.max_calls_in_step <= every
-
-
-async def test_upgrade_passes_the_fragment_cap_to_the_socket(nursery):
-    from transport.http import HttpLimits, Response, WebSocketAccept, serve_connection
-
-    seen = []
-
-    class App:
-        async def handle_http(self, request):  # pragma: no cover - not used here
-            return Response.error(404, "NotFound", "no")
-
-        async def handle_websocket(self, request):
-            async def run(ws):
-                seen.append(ws.max_message_fragments)
-
-            return WebSocketAccept(subprotocol=None, run=run, max_message_fragments=7)
-
-    client, server = memory_stream_pair()
-    nursery.start_soon(serve_connection, server, App(), HttpLimits())
-    await client.send_all(
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    with trio.fail_after(5):
-        assert (await client.receive_some(65536)).startswith(b"HTTP/1.1 101")
-        while not seen:
-            await trio.sleep(0)
-    assert seen == [7]
