@@ -136,11 +136,7 @@ class Response:
 
 @attrs.frozen
 class WebSocketAccept:
-    """The application's yes to an upgrade: the subprotocol to echo and who runs the socket.
-
-    ``run(ws)`` must run the socket (``ws.run``), now or from a task it starts: the 101
-    response is the socket's first queued bytes and leaves when it runs, together with the
-    first frames the application queued."""
+    """The application's yes to an upgrade: the subprotocol to echo and who runs the socket."""
 
     subprotocol: str | None
     run: Callable[[WebSocket], Awaitable[None]]
@@ -659,6 +655,19 @@ async def _upgrade(stream, conn: h11.Connection | None, app: Application, reques
     if decision.subprotocol:
         head += b"\r\nSec-WebSocket-Protocol: " + decision.subprotocol.encode("latin-1")
     head += b"\r\nServer: fabric\r\n\r\n"
+    if raw is not None:  # one non-blocking send; trio's send_all would yield after it
+        try:
+            sent = raw.send(head)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        head = head[sent:]
+    if head:
+        try:
+            await stream.send_all(head)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
     ws = WebSocket(
         stream,
         subprotocol=decision.subprotocol,
@@ -669,10 +678,6 @@ async def _upgrade(stream, conn: h11.Connection | None, app: Application, reques
         outbox_max_bytes=decision.outbox_max_bytes,
         close_timeout=decision.close_timeout,
     )
-    # The 101 is the socket's first bytes out, ahead of everything (the control lane): it
-    # leaves with the first frames the application queues (Web PubSub's ``connected``,
-    # Engine.IO's open packet) in one send, instead of a send of its own.
-    ws.outbox.put_control(head)
     await decision.run(ws)
     return True
 
