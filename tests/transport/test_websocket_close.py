@@ -131,7 +131,7 @@ async def test_websocket_accept_settings_reach_the_socket(nursery, setting, valu
                 async def ignore(message):  # pragma: no cover - nothing arrives
                     pass
 
-                await ws.run(ignore)  # the 101 goes out when the socket runs
+                await ws.run(ignore)
 
             return WebSocketAccept(subprotocol=None, run=run, **{setting: value})
 
