@@ -41,6 +41,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 import trio
 
+from specs import socketio as sio_specs
 from transport.frames import encode_frame
 from transport.http import Request, Response, WebSocketAccept
 from transport.outbox import Outbox
@@ -70,9 +71,9 @@ __all__ = ["CorsOptions", "EngineApp", "EngineConnection", "EngineServer", "fram
 _INF = math.inf
 #: A polling session closed by the client's close packet before any GET was parked keeps
 #: a tombstone this long, and at most this many are kept (oldest dropped first): see
-#: ``EngineServer._late_get``.
-LATE_GET_GRACE = 1.0
-LATE_GET_TOMBSTONES = 1024
+#: ``EngineServer._late_get`` and the decision ``socketio.late-poll-after-close``.
+LATE_GET_GRACE = sio_specs.LATE_GET_GRACE_SECONDS
+LATE_GET_TOMBSTONES = sio_specs.LATE_GET_TOMBSTONES
 _WS_CLOSE_NORMAL = 1000
 
 
