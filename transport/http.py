@@ -65,7 +65,7 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket
+from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, os_socket
 
 log = logging.getLogger("transport.http")
 
@@ -273,7 +273,7 @@ async def serve_connection(
 ) -> None:
     """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint: not
     always (an upgrade whose head was already in the kernel may complete without one)."""
-    raw = _os_socket(stream)
+    raw = os_socket(stream)
     conn = None if raw is not None else _h11_connection()  # made once a head needs h11
     first = True
     handed_off = False
@@ -426,16 +426,6 @@ def _framing_problem(event: h11.Request, upgrade: bool) -> str | None:
         return "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request (RFC 9112 section 6.1)"
     if upgrade and (chunked or (has_length and length.lstrip(b"0") != b"")):
         return "malformed HTTP request: an upgrade request must not carry a body"
-    return None
-
-
-def _os_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The OS socket under a trio ``SocketStream`` (None for any other stream: memory pairs,
-    TLS), read and written here without trio's yield per call."""
-    if isinstance(stream, trio.SocketStream):
-        sock = getattr(stream.socket, "_sock", None)
-        if isinstance(sock, socket.socket):
-            return sock
     return None
 
 

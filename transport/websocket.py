@@ -280,7 +280,7 @@ class WebSocket:
         # Fast path for real sockets: one non-blocking send() straight on the OS socket, and
         # trio's send_all only for what the kernel did not take. get_batch() already
         # checkpoints once per loop, so cancellation and fairness are unchanged.
-        raw = _os_socket(stream)
+        raw = os_socket(stream)
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -350,7 +350,7 @@ class WebSocket:
         # Here a read that did not fill the buffer drained the socket, so the next one
         # waits for readability first: one wait and one recv() per message of a
         # request/response exchange. A full read yields once and reads again at once.
-        raw = _os_socket(stream)
+        raw = os_socket(stream)
         wait_readable = trio.lowlevel.wait_readable
         drained = True
         outbox = self.outbox
@@ -663,9 +663,9 @@ def _wsproto_idle(ws: Connection | None) -> bool:
         return False
 
 
-def _os_socket(stream: trio.abc.Stream) -> socket.socket | None:
+def os_socket(stream: trio.abc.Stream) -> socket.socket | None:
     """The OS socket under a trio ``SocketStream`` (None for any other stream: memory pairs
-    in tests, TLS), which reader and writer use directly."""
+    in tests, TLS), which reader and writer (and the HTTP front) use directly."""
     if isinstance(stream, trio.SocketStream):
         raw = getattr(stream.socket, "_sock", None)
         if isinstance(raw, socket.socket):

@@ -66,6 +66,7 @@ from fabric.socketio.eio_packets import (
 from fabric.socketio.eio_requests import ErrorCode, RequestRejected
 
 __all__ = [
+    "NOOP_REPLY",
     "POLLING_HEADERS",
     "CloseReason",
     "EngineConfig",
@@ -194,6 +195,10 @@ class HttpReply(NamedTuple):
     content_type: str | None
     body: bytes
     events: tuple[Event, ...] = ()
+
+
+#: The answer to a polling GET that only says "nothing for you" (Node's noop, ``6``).
+NOOP_REPLY = HttpReply(200, _TEXT_PLAIN, _NOOP_BODY)
 
 
 class ProbeOutcome(NamedTuple):

@@ -45,7 +45,7 @@ from specs import socketio as sio_specs
 from transport.frames import encode_frame
 from transport.http import Request, Response, WebSocketAccept
 from transport.outbox import Outbox
-from transport.websocket import WebSocket
+from transport.websocket import WebSocket, os_socket
 
 from fabric.socketio.eio_packets import EncodedPacket, Packet, PacketEncodeError, PacketType, encode_packet
 from fabric.socketio.eio_requests import ErrorCode, RequestRejected, RouteKind, parse_query, route_request
@@ -54,6 +54,7 @@ from fabric.socketio.eio_session import (
     CloseReason,
     EngineConfig,
     HttpReply,
+    NOOP_REPLY,
     MessageReceived,
     SendResult,
     Session,
@@ -93,12 +94,7 @@ def _raw_socket(ws: WebSocket) -> socket.socket | None:
     to None (every frame through the outbox) if that ever changes. A ``WebSocket.send_now``
     in transport would be the cleaner home for this.
     """
-    stream = getattr(ws, "_stream", None)
-    if isinstance(stream, trio.SocketStream):
-        raw = getattr(stream.socket, "_sock", None)
-        if isinstance(raw, socket.socket):
-            return raw
-    return None
+    return os_socket(getattr(ws, "_stream", None))
 
 
 def frame_of(packet: EncodedPacket) -> bytes:
@@ -707,7 +703,7 @@ class EngineServer:
         deadline = self._closed_unpolled.pop(sid, None)
         if deadline is None or trio.current_time() > deadline:
             return None
-        return self._reply(request, HttpReply(200, "text/plain; charset=UTF-8", b"6"))
+        return self._reply(request, NOOP_REPLY)
 
     async def _handshake(self, request: Request) -> tuple[str, EngineConfig] | Response:
         """A new session's sid and options, or the app's refusal (``on_handshake``)."""
