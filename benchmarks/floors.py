@@ -109,47 +109,46 @@ def _servers() -> dict[str, tuple]:
     return table
 
 
-def _one(name: str, spec: tuple, port: int, round_trips: int, logs: Path) -> dict:
+def _loadgen_run(name: str, spec: tuple, port: int, loadgen: list[str], logs: Path) -> tuple[dict, float, float]:
+    """Start ``name``'s server, run the load generator against it; its result record and
+    the server's user and system CPU seconds over the run."""
     command, args, cwd = spec
     with running_server(command(port), port, logs / f"{name}.log", cwd=cwd) as server:
         time.sleep(0.3)
         pids = group_pids(server.pid) or [server.pid]
         u0, s0 = _cpu(pids)
-        res = run_command(["node", "loadgen.js", "--port", str(port), "--scenario", "echo", "--clients", "1",
-                           "--messages", str(round_trips), *args], cwd=NODE_DIR, timeout=300)
+        res = run_command(["node", "loadgen.js", "--port", str(port), *loadgen, *args], cwd=NODE_DIR, timeout=300)
         u1, s1 = _cpu(pids)
     if res.returncode != 0:
         raise SystemExit(f"{name}: loadgen failed: {res.stderr[-500:]}")
-    echo = json.loads(res.stdout.strip().splitlines()[-1])["echo"]
+    return json.loads(res.stdout.strip().splitlines()[-1]), u1 - u0, s1 - s0
+
+
+def _one(name: str, spec: tuple, port: int, round_trips: int, logs: Path) -> dict:
+    record, user, system = _loadgen_run(
+        name, spec, port, ["--scenario", "echo", "--clients", "1", "--messages", str(round_trips)], logs)
+    echo = record["echo"]
     done = echo["round_trips"]
     return {
         "rate": echo["round_trips_per_s"],
-        "user_us": (u1 - u0) / done * 1e6,
-        "sys_us": (s1 - s0) / done * 1e6,
+        "user_us": user / done * 1e6,
+        "sys_us": system / done * 1e6,
         "p50_ms": echo["rtt_ms"]["p50"],
         "errors": echo["errors"],
     }
 
 
 def _one_setup(name: str, spec: tuple, port: int, connections: int, logs: Path) -> dict:
-    command, args, cwd = spec
-    with running_server(command(port), port, logs / f"{name}.log", cwd=cwd) as server:
-        time.sleep(0.3)
-        pids = group_pids(server.pid) or [server.pid]
-        u0, s0 = _cpu(pids)
-        res = run_command(["node", "loadgen.js", "--port", str(port), "--scenario", "fanout", "--subs",
-                           str(connections), "--messages", "1", "--warmup", "0", "--pace", "ack", *args],
-                          cwd=NODE_DIR, timeout=300)
-        u1, s1 = _cpu(pids)
-    if res.returncode != 0:
-        raise SystemExit(f"{name}: loadgen failed: {res.stderr[-500:]}")
-    c = json.loads(res.stdout.strip().splitlines()[-1])["connect"]
+    record, user, system = _loadgen_run(
+        name, spec, port, ["--scenario", "fanout", "--subs", str(connections), "--messages", "1", "--warmup", "0",
+                           "--pace", "ack"], logs)
+    c = record["connect"]
     ok = c["ok"] + 1  # the publisher too
     return {
         "rate": round(c["ok"] / c["wall_s"]),
         # Over the whole run (the one message and the closes are a small share).
-        "user_us": (u1 - u0) / ok * 1e6,
-        "sys_us": (s1 - s0) / ok * 1e6,
+        "user_us": user / ok * 1e6,
+        "sys_us": system / ok * 1e6,
         "p50_ms": c["setup_ms"]["p50"],
         "errors": c["failed"],
     }
