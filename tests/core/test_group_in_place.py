@@ -31,6 +31,15 @@ def _pub(text: str) -> Publication:
     return Publication("group", Payload.text(text), group="g", sender_id="publisher")
 
 
+async def _too_many_for_in_place(hub, first: Recorder | None = None) -> list[Recorder]:
+    """One member more than in-place delivery serves, joined to "g" (``first`` first, if
+    given): the group's publications go through its actor."""
+    members = [first or Recorder("m0")] + [Recorder(f"m{i}") for i in range(1, hub_module.INLINE_MAX_MEMBERS + 1)]
+    for member in members:
+        await hub.join_group(member, "g")
+    return members
+
+
 async def _with_hub(test) -> None:
     async with fabric.open_fabric(load_config(None, env={}), access_key="k") as fab:
         await test(await fab.get_hub("p"))
@@ -51,9 +60,7 @@ async def test_idle_actor_publication_delivered_in_place():
 
 async def test_publication_never_overtakes_one_queued_for_the_actor():
     async def test(hub):
-        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
-        for member in members:
-            await hub.join_group(member, "g")
+        members = await _too_many_for_in_place(hub)
         first = members[0]
         await hub.publish(_pub("1"))  # too many members to deliver in place: queued
         assert first.got == [] and hub.groups["g"].queued == 1
@@ -73,9 +80,7 @@ async def test_publication_never_overtakes_one_queued_for_the_actor():
 
 async def test_flush_behind_queued_publication_then_in_place():
     async def test(hub):
-        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
-        for member in members:
-            await hub.join_group(member, "g")
+        members = await _too_many_for_in_place(hub)
         await hub.publish(_pub("1"))
         await hub.flush_groups(members[0])  # returns once "1" was delivered
         assert members[0].got == ["1"] and hub.groups["g"].queued == 0
@@ -114,9 +119,7 @@ class Crasher(Recorder):
 
 async def test_in_place_delivery_resumes_after_the_actor_crashed_with_messages_queued():
     async def test(hub):
-        members = [Crasher("c")] + [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS)]
-        for member in members:
-            await hub.join_group(member, "g")
+        members = await _too_many_for_in_place(hub, first=Crasher("c"))
         local = hub.groups["g"]
         old_ref = local.handle.ref
         # Queued for the actor (too many members), the first one crashes it: the rest of its
@@ -137,9 +140,7 @@ async def test_in_place_delivery_resumes_after_the_actor_crashed_with_messages_q
 
 async def test_a_cancelled_wait_for_mailbox_room_leaves_the_count_right():
     async def test(hub):
-        members = [Recorder(f"m{i}") for i in range(hub_module.INLINE_MAX_MEMBERS + 1)]
-        for member in members:
-            await hub.join_group(member, "g")
+        members = await _too_many_for_in_place(hub)
         local = hub.groups["g"]
         size = hub_module.GroupActor.mailbox_size
         for i in range(size):  # no checkpoint: the actor cannot drain meanwhile
