@@ -48,8 +48,11 @@ Rules this module keeps (the broker contract of ``fabric/core/broker.py``, and):
   UNSUBSCRIBE are answered asynchronously on the subscriber connection, so each batch of
   changes (concurrent calls share one) is followed by a PING, and the change is confirmed
   when the reader reaches its answer: Redis answers in order, so every acknowledgement
-  came before it. A subscription delivers exactly the messages read after that point; an
-  unsubscribed topic is never delivered again, from the moment ``unsubscribe`` is called.
+  came before it. A subscription delivers exactly the messages read after that point. An
+  unsubscribe stops local publications at once, but the reader keeps delivering what it
+  reads until that point: Redis published those messages while the broker was still
+  subscribed (before the UNSUBSCRIBE), and dropping them would lose a message published
+  before the unsubscribe was even called. Nothing arrives once ``unsubscribe`` returned.
   While reconnecting both return at once: the subscription set is this node's data and is
   replayed, confirmed the same way, on reconnect.
 - Remote delivery awaits each callback in the reader task: a slow node stops reading its
@@ -264,8 +267,11 @@ class RedisBus:
         self._max_message_bytes = max_message_bytes
 
         # What this node wants (its data; replayed after every reconnect).
-        self._local: dict[str, list[RedisBroker]] = {}  # topic -> attached brokers subscribed
-        self._channel_topics: dict[bytes, str] = {}  # channel -> topic, for every wanted topic
+        # A broker is a receiver of a topic while subscribed and while leaving it (its
+        # unsubscribe waits for Redis' confirmation); only subscribed ones make it wanted.
+        self._local: dict[str, list[RedisBroker]] = {}  # topic -> its receivers here
+        self._channel_topics: dict[bytes, str] = {}  # channel -> topic, for every receiver's topic
+        self._wanted: set[bytes] = set()  # channels some broker here is subscribed to
         # What Redis confirmed on the current subscriber connection, and what to reconcile.
         # Each change takes the next generation number; ``_synced_gen`` is the newest one the
         # reader saw confirmed, in stream order (a broker's topic is live once its
@@ -330,7 +336,7 @@ class RedisBus:
 
     def subscribed(self, topic: str) -> bool:
         """Whether some broker of this node wants ``topic``. No checkpoint."""
-        return topic in self._local
+        return self.channel(topic) in self._wanted
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Connect (a clear ``RedisBrokerError`` if that fails), then keep both connections
@@ -385,7 +391,7 @@ class RedisBus:
             "node_id": self.node_id,
             "url": self.url.redacted,
             "server_version": self.server_version,
-            "channels": len(self._channel_topics),
+            "channels": len(self._wanted),
             "subscribed": len(self._redis_channels),
             "published": self.published,
             "delivered": self.delivered,
@@ -432,8 +438,12 @@ class RedisBus:
                 batch, index = self._enqueue(channel, data, size)
         # This node's own subscribers, directly (the echo from Redis is skipped by the reader).
         brokers = self._local.get(topic)
+        local = False
         if brokers:
             for broker in brokers if len(brokers) == 1 else list(brokers):
+                if topic not in broker._topics:
+                    continue  # leaving: it gets only what was published before
+                local = True
                 broker.delivered += 1
                 await broker._on_publication(topic, message)
         if batch is None:
@@ -459,7 +469,7 @@ class RedisBus:
         # that echo, and the local delivery above stands for it.
         if channel in self._redis_channels:
             count -= 1
-        return count + (1 if brokers else 0)
+        return count + (1 if local else 0)
 
     def _enqueue(self, channel: bytes, data: bytes, size: int) -> tuple[_Batch, int]:
         batch = self._batches[-1] if self._batches else None
@@ -595,27 +605,46 @@ class RedisBus:
         brokers = self._local.get(topic)
         if brokers is None:
             self._local[topic] = [broker]
-            channel = self.channel(topic)
-            self._channel_topics[channel] = topic
-            self._dirty.add(channel)
-        else:
+        elif broker not in brokers:  # (it may still be there, leaving: see _unsubscribe)
             brokers.append(broker)
+        channel = self.channel(topic)
+        self._channel_topics[channel] = topic
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            self._dirty.add(channel)
         await self._await_sync(gen)
 
-    async def _unsubscribe(self, broker: RedisBroker, topic: str) -> None:
-        del broker._topics[topic]  # from here on, nothing of this topic reaches this broker
-        brokers = self._local.get(topic)
-        if brokers is None:
-            return
-        brokers.remove(broker)
-        if brokers:
-            return  # another hub of this node still wants it in Redis
-        del self._local[topic]
-        channel = self.channel(topic)
-        self._channel_topics.pop(channel, None)
-        self._dirty.add(channel)
+    async def _unsubscribe(self, broker: RedisBroker, topics: list[str]) -> None:
+        """Leave ``topics``: nothing published from here on reaches ``broker``, but what Redis
+        published while it was subscribed (still on its way to our reader) is delivered
+        until Redis confirmed the change, so a message published before the unsubscribe is
+        not lost to a race with it. Returns once confirmed; nothing arrives after."""
         self._change_gen += 1
-        await self._await_sync(self._change_gen)
+        gen = self._change_gen
+        for topic in topics:
+            del broker._topics[topic]  # local publications stop reaching it at once
+            broker._leaving[topic] = gen
+            if not any(topic in other._topics for other in self._local.get(topic, ())):
+                channel = self.channel(topic)
+                self._wanted.discard(channel)
+                self._dirty.add(channel)
+        try:
+            await self._await_sync(gen)
+        finally:
+            for topic in topics:
+                if broker._leaving.get(topic) != gen:
+                    continue  # left again later: that call finishes it
+                del broker._leaving[topic]
+                if topic in broker._topics:
+                    continue  # subscribed again meanwhile: it stays a receiver
+                brokers = self._local.get(topic)
+                if brokers is not None and broker in brokers:
+                    brokers.remove(broker)
+                    if not brokers:
+                        del self._local[topic]
+                        channel = self.channel(topic)
+                        if channel not in self._wanted:
+                            self._channel_topics.pop(channel, None)
 
     async def _await_sync(self, gen: int) -> None:
         """Wait until Redis confirmed every change up to ``gen`` (or the subscriber is down:
@@ -636,7 +665,7 @@ class RedisBus:
             up_since = trio.current_time()
             try:
                 self._redis_channels = set()
-                self._dirty.update(self._channel_topics)  # resubscribe everything wanted
+                self._dirty.update(self._wanted)  # resubscribe everything wanted
                 self._last_rx = trio.current_time()
                 self._sub_up = True
                 self._sync_needed.set()
@@ -693,7 +722,7 @@ class RedisBus:
             self._sync_needed = trio.Event()
             gen = self._change_gen
             dirty, self._dirty = self._dirty, set()
-            wanted, have = self._channel_topics, self._redis_channels
+            wanted, have = self._wanted, self._redis_channels
             commands = []
             for command, channels in (
                 (b"SUBSCRIBE", [c for c in dirty if c in wanted and c not in have]),
@@ -798,7 +827,10 @@ class RedisBus:
         for broker in brokers if len(brokers) == 1 else list(brokers):
             gen = broker._topics.get(topic)
             if gen is None or gen > synced:
-                continue  # unsubscribed, or subscribed after this message was read
+                left = broker._leaving.get(topic)
+                if left is None or left <= synced:
+                    continue  # not subscribed when Redis published this message
+            # (subscribed, or leaving and Redis published this before it confirmed)
             delivered = True
             broker.delivered += 1
             self.delivered += 1
@@ -835,12 +867,13 @@ class RedisBus:
 class RedisBroker:
     """One hub's view of a ``RedisBus``: the ``Broker`` protocol."""
 
-    __slots__ = ("_bus", "_closed", "_on_publication", "_topics", "delivered", "published")
+    __slots__ = ("_bus", "_closed", "_leaving", "_on_publication", "_topics", "delivered", "published")
 
     def __init__(self, bus: RedisBus, on_publication: OnPublication) -> None:
         self._bus = bus
         self._on_publication = on_publication
         self._topics: dict[str, int] = {}  # topic -> the bus generation of its subscribe
+        self._leaving: dict[str, int] = {}  # topic -> the generation of its unsubscribe, until confirmed
         self.delivered = 0
         self.published = 0
         self._closed = False
@@ -856,8 +889,11 @@ class RedisBroker:
     async def unsubscribe(self, topic: str) -> None:
         """Idempotent. Nothing of ``topic`` is delivered here once this returned."""
         if topic not in self._topics:
+            left = self._leaving.get(topic)
+            if left is not None:  # another call is leaving it: return when that one does
+                await self._bus._await_sync(left)
             return
-        await self._bus._unsubscribe(self, topic)
+        await self._bus._unsubscribe(self, [topic])
 
     async def publish(self, topic: str, message: Any) -> int | None:
         """Deliver to this node's subscribers and hand to Redis; returns when Redis has
@@ -889,8 +925,8 @@ class RedisBroker:
     async def aclose(self) -> None:
         """Unsubscribe every topic of this broker. Idempotent."""
         self._closed = True
-        for topic in list(self._topics):
-            await self.unsubscribe(topic)
+        if self._topics:
+            await self._bus._unsubscribe(self, list(self._topics))  # one confirmation for all
 
     def statistics(self) -> dict:
         stats = self._bus.statistics()

@@ -455,6 +455,78 @@ async def test_a_slow_remote_subscriber_does_not_block_the_publisher(redis_serve
     assert s.messages() == list(range(300))
 
 
+async def test_what_redis_published_before_an_unsubscribe_is_still_delivered(redis_server, nodes):
+    """The race of the contract test, made certain: the reader is held in a callback while
+    another node publishes 2 and this one unsubscribes; 2 was published while subscribed
+    (Redis executed it first), so it arrives, and nothing after the unsubscribe does."""
+    gate, holding = trio.Event(), trio.Event()
+
+    class Held(Node):
+        async def on_publication(self, topic, message):
+            if message == 1:
+                holding.set()
+                await gate.wait()
+            await super().on_publication(topic, message)
+
+    held = Held()
+    bus = await nodes(redis_server.url)
+    bs = bus.attach(held.on_publication)
+    bp = (await nodes(redis_server.url)).attach(Node().on_publication)
+    await bs.subscribe("t")
+    await bp.publish("t", 1)
+    await holding.wait()
+    assert await bp.publish("t", 2) == 1  # Redis delivered it to the held node's connection
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bs.unsubscribe, "t")
+        await trio.testing.wait_all_tasks_blocked()
+        assert not bs.subscribed("t") and not bus.subscribed("t")
+        await bs.publish("t", "local, after the call")  # stops at once
+        gate.set()
+    assert held.messages() == [1, 2]
+    assert await bp.publish("t", 3) == 0
+    await bs.subscribe("u")
+    await bp.publish("u", "marker")
+    await eventually(lambda: held.messages("u") == ["marker"])
+    assert held.messages() == [1, 2]
+    assert bus.statistics()["channels"] == 1
+
+
+async def test_subscribing_again_while_leaving(redis_server, nodes):
+    """An unsubscribe still waiting for Redis, then a subscribe of the same topic: the
+    broker stays a receiver, gets each message once, and the Redis subscription holds."""
+    gate, holding = trio.Event(), trio.Event()
+
+    class Held(Node):
+        async def on_publication(self, topic, message):
+            if message == 1:
+                holding.set()
+                await gate.wait()
+            await super().on_publication(topic, message)
+
+    held = Held()
+    bus = await nodes(redis_server.url)
+    bs = bus.attach(held.on_publication)
+    bp = (await nodes(redis_server.url)).attach(Node().on_publication)
+    await bs.subscribe("t")
+    await bp.publish("t", 1)
+    await holding.wait()
+    await bp.publish("t", 2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bs.unsubscribe, "t")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(bs.unsubscribe, "t")  # a second call waits for the first
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(bs.subscribe, "t")
+        await trio.testing.wait_all_tasks_blocked()
+        assert bs.subscribed("t")
+        gate.set()
+    assert bs.subscribed("t") and bus.statistics()["subscribed"] == 1
+    await bp.publish("t", 3)
+    await eventually(lambda: held.messages() == [1, 2, 3])
+    await bs.publish("t", 4)
+    assert held.messages() == [1, 2, 3, 4]
+
+
 async def test_two_hubs_on_one_node(redis_server, nodes):
     h1, h2, other = Node(), Node(), Node()
     bus = await nodes(redis_server.url)
