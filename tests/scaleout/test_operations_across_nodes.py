@@ -152,3 +152,28 @@ async def test_group_spread_over_three_nodes_keeps_order(nodes):
             await rest.send_to_group("room", f"r{i}")
         for m in members:
             assert [(await m.receive_json())["data"] for _ in range(50)] == [f"r{i}" for i in range(50)]
+
+
+async def test_a_join_while_the_last_member_leaves_keeps_the_group_subscribed(nodes):
+    """The last member's leave drops the group and then waits for the broker's unsubscribe;
+    a join in that window makes the group anew and subscribes again. Whichever finishes
+    first, the new member gets what another node sends afterwards (and, each round, only
+    once)."""
+    async with nodes(2) as (a, b):
+        first = await connect(a, user_id="u1", roles=ROLES)
+        second = await connect(a, user_id="u2", roles=ROLES)
+        hub = a.running_hubs()["chat"]
+        hb = b.hub("chat")
+        for round_ in range(5):
+            leaving, joining = (first, second) if round_ % 2 == 0 else (second, first)
+            await hub.join_group(hub.connections[leaving.connection_id], "g")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hub.leave_group, hub.connections[leaving.connection_id], "g")
+                await trio.testing.wait_all_tasks_blocked()  # the leave waits on its unsubscribe
+                nursery.start_soon(hub.join_group, hub.connections[joining.connection_id], "g")
+            assert set(hub.groups["g"].members) == {joining.connection_id}
+            await hb.send_to_group("g", {"round": round_})
+            await expect_data(joining, {"round": round_})
+            await expect_nothing_before(leaving, hb, {"marker": round_})
+            await hub.leave_group(hub.connections[joining.connection_id], "g")
+            await expect_nothing_before(joining, hb, {"marker": round_})
