@@ -24,6 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from fabric.core import logs
 from fabric.core.counters import HUB_COUNTERS
 from fabric.core.metrics import FAMILIES, Exposition, Yielder, counter, counter_families
 
@@ -78,10 +79,6 @@ def close_label(stats: dict) -> str:
     if isinstance(code, int) and 3000 <= code <= 4999:
         return "app"
     return "other"
-
-
-def _fields(**values: Any) -> dict:
-    return {"fields": values}
 
 
 class Fanout:
@@ -159,8 +156,8 @@ class HubTelemetry:
         self._since[cid] = (time.monotonic(), protocol)
         self.open_by_protocol[protocol] = self.open_by_protocol.get(protocol, 0) + 1
         self.opened.inc((self.hub, protocol))
-        log.info("connection opened", extra=_fields(
-            event="connection.open", connection_id=cid, hub=self.hub, user=member.user_id, protocol=protocol))
+        logs.emit(log, logging.INFO, "connection opened", event="connection.open", connection_id=cid, hub=self.hub,
+                  user=member.user_id, protocol=protocol)
 
     def connection_closed(self, member: Any, reason: str | None = None) -> None:
         cid = member.connection_id
@@ -187,10 +184,9 @@ class HubTelemetry:
         if isinstance(transport, dict) and isinstance(transport.get("bytes_received"), int):
             self.bytes_received.inc(labels, transport["bytes_received"])
         text = reason if reason is not None else stats.get("close_reason")
-        log.info("connection closed", extra=_fields(
-            event="connection.close", connection_id=cid, hub=self.hub, user=member.user_id, protocol=protocol,
-            duration_s=round(time.monotonic() - opened_at, 3), code=code,
-            reason=text[:_REASON_CHARS] if isinstance(text, str) else None))
+        logs.emit(log, logging.INFO, "connection closed", event="connection.close", connection_id=cid, hub=self.hub,
+                  user=member.user_id, protocol=protocol, duration_s=round(time.monotonic() - opened_at, 3), code=code,
+                  reason=text[:_REASON_CHARS] if isinstance(text, str) else None)
 
     def forget_all(self) -> None:
         """The hub restarted from an empty registry."""

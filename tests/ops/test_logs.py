@@ -123,3 +123,120 @@ def test_text_format_and_redaction():
     assert logs.TextFormatter().format(record).endswith('fabric.x: hello world hub=chat reason="two words"')
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["msg"] == "hello world" and line["hub"] == "chat" and line["level"] == "info"
+
+
+@pytest.fixture
+def installed():
+    """``logs.configure`` on a StringIO; the handler removed and the root level restored after."""
+    root = logging.getLogger()
+    level, made = root.level, []
+
+    def install(fmt: str, level: str = "info") -> tuple[io.StringIO, logging.Handler]:
+        stream = io.StringIO()
+        made.append(logs.configure(level, fmt, stream=stream, secrets=(KEY,)))
+        return stream, made[-1]
+
+    try:
+        yield install
+    finally:
+        for handler in made:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+VALUES = {"event": "connection.open", "connection_id": "AbC-dEf_12", "hub": "chat", "user": None,
+          "protocol": "json", "duration_s": 0.5, "reason": "two words", "secret": f"key {KEY}"}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_emit_writes_the_line_a_record_would(installed, fmt):
+    """``logs.emit`` (no LogRecord: the lines every connection logs) and ``log.info`` with
+    the same fields give the same line but for the time stamp, redacted alike."""
+    stream, _ = installed(fmt)
+    log = logging.getLogger("fabric.connections")
+    logs.emit(log, logging.INFO, "connection opened", **VALUES)
+    log.info("connection opened", extra=logs.fields(**VALUES))
+    logs.emit(log, logging.DEBUG, "not at this level", **VALUES)
+    fast, slow = stream.getvalue().splitlines()
+    assert KEY not in fast and "***" in fast
+    if fmt == "json":
+        fast_obj, slow_obj = json.loads(fast), json.loads(slow)
+        assert fast_obj.pop("ts").endswith("Z") and slow_obj.pop("ts").endswith("Z")
+        assert fast_obj == slow_obj
+        assert fast_obj["user"] is None and fast_obj["duration_s"] == 0.5 and fast_obj["level"] == "info"
+    else:
+        assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2]
+        assert fast.split(" ", 2)[2].startswith('INFO fabric.connections: connection opened event=connection.open')
+        assert 'user=- protocol=json duration_s=0.5 reason="two words" secret="key ***"' in fast
+
+
+def test_emit_goes_through_logging_when_anything_else_listens(installed):
+    """Another handler on the way (or a filter on the logger) gets a real record: the
+    direct line is only for when the installed handler is the one place it would go."""
+    stream, _ = installed("json")
+    log = logging.getLogger("fabric.connections")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    keeper = Keep()
+    logging.getLogger("fabric").addHandler(keeper)
+    try:
+        logs.emit(log, logging.INFO, "connection opened", hub="chat")
+    finally:
+        logging.getLogger("fabric").removeHandler(keeper)
+    assert [r.fields for r in seen] == [{"hub": "chat"}]
+    only = logging.Filter("nothing.matches")
+    log.addFilter(only)
+    try:
+        logs.emit(log, logging.INFO, "filtered out", hub="chat")
+    finally:
+        log.removeFilter(only)
+    logs.emit(log, logging.INFO, "direct", hub="chat")
+    assert [json.loads(line)["msg"] for line in stream.getvalue().splitlines()] == ["connection opened", "direct"]
+
+
+def test_lines_of_a_trio_pass_are_written_together_in_order(installed):
+    """Inside trio the handler writes on the scheduler's next pass (one write for the pass's
+    lines), keeps the order of direct and ordinary lines, and leaves nothing behind when
+    the run ends; outside trio a line is written at once."""
+    stream, handler = installed("text")
+    log = logging.getLogger("fabric.connections")
+    writes: list[str] = []
+    real_write = stream.write
+
+    def counting_write(text):
+        writes.append(text)
+        return real_write(text)
+
+    stream.write = counting_write
+
+    async def main():
+        for round_ in range(3):
+            for i in range(5):
+                if i % 2:
+                    logs.emit(log, logging.INFO, "direct", round=round_, i=i)
+                else:
+                    log.info("record", extra=logs.fields(round=round_, i=i))
+            assert stream.getvalue().count("\n") == 5 * round_  # not yet: on the next pass
+            await trio.sleep(0)
+            await trio.sleep(0)
+            assert stream.getvalue().count("\n") == 5 * (round_ + 1)
+        logs.emit(log, logging.INFO, "last", round=3, i=0)  # the run ends before a pass
+
+    trio.run(main)
+    got = [(int(line.split("round=")[1].split()[0]), int(line.split("i=")[1])) for line in stream.getvalue().splitlines()]
+    assert got == [(r, i) for r in range(3) for i in range(5)] + [(3, 0)]
+    assert len(writes) == 4, writes  # one per pass, and the last at the end of the run
+    logs.emit(log, logging.INFO, "outside trio", round=4, i=0)
+    assert stream.getvalue().splitlines()[-1].endswith("round=4 i=0") and len(writes) == 5
+
+    async def burst():  # a pass that logs more than a batch writes as it goes
+        for i in range(handler.BATCH + 10):
+            logs.emit(log, logging.INFO, "burst", round=5, i=i)
+        assert stream.getvalue().count("round=5") == handler.BATCH
+
+    trio.run(burst)
+    assert stream.getvalue().count("round=5") == handler.BATCH + 10
