@@ -59,6 +59,7 @@ import trio
 from actors import Actor, ChildSpec, Overflow, Restart, Strategy, Supervisor
 from fabric.config import HubConfig, ServerConfig
 from fabric.core import broker as topics
+from fabric.core import ids
 from fabric.core.broker import BrokerUnavailable
 from fabric.core.commands import PROBE, Command, Reply
 from fabric.core.counters import HUB_COUNTERS, Counters
@@ -134,7 +135,7 @@ def _raising(replies: list[Reply]) -> list[Reply]:
 
 def new_connection_id() -> str:
     """128 random bits, base64url: unguessable, URL- and header-safe."""
-    return secrets.token_urlsafe(16)
+    return ids.random_id(16)
 
 
 class Member(Protocol):

@@ -68,6 +68,7 @@ import trio
 from specs.errors import CloseSituation
 from specs.socketio import RECOVERY_KEPT_SOCKETS, RECOVERY_LOG_ENTRIES
 
+from fabric.core import ids
 from fabric.core.counters import CounterSpec, Counters
 from fabric.core.events import ConnectionContext
 from fabric.core.permissions import Permissions
@@ -142,7 +143,7 @@ _json_decode = msgspec.json.decode
 
 
 def _new_id() -> str:
-    return secrets.token_urlsafe(15)
+    return ids.random_id(15)
 
 
 def _as_args(data: Any) -> list:
