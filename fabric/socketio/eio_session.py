@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import enum
 import math
+import secrets
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import msgspec
 
-from fabric.core import ids
 from fabric.socketio.eio_packets import (
     EncodedPacket,
     PacketDecodeError,
@@ -100,7 +100,7 @@ _JSON = "application/json"
 
 def generate_sid() -> str:
     """A fresh session id: 15 random bytes, base64url (20 characters), like Node's base64id."""
-    return ids.random_id(15)
+    return secrets.token_urlsafe(15)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ async def test_acks_keep_their_order_across_partial_writes(nursery):
         assert (await client.receive()).startswith("40{")
         engine = fab.socketio_edge._plain.engine
         conn = next(iter(engine.sessions.values()))
-        assert conn._raw is not None  # a TCP socket: single packets may be written at once
+        assert conn.ws._raw is not None  # a TCP socket: single packets may be written at once (send_now)
         count = 400  # 6.4 MB of acks, more than the kernel buffers hold while we do not read
         for i in range(1, count + 1):
             await client.send(f'42{i}["big",{i}]')
