@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -285,6 +286,18 @@ class LineHandler(logging.StreamHandler):
 #: The handler ``configure`` installed, for ``emit``; None when the embedding application
 #: configures logging itself.
 _installed: LineHandler | None = None
+
+
+def _forget_in_child() -> None:
+    """A forked child neither writes its parent's waiting lines again nor waits for the
+    parent's writer task."""
+    handler = _installed
+    if handler is not None:
+        handler._pending.clear()
+        handler._run, handler._writer, handler._woken = None, None, False
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def emit(logger: logging.Logger, level: int, message: str, **values: Any) -> None:

@@ -240,3 +240,29 @@ def test_lines_of_a_trio_pass_are_written_together_in_order(installed):
 
     trio.run(burst)
     assert stream.getvalue().count("round=5") == handler.BATCH + 10
+
+
+def test_a_forked_child_does_not_write_its_parents_waiting_lines(installed):
+    import os
+
+    stream, handler = installed("text")
+    log = logging.getLogger("fabric.connections")
+
+    async def fork_while_a_line_waits():
+        logs.emit(log, logging.INFO, "waiting", who="parent")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what it would write, then leave at once
+            try:
+                os.write(write, repr(list(handler._pending)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        child = os.read(read, 4096).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+        return child
+
+    child = trio.run(fork_while_a_line_waits)
+    assert child == "[]"
+    assert stream.getvalue().count("who=parent") == 1  # the parent's line, once, from the parent
