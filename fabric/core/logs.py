@@ -249,9 +249,13 @@ class LineHandler(logging.StreamHandler):
             self.flush()
             return
         if run is not self._run:  # a new trio run: start its writer
+            try:
+                trio.lowlevel.spawn_system_task(self._write_soon, name="fabric log writer")
+            except RuntimeError:  # the run is ending (its system nursery is closed)
+                self.flush()
+                return
             self._run, self._writer = run, None
             self._woken = True
-            trio.lowlevel.spawn_system_task(self._write_soon, name="fabric log writer")
         elif self._writer is not None and not self._woken:
             self._woken = True
             trio.lowlevel.reschedule(self._writer)
@@ -263,13 +267,19 @@ class LineHandler(logging.StreamHandler):
                 with self.lock:  # type: ignore[union-attr]
                     self._woken = False
                     self._writer = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
         finally:
             with self.lock:  # type: ignore[union-attr]
                 self._writer = None
                 self._run = None
                 self._woken = False
             self.flush()
+
+    def _abort_wait(self, _raise_cancel) -> trio.lowlevel.Abort:
+        """The writer is being cancelled (the run ends): nobody may wake it any more (trio
+        reschedules it itself); its ``finally`` writes what waits."""
+        self._writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def takes_all_of(self, logger: logging.Logger, level: int) -> bool:
         """True when a record ``logger`` makes at ``level`` would reach this handler and

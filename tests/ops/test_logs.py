@@ -266,3 +266,26 @@ def test_a_forked_child_does_not_write_its_parents_waiting_lines(installed):
     child = trio.run(fork_while_a_line_waits)
     assert child == "[]"
     assert stream.getvalue().count("who=parent") == 1  # the parent's line, once, from the parent
+
+
+def test_a_line_logged_as_the_run_ends_is_written_at_once(installed):
+    """Lines logged while trio tears the run down (after the writer task has gone) are
+    written directly, never raised into the code that logs."""
+    stream, _ = installed("text")
+    log = logging.getLogger("fabric.connections")
+
+    async def linger():
+        try:
+            await trio.sleep_forever()
+        finally:
+            for i in range(3):
+                logs.emit(log, logging.INFO, "going", i=i)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def main():
+        trio.lowlevel.spawn_system_task(linger)
+        logs.emit(log, logging.INFO, "started", i=-1)
+        await trio.sleep(0)
+
+    trio.run(main)
+    assert [line.rsplit("i=", 1)[1] for line in stream.getvalue().splitlines()] == ["-1", "0", "1", "2"]
