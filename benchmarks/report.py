@@ -244,7 +244,8 @@ def markdown(
         "",
         "rate: deliveries/s (fan-out), round trips/s (echo), connections opened/s (idle; its p50/p99 "
         "are per-connection setup times). Latency under e2e pacing is mostly queueing (window x fan-out "
-        "time). CPU and RSS are the server's (all processes in its group), from /proc. "
+        "time). CPU and RSS are the server's (all processes in its group), from /proc; CPU is per 100k "
+        "deliveries (fan-out), round trips (echo) or connections opened (idle, over the connect phase alone). "
         "Ratios are ours / peer of the medians: above 1 is better for rate, below 1 for the rest. "
         "`!`: see problems.",
     ]
