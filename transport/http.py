@@ -65,7 +65,7 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, os_socket
+from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, close_stream, os_socket
 
 log = logging.getLogger("transport.http")
 
@@ -395,8 +395,7 @@ async def serve_connection(
         return
     finally:
         if not handed_off:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            await close_stream(stream)
 
 
 @attrs.frozen
