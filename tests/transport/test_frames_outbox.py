@@ -84,3 +84,31 @@ async def test_outbox_wakes_parked_writer():
         assert got == []
         box.put_nowait(b"z")
     assert got == [[b"z"]]
+
+
+async def test_outbox_finish_ends_a_parked_writer_and_every_later_batch():
+    box = Outbox(max_items=10, max_bytes=100)
+    got = []
+
+    async def writer():
+        while (batch := await box.get_batch()) is not None:
+            got.append(batch)
+        got.append(None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        box.put_nowait(b"a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [[b"a"]]
+        box.finish()
+    assert got == [[b"a"], None]
+    assert not box.put_nowait(b"late")  # no data after the end
+    assert await box.get_batch() is None
+
+
+async def test_outbox_all_expired_batch_is_empty_not_the_end():
+    """An empty batch (every frame past its deadline) must not read as ``finish``'s None."""
+    box = Outbox(max_items=10, max_bytes=100)
+    box.put_nowait(b"old", expires_at=trio.current_time() - 1)
+    assert await box.get_batch() == []

@@ -265,6 +265,31 @@ async def test_completed_handshake_over_tcp_closes_with_fin(nursery):
     await client_stream.aclose()
 
 
+async def test_peer_eof_ends_the_writer_without_a_cancellation(nursery, monkeypatch):
+    """A peer that just goes away (EOF, no close frame): the reader ends the parked writer
+    with ``Outbox.finish``, nothing is cancelled, the socket is closed (reset: no close
+    handshake happened) and the close code says abnormal."""
+    _require_linux_proc()
+    server, client = await _tcp_pair(nursery)
+    server_port, client_port = server.socket.getsockname()[1], client.getsockname()[1]
+    ws = WebSocket(server, subprotocol=None, close_timeout=CLOSE_TIMEOUT)
+    cancels: list = []
+    real_abort = WebSocket._abort
+    monkeypatch.setattr(WebSocket, "_abort", lambda self: (cancels.append(1), real_abort(self)))
+    ended: list = []
+    done = trio.Event()
+    nursery.start_soon(_run_recording_end, ws, ended, done)
+    await trio.testing.wait_all_tasks_blocked()
+    assert ws.outbox.writer_parked
+    client.close()
+    with trio.fail_after(10):
+        await done.wait()
+    assert cancels == []
+    assert ws.close_code == 1006
+    assert server.socket.fileno() == -1
+    assert _tcp_entries(server_port, client_port) == []
+
+
 async def test_wsproto_event_queue_is_small_and_still_works():
     """The socket gives wsproto a list as its event queue (an empty deque is 760 bytes per
     connection); wsproto's own use of it, a transport-ended event queued and then popped,
