@@ -16,8 +16,12 @@ Rules this module keeps:
   connection's own task (``serve``) waits for the end of the session, whatever transport it
   is on; a WebSocket-only connection's task runs the socket itself.
 - Heartbeats are deadlines, not tasks: one ticker per server over a heap of
-  ``(deadline, seq, connection)``. An entry whose deadline is no longer the connection's
-  current one is stale and skipped, so rescheduling is a push, never a search. The ticker
+  ``(deadline, seq, sid)``. An entry whose deadline is no longer the connection's current
+  one, or whose sid is no longer a session, is stale and skipped, so rescheduling is a
+  push, never a search. Entries name the sid, not the connection: a closed connection is
+  then held by nothing here (it was held until its next heartbeat was due, up to
+  ``pingInterval + pingTimeout`` later: ~36 objects per closed connection, tens of
+  megabytes for a server that churns thousands of connections a second). The ticker
   sleeps in a cancel scope whose deadline is moved forward when an earlier entry arrives.
 - Sending never awaits. On a WebSocket the session's queue is drained into the socket's
   bounded outbox at once (pings included), so publications may bypass the session queue
@@ -511,7 +515,7 @@ class EngineServer:
         #: sid -> trio time until which one late GET is answered with a noop (insertion
         #: ordered, bounded by LATE_GET_TOMBSTONES).
         self._closed_unpolled: dict[str, float] = {}
-        self._heap: list[tuple[float, int, EngineConnection]] = []
+        self._heap: list[tuple[float, int, str]] = []  # (deadline, seq, sid)
         self._seq = itertools.count()
         self._ticker_scope: trio.CancelScope | None = None
         self._wake_at = _INF
@@ -533,7 +537,7 @@ class EngineServer:
             conn._scheduled = deadline
             return
         conn._scheduled = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), conn))
+        heapq.heappush(self._heap, (deadline, next(self._seq), conn.sid))
         if deadline < self._wake_at:
             self._wake_at = deadline
             scope = self._ticker_scope
@@ -544,6 +548,7 @@ class EngineServer:
         """The heartbeat ticker (one task for every session of this server). Runs until
         cancelled; closes every session when it ends."""
         heap = self._heap
+        sessions = self.sessions
         task_status.started()
         try:
             while True:
@@ -554,8 +559,9 @@ class EngineServer:
                 self._ticker_scope = None
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    deadline, _, conn = heapq.heappop(heap)
-                    if conn.closed or conn._scheduled != deadline:
+                    deadline, _, sid = heapq.heappop(heap)
+                    conn = sessions.get(sid)
+                    if conn is None or conn.closed or conn._scheduled != deadline:
                         continue  # stale
                     conn._scheduled = _INF
                     self.ticks += 1

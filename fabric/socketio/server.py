@@ -1879,7 +1879,14 @@ class _SioApp:
         await conn.app_state._setup()
 
     async def on_task_end(self, conn: EngineConnection) -> None:
-        await conn.app_state._teardown()
+        try:
+            await conn.app_state._teardown()
+        finally:
+            # The engine connection and ours refer to each other (``app_state``, ``engine``):
+            # undone when the connection's task ends, so both are freed by reference counting
+            # at once rather than by a full garbage collection later. Every reader of
+            # ``app_state`` treats None as "no connection".
+            conn.app_state = None
 
     async def on_message(self, conn: EngineConnection, data: str | bytes) -> None:
         member = conn.app_state

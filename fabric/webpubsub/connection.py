@@ -153,12 +153,14 @@ class _Groups(set):
     def add(self, group: str) -> None:
         if group not in self:
             set.add(self, group)
-            self._owner._presence("joined", group)
+            if self._owner is not None:  # None: the connection has ended (see ClientConnection.run)
+                self._owner._presence("joined", group)
 
     def discard(self, group: str) -> None:
         if group in self:
             set.discard(self, group)
-            self._owner._presence("left", group)
+            if self._owner is not None:
+                self._owner._presence("left", group)
 
 
 class ClientConnection:
@@ -419,6 +421,16 @@ class ClientConnection:
             reason = (self.ws.close_reason or _close_reason(self.ws.close_code)) if fire else None
             with trio.CancelScope(shield=True):
                 await hub.unregister(self, disconnected_reason=reason)
+            # Undo the references a connection holds to itself (its bound delivery method,
+            # the socket's farewell hook, its group set's owner), so that a closed
+            # connection, its socket and their ~20 objects are freed by reference counting
+            # the moment the last holder lets go, not by a full collection later. The
+            # socket is closed: a late delivery (a group actor's queue draining) is
+            # dropped either way.
+            self.deliver_nowait = _closed_delivery
+            self.ws.farewell = None
+            if isinstance(self.groups, _Groups):
+                self.groups._owner = None
 
     async def _await_recovery(self):
         """Keep a dropped reliable session for ``reconnect_window``. The new socket, or None."""
@@ -1009,6 +1021,10 @@ _DISPATCH = {
     codec_json.Invoke: ClientConnection._invoke,
     codec_json.CancelInvocation: ClientConnection._cancel_invocation,
 }
+
+
+def _closed_delivery(publication) -> None:
+    """``deliver_nowait`` of a connection whose task has ended: nothing to deliver to."""
 
 
 def _close_reason(code: int | None) -> str:
