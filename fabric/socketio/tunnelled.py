@@ -496,6 +496,7 @@ class TunnelledConnection:
                 if hub.local_member(self.connection_id) is self:
                     await hub.unregister(self)
                 self.mode._forget(self)
+            self.engine.app_state = None  # the engine connection and we refer to each other: undone (design.md)
 
     async def _pump(self) -> None:
         """Client packets to the app, in order, batched while a call is in flight."""
