@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import collections
 import select
+import socket
 from collections.abc import Sequence
 
 import h11
 import trio
+
+from transport.websocket import os_socket
 
 #: Bytes read per receive.
 READ_SIZE = 65536
@@ -62,16 +65,29 @@ class LocalProtocolError(HttpError):
 
 
 class _Connection:
-    __slots__ = ("h11", "idle_since", "reused", "stream")
+    __slots__ = ("h11", "idle_since", "raw", "reused", "stream")
 
     def __init__(self, stream: trio.SocketStream, max_head_bytes: int) -> None:
         self.stream = stream
+        # The OS socket, read and written directly as the WebSocket transport does (trio's
+        # socket methods cost a conflict check, a try-then-wait helper and, on a read that
+        # comes before the answer, a raised EAGAIN). None for any other stream.
+        self.raw = os_socket(stream)
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
         self.idle_since = 0.0
         self.reused = False
 
     def stale(self) -> bool:
         """Readable while idle: the server closed it (EOF) or sent something unasked."""
+        raw = self.raw
+        if raw is not None:  # one peek: b"" (EOF) or a byte both mean stale
+            try:
+                raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+            return True
         # poll, not select: a busy fabric's descriptors pass select's FD_SETSIZE (1024).
         poller = select.poll()
         try:
@@ -123,8 +139,15 @@ async def _next_event(conn: _Connection):
         except h11.RemoteProtocolError as exc:
             raise RemoteProtocolError(f"malformed answer: {exc}") from None
         if event is h11.NEED_DATA:
+            raw = conn.raw
             try:
-                data = await conn.stream.receive_some(READ_SIZE)
+                if raw is not None:  # the answer is rarely there yet: wait, then one recv
+                    await trio.lowlevel.wait_readable(raw)
+                    data = raw.recv(READ_SIZE)
+                else:
+                    data = await conn.stream.receive_some(READ_SIZE)
+            except BlockingIOError:  # readable was a false alarm
+                continue
             except (trio.BrokenResourceError, OSError) as exc:
                 raise ReadError(f"the connection broke: {exc}") from None
             try:
@@ -289,8 +312,17 @@ class _Exchange:
             data += h.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(f"the request cannot be sent: {exc}") from None
+        raw = conn.raw
         try:
-            await conn.stream.send_all(data)
+            if raw is not None:  # a request fits the kernel's buffer: one send, no yield
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    await conn.stream.send_all(memoryview(data)[sent:])
+            else:
+                await conn.stream.send_all(data)
         except (trio.BrokenResourceError, OSError) as exc:
             raise WriteError(f"sending the request failed: {exc}") from None
 
