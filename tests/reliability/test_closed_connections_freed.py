@@ -32,12 +32,11 @@ async def _wait_for(predicate) -> None:
             await trio.sleep(0.01)
 
 
-async def _churn_webpubsub(port: int, *, abrupt: bool) -> None:
+async def _churn_webpubsub(port: int, *, abrupt: bool, subprotocol: str = "json.webpubsub.azure.v1") -> None:
     for i in range(N):
         token = mint_client_token(key=KEY, endpoint=f"http://127.0.0.1:{port}", hub="chat", user_id=f"u{i}",
                                   roles=("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"))
-        client = await connect_tcp("127.0.0.1", port, f"/client/hubs/chat?access_token={token}",
-                                   ["json.webpubsub.azure.v1"])
+        client = await connect_tcp("127.0.0.1", port, f"/client/hubs/chat?access_token={token}", [subprotocol])
         assert (await client.receive_json())["event"] == "connected"
         await client.send_json({"type": "joinGroup", "group": "g", "ackId": 1})
         assert (await client.receive_json())["success"] is True
@@ -74,6 +73,8 @@ async def test_closed_connections_leave_nothing_behind():
             port = await nursery.start(fab.serve, "127.0.0.1", 0)
             await _churn_webpubsub(port, abrupt=False)
             await _churn_webpubsub(port, abrupt=True)
+            # A reliable session closed by its client (a close frame ends it; no recovery wait).
+            await _churn_webpubsub(port, abrupt=False, subprotocol="json.reliable.webpubsub.azure.v1")
             await _churn_socketio(port)
             hub = fab.hubs.running("chat")
             await _wait_for(lambda: not hub.connections)
