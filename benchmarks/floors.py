@@ -15,6 +15,14 @@ costs from what the protocols cost, with two floors that run no protocol at all 
 - ``floor_node``: the same on Node ``ws`` (``node/raw_node.js``), the library Node
   socket.io runs on;
 
+- ``fabric_trivial`` (not run unless named in ``--servers``): ``fabric serve`` whose Web
+  PubSub message path is replaced by a trivial one that answers a ``sendToGroup`` with the
+  same two frames (the ack, the group message echoing the data) without decoding, routing or
+  checking anything: the whole fabric process is there (handshake, hub, timers, metrics, log
+  writer) but not the message path, so ``fabric - fabric_trivial`` is that path's in-situ
+  cost and ``fabric_trivial - floor_trio`` the process's (this file re-run with
+  ``--serve-trivial``; a diagnostic, never a figure to compare with peers);
+
 then the servers the echo scenario compares: ``fabric_sio`` and ``sio_node`` (Socket.IO
 emit-with-ack, one frame back per round trip), ``fabric`` and ``wps_node`` (Web PubSub
 ``sendToGroup`` with an ackId to the sender's own group: an ack *and* a group message back
@@ -84,6 +92,35 @@ def _serve_floor(port: int) -> None:
     trio.run(serve_tcp, Floor(), "127.0.0.1", port)
 
 
+def _serve_trivial(fabric_args: list[str]) -> int:
+    """``fabric serve`` with ``ClientConnection.on_message`` answering a ``sendToGroup`` with
+    an ack and the group message built by string slicing (the load generator's echo shape:
+    ``{"type":"sendToGroup","group":G,"dataType":"json","data":D,"noEcho":false,"ackId":N}``);
+    anything else takes the real path (the load generator's joinGroup)."""
+    from fabric.cli import main as fabric_main
+    from fabric.webpubsub import connection
+    from transport.frames import encode_frame
+
+    real = connection.ClientConnection.on_message
+
+    async def on_message(self, data):
+        if not isinstance(data, str) or '"type":"sendToGroup"' not in data:
+            return await real(self, data)
+        a = data.index('"ackId":') + 8
+        ack_id = int(data[a:data.index("}", a)])
+        g = data.index('"group":') + 8
+        group = data[g:data.index(",", g)]
+        d = data.index('"data":') + 7
+        body = data[d:data.rindex(',"noEcho"')]
+        self.ws.send_nowait(encode_frame(b'{"type":"ack","ackId":%d,"success":true}' % ack_id, text=True))
+        self.ws.send_nowait(encode_frame(
+            ('{"type":"message","from":"group","group":' + group + ',"dataType":"json","data":' + body + "}")
+            .encode("utf-8"), text=True))
+
+    connection.ClientConnection.on_message = on_message
+    return fabric_main(fabric_args)
+
+
 def _cpu(pids: list[int]) -> tuple[float, float]:
     user = system = 0.0
     for pid in pids:
@@ -106,6 +143,10 @@ def _servers() -> dict[str, tuple]:
     for name in ("fabric_sio", "sio_node", "fabric", "wps_node"):
         s = SERVERS[name]
         table[name] = (s.command, s.loadgen_args, ROOT)
+    fabric = SERVERS["fabric"]
+    table["fabric_trivial"] = (
+        lambda p: [sys.executable, str(Path(__file__).resolve()), "--serve-trivial", *fabric.command(p)[3:]],
+        fabric.loadgen_args, ROOT)
     return table
 
 
@@ -169,6 +210,14 @@ def _report(results: dict[str, list[dict]], unit: str, per: str) -> None:
             o, p = med[ours], med[peer]
             print(f"{ours} / {peer}: rate {o['rate'] / p['rate']:.2f}x, server CPU per {per} "
                   f"{(o['user_us'] + o['sys_us']) / (p['user_us'] + p['sys_us']):.2f}x")
+    if "fabric_trivial" in med and "fabric" in med:
+        t, m = med["fabric_trivial"], med["fabric"]
+        print(f"fabric: the Web PubSub message path costs {m['user_us'] + m['sys_us'] - t['user_us'] - t['sys_us']:.1f}"
+              f" us of server CPU per {per} (fabric - fabric_trivial)")
+        if "floor_trio" in med:
+            f = med["floor_trio"]
+            print(f"fabric_trivial: the fabric process costs {t['user_us'] + t['sys_us'] - f['user_us'] - f['sys_us']:.1f}"
+                  f" us per {per} above the trio floor")
     if "floor_trio" in med:
         f = med["floor_trio"]
         for n in ("fabric_sio", "fabric"):
@@ -187,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="5,000 round trips (or 1,000 connections), one round")
     ap.add_argument("--servers", nargs="+", default=None)
     ap.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve-trivial"]:
+        return _serve_trivial(argv[1:])
     a = ap.parse_args(argv)
     if a.serve_floor:
         _serve_floor(a.serve_floor)
@@ -194,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.round_trips, a.connections, a.rounds = 5000, 1000, 1
     table = _servers()
-    names = a.servers or list(table)
+    names = a.servers or [n for n in table if n != "fabric_trivial"]
     logs = ROOT / "benchmarks" / "out" / "floors"
     ports = PortAllocator()
     results: dict[str, list[dict]] = {n: [] for n in names}
