@@ -65,7 +65,8 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, close_stream, os_socket
+from .sockets import os_socket
+from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, close_stream
 
 log = logging.getLogger("transport.http")
 

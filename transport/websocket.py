@@ -61,6 +61,7 @@ from wsproto.utilities import LocalProtocolError
 
 from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from .outbox import Outbox
+from .sockets import os_socket
 
 log = logging.getLogger("transport.websocket")
 
@@ -691,16 +692,6 @@ def _wsproto_idle(ws: Connection | None) -> bool:
                 and not len(decoder.buffer) and proto._message_decoder.opcode is None)
     except AttributeError:
         return False
-
-
-def os_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The OS socket under a trio ``SocketStream`` (None for any other stream: memory pairs
-    in tests, TLS), which reader and writer (and the HTTP front) use directly."""
-    if isinstance(stream, trio.SocketStream):
-        raw = getattr(stream.socket, "_sock", None)
-        if isinstance(raw, socket.socket):
-            return raw
-    return None
 
 
 async def close_stream(stream: trio.abc.Stream) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import h11
 import trio
 
-from transport.websocket import os_socket
+from transport import sockets
 
 #: Bytes read per receive.
 READ_SIZE = 65536
@@ -69,10 +69,9 @@ class _Connection:
 
     def __init__(self, stream: trio.SocketStream, max_head_bytes: int) -> None:
         self.stream = stream
-        # The OS socket, read and written directly as the WebSocket transport does (trio's
-        # socket methods cost a conflict check, a try-then-wait helper and, on a read that
-        # comes before the answer, a raised EAGAIN). None for any other stream.
-        self.raw = os_socket(stream)
+        # The OS socket, read and written directly (``transport.sockets``). None for any
+        # other stream.
+        self.raw = sockets.os_socket(stream)
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
         self.idle_since = 0.0
         self.reused = False
@@ -139,15 +138,8 @@ async def _next_event(conn: _Connection):
         except h11.RemoteProtocolError as exc:
             raise RemoteProtocolError(f"malformed answer: {exc}") from None
         if event is h11.NEED_DATA:
-            raw = conn.raw
             try:
-                if raw is not None:  # the answer is rarely there yet: wait, then one recv
-                    await trio.lowlevel.wait_readable(raw)
-                    data = raw.recv(READ_SIZE)
-                else:
-                    data = await conn.stream.receive_some(READ_SIZE)
-            except BlockingIOError:  # readable was a false alarm
-                continue
+                data = await sockets.receive_some(conn.stream, conn.raw, READ_SIZE)
             except (trio.BrokenResourceError, OSError) as exc:
                 raise ReadError(f"the connection broke: {exc}") from None
             try:
@@ -312,17 +304,8 @@ class _Exchange:
             data += h.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(f"the request cannot be sent: {exc}") from None
-        raw = conn.raw
         try:
-            if raw is not None:  # a request fits the kernel's buffer: one send, no yield
-                try:
-                    sent = raw.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    await conn.stream.send_all(memoryview(data)[sent:])
-            else:
-                await conn.stream.send_all(data)
+            await sockets.send_all(conn.stream, conn.raw, data)
         except (trio.BrokenResourceError, OSError) as exc:
             raise WriteError(f"sending the request failed: {exc}") from None
 

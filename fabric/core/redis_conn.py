@@ -18,11 +18,12 @@ from __future__ import annotations
 import collections
 import re
 import select
-import socket
 import ssl
 from typing import Any
 
 import trio
+
+from transport import sockets
 
 from fabric.core.redis_resp import (
     NEED_MORE,
@@ -38,22 +39,6 @@ from fabric.core.redis_resp import (
 )
 
 RECEIVE_BYTES = 65536
-
-
-def os_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The OS socket under a plain trio ``SocketStream`` (None for TLS and other streams).
-
-    The publisher and subscriber use it directly: trio's ``receive_some`` first tries a
-    ``recv`` that fails with EAGAIN when the answer is not there yet (it never is right
-    after we sent), and ``send_all`` yields once more after a send the kernel took whole.
-    A node publishing at a few hundred pipelines per second paid that in syscalls and run
-    loop passes per pipeline, on top of the work itself.
-    """
-    if isinstance(stream, trio.SocketStream):
-        raw = getattr(stream.socket, "_sock", None)
-        if isinstance(raw, socket.socket):
-            return raw
-    return None
 
 
 class StaleConnection(RedisUnavailable):
@@ -79,7 +64,7 @@ class RespConnection:
     def __init__(self, url: RedisURL, stream: trio.abc.Stream, max_message_bytes: int) -> None:
         self.url = url
         self.stream = stream
-        self.raw = os_socket(stream)  # None (TLS): use ``stream``
+        self.raw = sockets.os_socket(stream)  # None (TLS): use ``stream``
         self.parser = RespParser(max_message_bytes)
         self.replies: collections.deque[tuple[Any, float]] = collections.deque()
         self._send_lock = trio.StrictFIFOLock()
@@ -105,36 +90,21 @@ class RespConnection:
     async def receive_some(self) -> bytes:
         """At most ``RECEIVE_BYTES`` (b"" at EOF), waiting until the socket is readable.
         Called when everything read so far was parsed, so the data is not there yet: wait
-        first, then one ``recv``. Checkpoint: yes."""
-        raw = self.raw
-        if raw is None:
-            return await self.stream.receive_some(RECEIVE_BYTES)
-        while True:
-            await trio.lowlevel.wait_readable(raw)
-            try:
-                return raw.recv(RECEIVE_BYTES)
-            except BlockingIOError:
-                continue  # readable was a false alarm
-            except OSError as e:
-                raise trio.BrokenResourceError(f"Redis at {self.url.redacted}: {e}") from e
+        first, then one ``recv`` (``transport.sockets``). Checkpoint: yes."""
+        try:
+            return await sockets.receive_some(self.stream, self.raw, RECEIVE_BYTES)
+        except OSError as e:
+            raise trio.BrokenResourceError(f"Redis at {self.url.redacted}: {e}") from e
 
     async def send_batch(self, data: bytes) -> None:
         """Send all of ``data``: one non-blocking ``send`` and trio's ``send_all`` only for
-        what the kernel did not take. Not a checkpoint when the kernel took it all (the
-        caller's next ``receive_some`` is). Callers serialize sends (the publisher's one
-        writer task)."""
-        raw = self.raw
-        if raw is None:
-            await self.stream.send_all(data)
-            return
+        what the kernel did not take (``transport.sockets``). Not a checkpoint when the
+        kernel took it all (the caller's next ``receive_some`` is). Callers serialize sends
+        (the publisher's one writer task)."""
         try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
+            await sockets.send_all(self.stream, self.raw, data)
         except OSError as e:
             raise trio.BrokenResourceError(f"Redis at {self.url.redacted}: {e}") from e
-        if sent < len(data):
-            await self.stream.send_all(memoryview(data)[sent:])
 
     async def publish_batch(self, commands: list[tuple[bytes, bytes]]) -> list[Any]:
         """PUBLISH each (channel, data) in one write, then read as many answers (each the
