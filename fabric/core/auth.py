@@ -316,12 +316,11 @@ def _decode_verified(token: str, keys: Sequence[str]) -> dict[str, Any]:
         # range, another encoding) gets the standard library's answer and error text.
         claims = _msgspec_json_decode(payload)
     except (msgspec.DecodeError, RecursionError):
-        claims = None
-    try:
-        if claims is None:
+        try:
             claims = _json_loads(payload, _CLAIMS_JSON)
-    except (ValueError, RecursionError) as exc:
-        raise TokenError("InvalidToken", f"malformed token: payload is not valid JSON ({_short(str(exc), 80)})") from None
+        except (ValueError, RecursionError) as exc:
+            raise TokenError("InvalidToken",
+                             f"malformed token: payload is not valid JSON ({_short(str(exc), 80)})") from None
     if not isinstance(claims, dict):
         raise TokenError("InvalidToken", "malformed token: payload is not a JSON object")
     return claims

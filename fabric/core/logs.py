@@ -127,6 +127,13 @@ def _text_value(value: Any) -> str:
     return text
 
 
+def _fields_text(fields: dict[str, Any]) -> str:
+    """`` k=v k=v`` for a text line ("" without fields)."""
+    if not fields:
+        return ""
+    return " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
+
+
 class TextFormatter(logging.Formatter):
     """``2024-05-01 12:00:00,123 INFO fabric.connections: connection opened id=... hub=chat``."""
 
@@ -137,20 +144,15 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             head, sep, tail = super().format(record).partition("\n")  # the traceback follows the head
-            fields = _fields_of(record)
-            if fields:
-                head += " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
-            return head + sep + tail
+            return head + _fields_text(_fields_of(record)) + sep + tail
         record.message = message = record.getMessage()
         return self.line(record.created, record.levelname, record.name, message, _fields_of(record))
 
     def line(self, created: float, levelname: str, name: str, message: str, fields: dict[str, Any]) -> str:
         """The line of a record without a traceback (what the format string gives, built
         directly; ``emit`` writes records this way without making one)."""
-        line = f"{self._clock(created)},{int((created - int(created)) * 1000):03d} {levelname} {name}: {message}"
-        if fields:
-            line += " " + " ".join([f"{k}={_text_value(v)}" for k, v in fields.items()])
-        return line
+        return (f"{self._clock(created)},{int((created - int(created)) * 1000):03d} {levelname} {name}: {message}"
+                + _fields_text(fields))
 
 
 class JsonFormatter(logging.Formatter):
