@@ -1,11 +1,11 @@
 """Pooled random ids: the same form as ``secrets.token_urlsafe``, never repeated, and a
 forked child (``fabric serve --workers``) never hands out its parent's pooled bytes."""
 
-import os
 import re
 
 from fabric.core import ids
 from fabric.core.hub import new_connection_id
+from tests.forking import in_forked_child
 
 
 def test_ids_are_base64url_of_the_asked_length_and_do_not_repeat():
@@ -18,16 +18,6 @@ def test_ids_are_base64url_of_the_asked_length_and_do_not_repeat():
 
 def test_a_forked_child_draws_fresh_bytes():
     ids.random_id(16)  # the parent has a pool with bytes left in it
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report the next ids, then leave without running anything else
-        try:
-            os.write(write, "".join(ids.random_id(16) for _ in range(4)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    child = os.read(read, 1024).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
+    child = in_forked_child(lambda: "".join(ids.random_id(16) for _ in range(4)))
     parent = "".join(ids.random_id(16) for _ in range(4))
     assert len(child) == len(parent) == 88 and child != parent

@@ -17,6 +17,7 @@ from fabric.core import logs
 from tests.appserver.rest.rest_support import KEY, RestClient, connect
 from tests.appserver.webhook.support import AppTransport, CloudEventsApp
 from tests.fabric_support import quick_config
+from tests.forking import in_forked_child
 
 ROLES = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
 BODY = "BODY-7d1e0c5b-the-message-text-nobody-may-log"
@@ -243,25 +244,12 @@ def test_lines_of_a_trio_pass_are_written_together_in_order(installed):
 
 
 def test_a_forked_child_does_not_write_its_parents_waiting_lines(installed):
-    import os
-
     stream, handler = installed("text")
     log = logging.getLogger("fabric.connections")
 
     async def fork_while_a_line_waits():
         logs.emit(log, logging.INFO, "waiting", who="parent")
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report what it would write, then leave at once
-            try:
-                os.write(write, repr(list(handler._pending)).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        child = os.read(read, 4096).decode()
-        os.close(read)
-        os.waitpid(pid, 0)
-        return child
+        return in_forked_child(lambda: repr(list(handler._pending)))  # what the child would write
 
     child = trio.run(fork_while_a_line_waits)
     assert child == "[]"
