@@ -14,6 +14,12 @@ costs from what the protocols cost, with two floors that run no protocol at all 
   one reader task, the handler queues the frame, the reader sends it at the end of its turn;
 - ``floor_node``: the same on Node ``ws`` (``node/raw_node.js``), the library Node
   socket.io runs on;
+- ``floor_python``: the same echo, with the same frame decoder and encoder as ``floor_trio``
+  (``transport.websocket._simple_frame``, ``transport.frames.encode_frame``), on a bare
+  ``select.epoll`` loop with no trio at all (this file re-run with ``--serve-epoll``): so
+  ``floor_trio - floor_python`` is what the runtime (trio's scheduler pass, its epoll
+  bookkeeping, the ``WebSocket`` reader's turn) costs per round trip, and ``floor_python``
+  what Python itself does;
 
 - ``fabric_trivial`` (not run unless named in ``--servers``): ``fabric serve`` whose Web
   PubSub message path is replaced by a trivial one that answers a ``sendToGroup`` with the
@@ -92,6 +98,86 @@ def _serve_floor(port: int) -> None:
     trio.run(serve_tcp, Floor(), "127.0.0.1", port)
 
 
+def _serve_epoll(port: int) -> None:
+    """The floor without trio: one thread, one level-triggered ``select.epoll``; each
+    readable socket is read once, and every complete simple frame in what it holds is echoed
+    in one ``send``. Text and binary frames only (the load generator's raw echo); EOF or any
+    other frame (a close) ends the connection. The opening handshake is read the same way
+    (its request head, then the 101); nothing else of HTTP is served."""
+    import select
+    import socket
+
+    from transport.frames import accept_key, encode_frame
+    from transport.websocket import OP_TEXT, _simple_frame
+
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+    listener.setblocking(False)
+    poller = select.epoll()
+    poller.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, list] = {}  # fd -> [socket, bytes held, handshake done]
+
+    def drop(fd: int) -> None:
+        poller.unregister(fd)
+        conns.pop(fd)[0].close()
+
+    while True:
+        for fd, _ in poller.poll():
+            if fd == listener.fileno():
+                try:
+                    sock, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conns[sock.fileno()] = [sock, b"", False]
+                poller.register(sock.fileno(), select.EPOLLIN)
+                continue
+            conn = conns[fd]
+            try:
+                data = conn[0].recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                drop(fd)
+                continue
+            if conn[1]:
+                data = conn[1] + data
+            if not conn[2]:  # the handshake's request head
+                if b"\r\n\r\n" not in data:
+                    conn[1] = data
+                    continue
+                head, _, data = data.partition(b"\r\n\r\n")
+                key = next((line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"sec-websocket-key:")), None)
+                if key is None:
+                    drop(fd)
+                    continue
+                conn[0].send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                             + accept_key(key).encode() + b"\r\n\r\n")
+                conn[2] = True
+            out = []
+            pos = 0
+            frame = None
+            while pos < len(data):
+                frame = _simple_frame(data, pos, 1 << 20)
+                if frame is None or type(frame) is int:
+                    break
+                opcode, message, pos = frame
+                if opcode == OP_TEXT:
+                    out.append(encode_frame(message.encode("utf-8"), text=True))
+                else:
+                    out.append(encode_frame(message, text=False))
+            if out:
+                conn[0].send(b"".join(out))
+            if pos < len(data) and frame is None:  # a close frame, or anything else: done
+                drop(fd)
+                continue
+            conn[1] = data[pos:]
+
+
 def _serve_trivial(fabric_args: list[str]) -> int:
     """``fabric serve`` with ``ClientConnection.on_message`` answering a ``sendToGroup`` with
     an ack and the group message built by string slicing (the load generator's echo shape:
@@ -139,6 +225,8 @@ def _servers() -> dict[str, tuple]:
         "floor_trio": (lambda p: [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(p)],
                        ("--proto", "raw"), ROOT),
         "floor_node": (lambda p: ["node", str(NODE_DIR / "raw_node.js"), str(p)], ("--proto", "raw"), NODE_DIR),
+        "floor_python": (lambda p: [sys.executable, str(Path(__file__).resolve()), "--serve-epoll", str(p)],
+                         ("--proto", "raw"), ROOT),
     }
     for name in ("fabric_sio", "sio_node", "fabric", "wps_node"):
         s = SERVERS[name]
@@ -204,12 +292,17 @@ def _report(results: dict[str, list[dict]], unit: str, per: str) -> None:
         print(f"| {n} | {m['rate']:,.0f} | {m['user_us']:.1f} | {m['sys_us']:.1f} | "
               f"{m['user_us'] + m['sys_us']:.1f} | {m['p50_ms']:.3f} |")
     print()
-    for ours, peer in (("floor_trio", "floor_node"), ("floor_trio", "sio_node"), ("fabric_sio", "sio_node"),
+    for ours, peer in (("floor_python", "floor_node"), ("floor_trio", "floor_node"), ("floor_trio", "sio_node"), ("fabric_sio", "sio_node"),
                        ("fabric", "sio_node"), ("fabric", "wps_node")):
         if ours in med and peer in med:
             o, p = med[ours], med[peer]
             print(f"{ours} / {peer}: rate {o['rate'] / p['rate']:.2f}x, server CPU per {per} "
                   f"{(o['user_us'] + o['sys_us']) / (p['user_us'] + p['sys_us']):.2f}x")
+    if "floor_python" in med and "floor_trio" in med:
+        f, t = med["floor_python"], med["floor_trio"]
+        print(f"floor_trio: the runtime (trio's pass and the WebSocket reader's turn) costs "
+              f"{t['user_us'] + t['sys_us'] - f['user_us'] - f['sys_us']:.1f} us per {per} above a bare epoll loop "
+              f"(user {t['user_us'] - f['user_us']:.1f} us)")
     if "fabric_trivial" in med and "fabric" in med:
         t, m = med["fabric_trivial"], med["fabric"]
         print(f"fabric: the Web PubSub message path costs {m['user_us'] + m['sys_us'] - t['user_us'] - t['sys_us']:.1f}"
@@ -236,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="5,000 round trips (or 1,000 connections), one round")
     ap.add_argument("--servers", nargs="+", default=None)
     ap.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-epoll", type=int, metavar="PORT", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve-trivial"]:
         return _serve_trivial(argv[1:])
@@ -243,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.serve_floor:
         _serve_floor(a.serve_floor)
         return 0
+    if a.serve_epoll:
+        _serve_epoll(a.serve_epoll)
+        return 0
     if a.quick:
         a.round_trips, a.connections, a.rounds = 5000, 1000, 1
     table = _servers()
-    names = a.servers or [n for n in table if n != "fabric_trivial"]
+    names = a.servers or [n for n in table if n not in ("fabric_trivial", "floor_python")]
     logs = ROOT / "benchmarks" / "out" / "floors"
     ports = PortAllocator()
     results: dict[str, list[dict]] = {n: [] for n in names}
