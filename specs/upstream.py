@@ -209,9 +209,9 @@ class Failure(str, enum.Enum):
     BODY_TOO_LARGE = "body_too_large"  # answer body over server.max_message_bytes
     CONTENT_ENCODING = "content_encoding"  # a compressed answer (we ask for identity)
     BAD_CONTENT_TYPE = "bad_content_type"  # a media type the event cannot carry
-    BAD_BODY = "bad_body"  # invalid JSON / UTF-8, or a connect answer of the wrong shape
+    BAD_BODY = "bad_body"  # invalid JSON / UTF-8, or a connect answer of the wrong shape (a userId no header can carry)
     SUBPROTOCOL_NOT_OFFERED = "subprotocol_not_offered"  # connect chose one the client did not offer
-    BAD_CONNECTION_STATE = "bad_connection_state"  # several ce-connectionState headers, or too long
+    BAD_CONNECTION_STATE = "bad_connection_state"  # several ce-connectionState headers, too long, or not header text
     UNSENDABLE = "unsendable"  # a value (user id, event name) cannot go in an HTTP header
     HANDLER_ERROR = "handler_error"  # an in-process handler raised / answered a wrong type
     NOT_RUNNING = "not_running"  # the hub's upstream client is not running (shutdown)

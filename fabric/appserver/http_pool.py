@@ -11,7 +11,12 @@ Rules this module keeps:
   ``trio.Semaphore`` each); at most that many idle ones kept, each for ``keepalive_expiry``
   seconds.
 - A connection goes back to the pool only after a complete exchange that both sides may
-  continue (h11 says both are DONE); a cancelled, failed or partly read exchange closes it.
+  continue (h11 says both are DONE) and nothing more has arrived: bytes past the answer's
+  end (a Content-Length shorter than the body, a body on a 204 or 304, a second answer to
+  one request) would otherwise be read as the *next* request's answer, which may be another
+  client's. A cancelled, failed or partly read exchange closes it too.
+- At most ``MAX_INTERIM`` interim (1xx) answers precede the answer; more is a malformed
+  answer (an endless stream of ``100 Continue`` would otherwise be parsed forever).
 - An idle connection that has become readable (the server closed it, or sent bytes nobody
   asked for) is closed instead of reused. A request on a reused connection whose send fails
   is retried once on a new connection: the server cannot have received all of it. Nothing
@@ -38,6 +43,9 @@ from transport import sockets
 
 #: Bytes read per receive.
 READ_SIZE = 65536
+#: Interim (1xx) answers accepted before the answer (Node's http client has no bound; curl
+#: and httpcore none either, but nothing real sends more than one or two).
+MAX_INTERIM = 8
 
 
 class HttpError(Exception):
@@ -234,6 +242,9 @@ class HttpPool:
         h = conn.h11
         if self.closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
             return False
+        extra, closed = h.trailing_data
+        if extra or closed:  # bytes past the answer's end: never anyone's next answer
+            return False
         try:
             h.start_next_cycle()
         except h11.LocalProtocolError:  # pragma: no cover - both DONE is what it needs
@@ -311,9 +322,13 @@ class _Exchange:
 
     async def _read_head(self) -> Response:
         conn = self.conn
+        interim = 0
         while True:
             event = await _next_event(conn)
             if isinstance(event, h11.InformationalResponse):
+                interim += 1
+                if interim > MAX_INTERIM:
+                    raise RemoteProtocolError(f"more than {MAX_INTERIM} interim (1xx) answers before the answer")
                 continue
             if isinstance(event, h11.Response):
                 return Response(event.status_code, event.headers.raw_items(), conn)

@@ -979,8 +979,15 @@ class TunnelTransport(httpx.AsyncBaseTransport):
             elif ce_type == "azure.webpubsub.sys.disconnected":
                 self.edge.unpin(self.hub, key)
         pairs = [(name, value) for name, values in response.headers.items() for value in values]
-        return httpx.Response(response.status, headers=pairs, stream=_TunnelBody(response, request),
-                              request=request)
+        try:
+            return httpx.Response(response.status, headers=pairs, stream=_TunnelBody(response, request),
+                                  request=request)
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a header httpx cannot carry
+            # The app's answer is broken, not the fabric: closed (its later parts are dropped,
+            # its slot freed) and failed as a broken answer, like one that breaks off.
+            response.close()
+            raise httpx.RemoteProtocolError(f"the app server answered a header that HTTP cannot carry ({exc})",
+                                            request=request) from None
 
     def _route(self, key: str) -> tuple[str | None, float]:
         server = self.edge.pinned(self.hub, key) if key and self.sticky != "off" else None

@@ -143,6 +143,11 @@ def _quote(text: str | bytes, limit: int = spec.ERROR_DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _unsendable(data: bytes) -> bool:
+    """Control characters (but tab): bytes no HTTP header value may hold (RFC 9110 §5.5)."""
+    return any(b < 0x20 and b != 0x09 or b == 0x7F for b in data)
+
+
 def _header_bytes(name: str, value: str) -> bytes:
     """A header value as bytes (latin-1 when possible: that is how it arrived; else UTF-8);
     raises UNSENDABLE for control characters."""
@@ -150,7 +155,7 @@ def _header_bytes(name: str, value: str) -> bytes:
         data = value.encode("latin-1")
     except UnicodeEncodeError:
         data = value.encode("utf-8")
-    if any(b < 0x20 and b != 0x09 or b == 0x7F for b in data):
+    if _unsendable(data):
         raise UpstreamFailure(Failure.UNSENDABLE, f"the {name} value {value!r} cannot be sent in an HTTP header")
     return data
 
@@ -670,7 +675,15 @@ class WebhookEventHandler(EventHandler):
         if len(values) > 1:
             raise UpstreamFailure(Failure.BAD_CONNECTION_STATE,
                                   f"the answer has {len(values)} ce-connectionState headers; one is allowed")
-        raw = values[0].strip().encode("latin-1")
+        try:
+            raw = values[0].strip().encode("latin-1")
+        except UnicodeEncodeError:  # only a tunnelled answer can carry such a value
+            raise UpstreamFailure(Failure.BAD_CONNECTION_STATE,
+                                  f"the ce-connectionState {_quote(values[0], 60)!r} is not latin-1 header text") from None
+        if _unsendable(raw):
+            raise UpstreamFailure(Failure.BAD_CONNECTION_STATE,
+                                  f"the ce-connectionState {_quote(raw, 60)!r} has control characters, so it could "
+                                  f"never be sent back in a header")
         if len(raw) > spec.MAX_CONNECTION_STATE_BYTES:
             raise UpstreamFailure(Failure.BAD_CONNECTION_STATE,
                                   f"the ce-connectionState is {len(raw)} bytes; at most "
@@ -712,6 +725,9 @@ class WebhookEventHandler(EventHandler):
         if user_id is not None and len(user_id) > spec.MAX_USER_ID_CHARS:
             raise UpstreamFailure(Failure.BAD_BODY,
                                   f"the connect answer's userId is longer than {spec.MAX_USER_ID_CHARS} characters")
+        if user_id and _unsendable(user_id.encode("utf-8")):  # every later event would fail on it
+            raise UpstreamFailure(Failure.BAD_BODY, f"the connect answer's userId {_quote(user_id, 60)!r} has control "
+                                  f"characters, which no event could carry in its ce-userId header")
         groups = self._string_list(data, "groups", spec.MAX_CONNECT_GROUPS)
         for group in groups:
             if not is_valid_group_name(group):

@@ -295,3 +295,44 @@ async def test_require_stickiness_fails_when_the_app_server_is_gone():
             assert transport.pinned("c1") is None
             await other.aclose()
             await back[0].aclose()
+
+
+async def test_an_answer_header_http_cannot_carry_fails_that_event_and_frees_its_slot():
+    # Found by a hostile-app run: a header value such as "é€" made building the answer raise
+    # (a traceback, an InternalServerError ack), and a streamed answer's slot stayed taken
+    # until the tunnel closed, buffering its later parts (1,024 such events filled the tunnel).
+    async with fabric.open_fabric(hub_config()) as fab:
+        tunnel = await TunnelClient.open(fab, HUB)
+
+        async def app_side():
+            while True:
+                request = await tunnel.receive(timeout=10)
+                if request.method == "OPTIONS":
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {"WebHook-Allowed-Origin": ["*"]}))
+                elif request.header("ce-type") == "azure.webpubsub.user.bad":
+                    headers = {"Content-Type": ["text/plain"], "X-Odd": ["é€"]}
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, headers, b"first part", True))
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {}, b"x" * 1000, True))
+                elif (request.header("ce-type") or "").startswith("azure.webpubsub.user."):
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 200, {"Content-Type": ["text/plain"]},
+                                                      b"fine"))
+                else:  # connect, connected
+                    await tunnel.send(tp.HttpResponse(request.ack_id, 204, {}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app_side)
+            client, _ = await open_client(fab)
+            for ack_id in (1, 2, 3):
+                await client.send_json({"type": "event", "event": "bad", "ackId": ack_id, "dataType": "text",
+                                        "data": "x"})
+                ack = await client.receive_json()
+                assert ack["ackId"] == ack_id and ack["success"] is False, ack
+                assert "cannot carry" in ack["error"]["message"], ack
+            await client.send_json({"type": "event", "event": "good", "ackId": 4, "dataType": "text", "data": "y"})
+            assert (await client.receive_json())["data"] == "fine"
+            assert (await client.receive_json())["success"] is True
+            (stats,) = fab.tunnels.statistics()["tunnels"]
+            assert stats["pending"] == 0
+            nursery.cancel_scope.cancel()
+        await client.aclose()
+        await tunnel.aclose()

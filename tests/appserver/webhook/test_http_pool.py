@@ -290,3 +290,39 @@ async def test_the_idle_check_works_for_descriptors_past_select_limit():
         b.close()
         if soft <= high:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("first", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSMUGGLED",  # a body longer than its Content-Length
+    b"HTTP/1.1 204 No Content\r\n\r\nSMUGGLED",  # a body on a 204
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED",
+], ids=["longer-than-length", "body-on-204", "two-answers"])
+async def test_bytes_past_the_answer_never_become_the_next_requests_answer(first):
+    # Found by a hostile-upstream run: the extra bytes arrived with the answer, sat in h11's
+    # buffer and were read as the next request's answer (another client's, in the fabric).
+    server = Server(lambda request, i: first if i == 0 else b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        status, _, body = await _get(pool, port)
+        assert status in (200, 204) and b"SMUGGLED" not in body
+        assert pool.idle_count("127.0.0.1", port) == 0  # closed, not pooled
+        assert (await _get(pool, port, body=b"next"))[::2] == (200, b"second")
+        assert server.connections == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_endless_stream_of_interim_answers_is_a_protocol_error():
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    pool = http_pool.HttpPool()
+    async with trio.open_nursery() as nursery:
+        server = Server(lambda request, i: interim * (http_pool.MAX_INTERIM + 1) + OK)
+        port = await nursery.start(server.serve)
+        with pytest.raises(http_pool.RemoteProtocolError, match="interim"):
+            await _get(pool, port)
+        # Up to the bound is fine (real servers send one or two).
+        server.answer = lambda request, i: interim * http_pool.MAX_INTERIM + OK
+        assert (await _get(pool, port))[::2] == (200, b"ok")
+        await pool.aclose()
+        nursery.cancel_scope.cancel()

@@ -60,6 +60,8 @@ BAD_USER_EVENT_ANSWERS = [
      "2 ce-connectionState", "bad_connection_state"),
     ("huge state", answer(200, b"", [("ce-connectionState", "A" * (spec.MAX_CONNECTION_STATE_BYTES + 4))]),
      "ce-connectionState is", "bad_connection_state"),
+    ("state with control characters", answer(200, b"", [("ce-connectionState", "a\x01b")]),
+     "control characters", "bad_connection_state"),
     ("400", answer(400, b"your event is wrong"), "answered 400: your event is wrong", "client_error"),
     ("503", answer(503, b"busy"), "answered 503: busy", "server_error"),
     ("100-ish", answer(199, b""), "answered 199", "unexpected_status"),
@@ -227,6 +229,8 @@ BAD_CONNECT_ANSWERS = [
     ("malformed json", answer(200, b'{"userId": ', [("content-type", "application/json")]), "not valid JSON"),
     ("array", answer(200, b"[]", [("content-type", "application/json")]), "must be a JSON object"),
     ("userId number", answer(200, b'{"userId": 5}', []), "userId must be a string"),
+    # A user id no ce-userId header could carry: every later event would fail on it.
+    ("userId with a line break", answer(200, b'{"userId": "a\\r\\nX-Inj: 1"}', []), "control characters"),
     ("groups string", answer(200, b'{"groups": "g"}', []), "groups must be a list of strings"),
     ("bad group", answer(200, b'{"groups": [" "]}', []), "invalid group"),
     ("roles numbers", answer(200, b'{"roles": [1]}', []), "roles must be a list of strings"),
@@ -239,6 +243,7 @@ BAD_CONNECT_ANSWERS = [
     ("server error", answer(502, b"bad gateway"), "answered 502: bad gateway"),
     ("two states", answer(204, b"", [("ce-connectionState", "YQ=="), ("ce-connectionState", "Yg==")]),
      "ce-connectionState headers"),
+    ("state with control characters", answer(204, b"", [("ce-connectionState", "a\x7fb")]), "control characters"),
 ]
 
 
