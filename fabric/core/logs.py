@@ -117,7 +117,14 @@ class _Clock:
         return self._text
 
 
-_NEEDS_QUOTES = re.compile(r'[\s"=]')
+_NEEDS_QUOTES = re.compile(r'[\s"=\x00-\x1f\x7f]')
+#: Control characters (but tab) in a text line's message: a request path or a name a client
+#: chose would otherwise forge line breaks or terminal escapes in the log.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _escape_control(match: re.Match) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\r", "\x1b"
 
 
 def _text_value(value: Any) -> str:
@@ -151,6 +158,8 @@ class TextFormatter(logging.Formatter):
     def line(self, created: float, levelname: str, name: str, message: str, fields: dict[str, Any]) -> str:
         """The line of a record without a traceback (what the format string gives, built
         directly; ``emit`` writes records this way without making one)."""
+        if _CONTROL.search(message):
+            message = _CONTROL.sub(_escape_control, message)
         return (f"{self._clock(created)},{int((created - int(created)) * 1000):03d} {levelname} {name}: {message}"
                 + _fields_text(fields))
 

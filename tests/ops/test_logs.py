@@ -277,3 +277,28 @@ def test_a_line_logged_as_the_run_ends_is_written_at_once(installed):
 
     trio.run(main)
     assert [line.rsplit("i=", 1)[1] for line in stream.getvalue().splitlines()] == ["-1", "0", "1", "2"]
+
+
+async def test_a_path_with_control_characters_cannot_forge_text_log_lines(installed):
+    # Found by a REST fuzz run: the access line prints the percent-decoded path, so %0A, %0D
+    # and %1B reached the text log as a line break, a carriage return and a terminal escape,
+    # without any token (401 and 404 answers are logged too).
+    stream, _ = installed("text")
+    async with fabric.open_fabric(quick_config(), access_key=KEY) as fab:
+        rest = RestClient(fab)
+        forged = "/api/hubs/logs/groups/x%0A2026-12-04%2017:00:00,000%20ERROR%20fabric:%20FORGED%0D%1B[31mred/:send"
+        response = await rest.raw_request("POST", forged + "?api-version=2024-12-01",
+                                          [("Host", "fabric.local"), ("Content-Length", "2")], b"hi")
+        assert response.status == 401
+    forged_lines = [line for line in stream.getvalue().splitlines() if "FORGED" in line]
+    assert len(forged_lines) == 1 and "fabric.access" in forged_lines[0], stream.getvalue()
+    assert "\\n2026-12-04" in forged_lines[0] and "\\r\\x1b[31m" in forged_lines[0]
+    assert "\x1b" not in stream.getvalue() and "\r" not in stream.getvalue()
+
+
+def test_text_values_with_control_characters_are_quoted_and_escaped():
+    record = logging.LogRecord("fabric.x", logging.INFO, __file__, 1, "user %s", ("a\nb\x1bc",), None)
+    record.fields = {"user": "a\x1bb", "group": "x\ny"}
+    line = logs.TextFormatter().format(record)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith('fabric.x: user a\\nb\\x1bc user="a\\u001bb" group="x\\ny"')
