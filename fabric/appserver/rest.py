@@ -222,6 +222,10 @@ def _groups_body(request: Request) -> _GroupsBody:
         raise HttpError(400, ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}", "body") from None
     if not parsed.groups:
         raise HttpError(400, ErrorCode.INVALID_BODY, "'groups' must be a non-empty list of group names", "groups")
+    if len(parsed.groups) > spec.MAX_GROUPS_PER_REQUEST:
+        raise HttpError(400, ErrorCode.INVALID_BODY,
+                        f"'groups' names {len(parsed.groups)} groups; at most {spec.MAX_GROUPS_PER_REQUEST} per request",
+                        "groups")
     return parsed
 
 

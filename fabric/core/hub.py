@@ -93,6 +93,8 @@ INLINE_MAX_MEMBERS = 64
 #: Streams of one hub open at once (``open_stream``): edge operations whose answers go on
 #: arriving after the command's one reply.
 MAX_STREAMS = 1024
+#: Joins or leaves of a by-filter group operation between two checkpoints.
+FILTER_SLICE = 64
 _WARN_EVERY = 10.0
 _PRESENCE = frozenset({"joined", "left"})
 _TOO_MANY = "!TooManyPermissions"
@@ -674,18 +676,29 @@ class Hub:
                 await self.leave_group(member, group)
 
     async def _local_filter_join(self, names: list[str], selects: Callable[[Any], bool] | None) -> int:
+        """Checkpoint: every ``FILTER_SLICE`` joins at least (groups times connections can be
+        large; the rest of the hub and the process keep being served meanwhile)."""
         chosen = [m for m in list(self.connections.values()) if selects is None or selects(m)]
+        done = 0
         for member in chosen:
             for group in names:
                 if self.connections.get(member.connection_id) is member:
                     await self._join_live(member, group)
+                done += 1
+                if done % FILTER_SLICE == 0:
+                    await trio.lowlevel.checkpoint()
         return len(chosen)
 
     async def _local_filter_leave(self, names: list[str], selects: Callable[[Any], bool] | None) -> int:
+        """Checkpoint: as ``_local_filter_join``."""
         chosen = [m for m in list(self.connections.values()) if selects is None or selects(m)]
+        done = 0
         for member in chosen:
             for group in names:
                 await self.leave_group(member, group)
+                done += 1
+                if done % FILTER_SLICE == 0:
+                    await trio.lowlevel.checkpoint()
         return len(chosen)
 
     def _local_members(self, group: str) -> list[tuple[str, str | None]]:
