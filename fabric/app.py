@@ -195,7 +195,11 @@ class Fabric:
         self._nursery.start_soon(serve_connection, stream, self, self._limits)
 
     def connection_string(self, endpoint: str | None = None) -> str:
-        endpoint = endpoint or self.endpoint or f"http://{self.config.server.host}:{self.config.server.port}"
+        """The service connection string: for ``endpoint``, else ``[server] public_endpoint``
+        when set (REST tokens must name it: an SDK signing for the address we listen on would
+        be refused), else the address we listen on."""
+        endpoint = (endpoint or self.config.server.public_endpoint or self.endpoint
+                    or f"http://{self.config.server.host}:{self.config.server.port}")
         return auth.connection_string(endpoint, self.access_keys[0])
 
     # ---- HTTP routing (transport.http.Application) -----------------------------------

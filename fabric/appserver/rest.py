@@ -506,13 +506,16 @@ async def _check(call: Call) -> Response:
 @_handles("generateClientToken")
 async def _generate_token(call: Call) -> Response:
     q = call.query
-    host = call.request.header("host") or ""
-    if _HOST.fullmatch(host) is None:
-        host = urllib.parse.urlsplit(call.registry.endpoint or "http://localhost").netloc or "localhost"
+    endpoint = call.registry.config.server.public_endpoint  # what client tokens are checked against
+    if not endpoint:
+        host = call.request.header("host") or ""
+        if _HOST.fullmatch(host) is None:
+            host = urllib.parse.urlsplit(call.registry.endpoint or "http://localhost").netloc or "localhost"
+        endpoint = f"http://{host}"
     user = q["userId"] or None
     token = call.hub.get_client_access_token(
         user_id=user, roles=q["role"], groups=q["group"], minutes_to_expire=q["minutesToExpire"],
-        endpoint=f"http://{host}", client_type=q["clientType"] or "Default")["token"]
+        endpoint=endpoint, client_type=q["clientType"] or "Default")["token"]
     return Response.json(200, {"token": token}, (_SUPPORTED,))
 
 

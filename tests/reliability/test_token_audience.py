@@ -58,3 +58,26 @@ async def test_own_audience_accepted_with_any_default_port_spelling():
 
 async def test_without_public_endpoint_only_the_path_counts():
     await _check(None, OTHER, accepted=True)
+
+
+async def test_generated_tokens_and_the_connection_string_name_the_public_endpoint():
+    # Found by a REST fuzz run: :generateToken built aud from http:// + the request's Host, so
+    # with public_endpoint = https://... its tokens were refused (401 InvalidAudience) by the
+    # same server, and the printed connection string named the listening address, whose REST
+    # tokens are refused too.
+    overrides = {"access_keys": (KEY,), "public_endpoint": PUBLIC}
+    async with fabric.open_fabric(load_config(None, env={}, overrides=overrides)) as fab, \
+            trio.open_nursery() as nursery:
+        port = await nursery.start(fab.serve, "127.0.0.1", 0)
+        assert fab.connection_string().startswith(f"Endpoint={PUBLIC};")
+        path = "/api/hubs/chat/:generateToken?api-version=2024-12-01&userId=u"
+        rest_token = mint_rest_token(key=KEY, url=PUBLIC + path)
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {rest_token}"})
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["token"]
+        client = await connect_tcp("127.0.0.1", port, f"/client/hubs/chat?access_token={token}",
+                                   ["json.webpubsub.azure.v1"])
+        assert (await client.receive_json())["event"] == "connected"
+        await client.aclose()
+        nursery.cancel_scope.cancel()
