@@ -112,7 +112,7 @@ class DetachedTransport:
     there are dropped, as on a dead socket.
     """
 
-    __slots__ = ("last_received",)
+    __slots__ = ("farewell", "last_received")
     closing = False
     close_code = None
     close_reason = ""
@@ -120,6 +120,7 @@ class DetachedTransport:
 
     def __init__(self, since: float) -> None:
         self.last_received = since
+        self.farewell = None  # as a socket's: the connection's end clears it
 
     def send_nowait(self, frame: bytes, *, reply: bool = False, expires_at: float | None = None) -> bool:
         return True

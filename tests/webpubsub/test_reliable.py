@@ -264,3 +264,18 @@ async def test_messages_past_their_ttl_are_not_replayed(autojump_clock):
             got.append((msg["sequenceId"], msg["data"]))
         assert got == [(2, "forever"), (3, "long")]  # id 1 expired: a gap, as the SDKs accept
         assert fab.running_hubs()["r"].counters["expired_not_replayed"] == 1
+
+
+async def test_a_session_that_expires_ends_quietly_and_is_freed(autojump_clock, caplog):
+    # Found by a fuzz run (a regression of the connection's self-reference clean-up): the end
+    # of a detached session set ``farewell`` on its DetachedTransport, which had no such slot,
+    # so every session that expired unrecovered crashed its task with a traceback.
+    async with fabric.open_fabric(_config(reconnect_window=5.0, keepalive_interval=1000.0, idle_timeout=2000.0),
+                                  access_key="k") as fab:
+        s = Session(fab)
+        await s.open()
+        await s.drop()
+        await trio.sleep(10.0)
+        assert fab.running_hubs()["r"].connections == {}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], \
+        [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
