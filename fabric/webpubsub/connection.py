@@ -798,7 +798,9 @@ class ClientConnection:
         step = self._stream_table().start(msg, self.may("sendToGroup", msg.group), trio.current_time())
         await self._perform_stream(step, msg.stream_id)
         if msg.ack_id is not None:
-            if step.event is StreamEvent.START:
+            # (a start for an id already open is a START step too, one that ends the open
+            # stream and answers streamClosed: decision streams.duplicate-start; not accepted)
+            if step.event is StreamEvent.START and not (step.reply and step.reply[0] == "closed"):
                 self._ack_ok(msg.ack_id)
             elif step.event is StreamEvent.START_FORBIDDEN:
                 self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to send to group '{msg.group}'")

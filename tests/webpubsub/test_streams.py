@@ -165,6 +165,14 @@ async def test_unknown_streams_and_duplicate_starts(fab):
     assert (await sub.receive_json())["stream"]["error"]["name"] == "BadRequest"
     await pub.send_json(data("s", 1, "x"))
     assert (await pub.receive_json())["error"]["name"] == "StreamNotFound"
+    # with an ackId, the refused start's ack says so (a fuzz run found success: true here)
+    await pub.send_json(start("t", noEcho=True, ackId=1))
+    assert [await pub.receive_json() for _ in range(2)][-1] == {"type": "ack", "ackId": 1, "success": True}
+    await pub.send_json(start("t", noEcho=True, ackId=2))
+    answers = [await pub.receive_json() for _ in range(2)]
+    assert answers[0]["type"] == "streamClosed" and answers[0]["error"]["name"] == "BadRequest", answers
+    assert answers[1]["type"] == "ack" and answers[1]["ackId"] == 2 and answers[1]["success"] is False, answers
+    assert answers[1]["error"]["name"] == "BadRequest" and "already open" in answers[1]["error"]["message"]
 
 
 async def test_at_most_so_many_open_streams(fab):
