@@ -346,7 +346,8 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "lifecycle.recover-while-open",
         "A valid recovery request for a session whose old transport still looks open.",
-        "Accept it: abort the old transport, attach the new one, replay unacked messages.",
+        "Accept it: close the old transport (1008, reset 0.1 s later), attach the new one, replay "
+        "unacked messages (decision reliable.half-open).",
         "The usual cause is a half-open TCP connection the server has not noticed yet; "
         "refusing would force clients to wait for our ping timeout.",
     ),

@@ -90,9 +90,14 @@ DECISIONS: tuple[Decision, ...] = (
     Decision(
         "reliable.half-open",
         "A recovery request arrives while the old socket still looks open.",
-        "The new socket replaces the old one at once (the old is aborted).",
+        "The new socket replaces the old one at once: the old is sent a close 1008 and reset "
+        "0.1 s later. A second recovery while the first is still being attached is refused 1008; "
+        "the first keeps the session.",
         "The client would not ask to recover a socket it can still use; waiting for the old "
-        "socket's keep-alive to fail would stall the client for up to idle_timeout.",
+        "socket's keep-alive to fail would stall the client for up to idle_timeout. The close "
+        "frame and the refusal make two clients sharing one session end with 1008 (which the "
+        "SDKs read as 'start a new connection') instead of taking it from each other after "
+        "each bare reset (found by a fuzz run).",
     ),
     Decision(
         "reliable.acks-while-detached",

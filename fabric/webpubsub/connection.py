@@ -60,6 +60,10 @@ ACK_MEMORY = 1024
 
 ErrorName = spec_errors.AckError
 Situation = spec_errors.CloseSituation
+#: The close reason a reliable session's old socket gets when a recovery replaces it.
+_REPLACED = "another socket recovered this session"
+#: How long that old socket may take to be sent its close frame before it is reset.
+_REPLACED_GRACE = 0.1
 
 InvokeError = spec_invocation.InvokeErrorName
 MAX_INVOCATIONS_PER_CONNECTION = spec_invocation.MAX_INVOCATIONS_PER_CONNECTION
@@ -507,13 +511,20 @@ class ClientConnection:
         life = self.lifecycle
         if not life.reliable or not life.can_handle(LifecycleEvent.RECOVERED):
             return False
+        if self.pending_ws is not None:
+            # A second recovery before the first was taken: the first keeps the session and
+            # this one is refused 1008 by the caller (decision reliable.half-open). Taking it
+            # instead would cut the first off without a close frame, and two clients sharing
+            # a session would then take it from each other for ever.
+            return False
         old = self.ws
         life.handle(LifecycleEvent.RECOVERED)
-        if self.pending_ws is not None:  # a second recovery before the first was taken
-            self.pending_ws.abort_soon(grace=0)
         self.pending_ws = ws
         if Effect.ABORT_TRANSPORT in life.effects and isinstance(old, WebSocket):
-            old.abort_soon(grace=0)  # half-open: the new socket replaces it now
+            # Usually half-open: the new socket replaces it now. A close frame first, so that
+            # a client still reading it hears 1008 (start a new connection), not a bare reset.
+            old.close(spec_errors.CloseCode.RECOVERY_FAILED, _REPLACED, discard=True)
+            old.abort_soon(grace=_REPLACED_GRACE)
         self._wake()
         return True
 

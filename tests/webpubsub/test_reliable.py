@@ -279,3 +279,20 @@ async def test_a_session_that_expires_ends_quietly_and_is_freed(autojump_clock, 
         assert fab.running_hubs()["r"].connections == {}
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], \
         [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_recovery_while_the_old_socket_is_open_closes_it_with_1008():
+    # Found by a fuzz run: the old socket was reset without a close frame, so a client still
+    # reading it saw 1006, recovered in turn and took the session back (two clients sharing
+    # one session stole it from each other). 1008 tells the SDKs to start a new connection.
+    async with fabric.open_fabric(_config(reconnect_window=30.0, keepalive_interval=1000.0, idle_timeout=2000.0),
+                                  access_key="k") as fab:
+        s = Session(fab)
+        await s.open()
+        old = s.client
+        first = await s.recover()
+        assert first["event"] == "connected" and first["connectionId"] == s.connection_id
+        assert await old.wait_closed() == CloseCode.SESSION_GONE
+        await fab.hub("r").send_to_connection(s.connection_id, "after")
+        await s.read(1)
+        assert s.data == ["after"]
