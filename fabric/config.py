@@ -561,6 +561,9 @@ class ServerConfig:
     max_header_bytes: int = 64 * KiB
     #: Concurrent client connections across all hubs; more are refused with 503.
     max_connections: int = 100_000
+    #: Groups one client connection may join with joinGroup messages; more are refused
+    #: (ack BadRequest). Each group costs its hub a few kB (decision limits.groups-per-connection).
+    max_groups_per_connection: int = 1000
     #: Per-connection outbound queue bounds; past either, ``slow_consumer`` applies. Bytes
     #: are the real bound; the count only caps per-frame overhead, so a one-second burst
     #: to a client that keeps reading never reaches it (specs/limits.py, ``limits.outbox``).
@@ -638,6 +641,7 @@ _SERVER_CHECKS: dict[str, Check] = {
     "max_request_body_bytes": _int_in(1),
     "max_header_bytes": _int_in(1 * KiB),
     "max_connections": _int_in(1),
+    "max_groups_per_connection": _int_in(1),
     "outbox_max_messages": _int_in(1),
     "outbox_max_bytes": _int_in(1),
     "slow_consumer": _one_of("close", "drop"),
@@ -1039,7 +1043,7 @@ ENV_PREFIX = "FABRIC_"
 _SERVER_FIELD_TYPES: dict[str, str] = {
     "host": "str", "port": "int", "access_keys": "list", "public_endpoint": "str",
     "max_message_bytes": "int", "max_request_body_bytes": "int", "max_header_bytes": "int",
-    "max_connections": "int", "outbox_max_messages": "int", "outbox_max_bytes": "int",
+    "max_connections": "int", "max_groups_per_connection": "int", "outbox_max_messages": "int", "outbox_max_bytes": "int",
     "slow_consumer": "str", "keepalive_interval": "float", "handshake_timeout": "float",
     "idle_timeout": "float", "shutdown_timeout": "float", "token_leeway": "float",
     "reconnect_window": "float", "reliable_buffer_messages": "int", "reliable_buffer_bytes": "int",

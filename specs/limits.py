@@ -92,4 +92,15 @@ DECISIONS: tuple[Decision, ...] = (
         "until the 120 s idle timeout. RFC 6455 §7.1.1 lets the server drop the TCP connection "
         "when the peer does not complete the close.",
     ),
+    Decision(
+        "limits.groups-per-connection",
+        "How many groups may one client connection join?",
+        "max_groups_per_connection (1,000) through joinGroup messages; a join past it is refused "
+        "with ack BadRequest and the connection carries on. Joins by the app server (REST, the "
+        "connect answer, token claims) are not counted against it: the app server decides those. "
+        "A connection's groups are left in slices when it closes, yielding between them.",
+        "Azure documents no bound. Found by a fuzz run (2026-12-04): one client joined 50,000 "
+        "groups (78 -> 412 MB; 100,000 long names: 1 GB), and leaving them all when it closed "
+        "held the event loop for 2.6-3.1 s. 1,000 is the bound a connect answer's groups have.",
+    ),
 )

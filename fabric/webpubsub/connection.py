@@ -634,6 +634,10 @@ class ClientConnection:
         if not self.may("joinLeaveGroup", msg.group):
             self._ack_error(msg.ack_id, ErrorName.FORBIDDEN, f"no permission to join group '{msg.group}'")
             return
+        limit = self.hub.server_config.max_groups_per_connection
+        if len(self.groups) >= limit and msg.group not in self.groups:  # decision limits.groups-per-connection
+            self._ack_error(msg.ack_id, ErrorName.BAD_REQUEST, f"a connection may join at most {limit} groups")
+            return
         await self.hub.join_group(self, msg.group)
         self._ack_ok(msg.ack_id)
 

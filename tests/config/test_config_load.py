@@ -108,6 +108,7 @@ def test_every_server_key_can_be_set():
         max_request_body_bytes = 4096
         max_header_bytes = 8192
         max_connections = 10
+        max_groups_per_connection = 3
         outbox_max_messages = 5
         outbox_max_bytes = 4096
         slow_consumer = "Drop"
@@ -133,6 +134,7 @@ def test_every_server_key_can_be_set():
     assert s.reliable_buffer_count == 10  # the azure profile caps the count at 1000; 10 is below
     assert s.port == 0 and s.access_keys == ("a", "b")  # duplicates dropped, order kept
     assert s.slow_consumer == "drop" and s.log_level == "debug"
+    assert s.max_groups_per_connection == 3
     assert isinstance(s.keepalive_interval, float) and s.keepalive_interval == 5.0
     assert s.public_endpoint == "https://fabric.example:8443"
 
@@ -401,6 +403,7 @@ def test_bad_port(port):
         "max_request_body_bytes",
         "max_header_bytes",
         "max_connections",
+        "max_groups_per_connection",
         "outbox_max_messages",
         "outbox_max_bytes",
         "reliable_buffer_messages",

@@ -56,3 +56,49 @@ async def test_garbage_from_one_client_loses_nothing_for_others(fab):
         ("streamAck", None), ("streamNack", "InvalidSequenceId"), ("streamNack", "InvalidSequenceId"),
         ("ack", "BadRequest"),
     ], answers
+
+
+async def test_a_connection_joins_at_most_max_groups_per_connection():
+    # Found by a fuzz run: one client joined 50,000 groups (78 -> 412 MB), and leaving them
+    # when it closed held the event loop for ~3 s. Decision limits.groups-per-connection.
+    import attrs
+    import fabric
+    from tests.fabric_support import quick_config
+
+    config = quick_config()
+    config = attrs.evolve(config, server=attrs.evolve(config.server, max_groups_per_connection=300))
+    async with fabric.open_fabric(config, access_key="k") as fab:
+        c = await connect(fab, roles=ROLES)
+        for i in range(300):
+            await c.send_json({"type": "joinGroup", "group": f"g{i}", "ackId": i + 1})
+        for i in range(300):
+            assert (await c.receive_json())["success"] is True
+        await c.send_json({"type": "joinGroup", "group": "one-more", "ackId": 1000})
+        refused = await c.receive_json()
+        assert refused["ackId"] == 1000 and refused["success"] is False
+        assert refused["error"]["name"] == "BadRequest" and "at most 300 groups" in refused["error"]["message"]
+        await c.send_json({"type": "joinGroup", "group": "g7", "ackId": 1001})  # already a member: fine
+        assert (await c.receive_json())["success"] is True
+        # the connection carries on
+        await c.send_json({"type": "sendToGroup", "group": "g7", "dataType": "text", "data": "hi", "ackId": 1002})
+        got = [await c.receive_json() for _ in range(2)]
+        assert {m.get("type") for m in got} == {"ack", "message"}
+        # its end leaves its 300 groups while other tasks keep running
+        hub = fab.running_hubs()[next(iter(fab.running_hubs()))]
+        passes = 0
+        done = trio.Event()
+
+        async def count_passes():
+            nonlocal passes
+            while not done.is_set():
+                passes += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_passes)
+            await c.aclose()
+            with trio.fail_after(10):
+                while hub.connections or hub.groups:
+                    await trio.sleep(0)
+            done.set()
+        assert passes >= 4, passes
