@@ -67,6 +67,7 @@ class Fabric:
             max_body_bytes=config.server.max_request_body_bytes,
             handshake_timeout=config.server.handshake_timeout,
             keepalive_timeout=config.server.idle_timeout,
+            max_head_bytes=config.server.max_header_bytes,
         )
         #: Webhook handlers built from the hubs' ``event_handlers`` settings, by hub name.
         self._webhooks: dict[str, WebhookEventHandler] = {}

@@ -1,17 +1,43 @@
 """The HTTP/1.1 front (h11) on one listening port: plain requests and WebSocket upgrades.
 
 Rules this module keeps:
-- Every TCP connection is read by h11 with bounded head size, a bounded body
-  (``max_body_bytes``, 413 beyond), a deadline for the first request head and an idle
-  deadline between keep-alive requests. A slow or oversize request ties up only its own
-  task.
+- Every TCP connection is read by h11 with a bounded head (``max_head_bytes``, the fabric's
+  ``[server] max_header_bytes``: the request line, fields and blank line counted however
+  their bytes arrive, in one read or many; 431 ``RequestHeaderFieldsTooLarge`` beyond), a
+  bounded body (``max_body_bytes``, 413 beyond; a Content-Length over the bound is refused
+  from the head, without reading the body), a deadline for the first request head and an
+  idle deadline between keep-alive requests. A slow or oversize request ties up only its
+  own task.
+- A body is read only when the application is to get it: a client that sent ``Expect:
+  100-continue`` gets ``100 Continue`` just before the front waits for the body, and none
+  when the head already earns a refusal (RFC 9110 section 10.1.1).
+- A body costs CPU per h11 ``Data`` event as well as per byte, so the events are bounded
+  too (``max_body_chunks`` beyond one per ``BODY_CHUNK_BYTES``; 400 ``InvalidRequest`` and
+  close beyond), and the reader yields every ``BODY_EVENTS_PER_YIELD`` events: a body in
+  one-byte chunks, many to a read, can neither cost a thousand times its size nor hold the
+  loop.
+- The request target is origin-form (``/path?query``), absolute-form (``http(s)://host/path
+  ?query``: its path and query are used, the target reduced to them, and the Host header
+  is left as sent) or ``*`` for OPTIONS; anything else is a 400. The path and the query are
+  percent-decoded strictly: a ``%`` that does not start two hex digits, or escapes that do
+  not decode as UTF-8, are a 400 ``InvalidRequest`` (a lossy decoding would make different
+  paths one, e.g. two group names). ``+`` is a plus in the path and a space in the query.
 - A request is either answered with a ``Response`` (keep-alive honoured) or, for a valid
   WebSocket upgrade the application accepts, switched to a ``WebSocket`` whose opening
   handshake we complete here (101, echoed ``Sec-WebSocket-Protocol``). We never negotiate
   extensions.
 - The application never sees a malformed request: those get 400 (or 426 for a wrong
-  WebSocket version) with a JSON body. An exception in the application becomes a 500 with
-  a JSON body and a log line; it never kills the listener.
+  WebSocket version, 505 for an HTTP version other than 1.0 and 1.1, 501 for a method
+  longer than ``MAX_METHOD_CHARS``) with a JSON body. A control character (other than tab)
+  in a field value is malformed too, though h11 lets it through. An exception in the
+  application becomes a 500 with a JSON body and a log line; it never kills the listener.
+- An error answer that closes the connection ends with a FIN, not a reset: on an OS socket
+  the front shuts down its side and reads and drops what the client still sends (at most
+  ``LINGER_SECONDS`` and ``LINGER_BYTES``) before closing, so the unread rest of a refused
+  request cannot destroy the answer (RFC 9112 section 9.6).
+- An error message quotes at most ``ECHO_CHARS`` characters of any one piece of request
+  input: ``Response.error`` cuts every longer word short (``bound_message``), and ``echo``
+  does it for messages built elsewhere.
 - A request whose body length is not certain is refused with 400 and the connection is
   closed, so nothing after it is ever read as a next request (request smuggling, RFC 9112
   §6.3 and §11.2). h11 already refuses differing Content-Length values and any
@@ -44,7 +70,8 @@ Rules this module keeps:
   bytes the peer pipelines meanwhile are handed to h11 for the next request, not lost.
 - An application may bound a request's body below the front's ``max_body_bytes`` with an
   optional ``body_limit(request) -> int | None`` (the request without its body). Past that
-  smaller limit the front stops reading and the application answers the request itself with
+  smaller limit (or at once, without ``100 Continue``, when the Content-Length is over it)
+  the front stops reading and the application answers the request itself with
   ``body_over_limit`` set and an empty body (e.g. Engine.IO's 413, which keeps its session);
   the connection then closes, as the rest of the body is unread.
 """
@@ -70,14 +97,30 @@ from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, close_st
 
 log = logging.getLogger("transport.http")
 
-MAX_HEAD_BYTES = 16 * 1024
+#: The default bound on a request head (request line, fields and the blank line), however its
+#: bytes arrive; ``[server] max_header_bytes`` sets it for the fabric (``HttpLimits``).
+MAX_HEAD_BYTES = 64 * 1024
 RECEIVE_SIZE = 65536
+#: The body reader yields to other tasks after this many h11 events in a row.
+BODY_EVENTS_PER_YIELD = 64
+#: A request body may take one h11 ``Data`` event per this many bytes beyond
+#: ``HttpLimits.max_body_chunks`` (so a large body read in small TCP segments still fits).
+BODY_CHUNK_BYTES = 256
+#: Longest request method the front passes on; a longer one is a 501 (RFC 9112 section 3).
+MAX_METHOD_CHARS = 32
+#: How much of one piece of request input (a path, a method) an error message quotes.
+ECHO_CHARS = 200
+#: After an error answer that closes the connection: how long, and how many bytes, the front
+#: reads and drops what the client still sends, so that the close is a FIN and not a reset
+#: that could destroy the answer before the client reads it (RFC 9112 section 9.6).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 
 @attrs.frozen
 class Request:
     method: str
-    target: str  # raw request target, as sent
+    target: str  # request target as sent (an absolute-form one reduced to its path and query)
     path: str  # percent-decoded path
     raw_path: str  # path as sent (still percent-encoded)
     query: dict[str, list[str]]
@@ -131,8 +174,27 @@ class Response:
 
     @classmethod
     def error(cls, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> "Response":
-        """The Azure ``ErrorDetail`` body with an ``x-ms-error-code`` header."""
-        return cls.json(status, {"code": code, "message": message}, (("x-ms-error-code", code), *headers))
+        """The Azure ``ErrorDetail`` body with an ``x-ms-error-code`` header. The message is
+        passed through ``bound_message``: request input it quotes is cut short."""
+        return cls.json(status, {"code": code, "message": bound_message(message)},
+                        (("x-ms-error-code", code), *headers))
+
+
+def echo(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` (request input an error message quotes) cut to ``limit`` characters and an
+    ellipsis when longer. No checkpoint."""
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
+def bound_message(message: str) -> str:
+    """An error message with every space-separated word longer than ``ECHO_CHARS`` cut short
+    (``echo``), and the whole at most four times that: what a message quotes of a request
+    (a method, a path) is one word, so a 10,000-character one costs its answer no more than
+    200. A message of short words is returned as it is. No checkpoint."""
+    if len(message) <= ECHO_CHARS:
+        return message
+    message = " ".join([echo(word) for word in message.split(" ")])
+    return echo(message, 4 * ECHO_CHARS)
 
 
 @attrs.frozen
@@ -235,22 +297,89 @@ class HttpLimits:
     max_body_bytes: int = 1 << 20
     handshake_timeout: float = 10.0
     keepalive_timeout: float = 60.0
+    #: Largest request head (request line, fields, blank line), however its bytes arrive;
+    #: 431 beyond. Also h11's ``max_incomplete_event_size`` (which bounds only heads not yet
+    #: complete, and chunked-body lines).
+    max_head_bytes: int = MAX_HEAD_BYTES
+    #: h11 ``Data`` events (chunks, or reads of a Content-Length body) a request body may
+    #: take beyond one per ``BODY_CHUNK_BYTES`` bytes of it; 400 beyond. Each event costs CPU
+    #: whatever its size: a body in 1-byte chunks would cost a thousand times its bytes.
+    max_body_chunks: int = 4096
+
+
+class _TargetError(Exception):
+    """A request target the front refuses: status, ``ErrorDetail.code`` and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+#: A ``%`` not followed by two hex digits.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: The scheme and authority of an absolute-form target (RFC 9112 section 3.2.2).
+_ABSOLUTE = re.compile(r"(?i:https?)://([^/?#]*)")
+
+
+def _request_target(target: str, method: str = "GET") -> tuple[str, str, str, dict[str, list[str]]]:
+    """``(target, path, raw_path, query)`` of a request target: origin-form as sent, the
+    path and query of an absolute-form ``http(s)://authority/path?query`` (with the target
+    reduced to ``/path?query``), or ``*`` for OPTIONS. The path and the query are
+    percent-decoded strictly (``_unquote``). Raises ``_TargetError`` (400) for any other
+    form, a malformed escape, or escapes that are not UTF-8. No checkpoint."""
+    if target[:1] != "/":
+        absolute = _ABSOLUTE.match(target)
+        if absolute is not None:
+            if not absolute[1] or "@" in absolute[1]:  # RFC 9110 sections 4.2.1 and 4.2.4
+                raise _TargetError(400, "BadRequest", "malformed HTTP request: an http URI needs a host "
+                                   "and no userinfo")
+            target = target[absolute.end():]
+            if target[:1] != "/":
+                target = "/" + target  # an empty path is "/" (RFC 9110 section 4.2.3)
+        elif target == "*" and method == "OPTIONS":
+            return target, target, target, {}
+        else:
+            raise _TargetError(400, "BadRequest", "malformed HTTP request: the request target must be a path "
+                               "starting with '/' or an absolute http(s) URI")
+    raw_path, _, qs = target.partition("?")
+    path = _unquote(raw_path, "path") if "%" in raw_path else raw_path
+    return target, path, raw_path, _parse_query(qs) if qs else {}
 
 
 def _parse_target(target: str) -> tuple[str, str, dict[str, list[str]]]:
-    raw_path, _, qs = target.partition("?")
-    return urllib.parse.unquote(raw_path), raw_path, _parse_query(qs) if qs else {}
+    """``(path, raw_path, query)`` of an origin-form target, as ``_request_target`` has them
+    (tests build requests with it). Raises ``_TargetError``. No checkpoint."""
+    return _request_target(target)[1:]
+
+
+def _unquote(text: str, where: str) -> str:
+    """``text`` percent-decoded strictly: every ``%`` starts an escape of two hex digits and
+    the bytes decode as UTF-8, else ``_TargetError`` (400 ``InvalidRequest``). ``+`` is left
+    as it is. No checkpoint."""
+    if _BAD_ESCAPE.search(text) is not None:
+        raise _TargetError(400, "InvalidRequest", f"malformed percent-escape in the request {where}")
+    try:
+        return urllib.parse.unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _TargetError(400, "InvalidRequest",
+                           f"percent-escapes in the request {where} that are not UTF-8") from None
 
 
 def _parse_query(qs: str) -> dict[str, list[str]]:
-    """``urllib.parse.parse_qs(qs, keep_blank_values=True)``; without a ``%`` or ``+`` there is
-    nothing to decode, and splitting is all it does (a tenth of the cost)."""
-    if "%" in qs or "+" in qs:
-        return urllib.parse.parse_qs(qs, keep_blank_values=True)
+    """``urllib.parse.parse_qs(qs, keep_blank_values=True)`` (``&`` separates fields, ``+`` is
+    a space), but strict: a malformed escape or escapes that are not UTF-8, in a name or a
+    value, raise ``_TargetError`` where parse_qs would keep the text or put U+FFFD in. Without
+    a ``%`` or ``+`` there is nothing to decode, and splitting is all it does."""
+    decode = "%" in qs or "+" in qs
     query: dict[str, list[str]] = {}
     for field in qs.split("&"):
         if field:
             name, _, value = field.partition("=")
+            if decode:
+                name = _unquote(name.replace("+", " "), "query") if "%" in name else name.replace("+", " ")
+                value = _unquote(value.replace("+", " "), "query") if "%" in value else value.replace("+", " ")
             values = query.get(name)
             if values is None:
                 query[name] = [value]
@@ -275,9 +404,11 @@ async def serve_connection(
     """Serve one TCP connection until it closes or is upgraded and finished. Checkpoint: not
     always (an upgrade whose head was already in the kernel may complete without one)."""
     raw = os_socket(stream)
-    conn = None if raw is not None else _h11_connection()  # made once a head needs h11
+    max_head = limits.max_head_bytes
+    conn = None if raw is not None else _h11_connection(max_head)  # made once a head needs h11
     first = True
     handed_off = False
+    linger = False  # an error answer went out: read what the client still sends before closing
     try:
         while True:
             deadline = trio.current_time() + (limits.handshake_timeout if first else limits.keepalive_timeout)
@@ -288,17 +419,21 @@ async def serve_connection(
                 data = await _first_data(raw, deadline)
                 if data is None:
                     return
-                quick = _quick_upgrade_head(data) if data else None
+                quick = _quick_upgrade_head(data, max_head) if data else None
                 if quick is not None:
                     target, headers, end = quick
+                    try:
+                        target, path, raw_path, query = _request_target(target)
+                    except _TargetError:
+                        quick = None  # h11 reads it again, and the refusal is answered below
+                if quick is not None:
                     trailing = data[end:]
                     data = None  # not kept while the application decides (a hole in the heap per connection)
-                    path, raw_path, query = _parse_target(target)
                     handed_off = await _upgrade(
                         stream, None, app, Request("GET", target, path, raw_path, query, headers), limits, raw,
                         quick=True, trailing=trailing)
                     return
-                conn = _h11_connection()
+                conn = _h11_connection(max_head)
                 conn.receive_data(data)
             first = False
             # A head already in the kernel is read and parsed without a deadline or a yield.
@@ -308,27 +443,44 @@ async def serve_connection(
                     event = await _next_event(stream, conn, raw)
                 if scope.cancelled_caught:
                     if conn.our_state is h11.IDLE and conn.their_state is h11.SEND_BODY:
+                        linger = True
                         await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body too slow"))
                     return
             if event is None or isinstance(event, h11.ConnectionClosed):
                 return
             if isinstance(event, _BadRequest):
-                await _send_simple(stream, conn, Response.error(event.status, "BadRequest", event.message))
+                linger = True
+                await _send_simple(stream, conn, Response.error(event.status, event.code, event.message))
                 return
             if not isinstance(event, h11.Request):  # h11 never does this; close rather than guess
                 log.error("h11 gave %r where a request head was due; closing", event)
                 return
-            headers = tuple(
-                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers
-            )
+            refusal = _head_problem(conn, event, max_head)
+            headers = []
+            length = None
+            for k, v in event.headers:
+                if refusal is None and _CONTROL_CHARACTER(v) is not None:
+                    refusal = Response.error(400, "BadRequest", "malformed HTTP request: a control character "
+                                             f"in the value of {echo(k.decode('latin-1'))}")
+                if k == b"content-length":
+                    length = int(v)
+                headers.append((k.decode("latin-1").lower(), v.decode("latin-1")))
+            headers = tuple(headers)
             upgrade = _is_upgrade(headers)
-            problem = _framing_problem(event, upgrade)
-            if problem is not None:
-                await _send_simple(stream, conn, Response.error(400, "BadRequest", problem))
-                return
-            target = event.target.decode("latin-1")
-            path, raw_path, query = _parse_target(target)
+            if refusal is None:
+                problem = _framing_problem(event, upgrade)
+                if problem is not None:
+                    refusal = Response.error(400, "BadRequest", problem)
             method = event.method.decode("ascii", "replace")
+            if refusal is None:
+                try:
+                    target, path, raw_path, query = _request_target(event.target.decode("latin-1"), method)
+                except _TargetError as exc:
+                    refusal = Response.error(exc.status, exc.code, exc.message)
+            if refusal is not None:
+                linger = True
+                await _send_simple(stream, conn, refusal)
+                return
 
             if upgrade:
                 handed_off = await _upgrade(stream, conn, app, Request(method, target, path, raw_path, query, headers), limits,
@@ -346,25 +498,45 @@ async def serve_connection(
                 else:
                     app_limit = None
             body = bytearray()
-            too_big = False
-            with trio.move_on_after(limits.handshake_timeout) as scope:
-                while True:
-                    ev = await _next_event(stream, conn)
-                    if ev is None or isinstance(ev, (h11.ConnectionClosed, _BadRequest)):
-                        if isinstance(ev, _BadRequest):
-                            await _send_simple(stream, conn, Response.error(ev.status, "BadRequest", ev.message))
-                        return
-                    if isinstance(ev, h11.Data):
-                        if len(body) + len(ev.data) > limit:
-                            too_big = True
+            # A Content-Length over the limit is refused from the head: no body is read, and a
+            # client waiting for 100 Continue gets the refusal instead.
+            too_big = length is not None and length > limit
+            if not too_big:
+                events = 0
+                with trio.move_on_after(limits.handshake_timeout) as scope:
+                    while True:
+                        ev = _h11_event(conn)
+                        if ev is h11.NEED_DATA:
+                            if conn.client_is_waiting_for_100_continue:
+                                await _send_continue(stream, conn)
+                            ev = await _next_event(stream, conn)
+                        if ev is None or isinstance(ev, (h11.ConnectionClosed, _BadRequest)):
+                            if isinstance(ev, _BadRequest):
+                                linger = True
+                                await _send_simple(stream, conn, Response.error(ev.status, ev.code, ev.message))
+                            return
+                        if isinstance(ev, h11.Data):
+                            if len(body) + len(ev.data) > limit:
+                                too_big = True
+                                break
+                            events += 1
+                            if events > limits.max_body_chunks + len(body) // BODY_CHUNK_BYTES:
+                                linger = True
+                                await _send_simple(stream, conn, Response.error(
+                                    400, "InvalidRequest", f"request body sent in too many chunks (more than "
+                                    f"{limits.max_body_chunks} beyond one per {BODY_CHUNK_BYTES} bytes)"))
+                                return
+                            body += ev.data
+                            if events % BODY_EVENTS_PER_YIELD == 0:  # many events from one read
+                                await trio.lowlevel.checkpoint()
+                        elif isinstance(ev, h11.EndOfMessage):
                             break
-                        body += ev.data
-                    elif isinstance(ev, h11.EndOfMessage):
-                        break
-            if scope.cancelled_caught:
-                await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body not received in time"))
-                return
+                if scope.cancelled_caught:
+                    linger = True
+                    await _send_simple(stream, conn, Response.error(408, "RequestTimeout", "request body not received in time"))
+                    return
             if too_big and app_limit is None:
+                linger = True
                 await _send_simple(stream, conn, Response.error(
                     413, "PayloadTooLarge", f"request body exceeds {limits.max_body_bytes} bytes"))
                 return
@@ -376,12 +548,13 @@ async def serve_connection(
             try:
                 response = await app.handle_http(request)
             except Exception:
-                log.exception("HTTP handler failed for %s %s", method, raw_path)
+                log.exception("HTTP handler failed for %s %s", method, echo(raw_path))
                 response = Response.error(500, "InternalServerError", "internal error")
             finally:
                 with trio.CancelScope(shield=True):
                     await peer.stop()
             if too_big:
+                linger = True
                 await _send_simple(stream, conn, response)
                 return
             if not await _send_response(stream, conn, response, head=(method == "HEAD")):
@@ -392,17 +565,41 @@ async def serve_connection(
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+            conn.next_head()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     finally:
         if not handed_off:
-            await close_stream(stream)
+            try:
+                if linger and raw is not None:
+                    await _linger(raw)
+            finally:
+                await close_stream(stream)
 
 
 @attrs.frozen
 class _BadRequest:
     status: int
     message: str
+    code: str = "BadRequest"
+
+
+#: A control character h11 lets through in a field value (RFC 9110 section 5.5: a value
+#: is visible characters, obs-text, and spaces or tabs between them).
+_CONTROL_CHARACTER = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+def _head_problem(conn: "_Connection", event: h11.Request, max_head: int) -> Response | None:
+    """The refusal a request head earns before its fields are looked at (its size, its HTTP
+    version, its method's length), or None. No checkpoint."""
+    if conn.head_too_big():
+        return Response.error(431, "RequestHeaderFieldsTooLarge", f"request head larger than {max_head} bytes")
+    if event.http_version not in (b"1.1", b"1.0"):
+        return Response.error(505, "HTTPVersionNotSupported",
+                              f"HTTP/{event.http_version.decode('ascii')} is not supported; use HTTP/1.1")
+    if len(event.method) > MAX_METHOD_CHARS:
+        return Response.error(501, "NotImplemented", "request method longer than any this server implements")
+    return None
 
 
 def _framing_problem(event: h11.Request, upgrade: bool) -> str | None:
@@ -429,13 +626,15 @@ def _framing_problem(event: h11.Request, upgrade: bool) -> str | None:
     return None
 
 
-def _h11_event(conn: h11.Connection):
+def _h11_event(conn: _Connection):
     try:
         event = conn.next_event()
     except h11.RemoteProtocolError as exc:
         # h11 hints 501 for a transfer coding it refuses; for us any unframeable body
         # is a 400 (see the module header).
         status = 400 if exc.error_status_hint == 501 else exc.error_status_hint
+        if status == 431:  # an incomplete head already over the bound
+            return _BadRequest(431, f"request head larger than {conn.max_head} bytes", "RequestHeaderFieldsTooLarge")
         return _BadRequest(status, f"malformed HTTP request: {exc}")
     if event is h11.PAUSED:
         return None
@@ -461,24 +660,26 @@ async def _first_data(raw: socket.socket, deadline: float) -> bytes | None:
         return None  # the deadline passed
 
 
-#: RFC 9110 field line, as h11 matches it (token ":" OWS value OWS; no NUL, no CR or LF).
-_QUICK_FIELD = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*")
+#: RFC 9110 field line, as h11 matches it (token ":" OWS value OWS; no NUL, no CR or LF),
+#: and without the control characters h11 would let through but the front refuses.
+_QUICK_FIELD = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?)[ \t]*")
 _QUICK_TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
-def _quick_upgrade_head(data: bytes) -> tuple[str, tuple[tuple[str, str], ...], int] | None:
+def _quick_upgrade_head(data: bytes, max_head: int = MAX_HEAD_BYTES) -> tuple[str, tuple[tuple[str, str], ...], int] | None:
     """``(target, headers, head length)`` when ``data`` starts with a complete request head
     that is plainly a WebSocket upgrade, else None (h11 then parses it as usual).
 
     Plainly: ``GET <target> HTTP/1.1``, CRLF line ends only, every line one field as h11's
     own grammar has it (no obsolete line folding), one Host, no Content-Length or
-    Transfer-Encoding, and the Upgrade/Connection pair; the head below ``MAX_HEAD_BYTES``.
-    h11 accepts every such head and gives the same request (names lower-cased, values
-    without the surrounding whitespace), at a tenth of the cost; anything else goes to h11,
-    which decides exactly as before. No checkpoint.
+    Transfer-Encoding, no control character in a value, and the Upgrade/Connection pair; the
+    head (with its blank line) at most ``max_head`` bytes. h11 accepts every such head and
+    gives the same request (names lower-cased, values without the surrounding whitespace),
+    at a tenth of the cost; anything else goes to h11, which decides exactly as before. No
+    checkpoint.
     """
     end = data.find(b"\r\n\r\n")
-    if end < 0 or end >= MAX_HEAD_BYTES:
+    if end < 0 or end + 4 > max_head:
         return None
     lines = data[:end].split(b"\r\n")
     line = lines[0]
@@ -507,8 +708,37 @@ def _quick_upgrade_head(data: bytes) -> tuple[str, tuple[tuple[str, str], ...], 
     return target.decode("latin-1"), fields, end + 4
 
 
-def _h11_connection() -> h11.Connection:
-    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+class _Connection(h11.Connection):
+    """h11's server side, counting the bytes it is given so that a request head can be
+    measured however its bytes arrived (h11's ``max_incomplete_event_size`` bounds only a
+    head still incomplete: a bigger one that completes in one read would pass)."""
+
+    def __init__(self, max_head: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+        #: Bytes given to ``receive_data`` so far.
+        self.received = 0
+        #: Where the current request's head starts in those bytes.
+        self.head_start = 0
+
+    def receive_data(self, data: bytes) -> None:
+        self.received += len(data)
+        super().receive_data(data)
+
+    def head_too_big(self) -> bool:
+        """Whether the request head h11 has just given is over ``max_head`` bytes (it ends
+        where what h11 still holds begins). Copies what h11 holds only when all received
+        since the head began is over the bound. No checkpoint."""
+        received = self.received - self.head_start
+        return received > self.max_head and received - len(self.trailing_data[0]) > self.max_head
+
+    def next_head(self) -> None:
+        """Note where the next request's head starts (after ``start_next_cycle``)."""
+        self.head_start = self.received - len(self.trailing_data[0])
+
+
+def _h11_connection(max_head: int = MAX_HEAD_BYTES) -> _Connection:
+    return _Connection(max_head)
 
 
 def _catch_up(conn: h11.Connection, request: Request) -> bool:
@@ -590,6 +820,37 @@ def _reason(status: int) -> bytes:
         return http.HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b""
+
+
+async def _send_continue(stream, conn: h11.Connection) -> None:
+    """``100 Continue``: the client waits for it before it sends the body (RFC 9110
+    section 10.1.1). Checkpoint."""
+    await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=(), reason=b"Continue")))
+
+
+async def _linger(raw: socket.socket) -> None:
+    """End our side of the connection (FIN) and read and drop what the client still sends,
+    until it closes too, for at most ``LINGER_SECONDS`` and ``LINGER_BYTES``. Closing a
+    socket with unread bytes resets the connection, and a reset can destroy the answer we
+    just sent before the client reads it (RFC 9112 section 9.6). Checkpoint: yes, unless the
+    socket already failed."""
+    try:
+        raw.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    budget = LINGER_BYTES
+    with trio.move_on_after(LINGER_SECONDS):
+        while budget > 0:
+            try:
+                await trio.lowlevel.wait_readable(raw)
+                data = raw.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
+                return
+            if not data:
+                return
+            budget -= len(data)
 
 
 async def _send_simple(stream, conn: h11.Connection, response: Response) -> None:
