@@ -38,7 +38,7 @@ from specs import metadata as spec_metadata
 from specs import names
 from specs import rest as spec
 from specs.rest import ErrorCode
-from transport.http import Request, Response
+from transport.http import Request, Response, echo
 
 if TYPE_CHECKING:
     from fabric.core.hubs import HubRegistry
@@ -124,9 +124,9 @@ def route(method: str, raw_path: str) -> tuple[spec.Operation, dict[str, str]]:
             break
     if allowed:
         methods = ", ".join(sorted(set(allowed)))
-        raise HttpError(405, ErrorCode.METHOD_NOT_ALLOWED, f"{method} is not allowed here; use {methods}",
+        raise HttpError(405, ErrorCode.METHOD_NOT_ALLOWED, f"{echo(method)} is not allowed here; use {methods}",
                         headers=(("allow", methods),))
-    raise HttpError(404, ErrorCode.NOT_FOUND, f"no such resource: {method} {raw_path}")
+    raise HttpError(404, ErrorCode.NOT_FOUND, f"no such resource: {echo(method)} {echo(raw_path)}")
 
 
 # ---- parameters --------------------------------------------------------------------------------

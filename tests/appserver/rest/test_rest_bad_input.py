@@ -397,3 +397,12 @@ async def test_random_requests_never_get_a_5xx(method, parts, query, content_typ
         assert 200 <= r.status < 500, (method, path, query, r)
         if r.status >= 400 and method != "HEAD":
             assert r.error["message"]
+
+
+async def test_a_404_quotes_at_most_200_characters_of_the_path(fab, rest):
+    # Found by a REST fuzz run: the 404 message echoed the whole raw path.
+    long = "/api/hubs/chat/nothing/" + "x" * 5000
+    r = await rest.call("GET", long)
+    assert r.status == 404
+    message = r.json()["message"]
+    assert "x" * 150 in message and len(message) < 400, len(message)
