@@ -95,4 +95,19 @@ DECISIONS: tuple[Decision, ...] = (
         "run in seven (0 in 200 with it). The tombstones are bounded "
         f"(at most {LATE_GET_TOMBSTONES} sids, oldest dropped first).",
     ),
+    Decision(
+        "socketio.hostile-input",
+        "Where may one Socket.IO client's input cost more than Node's, and what bounds it?",
+        "At most 64 namespaces per Engine.IO connection (a CONNECT past it gets CONNECT_ERROR "
+        "'Too many namespaces'); once a polling session is closing, the rest of a POST body is "
+        "dropped; a per-hub endpoint builds nothing for a hub until a handshake with a valid "
+        "token (preflights, unknown sids and other requests are answered as the endpoint would); "
+        "an ack whose arguments are too deep to encode is not sent (an error log line), never a "
+        "traceback.",
+        "Node bounds none of the first three (it has no per-hub endpoints), but there a namespace "
+        "is cheap. Found by a fuzz run (2026-12-04): 8,000 namespaces on one connection stalled "
+        "its close 15 s; 200,000 invalid packets in one POST were all processed (5 s, 200,000 "
+        "log lines) where Node drops them; unauthenticated requests naming 10,000 hubs kept "
+        "125 MB. Nobody is known to use more than a handful of namespaces per connection.",
+    ),
 )

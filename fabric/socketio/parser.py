@@ -396,6 +396,8 @@ def _json(data: Any) -> bytes:
         return _json_encode(data)
     except (TypeError, ValueError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidPacket(f"payload is not JSON-encodable: {exc}") from None
+    except RecursionError:  # an ack echoing arguments that decoding only just accepted (~985 deep)
+        raise InvalidPacket("payload nests too deeply to encode") from None
 
 
 def encode(packet: Packet) -> tuple[bytes, list[bytes]]:

@@ -20,7 +20,10 @@ Rules this module keeps (reference: socketio-protocol.md §b, §e):
   is its connection there), and so do the operators' ``sockets_join``/``sockets_leave``/
   ``disconnect_sockets`` (a filter over groups, as Azure's adapter sends them). Still this
   node's sockets only: ``fetch_sockets``, ``emit_with_ack`` to rooms, ``call`` and acks.
-- CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``; the connect
+- CONNECT: an unknown namespace gets ``44{"message":"Invalid namespace"}``, one past
+  ``MAX_NAMESPACES_PER_CONNECTION`` on one Engine.IO connection ``44`` saying so (Node has
+  no bound, but each namespace is a socket, two groups and a linear scan when the
+  connection closes: 8,000 namespaces on one connection stalled a close 15 s); the connect
   handler runs before the reply and may refuse (``False`` or ``ConnectionRefusedError``);
   what the handler emits to the socket is held and written after the ``40`` reply. A packet
   for a namespace the client has not joined, a second CONNECT for a joined one, or an
@@ -138,6 +141,8 @@ _RECOVERABLE = frozenset({
     Reason.SERVER_SHUTTING_DOWN, Reason.FORCED_SERVER_CLOSE,
 })
 _MAX_PENDING_ACKS = 1024
+#: Namespaces one Engine.IO connection may join (see the module header: CONNECT).
+MAX_NAMESPACES_PER_CONNECTION = 64
 _NO_AUTH: dict = {}
 _json_decode = msgspec.json.decode
 
@@ -1123,6 +1128,11 @@ class Server:
         if key is None:
             self.counters["sockets_refused"] += 1
             conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, {"message": "Invalid namespace"}))
+            return
+        if len(conn.sockets) >= MAX_NAMESPACES_PER_CONNECTION and nsp not in conn.sockets:
+            self.counters["sockets_refused"] += 1
+            conn.engine.send(_control(parser.PacketType.CONNECT_ERROR, nsp, {
+                "message": f"Too many namespaces: at most {MAX_NAMESPACES_PER_CONNECTION} per connection"}))
             return
         restoring = None
         recovery = self._recovery

@@ -321,3 +321,70 @@ async def test_broadcast_operators_on_one_node(fab):
     await sio.emit("still", "here", to=sid1)
     assert await s1.receive() == '42["still","here"]'
     await s1.aclose()
+
+
+# ---------------------------------------------------------------- hostile input (fuzz run 2026-12-04)
+
+
+async def test_requests_naming_new_hubs_build_nothing_until_a_valid_handshake(fab):
+    # Unauthenticated requests naming 10,000 hubs kept 125 MB: each built a Server and an
+    # EngineServer before the token was checked (decision socketio.hostile-input).
+    edge = fab.socketio_edge
+    before = set(edge.statistics()["servers"])
+    for i in range(50):
+        assert (await http(fab, "GET", f"/clients/socketio/hubs/h{i}/?EIO=4&transport=polling")).status == 401
+        answer = await http(fab, "GET", f"/clients/socketio/hubs/s{i}/?EIO=4&transport=polling&sid=nope")
+        assert (answer.status, error_code(answer)) == (400, 1)
+        answer = await http(fab, "POST", f"/clients/socketio/hubs/p{i}/?EIO=4&transport=polling")
+        assert answer.status == 401  # the token check precedes the engine's, as for a running hub
+        assert (await http(fab, "OPTIONS", f"/clients/socketio/hubs/o{i}/?EIO=4&transport=polling")).status < 500
+    assert set(edge.statistics()["servers"]) == before
+    token = fab.hub("made").get_client_access_token(client_type="socketio", user_id="u")["token"]
+    answer = await http(fab, "GET", f"/clients/socketio/hubs/made/?EIO=4&transport=polling&access_token={token}")
+    assert answer.status == 200 and "made" in edge.statistics()["servers"]
+
+
+async def test_packets_after_an_invalid_one_in_a_post_are_dropped(fab):
+    # Node stops delivering once the socket is no longer open; here the rest of the body
+    # used to reach the application (and 200,000 invalid packets were each handled and logged).
+    sid = await open_polling(fab)
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    await http(fab, "POST", target, "40")
+    assert (await http(fab, "GET", target)).body.startswith(b"40{")
+    seen = []
+    sio = fab.socketio()
+
+    @sio.event
+    def record(sid_, *args):
+        seen.append(args)
+
+    await http(fab, "POST", target, '42["record",1]\x1e4\x1e42["record",2]\x1e' + "4\x1e" * 1000 + '42["record",3]')
+    assert seen == [(1,)]
+    assert (await http(fab, "GET", target)).body == b"1"
+
+
+async def test_at_most_so_many_namespaces_per_connection(fab):
+    from fabric.socketio.server import MAX_NAMESPACES_PER_CONNECTION
+
+    fab.socketio().namespaces = "*"
+    sid = await open_polling(fab)
+    target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+    body = "\x1e".join(f"40/n{i}," for i in range(MAX_NAMESPACES_PER_CONNECTION + 1))
+    await http(fab, "POST", target, body)
+    packets = []
+    while len(packets) < MAX_NAMESPACES_PER_CONNECTION + 1:
+        packets += (await http(fab, "GET", target)).body.decode().split("\x1e")
+    assert all(p.startswith(f"40/n{i},{{") for i, p in enumerate(packets[:-1]))
+    assert packets[-1].startswith(f"44/n{MAX_NAMESPACES_PER_CONNECTION},") and "Too many namespaces" in packets[-1]
+    # the connection carries on
+    await http(fab, "POST", target, '42/n0,["echo","still"]')
+
+
+def test_an_ack_too_deep_to_encode_is_an_invalid_packet_not_a_recursion_error():
+    from fabric.socketio import parser
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(parser.InvalidPacket, match="too deeply"):
+        parser.encode_ack([deep], 1, "/")
