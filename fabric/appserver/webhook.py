@@ -524,10 +524,16 @@ class WebhookEventHandler(EventHandler):
                 self._urls.clear()
             url = self._urls[key] = httpx.URL(handler.url_for(self.hub, event))
         self.counters["requests"] += 1
+        validated = False
         with trio.move_on_after(self.timeout):
             await self._ensure_valid(handler)
+            validated = True
             return await self._exchange("POST", url, headers, body)
         # Only the deadline gets here: the block itself returns or raises.
+        if not validated:  # the abuse-protection OPTIONS is what hung, not the event's POST
+            raise UpstreamFailure(Failure.TIMEOUT, f"the abuse-protection validation of "
+                                  f"{handler.url_for(self.hub, spec.VALIDATE_EVENT)} did not answer within "
+                                  f"{self.timeout:g} s")
         raise UpstreamFailure(Failure.TIMEOUT, f"{url} did not answer within {self.timeout:g} s")
 
     async def _exchange(self, method: str, url: str | httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes | None,

@@ -296,3 +296,20 @@ async def test_connect_empty_strings_mean_absent_and_state_without_body():
         await c2.aclose()
         (disconnected,) = await rig.app.wait_for("disconnected")
         assert disconnected.header("ce-connectionState") == "eyJrIjoidiJ9"
+
+
+async def test_a_validation_that_hangs_is_named_in_the_timeout(autojump_clock):
+    # A hostile-upstream run found the timeout naming the connect URL when it was the
+    # abuse-protection OPTIONS that never answered.
+    async with open_rig("webhook") as rig:
+        async def override(seen):
+            if seen.method == "OPTIONS":
+                await trio.sleep_forever()
+            return None
+
+        rig.app.override = override
+        with pytest.raises(ConnectionRejected) as info:
+            await connect_in_process(rig.fab, HUB)
+        message = json.loads(info.value.body)["message"]
+        assert info.value.status == 500 and "abuse-protection validation" in message, message
+        assert "did not answer within" in message
