@@ -92,7 +92,7 @@ import msgspec
 import trio
 
 from .frames import accept_key, valid_client_key
-from .sockets import os_socket
+from .sockets import os_socket, receive_some
 from .websocket import CLOSE_TIMEOUT, MAX_MESSAGE_FRAGMENTS, WebSocket, close_stream
 
 log = logging.getLogger("transport.http")
@@ -572,7 +572,7 @@ async def serve_connection(
         if not handed_off:
             try:
                 if linger and raw is not None:
-                    await _linger(raw)
+                    await _linger(stream, raw)
             finally:
                 await close_stream(stream)
 
@@ -828,7 +828,7 @@ async def _send_continue(stream, conn: h11.Connection) -> None:
     await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=(), reason=b"Continue")))
 
 
-async def _linger(raw: socket.socket) -> None:
+async def _linger(stream: trio.abc.Stream, raw: socket.socket) -> None:
     """End our side of the connection (FIN) and read and drop what the client still sends,
     until it closes too, for at most ``LINGER_SECONDS`` and ``LINGER_BYTES``. Closing a
     socket with unread bytes resets the connection, and a reset can destroy the answer we
@@ -842,10 +842,7 @@ async def _linger(raw: socket.socket) -> None:
     with trio.move_on_after(LINGER_SECONDS):
         while budget > 0:
             try:
-                await trio.lowlevel.wait_readable(raw)
-                data = raw.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                continue
+                data = await receive_some(stream, raw, RECEIVE_SIZE)
             except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
                 return
             if not data:
