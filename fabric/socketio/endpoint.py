@@ -33,7 +33,7 @@ from fabric.core import auth
 from fabric.core.hubs import HubRegistry
 from fabric.socketio.eio_session import EngineConfig
 from fabric.socketio.eio_requests import RequestRejected, parse_query, route_request
-from fabric.socketio.engine import CorsOptions, EngineApp, EngineServer
+from fabric.socketio.engine import CorsOptions, EngineApp, EngineServer, rejection
 from fabric.socketio.server import Server
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,7 @@ class SocketIOEdge:
                               upgrade=upgrade, lookup=lambda sid: None, origin=request.header("origin"),
                               transports=engine_config(self.config).transports)
             except RequestRejected as exc:
-                headers = (("content-type", exc.http_content_type), *cors.headers_for(request))
-                return Response(exc.http_status, exc.http_body(), headers)
+                return rejection(cors, request, exc)
             return None  # (not reached: without a session, these are all rejected)
         try:
             self._verify(hub, request)

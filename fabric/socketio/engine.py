@@ -145,6 +145,13 @@ class CorsOptions:
         return Response(204, b"", tuple(headers))
 
 
+def rejection(cors: CorsOptions, request: Request, exc: RequestRejected) -> Response:
+    """Engine.IO's answer to a refused request: its status and ``{"code","message"}`` body,
+    with the CORS headers for the request's origin."""
+    headers = [("content-type", exc.http_content_type), *cors.headers_for(request)]
+    return Response(exc.http_status, exc.http_body(), tuple(headers))
+
+
 class EngineConnection:
     """One Engine.IO session on trio: its ``Session`` core, its current WebSocket (if any),
     a parked GET (if any) and the app's per-connection object (``app_state``).
@@ -614,8 +621,7 @@ class EngineServer:
         return Response(reply.status, reply.body, tuple(headers))
 
     def _rejected(self, request: Request, exc: RequestRejected) -> Response:
-        headers = [("content-type", exc.http_content_type), *self.cors.headers_for(request)]
-        return Response(exc.http_status, exc.http_body(), tuple(headers))
+        return rejection(self.cors, request, exc)
 
     async def _allow(self, request: Request) -> str | None:
         if self.allow_request is None:
