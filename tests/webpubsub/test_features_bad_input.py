@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import trio
 
+from tests.waiting import counting_passes
+
 from .client_support import ROLES, connect
 
 GARBAGE = [
@@ -85,20 +87,9 @@ async def test_a_connection_joins_at_most_max_groups_per_connection():
         assert {m.get("type") for m in got} == {"ack", "message"}
         # its end leaves its 300 groups while other tasks keep running
         hub = fab.running_hubs()[next(iter(fab.running_hubs()))]
-        passes = 0
-        done = trio.Event()
-
-        async def count_passes():
-            nonlocal passes
-            while not done.is_set():
-                passes += 1
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(count_passes)
+        async with counting_passes() as passes:
             await c.aclose()
             with trio.fail_after(10):
                 while hub.connections or hub.groups:
                     await trio.sleep(0)
-            done.set()
-        assert passes >= 4, passes
+        assert passes.count >= 4, passes.count

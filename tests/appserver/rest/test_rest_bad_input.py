@@ -19,6 +19,8 @@ from fabric.config import load_config
 from fabric.core.auth import mint_rest_token
 from transport.memory import memory_stream_pair
 
+from tests.waiting import counting_passes
+
 from .rest_support import HOST, KEY, ROLES, RestClient, connect, open_rest_fabric
 
 HUB = "/api/hubs/chat"
@@ -314,22 +316,11 @@ async def test_a_large_group_operation_by_filter_yields_to_other_work(fab, rest)
     first = clients[0].connection_id
     body = json.dumps({"groups": groups, "filter": f"connectionId eq '{first}'"})
     assert (await rest.call("POST", f"{HUB}/:addToGroups", body=body, content_type="application/json")).status == 200
-    passes = 0
-    done = trio.Event()
-
-    async def count_passes():
-        nonlocal passes
-        while not done.is_set():
-            passes += 1
-            await trio.lowlevel.checkpoint()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(count_passes)
+    async with counting_passes() as passes:
         body = json.dumps({"groups": groups})  # 19,000 joins of existing groups: no natural checkpoint
         assert (await rest.call("POST", f"{HUB}/:addToGroups", body=body,
                                 content_type="application/json")).status == 200
-        done.set()
-    assert passes >= 100, passes
+    assert passes.count >= 100, passes.count
     hub = fab.running_hubs()["chat"]
     assert all(hub.connections[c.connection_id].groups == set(groups) for c in clients)
 
