@@ -782,10 +782,7 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection, raw: socket
             return event
         if raw is not None:
             try:
-                await trio.lowlevel.wait_readable(raw)
-                data = raw.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                continue
+                data = await receive_some(stream, raw, RECEIVE_SIZE)
             except (OSError, trio.ClosedResourceError, trio.BusyResourceError):
                 return None
         else:
